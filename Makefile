@@ -1,0 +1,66 @@
+# dlrm-bench: seed-compatible verbs. Every target sets up .venv itself, then calls the `dlrm-bench` entry point.
+#   make run RUN_ARGS="--benchmarks=dlrm --scenarios=Offline --config_ver=default --test_mode=PerformanceOnly"
+#   make test
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DLRM := $(VENV)/bin/dlrm-bench
+TORCH_VERSION ?= 2.13.0
+RUN_ARGS ?=
+STAMP := $(VENV)/.installed-$(TORCH_VERSION)
+
+export PYTHONUNBUFFERED := 1
+
+.PHONY: help setup run test test_gpu preprocess_data generate_data download_data download_model train \
+        generate_engines calibrate bench report audit run_audit_test01 run_audit_test05 serve clean
+
+help:
+	@echo "make run | test | generate_data | preprocess_data | train | generate_engines | calibrate |"
+	@echo "     download_data | download_model | bench | report | audit | serve | clean   (see README.md)"
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "setting up $(VENV) (torch $(TORCH_VERSION), CPU build) ..."
+	$(PY) -m pip install -q --disable-pip-version-check "torch==$(TORCH_VERSION)"
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[test]" "tritonclient[grpc]>=2.40"
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps "nvidia-pytriton>=0.5"
+	@touch $@
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	$(DLRM) run $(RUN_ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(TEST_ARGS)
+
+generate_data: $(STAMP)
+	$(DLRM) generate-data $(RUN_ARGS)
+
+preprocess_data: $(STAMP)
+	$(DLRM) preprocess $(RUN_ARGS)
+
+download_data: $(STAMP)
+	$(DLRM) check-data $(RUN_ARGS)
+
+download_model: $(STAMP)
+	$(DLRM) download-model $(RUN_ARGS)
+
+train: $(STAMP)
+	$(DLRM) train $(RUN_ARGS)
+
+generate_engines: $(STAMP)
+	$(DLRM) generate-engines $(RUN_ARGS)
+
+calibrate: $(STAMP)
+	$(DLRM) calibrate $(RUN_ARGS)
+
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py $(RUN_ARGS)
+
+report: $(STAMP)
+	$(DLRM) report $(or $(LOG_DIR),build/logs/latest)
+
+clean:
+	rm -rf build/logs

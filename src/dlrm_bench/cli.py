@@ -1,0 +1,121 @@
+"""`dlrm-bench`: argument parsing only. Each subcommand hands its arguments to one function elsewhere.
+
+A `UserError` from any command is printed as one line on stderr and exits with status 2; Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from dlrm_bench.errors import UserError
+
+SCALES = ("tiny", "small", "full-day")
+
+
+def _add_dataset_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", default="auto",
+                   help="terabyte, synthetic-tiny, synthetic-small, synthetic-full-day, criteo-tb-random, or auto "
+                        "(terabyte when real data is present, else synthetic-tiny)")
+    p.add_argument("--dataset-dir", type=Path, default=None,
+                   help="a preprocessed dataset folder (overrides --dataset's default location)")
+    p.add_argument("--model", type=Path, default=None,
+                   help="checkpoint (.pt); default: build/models/dlrm/<tb00_40M|dataset>.pt")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dlrm-bench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("generate-data", help="write synthetic Criteo-format raw day files")
+    p.add_argument("--scale", choices=SCALES, default="tiny")
+    p.add_argument("--output", type=Path, default=None, help="default: build/data/criteo_synthetic_<scale>/")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--days", type=int, default=None, help="number of day files (default: per scale)")
+    p.add_argument("--rows-per-day", type=int, default=None, help="rows per day (default: per scale)")
+    p.add_argument("--gzip", action="store_true", help="write day_k.gz instead of plain text")
+    p.set_defaults(func="dlrm_bench.criteo.synthetic:main")
+
+    p = sub.add_parser("preprocess", help="raw days -> MLPerf artifacts (docs/FORMATS.md)")
+    p.add_argument("--raw-dir", type=Path, default=None, help="folder of day_k[.gz] files")
+    p.add_argument("--output", type=Path, default=None, help="preprocessed folder (default per --name)")
+    p.add_argument("--name", default="terabyte", help="dataset name written to meta.json")
+    p.add_argument("--max-ind-range", type=int, default=40_000_000)
+    p.add_argument("--skip-bad-rows", action="store_true", help="count and report malformed rows instead of failing")
+    p.add_argument("--workers", type=int, default=None, help="parallel day workers (default: cores)")
+    p.add_argument("--compress", action="store_true", help="also write categorical_int32_compressed.npy")
+    p.add_argument("--quantile-file", type=Path, default=None, help="dist_quantile.txt for the aggregation trace")
+    p.set_defaults(func="dlrm_bench.criteo.preprocess:main")
+
+    p = sub.add_parser("make-partition", help="write sample_partition.npy and the reference trace for N pairs")
+    p.add_argument("--num-pairs", type=int, required=True)
+    p.add_argument("--output", type=Path, required=True)
+    p.add_argument("--quantile-file", type=Path, default=None)
+    p.set_defaults(func="dlrm_bench.criteo.partition:main")
+
+    p = sub.add_parser("check-data", help="check that the 24 raw day files are present")
+    p.add_argument("--raw-dir", type=Path, default=None)
+    p.set_defaults(func="dlrm_bench.criteo.download:main")
+
+    p = sub.add_parser("train", help="train the DLRM on the preprocessed training days (CPU)")
+    _add_dataset_args(p)
+    p.add_argument("--output", type=Path, default=None, help="checkpoint path (default: the --model default)")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=2048)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-rows", type=int, default=None, help="stop after this many training rows")
+    p.set_defaults(func="dlrm_bench.model.train:main")
+
+    p = sub.add_parser("run", help="run the benchmark through LoadGen (what `make run` calls)")
+    _add_dataset_args(p)
+    p.add_argument("--benchmarks", default="dlrm")
+    p.add_argument("--scenarios", default="Offline", help="Offline, Server, SingleStream, comma-separated")
+    p.add_argument("--config_ver", "--config-ver", dest="config_ver", default="default",
+                   help="default, high_accuracy, triton, high_accuracy_triton, comma-separated")
+    p.add_argument("--test_mode", "--test-mode", dest="test_mode", default="PerformanceOnly,AccuracyOnly",
+                   help="PerformanceOnly, AccuracyOnly, comma-separated")
+    p.add_argument("--engine", default=None, help="reference, cpu or cuda (default: the fastest this machine has)")
+    p.add_argument("--min_duration", "--min-duration", dest="min_duration", type=float, default=None,
+                   help="seconds (MLPerf: 600); shorter runs are marked as such in the summary")
+    p.add_argument("--min_query_count", "--min-query-count", dest="min_query_count", type=int, default=None)
+    p.add_argument("--server_target_qps", "--server-target-qps", dest="server_target_qps", type=float, default=None)
+    p.add_argument("--offline_expected_qps", "--offline-expected-qps", dest="offline_expected_qps", type=float,
+                   default=None)
+    p.add_argument("--log_dir", "--log-dir", dest="log_dir", type=Path, default=None,
+                   help="root of the log tree (default: build/logs)")
+    p.add_argument("--config", type=Path, default=None, help="a config.json to use instead of configs/dlrm/...")
+    p.add_argument("--audit", type=Path, default=None, help="an audit.config for compliance tests")
+    p.set_defaults(func="dlrm_bench.harness.runner:main")
+
+    p = sub.add_parser("accuracy", help="score an mlperf_log_accuracy.json (AUC with scikit-learn)")
+    _add_dataset_args(p)
+    p.add_argument("--log", type=Path, required=True)
+    p.set_defaults(func="dlrm_bench.accuracy:main")
+
+    return parser
+
+
+def _resolve(target: str) -> Callable[[argparse.Namespace], int | None]:
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        status = _resolve(args.func)(args)
+    except UserError as exc:
+        print(f"dlrm-bench {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"dlrm-bench {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(status or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

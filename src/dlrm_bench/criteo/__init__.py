@@ -1,0 +1,1 @@
+"""Criteo Terabyte data: schema, raw day reader, synthetic days, preprocessing, partition trace, packing."""

@@ -1,0 +1,53 @@
+"""Inference engines behind one interface (`base.Engine`), picked by name.
+
+Each engine module exposes `build(model_path, meta, settings) -> Engine`; `settings` is the engine's part of the
+scenario config (JSON data). Modules are imported only when asked for, so a CPU machine never imports Triton.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from dlrm_bench.criteo.dataset import DatasetMeta
+from dlrm_bench.engines.base import Engine
+from dlrm_bench.errors import UserError
+
+ENGINE_MODULES = {
+    "reference": "dlrm_bench.engines.reference",
+    "cpu": "dlrm_bench.engines.cpu",
+    "cuda": "dlrm_bench.engines.cuda",
+}
+
+
+def available_engines() -> list[str]:
+    return list(ENGINE_MODULES)
+
+
+def default_engine() -> str:
+    """The fastest engine this machine has: cuda with a GPU, else cpu (int8), else the reference."""
+    import torch
+
+    if torch.cuda.is_available() and _importable("cuda"):
+        return "cuda"
+    return "cpu" if _importable("cpu") else "reference"
+
+
+def _importable(name: str) -> bool:
+    try:
+        importlib.import_module(ENGINE_MODULES[name])
+        return True
+    except ImportError:
+        return False
+
+
+def create_engine(name: str, model_path: Path, meta: DatasetMeta, settings: dict[str, Any] | None = None) -> Engine:
+    """Build engine `name` for the model at `model_path` and the dataset described by `meta`."""
+    if name not in ENGINE_MODULES:
+        raise UserError(f"unknown engine '{name}': choose one of {', '.join(ENGINE_MODULES)}")
+    try:
+        module = importlib.import_module(ENGINE_MODULES[name])
+    except ImportError as exc:
+        raise UserError(f"engine '{name}' is not available on this machine: {exc}") from None
+    return module.build(Path(model_path), meta, dict(settings or {}))

@@ -1,0 +1,97 @@
+"""The one interface every inference engine implements. Engines know nothing about LoadGen.
+
+An engine is built from a model (checkpoint or derived files) and a JSON-able settings dict, bound to one
+preprocessed split (`load`), then asked for predictions of pair ranges of that split. The harness only talks to
+this interface; it never knows which engine it drives.
+"""
+
+from __future__ import annotations
+
+import abc
+from concurrent.futures import Future
+from typing import Any
+
+import numpy as np
+
+from dlrm_bench.criteo.dataset import Split
+
+
+def ranges_to_rows(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Concatenate [starts[i], ends[i]) into one int64 row-index vector [sum(ends - starts)]."""
+    starts = np.asarray(starts, dtype=np.int64)
+    ends = np.asarray(ends, dtype=np.int64)
+    lengths = ends - starts
+    total = int(lengths.sum())
+    if len(starts) == 1:
+        return np.arange(starts[0], ends[0], dtype=np.int64)
+    offsets = np.repeat(starts - np.concatenate(([0], np.cumsum(lengths)[:-1])), lengths)
+    return np.arange(total, dtype=np.int64) + offsets
+
+
+def contiguous_span(starts: np.ndarray, ends: np.ndarray) -> tuple[int, int] | None:
+    """(first, last) if the ranges, in order, tile one contiguous span; else None."""
+    if len(starts) == 0:
+        return None
+    if len(starts) > 1 and not np.array_equal(np.asarray(starts)[1:], np.asarray(ends)[:-1]):
+        return None
+    return int(starts[0]), int(ends[-1])
+
+
+class Engine(abc.ABC):
+    """Batched DLRM inference over one bound split.
+
+    Subclasses implement `predict` (raw inputs) and may override `predict_ranges` / `predict_ranges_async`
+    with a faster path (inputs already on the device, pipelined batches).
+    """
+
+    name: str = "engine"
+
+    def __init__(self) -> None:
+        self.split: Split | None = None
+
+    @property
+    @abc.abstractmethod
+    def device(self) -> str:
+        """Where the engine computes, in words (e.g. 'cpu', 'cuda:0 (NVIDIA H100 80GB HBM3)')."""
+
+    def load(self, split: Split) -> None:
+        """Bind the split whose rows later calls refer to. The default keeps the memory maps as they are."""
+        self.split = split
+
+    @abc.abstractmethod
+    def predict(self, numeric: np.ndarray, categorical: np.ndarray) -> np.ndarray:
+        """Click probabilities.
+
+        numeric: float32 [B, 13] (log1p'd dense features); categorical: int32 [B, 26] (ids < cardinality).
+        Returns float32 [B] in [0, 1].
+        """
+
+    def predict_ranges(self, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        """Predictions for the pairs of [starts[i], ends[i]) of the bound split, concatenated: float32 [sum(len)]."""
+        if self.split is None:
+            raise RuntimeError(f"{self.name} engine: load() a split before predicting")
+        span = contiguous_span(starts, ends)
+        if span is not None:
+            lo, hi = span
+            return self.predict(np.asarray(self.split.numeric[lo:hi]), np.asarray(self.split.categorical[lo:hi]))
+        rows = ranges_to_rows(starts, ends)
+        return self.predict(self.split.numeric[rows], self.split.categorical[rows])
+
+    def predict_ranges_async(self, starts: np.ndarray, ends: np.ndarray) -> "Future[np.ndarray]":
+        """Like predict_ranges but may return before the result is ready. The default computes synchronously."""
+        future: Future[np.ndarray] = Future()
+        try:
+            future.set_result(self.predict_ranges(starts, ends))
+        except BaseException as exc:  # handed to the caller through the future
+            future.set_exception(exc)
+        return future
+
+    def warmup(self) -> None:
+        """Compile / allocate ahead of timed work. Optional."""
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able facts for result.json (engine name, device, precision, settings)."""
+        return {"engine": self.name, "device": self.device}
+
+    def close(self) -> None:
+        """Release devices, threads and files."""
