@@ -29,12 +29,12 @@ def default_engine() -> str:
     """The fastest engine this machine has: cuda with a GPU, else cpu (int8), else the reference."""
     import torch
 
-    if torch.cuda.is_available() and _importable("cuda"):
+    if torch.cuda.is_available() and engine_available("cuda"):
         return "cuda"
-    return "cpu" if _importable("cpu") else "reference"
+    return "cpu" if engine_available("cpu") else "reference"
 
 
-def _importable(name: str) -> bool:
+def engine_available(name: str) -> bool:
     try:
         importlib.import_module(ENGINE_MODULES[name])
         return True

@@ -1,0 +1,1 @@
+"""The LoadGen harness: QSL, SUTs per scenario, settings, logs. It drives any `engines.base.Engine`."""

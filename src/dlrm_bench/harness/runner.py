@@ -1,0 +1,189 @@
+"""`dlrm-bench run`: every (config_ver, scenario, test_mode) asked for, through LoadGen, into the log tree."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlperf_loadgen as lg
+import numpy as np
+
+from dlrm_bench import accuracy
+from dlrm_bench.atomic import save_json, save_text
+from dlrm_bench.criteo.dataset import DatasetMeta, Split, open_partition, open_split
+from dlrm_bench.criteo.schema import ACCURACY_TARGETS
+from dlrm_bench.engines import create_engine, default_engine, engine_available
+from dlrm_bench.engines.base import Engine
+from dlrm_bench.errors import UserError
+from dlrm_bench.harness import config as cfg
+from dlrm_bench.harness.loadgen_settings import (Overrides, build_test_settings, describe_test_settings,
+                                                 load_rules, log_settings)
+from dlrm_bench.harness.logs import loadgen_metrics, make_run_root, read_detail_log, run_dir, update_latest
+from dlrm_bench.harness.qsl import SampleLibrary
+from dlrm_bench.harness.sut import make_sut
+from dlrm_bench.harness.system import SystemInfo, detect_system
+from dlrm_bench.paths import logs_dir
+from dlrm_bench.report import results_table
+from dlrm_bench.workflow import resolve_inputs
+
+
+@dataclass
+class RunContext:
+    """What every single run of one invocation shares."""
+
+    system: SystemInfo
+    meta: DatasetMeta
+    model_path: Path
+    split: Split
+    offsets: np.ndarray
+    root: Path
+    overrides: Overrides
+    rules: dict[str, Any]
+    audit: Path | None
+
+
+def target_fraction(config_ver: str) -> float:
+    return ACCURACY_TARGETS["high_accuracy" if config_ver.startswith("high_accuracy") else "default"]
+
+
+class EngineCache:
+    """One engine per (engine name, config_ver), reused across scenarios and test modes, bound to the split."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        self.engines: dict[tuple[str, str], Engine] = {}
+
+    def get(self, name: str, config_ver: str, settings: dict[str, Any]) -> Engine:
+        key = (name, config_ver)
+        if key not in self.engines:
+            engine = create_engine(name, self.ctx.model_path, self.ctx.meta, settings)
+            engine.load(self.ctx.split)
+            engine.warmup()
+            print(f"engine: {name} on {engine.device}", flush=True)
+            self.engines[key] = engine
+        return self.engines[key]
+
+    def close(self) -> None:
+        for engine in self.engines.values():
+            engine.close()
+
+
+def pick_engine(requested: str | None, settings: dict[str, Any]) -> str:
+    """--engine wins; else the config's engine if this machine has it; else the fastest available."""
+    if requested:
+        return requested
+    wanted = settings.get("engine")
+    if wanted and engine_available(wanted):
+        return wanted
+    fallback = default_engine()
+    if wanted:
+        print(f"engine '{wanted}' from the config is not available here; using '{fallback}'", flush=True)
+    return fallback
+
+
+def run_loadgen(ctx: RunContext, engine: Engine, scenario: str, mode: str, settings: dict[str, Any],
+                out: Path) -> dict[str, Any]:
+    """One LoadGen test; returns the measured numbers."""
+    qsl_count = min(int(ctx.rules["performance_sample_count"]), len(ctx.offsets) - 1)
+    ts = build_test_settings(scenario, mode, settings, len(ctx.offsets) - 1, ctx.overrides, ctx.rules)
+    audit = ctx.audit if ctx.audit else out / "no-audit.config"
+    with SampleLibrary(ctx.split, ctx.offsets, qsl_count) as qsl, make_sut(scenario, engine, qsl, settings) as sut:
+        t0 = time.perf_counter()
+        lg.StartTestWithLogSettings(sut.handle, qsl.handle, ts, log_settings(out), str(audit))
+        wall = time.perf_counter() - t0
+    counters = sut.counters
+    if counters.errors:
+        raise UserError(f"{engine.name} engine failed during the {scenario} run: {counters.errors[0]}")
+    metrics = loadgen_metrics(read_detail_log(out / "mlperf_log_detail.txt"), scenario)
+    pairs_per_sample = counters.pairs / max(counters.samples, 1)
+    sps = metrics["samples_per_second"]
+    metrics.update({
+        "pairs_per_second": sps * pairs_per_sample if sps is not None else None,
+        "pairs_per_sample": pairs_per_sample,
+        "samples_processed": counters.samples,
+        "pairs_processed": counters.pairs,
+        "wall_seconds": wall,
+        "loadgen_settings": describe_test_settings(ts),
+        "shortened_run": ts.min_duration_ms < int(ctx.rules["min_duration_ms"]),
+    })
+    if mode == "AccuracyOnly":
+        for key in ("samples_per_second", "pairs_per_second", "result_valid", "result_validity"):
+            metrics[key] = None
+    return metrics
+
+
+def score_accuracy(ctx: RunContext, out: Path, config_ver: str) -> dict[str, Any]:
+    value, pairs, samples = accuracy.score_log(out / "mlperf_log_accuracy.json", ctx.split, ctx.offsets)
+    ref = accuracy.reference_auc(ctx.model_path, ctx.meta, ctx.split)
+    result = accuracy.AccuracyResult(value, pairs, samples, ref, target_fraction(config_ver))
+    save_text(out / "accuracy.txt", result.text())
+    return {"auc": result.auc, "auc_fp32_reference": ref, "auc_ratio": result.ratio,
+            "accuracy_target": result.target_fraction, "accuracy_passed": result.passed,
+            "accuracy_pairs": pairs, "accuracy_samples": samples}
+
+
+def run_one(ctx: RunContext, engines: EngineCache, args: argparse.Namespace, scenario: str, config_ver: str,
+            mode: str) -> dict[str, Any]:
+    if config_ver.endswith("triton"):
+        raise UserError(f"config_ver {config_ver} (Triton Inference Server) is not implemented yet")
+    settings = cfg.scenario_settings(scenario, config_ver, args.engine, ctx.system, args.config)
+    name = pick_engine(args.engine, settings)
+    engine = engines.get(name, config_ver, settings)
+    out = run_dir(ctx.root, ctx.system.system_id, scenario, config_ver, mode)
+    print(f"--- {scenario} {config_ver} {mode} ({name} engine) -> {out}", flush=True)
+    result: dict[str, Any] = {
+        "scenario": scenario, "config_ver": config_ver, "test_mode": mode, "engine": name,
+        "device": engine.device, "system": ctx.system.system_id, "system_description": ctx.system.describe(),
+        "dataset": ctx.meta.name, "dataset_dir": str(ctx.meta.directory), "model_path": str(ctx.model_path),
+        "auc": None, "auc_fp32_reference": None, "auc_ratio": None, "accuracy_target": target_fraction(config_ver),
+        "accuracy_passed": None, "settings": settings, "engine_info": engine.describe(),
+    }
+    result.update(run_loadgen(ctx, engine, scenario, mode, settings, out))
+    if mode == "AccuracyOnly":
+        result.update(score_accuracy(ctx, out, config_ver))
+    save_json(out / "result.json", result)
+    return result
+
+
+def make_context(args: argparse.Namespace) -> RunContext:
+    system = detect_system()
+    print(f"system: {system.describe()} -> {system.system_id}", flush=True)
+    meta, model_path = resolve_inputs(args.dataset, args.dataset_dir, args.model, prepare=True)
+    split = open_split(meta.directory / "test")
+    offsets = open_partition(meta.directory / "test", len(split))
+    print(f"dataset: {meta.name} ({len(split):,} pairs, {len(offsets) - 1:,} samples) from {meta.directory}; "
+          f"model: {model_path}", flush=True)
+    root = make_run_root(Path(args.log_dir) if args.log_dir else logs_dir())
+    overrides = Overrides(args.min_duration, args.min_query_count, args.server_target_qps, args.offline_expected_qps)
+    audit = Path(args.audit).resolve() if args.audit else None
+    if audit is not None and not audit.exists():
+        raise UserError(f"{audit}: audit config not found")
+    return RunContext(system, meta, model_path, split, offsets, root, overrides, load_rules(), audit)
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.benchmarks.lower() != "dlrm":
+        raise UserError(f"unknown benchmark '{args.benchmarks}': this system runs only dlrm")
+    scenarios = cfg.parse_choices(args.scenarios, cfg.SCENARIOS, "scenario")
+    config_vers = cfg.parse_choices(args.config_ver, cfg.CONFIG_VERS, "config_ver")
+    modes = cfg.parse_choices(args.test_mode, cfg.TEST_MODES, "test_mode")
+    ctx = make_context(args)
+    engines = EngineCache(ctx)
+    results = []
+    try:
+        for config_ver in config_vers:
+            for scenario in scenarios:
+                for mode in modes:
+                    results.append(run_one(ctx, engines, args, scenario, config_ver, mode))
+    finally:
+        engines.close()
+        if results:
+            update_latest(ctx.root.parent, ctx.root)
+    print()
+    print(results_table(results))
+    print(f"\nlogs: {ctx.root}")
+    failed = [r for r in results if r["test_mode"] == "AccuracyOnly" and r.get("accuracy_passed") is False]
+    return 1 if failed else 0

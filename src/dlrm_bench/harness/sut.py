@@ -1,0 +1,232 @@
+"""Systems under test: batch LoadGen's samples into pair batches for an engine, hand results back to LoadGen.
+
+Offline: the whole query is sorted by sample index (adjacent samples become contiguous pair ranges) and cut into
+batches of at most `batch_size` pairs, with `inflight_batches` batches in the engine at once.
+Server and SingleStream: a batcher thread takes queued samples until `batch_size` pairs or `server_max_wait_ms`
+after the oldest one (0 ms: take what is queued now), so latency stays bounded.
+Completion threads (`complete_threads`) build the responses: one float32 prediction per pair of each sample, from
+a buffer that stays alive until `QuerySamplesComplete` returns.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import mlperf_loadgen as lg
+import numpy as np
+
+from dlrm_bench.engines.base import Engine
+from dlrm_bench.harness.qsl import SampleLibrary
+
+
+@dataclass
+class Batch:
+    """Samples that go to the engine together. ids: LoadGen response ids; index: QSL sample indices."""
+
+    ids: np.ndarray
+    index: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+
+    @property
+    def pairs(self) -> int:
+        return int((self.ends - self.starts).sum())
+
+
+@dataclass
+class Counters:
+    samples: int = 0
+    pairs: int = 0
+    batches: int = 0
+    errors: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, batch: Batch) -> None:
+        with self.lock:
+            self.samples += len(batch.ids)
+            self.pairs += batch.pairs
+            self.batches += 1
+
+
+class Completer:
+    """Hands finished batches back to LoadGen from `threads` worker threads."""
+
+    def __init__(self, threads: int, counters: Counters) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="complete")
+        self.counters = counters
+
+    def submit(self, batch: Batch, future: "Future[np.ndarray]", release: threading.Semaphore | None) -> None:
+        def done(fut: "Future[np.ndarray]") -> None:
+            self.pool.submit(self._complete, batch, fut, release)
+
+        future.add_done_callback(done)
+
+    def _complete(self, batch: Batch, fut: "Future[np.ndarray]", release: threading.Semaphore | None) -> None:
+        try:
+            predictions = np.ascontiguousarray(fut.result(), dtype=np.float32)
+            if predictions.shape != (batch.pairs,):
+                raise RuntimeError(f"engine returned {predictions.shape} predictions for {batch.pairs} pairs")
+        except BaseException as exc:  # report, and still complete the samples so LoadGen does not hang
+            self.counters.errors.append(f"{type(exc).__name__}: {exc}")
+            predictions = np.zeros(batch.pairs, dtype=np.float32)
+        finally:
+            if release is not None:
+                release.release()
+        complete_batch(batch, predictions)
+        self.counters.add(batch)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+
+def complete_batch(batch: Batch, predictions: np.ndarray) -> None:
+    """QuerySamplesComplete for every sample of `batch`; `predictions` (float32 [pairs]) outlives the call."""
+    base = predictions.__array_interface__["data"][0]
+    lengths = batch.ends - batch.starts
+    offsets = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    responses = [lg.QuerySampleResponse(int(i), base + int(o) * 4, int(n) * 4)
+                 for i, o, n in zip(batch.ids, offsets, lengths)]
+    lg.QuerySamplesComplete(responses)
+
+
+class SUTBase:
+    """Common parts: the engine, the QSL, counters, completion threads, LoadGen handle."""
+
+    def __init__(self, engine: Engine, qsl: SampleLibrary, settings: dict[str, Any]) -> None:
+        self.engine = engine
+        self.qsl = qsl
+        self.batch_size = max(1, int(settings.get("batch_size", 16384)))
+        self.inflight = threading.Semaphore(max(1, int(settings.get("inflight_batches", 2))))
+        self.counters = Counters()
+        self.completer = Completer(int(settings.get("complete_threads", 1)), self.counters)
+        self.handle = None
+
+    def make_batch(self, samples: Sequence[Any]) -> Batch:
+        ids = np.fromiter((s.id for s in samples), dtype=np.uint64, count=len(samples))
+        index = np.fromiter((s.index for s in samples), dtype=np.int64, count=len(samples))
+        return Batch(ids, index, self.qsl.starts[index], self.qsl.ends[index])
+
+    def dispatch(self, batch: Batch) -> None:
+        self.inflight.acquire()
+        future = self.engine.predict_ranges_async(batch.starts, batch.ends)
+        self.completer.submit(batch, future, self.inflight)
+
+    def issue(self, samples: list[Any]) -> None:
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        pass
+
+    def __enter__(self) -> "SUTBase":
+        self.handle = lg.ConstructSUT(self.issue, self.flush)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        self.completer.close()
+        if self.handle is not None:
+            lg.DestroySUT(self.handle)
+            self.handle = None
+
+    def stop(self) -> None:
+        pass
+
+
+class OfflineSUT(SUTBase):
+    """One big query: sort, cut into pair batches, keep `inflight_batches` in the engine."""
+
+    def __init__(self, engine: Engine, qsl: SampleLibrary, settings: dict[str, Any]) -> None:
+        super().__init__(engine, qsl, settings)
+        self.thread: threading.Thread | None = None
+
+    def issue(self, samples: list[Any]) -> None:
+        batch = self.make_batch(samples)
+        self.thread = threading.Thread(target=self._run, args=(batch,), name="offline-dispatch", daemon=True)
+        self.thread.start()
+
+    def _run(self, query: Batch) -> None:
+        order = np.argsort(query.index, kind="stable")
+        ids, index = query.ids[order], query.index[order]
+        starts, ends = query.starts[order], query.ends[order]
+        for lo, hi in cut_by_pairs(ends - starts, self.batch_size):
+            self.dispatch(Batch(ids[lo:hi], index[lo:hi], starts[lo:hi], ends[lo:hi]))
+
+    def stop(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+
+
+def cut_by_pairs(lengths: np.ndarray, batch_pairs: int) -> list[tuple[int, int]]:
+    """Split consecutive samples with `lengths` pairs into [lo, hi) groups of at most `batch_pairs` pairs
+    (a single sample larger than the limit forms a group of its own)."""
+    cuts = []
+    lo, total = 0, 0
+    for i, n in enumerate(lengths.tolist()):
+        if i > lo and total + n > batch_pairs:
+            cuts.append((lo, i))
+            lo, total = i, 0
+        total += n
+    if lo < len(lengths):
+        cuts.append((lo, len(lengths)))
+    return cuts
+
+
+class DynamicBatchSUT(SUTBase):
+    """Server and SingleStream: queue samples, batch them within a bounded wait."""
+
+    def __init__(self, engine: Engine, qsl: SampleLibrary, settings: dict[str, Any]) -> None:
+        super().__init__(engine, qsl, settings)
+        self.max_wait_s = float(settings.get("server_max_wait_ms", 1.0)) / 1000.0
+        self.queue: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
+        self.running = True
+        self.thread = threading.Thread(target=self._loop, name="batcher", daemon=True)
+        self.thread.start()
+
+    def issue(self, samples: list[Any]) -> None:
+        for s in samples:
+            self.queue.put(s)
+
+    def _loop(self) -> None:
+        while True:
+            first = self.queue.get()
+            if first is None:
+                return
+            taken, pairs = [first], int(self.qsl.lengths[first.index])
+            deadline = time.perf_counter() + self.max_wait_s
+            stop = self._gather(taken, pairs, deadline)
+            self.dispatch(self.make_batch(taken))
+            if stop:
+                return
+
+    def _gather(self, taken: list[Any], pairs: int, deadline: float) -> bool:
+        """Add queued samples to `taken` until the batch is full or the deadline passes. True = shut down."""
+        while pairs < self.batch_size:
+            timeout = deadline - time.perf_counter()
+            try:
+                item = self.queue.get(timeout=timeout) if timeout > 0 else self.queue.get_nowait()
+            except queue.Empty:
+                return False
+            if item is None:
+                return True
+            taken.append(item)
+            pairs += int(self.qsl.lengths[item.index])
+        return False
+
+    def stop(self) -> None:
+        if self.running:
+            self.running = False
+            self.queue.put(None)
+            self.thread.join()
+
+
+def make_sut(scenario: str, engine: Engine, qsl: SampleLibrary, settings: dict[str, Any]) -> SUTBase:
+    if scenario == "Offline":
+        return OfflineSUT(engine, qsl, settings)
+    if scenario == "SingleStream":
+        settings = {**settings, "server_max_wait_ms": 0.0}
+    return DynamicBatchSUT(engine, qsl, settings)
