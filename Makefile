@@ -7,6 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DLRM := $(VENV)/bin/dlrm-bench
 TORCH_VERSION ?= 2.13.0
+TRITON_VERSION ?= 3.6.0
 RUN_ARGS ?=
 STAMP := $(VENV)/.installed-$(TORCH_VERSION)
 
@@ -25,6 +26,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check "torch==$(TORCH_VERSION)"
 	$(PY) -m pip install -q --disable-pip-version-check -e ".[test]" "tritonclient[grpc]>=2.40"
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps "nvidia-pytriton>=0.5"
+	@# OpenAI Triton: the GPU kernels; on a CPU-only machine its interpreter runs them in the tests.
+	$(PY) -m pip install -q --disable-pip-version-check "triton==$(TRITON_VERSION)" || echo "triton not installed: GPU kernel tests will skip"
 	@touch $@
 
 setup: $(STAMP)

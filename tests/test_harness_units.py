@@ -1,0 +1,124 @@
+"""Harness pieces that need no engine: config resolution, batching cuts, LoadGen settings, log parsing, table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dlrm_bench.errors import UserError
+from dlrm_bench.harness import config as cfg
+from dlrm_bench.harness.loadgen_settings import Overrides, build_test_settings, load_rules
+from dlrm_bench.harness.logs import loadgen_metrics, make_run_root, read_detail_log, update_latest
+from dlrm_bench.harness.sut import cut_by_pairs
+from dlrm_bench.harness.system import SystemInfo
+from dlrm_bench.report import results_table
+
+CPU = SystemInfo("Test CPU", 2, ())
+H100 = SystemInfo("Test CPU", 16, ("NVIDIA H100 80GB HBM3",))
+
+
+def test_parse_choices_accepts_case_and_lists() -> None:
+    assert cfg.parse_choices("offline,Server", cfg.SCENARIOS, "scenario") == ["Offline", "Server"]
+
+
+@pytest.mark.parametrize("text", ["Offlin", "", "Offline,MultiStream"])
+def test_parse_choices_rejects_unknown(text: str) -> None:
+    with pytest.raises(UserError, match="scenario"):
+        cfg.parse_choices(text, cfg.SCENARIOS, "scenario")
+
+
+@pytest.mark.parametrize("scenario", cfg.SCENARIOS)
+def test_every_shipped_config_resolves_for_cpu_and_h100(scenario: str) -> None:
+    for system in (CPU, H100):
+        for ver in cfg.CONFIG_VERS:
+            s = cfg.scenario_settings(scenario, ver, None, system)
+            assert s["engine"] in ("cpu", "cuda")
+            assert s["batch_size"] >= 1
+
+
+def test_resolution_order_engine_overrides_win(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"defaults": {"a": 1, "b": 1, "c": 1, "d": 1},
+                                "systems": {"X": {"match": {"gpus": 0}, "default": {"engine": "cpu", "b": 2},
+                                                  "high_accuracy": {"c": 3},
+                                                  "engines": {"reference": {"d": 4}}}}}))
+    s = cfg.scenario_settings("Offline", "high_accuracy_triton", "reference", CPU, path)
+    assert (s["a"], s["b"], s["c"], s["d"], s["engine"]) == (1, 2, 3, 4, "reference")
+    s = cfg.scenario_settings("Offline", "default", None, CPU, path)
+    assert (s["c"], s["d"], s["engine"]) == (1, 1, "cpu")
+
+
+def test_no_matching_system_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"systems": {"GPU": {"match": {"gpus": 1}}}}))
+    with pytest.raises(UserError, match="no system entry matches"):
+        cfg.scenario_settings("Offline", "default", None, CPU, path)
+
+
+def test_bad_json_names_file(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_text("{oops")
+    with pytest.raises(UserError, match="config.json: not valid JSON"):
+        cfg.load_config_file(path)
+
+
+def test_cut_by_pairs_respects_limit_and_covers_all() -> None:
+    lengths = np.array([100, 200, 700, 100, 100, 900, 50])
+    cuts = cut_by_pairs(lengths, 800)
+    assert cuts[0][0] == 0 and cuts[-1][1] == len(lengths)
+    assert all(a[1] == b[0] for a, b in zip(cuts, cuts[1:]))
+    for lo, hi in cuts:
+        assert hi - lo == 1 or lengths[lo:hi].sum() <= 800
+    assert cut_by_pairs(np.array([5000]), 10) == [(0, 1)]
+
+
+def test_test_settings_use_v1_rules_not_embedded_conf() -> None:
+    rules = load_rules()
+    ts = build_test_settings("Server", "PerformanceOnly", {"server_target_qps": 123}, 500, Overrides())
+    assert ts.server_target_latency_ns == 30_000_000
+    assert ts.performance_sample_count_override == 500
+    assert ts.min_duration_ms == rules["min_duration_ms"] == 600_000
+    assert ts.min_query_count == 270336
+    assert ts.server_target_qps == 123
+    ts = build_test_settings("Offline", "PerformanceOnly", {}, 10**6, Overrides(min_duration_s=5, min_query_count=7,
+                                                                                 offline_expected_qps=99))
+    assert (ts.min_duration_ms, ts.min_query_count, ts.offline_expected_qps) == (5000, 7, 99)
+    assert ts.performance_sample_count_override == 204800
+
+
+def test_log_root_unwritable_is_clear(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(UserError, match="not writable"):
+        make_run_root(blocker / "logs")
+
+
+def test_latest_link_points_at_newest(tmp_path: Path) -> None:
+    a = make_run_root(tmp_path)
+    update_latest(tmp_path, a)
+    b = tmp_path / "second"
+    b.mkdir()
+    update_latest(tmp_path, b)
+    assert (tmp_path / "latest").resolve() == b.resolve()
+
+
+def test_detail_log_parsing(tmp_path: Path) -> None:
+    log = tmp_path / "mlperf_log_detail.txt"
+    log.write_text(':::MLLOG {"key": "result_completed_samples_per_sec", "value": 100.5}\n'
+                   ':::MLLOG {"key": "result_validity", "value": "VALID"}\n'
+                   'garbage\n:::MLLOG {"key": "result_99.00_percentile_latency_ns", "value": 12000000}\n')
+    m = loadgen_metrics(read_detail_log(log), "Server")
+    assert m["samples_per_second"] == 100.5 and m["result_valid"] and m["latency_p99_ms"] == 12.0
+
+
+def test_results_table_has_all_columns() -> None:
+    text = results_table([{"scenario": "Offline", "config_ver": "default", "test_mode": "PerformanceOnly",
+                           "samples_per_second": 1234.5, "pairs_per_second": 333000.0, "result_valid": True,
+                           "shortened_run": True},
+                          {"scenario": "Offline", "config_ver": "default", "test_mode": "AccuracyOnly",
+                           "auc": 0.8, "auc_ratio": 1.0, "accuracy_passed": True}])
+    assert "1,234.5" in text and "333,000" in text and "VALID (short run)" in text and "PASS" in text
+    assert "80.0000" in text
