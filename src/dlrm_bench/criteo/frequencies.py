@@ -21,11 +21,12 @@ _DENSE_BINCOUNT_FACTOR = 4
 
 
 class FrequencyCounter:
-    """Accumulates per-table lookup counts, int64 [cardinality_t] each, from batches of ids int32 [n, T]."""
+    """Accumulates per-table lookup counts, `dtype` [cardinality_t] each (int64 by default; int32 halves the
+    memory when fewer than 2**31 rows are counted), from batches of ids int [n, T]."""
 
-    def __init__(self, cardinalities: Sequence[int]) -> None:
+    def __init__(self, cardinalities: Sequence[int], dtype: type = np.int64) -> None:
         self.cardinalities = tuple(int(c) for c in cardinalities)
-        self.counts = [np.zeros(c, dtype=np.int64) for c in self.cardinalities]
+        self.counts = [np.zeros(c, dtype=dtype) for c in self.cardinalities]
 
     def add(self, ids: np.ndarray) -> None:
         """Count one batch: ids int [n, T], 0 <= ids[:, t] < cardinality_t."""

@@ -145,8 +145,10 @@ def build_quantized(state_dict: dict[str, torch.Tensor], table_scales: torch.Ten
 
 
 def int8_linear(x_q: torch.Tensor, layer: QuantLayer, relu: bool = True) -> torch.Tensor:
-    """fp32 [B, N] = (int8 [B, K] @ int8 [N, K]^T) * w_scale + bias, then ReLU. Integer part exact in int64."""
-    acc = (x_q.to(torch.int64) @ layer.weight.to(torch.int64).T).to(torch.float32)
+    """fp32 [B, N] = (int8 [B, K] @ int8 [N, K]^T) * w_scale + bias, then ReLU.
+
+    The integer product is exact: float64 holds every int8 dot of K <= 2^38 terms without rounding."""
+    acc = (x_q.to(torch.float64) @ layer.weight.to(torch.float64).T).to(torch.float32)
     y = acc * layer.w_scale + layer.bias
     return torch.relu(y) if relu else y
 
@@ -167,7 +169,7 @@ def emulate_bottom(qm: QuantizedDLRM, numeric_q: torch.Tensor) -> torch.Tensor:
 
 def emulate_interaction(qm: QuantizedDLRM, dense_q: torch.Tensor, rows_q: torch.Tensor) -> torch.Tensor:
     """dense_q: int8 [B, 128]; rows_q: int8 [B, 26, 128] (gathered table rows) -> top input int8 [B, 512]."""
-    vectors = torch.cat([dense_q[:, None, :], rows_q], dim=1).to(torch.int64)  # [B, 27, 128]
+    vectors = torch.cat([dense_q[:, None, :], rows_q], dim=1).to(torch.float64)  # [B, 27, 128], exact
     gram = torch.bmm(vectors, vectors.transpose(1, 2)).to(torch.float32)  # [B, 27, 27]
     r, c = interaction_pairs()
     scales = torch.cat([torch.tensor([qm.dense_scale]), qm.table_scales])  # [27]

@@ -1,0 +1,86 @@
+"""Fused int8 bottom MLP (13 -> 512 -> 256 -> 128, ReLU each), intermediates kept on chip.
+
+One program handles BLOCK_M pairs: layer 1 is computed CHUNK output channels at a time and immediately consumed
+by layer 2's accumulation, so the 512-wide hidden layer never leaves the SM; layer 3 follows on the 256-wide
+result. The int8 output (one scale for all 128 channels, see quant/recipe.py) is written straight into columns
+0..127 of the top-MLP input buffer, where the interaction kernel reads it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dlrm_bench.engines.cuda.triton_env import requantize, tl, triton
+from dlrm_bench.quant.recipe import QuantizedDLRM
+
+K1_PAD = 32
+"""Layer-1 input columns in the kernel (13 real, zero-padded: int8 MMA wants K >= 32)."""
+
+
+@triton.jit
+def _bottom_mlp_kernel(x_ptr, rows_ptr, x_stride, num_pairs,
+                       w1_ptr, s1_ptr, b1_ptr, a1_ptr,
+                       w2_ptr, s2_ptr, b2_ptr, a2_ptr,
+                       w3_ptr, s3_ptr, b3_ptr, dense_scale,
+                       out_ptr, out_stride,
+                       K_IN: tl.constexpr, HAS_ROWS: tl.constexpr, BLOCK_M: tl.constexpr, CHUNK: tl.constexpr):
+    """x: int8 [*, x_stride] (13 used); rows: int64 [num_pairs] (if HAS_ROWS) picks x's rows;
+    w1: int8 [32, 512], w2: int8 [512, 256], w3: int8 [256, 128] (K-major); s*, b*, a*: fp32 per channel;
+    out: int8 [num_pairs, out_stride], columns 0..127 written."""
+    pid = tl.program_id(0)
+    p = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+    pmask = p < num_pairs
+    if HAS_ROWS:
+        r = tl.load(rows_ptr + p, mask=pmask, other=0)
+    else:
+        r = p.to(tl.int64)
+    k = tl.arange(0, 32)
+    x = tl.load(x_ptr + r[:, None] * x_stride + k[None, :], mask=pmask[:, None] & (k[None, :] < K_IN), other=0)
+    n2 = tl.arange(0, 256)
+    acc2 = tl.zeros([BLOCK_M, 256], dtype=tl.int32)
+    for c in range(0, 512, CHUNK):
+        n1 = c + tl.arange(0, CHUNK)
+        w1 = tl.load(w1_ptr + k[:, None] * 512 + n1[None, :])
+        h1 = tl.dot(x, w1, out_dtype=tl.int32).to(tl.float32) * tl.load(s1_ptr + n1)[None, :] \
+            + tl.load(b1_ptr + n1)[None, :]
+        q1 = requantize(tl.maximum(h1, 0.0), tl.load(a1_ptr + n1)[None, :])
+        w2 = tl.load(w2_ptr + n1[:, None] * 256 + n2[None, :])
+        acc2 += tl.dot(q1, w2, out_dtype=tl.int32)
+    h2 = acc2.to(tl.float32) * tl.load(s2_ptr + n2)[None, :] + tl.load(b2_ptr + n2)[None, :]
+    q2 = requantize(tl.maximum(h2, 0.0), tl.load(a2_ptr + n2)[None, :])
+    n3 = tl.arange(0, 128)
+    w3 = tl.load(w3_ptr + n2[:, None] * 128 + n3[None, :])
+    h3 = tl.dot(q2, w3, out_dtype=tl.int32).to(tl.float32) * tl.load(s3_ptr + n3)[None, :] \
+        + tl.load(b3_ptr + n3)[None, :]
+    q3 = requantize(tl.maximum(h3, 0.0), dense_scale)
+    tl.store(out_ptr + p[:, None].to(tl.int64) * out_stride + n3[None, :], q3, mask=pmask[:, None])
+
+
+class BottomMLP:
+    """Device copies of the bottom layers in the kernel's layout, and the launcher."""
+
+    def __init__(self, qm: QuantizedDLRM, device: torch.device, block_m: int = 64, chunk: int = 64,
+                 num_warps: int = 4) -> None:
+        l1, l2, l3 = qm.bottom
+        w1 = torch.zeros(K1_PAD, 512, dtype=torch.int8)
+        w1[: l1.weight.shape[1]] = l1.weight.T
+        self.w = [w1.contiguous().to(device), l2.weight.T.contiguous().to(device), l3.weight.T.contiguous().to(device)]
+        self.s = [layer.w_scale.float().to(device) for layer in qm.bottom]
+        self.b = [layer.bias.float().to(device) for layer in qm.bottom]
+        self.a = [l1.act_scale.float().to(device), l2.act_scale.float().to(device)]
+        self.dense_scale = float(qm.dense_scale)
+        self.block_m, self.chunk, self.num_warps = block_m, chunk, num_warps
+
+    def __call__(self, numeric_int8: torch.Tensor, rows: torch.Tensor | None, num_pairs: int,
+                 out: torch.Tensor) -> None:
+        """numeric_int8: int8 [N, 13 or 16]; rows: int64 [num_pairs] or None (rows 0..num_pairs-1);
+        out: int8 [>= num_pairs, 512], columns 0..127 are written."""
+        grid = (triton.cdiv(num_pairs, self.block_m),)
+        _bottom_mlp_kernel[grid](
+            numeric_int8, rows if rows is not None else numeric_int8, numeric_int8.stride(0), num_pairs,
+            self.w[0], self.s[0], self.b[0], self.a[0],
+            self.w[1], self.s[1], self.b[1], self.a[1],
+            self.w[2], self.s[2], self.b[2], self.dense_scale,
+            out, out.stride(0),
+            K_IN=min(numeric_int8.shape[1], 16), HAS_ROWS=rows is not None, BLOCK_M=self.block_m,
+            CHUNK=self.chunk, num_warps=self.num_warps)

@@ -1,0 +1,95 @@
+"""Embedding gather fused with the dot interaction, all in int8.
+
+One program handles BLOCK_P pairs. Per pair it loads the 26 int8 table rows (128 bytes each, straight from the
+big table tensor; no fp copy, nothing written back) and the int8 dense vector into a [32, 128] tile (slot 0 =
+dense, 1..26 = tables, 27..31 = zero), forms the 32 x 32 integer Gram matrix with one batched int8 MMA, applies
+the scales after the integer dot (s_i * s_j per entry), requantizes each of the 351 lower-triangle entries with
+its column's scale and scatters them into columns 128..478 of the top-MLP input row (512 wide, int8).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dlrm_bench.criteo.schema import EMBEDDING_DIM, NUM_SPARSE
+from dlrm_bench.engines.cuda.triton_env import requantize, tl, triton
+from dlrm_bench.quant.recipe import QuantizedDLRM, interaction_pairs
+
+SLOTS = 32
+"""27 vectors padded to 32 for the MMA."""
+
+
+@triton.jit
+def _interaction_kernel(top_ptr, top_stride, cat_ptr, rows_ptr, cat_stride, num_pairs,
+                        tables_ptr, offsets_ptr, scale_ptr, divisor_ptr, column_ptr,
+                        NUM_TABLES: tl.constexpr, HAS_ROWS: tl.constexpr, BLOCK_P: tl.constexpr):
+    """top: int8 [num_pairs, top_stride] (dense in columns 0..127, dots written to 128..478);
+    cat: int32 [*, cat_stride] ids; rows: int64 [num_pairs] (if HAS_ROWS) picks cat's rows;
+    tables: int8 [R_total, 128]; offsets: int64 [NUM_TABLES] first row of each table;
+    scale, divisor: fp32 [32, 32] (s_i * s_j and the column's requantization scale); column: int32 [32, 32]
+    (output column of entry (i, j), or -1)."""
+    pid = tl.program_id(0)
+    p = pid * BLOCK_P + tl.arange(0, BLOCK_P)
+    pmask = p < num_pairs
+    if HAS_ROWS:
+        r = tl.load(rows_ptr + p, mask=pmask, other=0)
+    else:
+        r = p.to(tl.int64)
+    s = tl.arange(0, 32)
+    d = tl.arange(0, 128)
+    t = s - 1
+    is_table = (s >= 1) & (s <= NUM_TABLES)
+    lookup = pmask[:, None] & is_table[None, :]
+    ids = tl.load(cat_ptr + r[:, None] * cat_stride + t[None, :], mask=lookup, other=0)
+    first = tl.load(offsets_ptr + t, mask=is_table, other=0)
+    row = ids.to(tl.int64) + first[None, :]
+    vectors = tl.load(tables_ptr + row[:, :, None] * 128 + d[None, None, :], mask=lookup[:, :, None], other=0)
+    p64 = p.to(tl.int64)
+    dense = tl.load(top_ptr + p64[:, None] * top_stride + d[None, :], mask=pmask[:, None], other=0)
+    vectors = tl.where((s == 0)[None, :, None], dense[:, None, :], vectors)
+    gram = tl.dot(vectors, tl.trans(vectors, (0, 2, 1)), out_dtype=tl.int32)
+    grid2 = s[:, None] * 32 + s[None, :]
+    scale = tl.load(scale_ptr + grid2)
+    divisor = tl.load(divisor_ptr + grid2)
+    column = tl.load(column_ptr + grid2)
+    q = requantize(gram.to(tl.float32) * scale[None, :, :], divisor[None, :, :])
+    tl.store(top_ptr + p64[:, None, None] * top_stride + column[None, :, :], q,
+             mask=pmask[:, None, None] & (column >= 0)[None, :, :])
+
+
+def interaction_tables(qm: QuantizedDLRM) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """scale (s_i * s_j), divisor (column scale; 1 where unused) fp32 [32, 32] and column int32 [32, 32]."""
+    slot_scale = torch.zeros(SLOTS)
+    slot_scale[0] = qm.dense_scale
+    slot_scale[1:NUM_SPARSE + 1] = qm.table_scales.float()
+    r, c = interaction_pairs()
+    scale = torch.zeros(SLOTS, SLOTS)
+    divisor = torch.ones(SLOTS, SLOTS)
+    column = torch.full((SLOTS, SLOTS), -1, dtype=torch.int32)
+    scale[r, c] = slot_scale[r] * slot_scale[c]
+    divisor[r, c] = qm.dot_scales.float()
+    column[r, c] = EMBEDDING_DIM + torch.arange(r.numel(), dtype=torch.int32)
+    return scale, divisor, column
+
+
+class Interaction:
+    """Device constants for the interaction kernel, and the launcher."""
+
+    def __init__(self, qm: QuantizedDLRM, tables: torch.Tensor, table_offsets: torch.Tensor,
+                 block_p: int = 8, num_warps: int = 4) -> None:
+        device = tables.device
+        scale, divisor, column = interaction_tables(qm)
+        self.scale, self.divisor, self.column = scale.to(device), divisor.to(device), column.to(device)
+        self.tables = tables
+        self.offsets = table_offsets.to(device=device, dtype=torch.int64)
+        self.block_p, self.num_warps = block_p, num_warps
+
+    def __call__(self, categorical: torch.Tensor, rows: torch.Tensor | None, num_pairs: int,
+                 top_in: torch.Tensor) -> None:
+        """categorical: int32 [N, 26]; rows: int64 [num_pairs] or None; top_in: int8 [>= num_pairs, 512] holding
+        the dense vector in columns 0..127; columns 128..478 are written."""
+        grid = (triton.cdiv(num_pairs, self.block_p),)
+        _interaction_kernel[grid](
+            top_in, top_in.stride(0), categorical, rows if rows is not None else categorical,
+            categorical.stride(0), num_pairs, self.tables, self.offsets, self.scale, self.divisor, self.column,
+            NUM_TABLES=NUM_SPARSE, HAS_ROWS=rows is not None, BLOCK_P=self.block_p, num_warps=self.num_warps)

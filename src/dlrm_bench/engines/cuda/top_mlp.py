@@ -1,0 +1,116 @@
+"""Top MLP as int8 GEMMs with bias, ReLU and requantization fused into the epilogue; the last two layers fused.
+
+Layers 479(512) -> 1024 -> 1024 -> 512 write int8 activations (per-channel scales, quant/recipe.py). The layer
+512 -> 256 keeps its ReLU output in fp32 registers and finishes the model in its epilogue: the 256 -> 1 dot
+product, the bias and the sigmoid, writing one fp32 probability per pair. That layer's tile spans all 256
+columns, so one program owns whole rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from dlrm_bench.engines.cuda.triton_env import INTERPRETED, requantize, tl, triton
+from dlrm_bench.quant.recipe import QuantizedDLRM
+
+
+@triton.jit
+def _linear_int8_kernel(a_ptr, b_ptr, c_ptr, M, N, K, stride_am, stride_bk, stride_cm,
+                        wscale_ptr, bias_ptr, act_ptr, final_w_ptr, final_b,
+                        FINAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                        BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+    """a: int8 [M, K] (row stride stride_am); b: int8 [K, N] (row stride stride_bk); K % BLOCK_K == 0,
+    N % BLOCK_N == 0. Not FINAL: c int8 [M, N] = requant(relu(a @ b * wscale + bias), act).
+    FINAL (BLOCK_N == N): c fp32 [M] = sigmoid(relu(a @ b * wscale + bias) @ final_w + final_b)."""
+    pid = tl.program_id(0)
+    num_m = tl.cdiv(M, BLOCK_M)
+    num_n = N // BLOCK_N
+    group = pid // (GROUP_M * num_n)
+    first_m = group * GROUP_M
+    rows_in_group = tl.minimum(num_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % (GROUP_M * num_n)) % rows_in_group
+    pid_n = (pid % (GROUP_M * num_n)) // rows_in_group
+    m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    k = tl.arange(0, BLOCK_K)
+    m_mask = m < M
+    m64 = m.to(tl.int64)
+    a_ptrs = a_ptr + m64[:, None] * stride_am + k[None, :]
+    b_ptrs = b_ptr + k[:, None] * stride_bk + n[None, :]
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.int32)
+    for _ in range(0, K, BLOCK_K):
+        a = tl.load(a_ptrs, mask=m_mask[:, None], other=0)
+        b = tl.load(b_ptrs)
+        acc += tl.dot(a, b, out_dtype=tl.int32)
+        a_ptrs += BLOCK_K
+        b_ptrs += BLOCK_K * stride_bk
+    y = acc.to(tl.float32) * tl.load(wscale_ptr + n)[None, :] + tl.load(bias_ptr + n)[None, :]
+    y = tl.maximum(y, 0.0)
+    if FINAL:
+        z = tl.sum(y * tl.load(final_w_ptr + n)[None, :], axis=1) + final_b
+        tl.store(c_ptr + m64, 1.0 / (1.0 + tl.exp(-z)), mask=m_mask)
+    else:
+        q = requantize(y, tl.load(act_ptr + n)[None, :])
+        tl.store(c_ptr + m64[:, None] * stride_cm + n[None, :], q, mask=m_mask[:, None])
+
+
+@dataclass
+class GemmConfig:
+    block_m: int
+    block_n: int
+    block_k: int
+    group_m: int = 8
+    num_warps: int = 8
+    num_stages: int = 3
+
+
+def default_config(n: int, final: bool) -> GemmConfig:
+    """Tile sizes per layer shape (tuned on an H100 by benchmarks/bench_cuda.py; small in the interpreter)."""
+    if INTERPRETED:
+        return GemmConfig(16, n if final else 64, 64, 4, 4, 1)
+    if final:
+        return GemmConfig(64, n, 128, 8, 8, 3)
+    return GemmConfig(128, 256 if n >= 256 else n, 128, 8, 8, 3)
+
+
+class TopMLP:
+    """Device weights of the four int8 top layers (+ the fp32 final vector) and the launchers."""
+
+    def __init__(self, qm: QuantizedDLRM, device: torch.device,
+                 configs: list[GemmConfig] | None = None) -> None:
+        self.w = [layer.weight.T.contiguous().to(device) for layer in qm.top]  # int8 [K, N]
+        self.s = [layer.w_scale.float().to(device) for layer in qm.top]
+        self.b = [layer.bias.float().to(device) for layer in qm.top]
+        self.a = [layer.act_scale.float().to(device) for layer in qm.top[:-1]]
+        self.final_w = qm.final_weight.float().to(device)
+        self.final_b = float(qm.final_bias)
+        last = len(self.w) - 1
+        self.configs = configs or [default_config(w.shape[1], i == last) for i, w in enumerate(self.w)]
+
+    @property
+    def widths(self) -> list[int]:
+        """Output width of each int8 layer (the activation buffers the engine allocates)."""
+        return [w.shape[1] for w in self.w[:-1]]
+
+    def layer(self, i: int, x: torch.Tensor, out: torch.Tensor, num_pairs: int) -> None:
+        w, cfg = self.w[i], self.configs[i]
+        k, n = w.shape
+        final = i == len(self.w) - 1
+        grid = (triton.cdiv(num_pairs, cfg.block_m) * (n // cfg.block_n),)
+        _linear_int8_kernel[grid](
+            x, w, out, num_pairs, n, k, x.stride(0), w.stride(0), out.stride(0) if not final else 1,
+            self.s[i], self.b[i], self.a[i] if not final else self.s[i], self.final_w, self.final_b,
+            FINAL=final, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m,
+            num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+
+    def __call__(self, top_in: torch.Tensor, buffers: list[torch.Tensor], probs: torch.Tensor,
+                 num_pairs: int) -> None:
+        """top_in: int8 [>= num_pairs, 512]; buffers: int8 [>= num_pairs, width] per hidden layer;
+        probs: fp32 [>= num_pairs] receives the click probabilities."""
+        x = top_in
+        for i, buf in enumerate(buffers):
+            self.layer(i, x, buf, num_pairs)
+            x = buf
+        self.layer(len(self.w) - 1, x, probs, num_pairs)

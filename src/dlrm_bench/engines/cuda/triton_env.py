@@ -1,0 +1,39 @@
+"""Import OpenAI Triton for the CUDA engine's kernels.
+
+Without a CUDA device the kernels still run, on the CPU, through Triton's interpreter (TRITON_INTERPRET=1, set
+here before Triton is imported). That is slow and only for tests on CPU-only machines; the engine itself
+refuses to start without a GPU.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+@triton.jit
+def round_half_even(x):
+    """Round fp32 to the nearest integer, ties to even (as torch.round), with basic operations only."""
+    r = tl.floor(x)
+    d = x - r
+    odd = (r - 2.0 * tl.floor(r * 0.5)) != 0.0
+    return tl.where((d > 0.5) | ((d == 0.5) & odd), r + 1.0, r)
+
+
+@triton.jit
+def requantize(y, scale):
+    """int8 = clamp(round_half_even(y / scale), -127, 127); y, scale fp32 (broadcastable)."""
+    q = round_half_even(y / scale)
+    return tl.minimum(tl.maximum(q, -127.0), 127.0).to(tl.int8)
+
+
+__all__ = ["triton", "tl", "INTERPRETED", "round_half_even", "requantize"]

@@ -1,0 +1,87 @@
+"""The CUDA engine's Triton kernels against the int8 recipe's emulation (and so, indirectly, the FP32 formula).
+
+On a GPU the kernels run for real; on a CPU-only machine Triton's interpreter runs the same kernel code, so the
+kernel logic is checked in CI too. Edge sizes: 1 pair, odd counts, more pairs than one program's block, and
+row indirection (non-contiguous samples).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+if importlib.util.find_spec("triton") is None:
+    pytest.skip("OpenAI Triton is not installed", allow_module_level=True)
+
+from dlrm_bench.engines.cuda.triton_env import INTERPRETED  # noqa: E402  (first: sets the interpreter up)
+from dlrm_bench.engines.cuda.bottom_mlp import BottomMLP  # noqa: E402
+from dlrm_bench.engines.cuda.interaction import Interaction  # noqa: E402
+from dlrm_bench.engines.cuda.top_mlp import TopMLP  # noqa: E402
+from dlrm_bench.quant.recipe import (emulate_bottom, emulate_interaction, emulate_top, gather_rows,  # noqa: E402
+                                     quantize_numeric)
+from tests.quant_fixtures import random_inputs, random_quantized  # noqa: E402
+
+CARDS = [1000, 50, 7, 300, 2, 64, 100, 5, 3, 900, 17, 40, 10, 8, 33, 12, 4, 60, 14, 700, 500, 800, 90, 70, 6, 36]
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+SIZES = [1, 7, 67] if INTERPRETED else [1, 7, 67, 1001, 65537]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return random_quantized(3, CARDS)
+
+
+def assert_int8_close(got: torch.Tensor, want: torch.Tensor) -> None:
+    """Exact in the interpreter; on a GPU fused multiply-adds may move a value by one step, rarely."""
+    diff = (got.cpu().to(torch.int16) - want.to(torch.int16)).abs()
+    if INTERPRETED:
+        assert int(diff.max()) == 0
+    else:
+        assert int(diff.max()) <= 1
+        assert float((diff > 0).float().mean()) < 0.01
+
+
+@pytest.mark.parametrize("batch", SIZES)
+@pytest.mark.parametrize("indirect", [False, True])
+def test_bottom_mlp_matches_emulation(model, batch: int, indirect: bool) -> None:
+    _, qm, _, _ = model
+    numeric, _ = random_inputs(batch, batch + 5, CARDS)
+    x = quantize_numeric(numeric)
+    rows = torch.randperm(batch + 5)[:batch] if indirect else None
+    want = emulate_bottom(qm, x[rows] if indirect else x[:batch])
+    out = torch.zeros(batch, 512, dtype=torch.int8, device=DEVICE)
+    BottomMLP(qm, DEVICE)(x.to(DEVICE), None if rows is None else rows.to(DEVICE), batch, out)
+    assert_int8_close(out[:, :128], want)
+    assert int(out[:, 128:].abs().sum()) == 0
+
+
+@pytest.mark.parametrize("batch", SIZES)
+@pytest.mark.parametrize("indirect", [False, True])
+def test_interaction_matches_emulation(model, batch: int, indirect: bool) -> None:
+    _, qm, tables, offsets = model
+    numeric, cat = random_inputs(batch + 100, batch + 5, CARDS)
+    rows = torch.randperm(batch + 5)[:batch] if indirect else torch.arange(batch)
+    dense = emulate_bottom(qm, quantize_numeric(numeric[rows]))
+    want = emulate_interaction(qm, dense, gather_rows(tables, offsets, cat[rows]))
+    top_in = torch.zeros(batch, 512, dtype=torch.int8, device=DEVICE)
+    top_in[:, :128] = dense.to(DEVICE)
+    op = Interaction(qm, tables.to(DEVICE), offsets)
+    op(cat.to(DEVICE), rows.to(DEVICE) if indirect else None, batch, top_in)
+    assert_int8_close(top_in, want)
+
+
+@pytest.mark.parametrize("batch", SIZES)
+def test_top_mlp_matches_emulation(model, batch: int) -> None:
+    _, qm, _, _ = model
+    g = torch.Generator().manual_seed(batch)
+    top_in = torch.randint(-40, 40, (batch, 512), generator=g, dtype=torch.int8)
+    top_in[:, 479:] = 0
+    want = emulate_top(qm, top_in)
+    top = TopMLP(qm, DEVICE)
+    buffers = [torch.empty(batch, w, dtype=torch.int8, device=DEVICE) for w in top.widths]
+    probs = torch.empty(batch, dtype=torch.float32, device=DEVICE)
+    top(top_in.to(DEVICE), buffers, probs, batch)
+    tol = 1e-6 if INTERPRETED else 2e-2
+    assert torch.allclose(probs.cpu(), want, atol=tol), float((probs.cpu() - want).abs().max())
