@@ -91,6 +91,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--audit", type=Path, default=None, help="an audit.config for compliance tests")
     p.set_defaults(func="dlrm_bench.harness.runner:main")
 
+    p = sub.add_parser("generate-engines", help="split the checkpoint into int8 tables + MLP file (reused if current)")
+    _add_dataset_args(p)
+    p.add_argument("--benchmarks", default="dlrm")
+    p.set_defaults(func="dlrm_bench.quant.artifacts:generate_engines_main")
+
+    p = sub.add_parser("calibrate", help="write the calibration cache (activation ranges) for the int8 engines")
+    _add_dataset_args(p)
+    p.add_argument("--benchmarks", default="dlrm")
+    p.set_defaults(func="dlrm_bench.quant.artifacts:calibrate_main")
+
     p = sub.add_parser("accuracy", help="score an mlperf_log_accuracy.json (AUC with scikit-learn)")
     _add_dataset_args(p)
     p.add_argument("--log", type=Path, required=True)

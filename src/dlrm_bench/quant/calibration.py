@@ -1,0 +1,106 @@
+"""Calibration: activation ranges of the FP32 model on the calibration set, cached for the int8 engines.
+
+The cache (`calibration_cache.json` in the model's derived folder) holds, for each tensor the int8 recipe
+quantizes (quant/recipe.py), the maximum |value| per channel over the calibration rows:
+
+    bot_l.0 [512], bot_l.2 [256], bot_l.4 [128]   bottom MLP outputs (after ReLU)
+    interaction [351]                              the lower-triangle dots, in the reference order
+    top_l.0 [1024], top_l.2 [1024], top_l.4 [512]  top MLP outputs (after ReLU)
+    numeric_input [13]                             log1p'd inputs (informational: their int8 scale is fixed)
+
+plus what it was made from: the model's key (size, mtime, content hash of its ends) and the calibration set's
+fingerprint and row count. An engine refuses a cache whose model key differs from the model it loads.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from dlrm_bench.atomic import save_json
+from dlrm_bench.criteo.dataset import Split
+from dlrm_bench.criteo.schema import NUM_SPARSE
+from dlrm_bench.errors import UserError
+from dlrm_bench.quant.recipe import interaction_pairs
+
+CACHE_FILE = "calibration_cache.json"
+CACHE_FORMAT = 1
+Lookup = Callable[[int, np.ndarray], torch.Tensor]
+"""(table, ids int [B]) -> fp32 rows [B, 128]."""
+
+
+def _linear(x: torch.Tensor, sd: Mapping[str, torch.Tensor], key: str) -> torch.Tensor:
+    return x @ sd[f"{key}.weight"].T.float() + sd[f"{key}.bias"].float()
+
+
+def batch_ranges(sd: Mapping[str, torch.Tensor], lookup: Lookup, numeric: np.ndarray,
+                 categorical: np.ndarray) -> dict[str, torch.Tensor]:
+    """Per-channel max |activation| of one batch. numeric fp32 [B, 13], categorical int [B, 26]."""
+    out: dict[str, torch.Tensor] = {}
+    x = torch.from_numpy(np.asarray(numeric, dtype=np.float32))
+    out["numeric_input"] = x.abs().amax(0)
+    for key in ("bot_l.0", "bot_l.2", "bot_l.4"):
+        x = torch.relu(_linear(x, sd, key))
+        out[key] = x.amax(0)
+    emb = torch.stack([lookup(t, categorical[:, t]) for t in range(NUM_SPARSE)], dim=1)  # [B, 26, 128]
+    vectors = torch.cat([x[:, None, :], emb], dim=1)
+    r, c = interaction_pairs()
+    dots = torch.bmm(vectors, vectors.transpose(1, 2))[:, r, c]
+    out["interaction"] = dots.abs().amax(0)
+    h = torch.cat([x, dots], dim=1)
+    for key in ("top_l.0", "top_l.2", "top_l.4"):
+        h = torch.relu(_linear(h, sd, key))
+        out[key] = h.amax(0)
+    return out
+
+
+def compute_ranges(sd: Mapping[str, torch.Tensor], lookup: Lookup, split: Split, batch_size: int = 8192,
+                   progress: bool = True) -> dict[str, torch.Tensor]:
+    """Ranges over every row of `split` (the calibration set), in batches."""
+    ranges: dict[str, torch.Tensor] = {}
+    n = len(split)
+    if n == 0:
+        raise UserError(f"{split.directory}: the calibration set is empty")
+    with torch.inference_mode():
+        for lo in tqdm(range(0, n, batch_size), desc="calibrating", unit="batch", disable=not progress):
+            hi = min(n, lo + batch_size)
+            part = batch_ranges(sd, lookup, split.numeric[lo:hi], np.asarray(split.categorical[lo:hi]))
+            for key, value in part.items():
+                ranges[key] = value if key not in ranges else torch.maximum(ranges[key], value)
+    return ranges
+
+
+def write_cache(path: Path, ranges: Mapping[str, torch.Tensor], model_key: str, dataset_fingerprint: str,
+                rows: int) -> None:
+    save_json(path, {
+        "format": CACHE_FORMAT, "model_key": model_key, "dataset_fingerprint": dataset_fingerprint,
+        "calibration_rows": rows, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "ranges": {k: [float(x) for x in v.tolist()] for k, v in ranges.items()},
+    })
+
+
+def read_cache(path: Path, model_key: str) -> dict[str, torch.Tensor]:
+    """The ranges, after checking the cache was made for this model; a clear error when missing or stale."""
+    import json
+
+    if not path.exists():
+        raise UserError(f"calibration cache {path} is missing: run `make calibrate RUN_ARGS=\"--benchmarks=dlrm\"`")
+    try:
+        data = json.loads(path.read_text())
+        ranges = {k: torch.tensor(v, dtype=torch.float32) for k, v in data["ranges"].items()}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"calibration cache {path} is unreadable ({exc}): run `make calibrate` again") from None
+    if data.get("format") != CACHE_FORMAT or data.get("model_key") != model_key:
+        raise UserError(f"calibration cache {path} is stale: it was made for another model (or an older format); "
+                        f"run `make calibrate RUN_ARGS=\"--benchmarks=dlrm\"`")
+    expected = {"bot_l.0": 512, "bot_l.2": 256, "bot_l.4": 128, "interaction": 351,
+                "top_l.0": 1024, "top_l.2": 1024, "top_l.4": 512}
+    for key, width in expected.items():
+        if key not in ranges or ranges[key].numel() != width:
+            raise UserError(f"calibration cache {path}: tensor {key} missing or not {width} wide; recalibrate")
+    return ranges
