@@ -37,6 +37,21 @@ def contiguous_span(starts: np.ndarray, ends: np.ndarray) -> tuple[int, int] | N
     return int(starts[0]), int(ends[-1])
 
 
+def cut_by_pairs(lengths: np.ndarray, batch_pairs: int) -> list[tuple[int, int]]:
+    """Split consecutive samples with `lengths` pairs into [lo, hi) groups of at most `batch_pairs` pairs
+    (a single sample larger than the limit forms a group of its own)."""
+    cuts = []
+    lo, total = 0, 0
+    for i, n in enumerate(lengths.tolist()):
+        if i > lo and total + n > batch_pairs:
+            cuts.append((lo, i))
+            lo, total = i, 0
+        total += n
+    if lo < len(lengths):
+        cuts.append((lo, len(lengths)))
+    return cuts
+
+
 class Engine(abc.ABC):
     """Batched DLRM inference over one bound split.
 

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import mlperf_loadgen as lg
 import numpy as np
 
-from dlrm_bench.engines.base import Engine
+from dlrm_bench.engines.base import Engine, cut_by_pairs
 from dlrm_bench.harness.qsl import SampleLibrary
 
 
@@ -159,21 +159,6 @@ class OfflineSUT(SUTBase):
     def stop(self) -> None:
         if self.thread is not None:
             self.thread.join()
-
-
-def cut_by_pairs(lengths: np.ndarray, batch_pairs: int) -> list[tuple[int, int]]:
-    """Split consecutive samples with `lengths` pairs into [lo, hi) groups of at most `batch_pairs` pairs
-    (a single sample larger than the limit forms a group of its own)."""
-    cuts = []
-    lo, total = 0, 0
-    for i, n in enumerate(lengths.tolist()):
-        if i > lo and total + n > batch_pairs:
-            cuts.append((lo, i))
-            lo, total = i, 0
-        total += n
-    if lo < len(lengths):
-        cuts.append((lo, len(lengths)))
-    return cuts
 
 
 class DynamicBatchSUT(SUTBase):

@@ -1,0 +1,232 @@
+"""The CUDA engine: int8 tables on the GPU, three Triton kernel stages, several batches in flight.
+
+Per batch (at most `gpu_batch_size` pairs): [rows H2D if the samples are not contiguous] -> fused bottom MLP ->
+gather + interaction -> four top GEMMs (the last one ending in the sigmoid) -> probabilities D2H into pinned
+memory. `gpu_num_bundles` bundles (buffers + a CUDA stream each) let batch i+1's kernels and copies overlap
+batch i's; `complete_threads` threads wait for each bundle's event and hand the results back.
+
+Settings (config.json): gpu_batch_size, gpu_num_bundles, complete_threads, start_from_device (the test set's
+int8 inputs live on the GPU; otherwise each batch is staged through pinned host memory), device_index.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import torch
+
+from dlrm_bench.criteo.dataset import Split
+from dlrm_bench.engines.base import Engine, contiguous_span, cut_by_pairs, ranges_to_rows
+from dlrm_bench.engines.cuda.bottom_mlp import BottomMLP
+from dlrm_bench.engines.cuda.interaction import Interaction
+from dlrm_bench.engines.cuda.top_mlp import TopMLP
+from dlrm_bench.quant.artifacts import Int8Model
+from dlrm_bench.quant.recipe import TOP_INPUT_PAD, quantize_numeric
+
+TABLE_COPY_ROWS = 1 << 22
+"""Rows per host-to-device chunk when uploading the tables (512 MiB)."""
+
+
+def upload_rows(array: np.ndarray, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Copy a (memory-mapped) 2-D array to the device in chunks, never holding a second full host copy."""
+    out = torch.empty(array.shape, dtype=dtype or torch.from_numpy(np.asarray(array[:1])).dtype, device=device)
+    for lo in range(0, array.shape[0], TABLE_COPY_ROWS):
+        chunk = torch.from_numpy(np.ascontiguousarray(array[lo:lo + TABLE_COPY_ROWS]))
+        out[lo:lo + chunk.shape[0]].copy_(chunk)
+    return out
+
+
+class Bundle:
+    """Buffers and a stream for one batch in flight."""
+
+    def __init__(self, device: torch.device, max_pairs: int, widths: list[int]) -> None:
+        self.stream = torch.cuda.Stream(device)
+        self.top_in = torch.zeros(max_pairs, TOP_INPUT_PAD, dtype=torch.int8, device=device)
+        self.hidden = [torch.empty(max_pairs, w, dtype=torch.int8, device=device) for w in widths]
+        self.probs = torch.empty(max_pairs, dtype=torch.float32, device=device)
+        self.probs_host = torch.empty(max_pairs, dtype=torch.float32, pin_memory=True)
+        self.rows = torch.empty(max_pairs, dtype=torch.int64, device=device)
+        self.rows_host = torch.empty(max_pairs, dtype=torch.int64, pin_memory=True)
+        self.numeric_host = torch.empty(max_pairs, 13, dtype=torch.int8, pin_memory=True)
+        self.categorical_host = torch.empty(max_pairs, 26, dtype=torch.int32, pin_memory=True)
+        self.numeric = torch.empty(max_pairs, 13, dtype=torch.int8, device=device)
+        self.categorical = torch.empty(max_pairs, 26, dtype=torch.int32, device=device)
+        self.done = torch.cuda.Event()
+
+
+class CudaEngine(Engine):
+    name = "cuda"
+
+    def __init__(self, model: Int8Model, settings: dict[str, Any]) -> None:
+        super().__init__()
+        if not torch.cuda.is_available():
+            raise RuntimeError("the cuda engine needs a CUDA GPU")
+        self.dev = torch.device("cuda", int(settings.get("device_index", 0)))
+        torch.cuda.set_device(self.dev)
+        self.settings = settings
+        self.max_pairs = int(settings.get("gpu_batch_size", 262144))
+        self.start_from_device = bool(settings.get("start_from_device", True))
+        qm = model.quantized
+        self.tables = upload_rows(model.tables, self.dev)
+        self.bottom = BottomMLP(qm, self.dev)
+        self.interaction = Interaction(qm, self.tables, torch.from_numpy(model.table_offsets))
+        self.top = TopMLP(qm, self.dev)
+        self.bundles: "queue.SimpleQueue[Bundle]" = queue.SimpleQueue()
+        for _ in range(max(1, int(settings.get("gpu_num_bundles", 2)))):
+            self.bundles.put(Bundle(self.dev, self.max_pairs, self.top.widths))
+        self.completer = ThreadPoolExecutor(max(1, int(settings.get("complete_threads", 1))),
+                                            thread_name_prefix="cuda-complete")
+        self.numeric_dev: torch.Tensor | None = None
+        self.categorical_dev: torch.Tensor | None = None
+        self.lock = threading.Lock()
+
+    @property
+    def device(self) -> str:
+        return f"{self.dev} ({torch.cuda.get_device_name(self.dev)})"
+
+    def load(self, split: Split) -> None:
+        super().load(split)
+        if not self.start_from_device:
+            return
+        numeric = split.optional("numeric_int8_linear.npy")
+        if numeric is None:
+            numeric = quantize_numeric(split.numeric).numpy()
+        self.numeric_dev = upload_rows(numeric, self.dev)
+        self.categorical_dev = upload_rows(split.categorical, self.dev)
+
+    def _run(self, b: Bundle, numeric: torch.Tensor, categorical: torch.Tensor, rows: torch.Tensor | None,
+             n: int) -> None:
+        """Enqueue the three stages for n pairs on the bundle's stream and the D2H copy of the result."""
+        with torch.cuda.stream(b.stream):
+            self.bottom(numeric, rows, n, b.top_in)
+            self.interaction(categorical, rows, n, b.top_in)
+            self.top(b.top_in, b.hidden, b.probs, n)
+            b.probs_host[:n].copy_(b.probs[:n], non_blocking=True)
+            b.done.record(b.stream)
+
+    def _stage_inputs(self, b: Bundle, starts: np.ndarray, ends: np.ndarray,
+                      n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Device inputs for the batch: views of the resident test set (with a row index when the samples are
+        not contiguous), or copies through the bundle's pinned staging buffers."""
+        span = contiguous_span(starts, ends)
+        if self.numeric_dev is not None:
+            if span is not None:
+                lo, hi = span
+                return self.numeric_dev[lo:hi], self.categorical_dev[lo:hi], None
+            b.rows_host[:n].copy_(torch.from_numpy(ranges_to_rows(starts, ends)))
+            with torch.cuda.stream(b.stream):
+                b.rows[:n].copy_(b.rows_host[:n], non_blocking=True)
+            return self.numeric_dev, self.categorical_dev, b.rows[:n]
+        rows = ranges_to_rows(starts, ends) if span is None else slice(span[0], span[1])
+        numeric = self.split.optional("numeric_int8_linear.npy")
+        numeric = quantize_numeric(self.split.numeric[rows]) if numeric is None else torch.from_numpy(
+            np.ascontiguousarray(numeric[rows]))
+        b.numeric_host[:n].copy_(numeric)
+        b.categorical_host[:n].copy_(torch.from_numpy(np.ascontiguousarray(self.split.categorical[rows])))
+        with torch.cuda.stream(b.stream):
+            b.numeric[:n].copy_(b.numeric_host[:n], non_blocking=True)
+            b.categorical[:n].copy_(b.categorical_host[:n], non_blocking=True)
+        return b.numeric[:n], b.categorical[:n], None
+
+    def _submit_chunk(self, starts: np.ndarray, ends: np.ndarray) -> "Future[np.ndarray]":
+        n = int((ends - starts).sum())
+        b = self.bundles.get()
+        try:
+            b.stream.wait_stream(torch.cuda.current_stream(self.dev))
+            numeric, categorical, rows = self._stage_inputs(b, starts, ends, n)
+            self._run(b, numeric, categorical, rows, n)
+        except BaseException:
+            self.bundles.put(b)
+            raise
+        return self.completer.submit(self._finish, b, n)
+
+    def _finish(self, b: Bundle, n: int) -> np.ndarray:
+        try:
+            b.done.synchronize()
+            return b.probs_host[:n].numpy().copy()
+        finally:
+            self.bundles.put(b)
+
+    def predict_ranges_async(self, starts: np.ndarray, ends: np.ndarray) -> "Future[np.ndarray]":
+        if self.split is None:
+            raise RuntimeError("cuda engine: load() a split before predicting")
+        starts = np.asarray(starts, dtype=np.int64)
+        ends = np.asarray(ends, dtype=np.int64)
+        chunks = _chunks(starts, ends, self.max_pairs)
+        with self.lock:
+            futures = [self._submit_chunk(starts[lo:hi], ends[lo:hi]) for lo, hi in chunks]
+        if len(futures) == 1:
+            return futures[0]
+        return _joined(futures)
+
+    def predict_ranges(self, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        return self.predict_ranges_async(starts, ends).result()
+
+    def predict(self, numeric: np.ndarray, categorical: np.ndarray) -> np.ndarray:
+        """Raw inputs (float32 [B, 13] log1p'd, int32 [B, 26]) -> float32 [B], in max_pairs chunks."""
+        out = []
+        for lo in range(0, numeric.shape[0], self.max_pairs):
+            hi = min(numeric.shape[0], lo + self.max_pairs)
+            b = self.bundles.get()
+            try:
+                x = quantize_numeric(numeric[lo:hi]).to(self.dev)
+                c = torch.from_numpy(np.ascontiguousarray(categorical[lo:hi], dtype=np.int32)).to(self.dev)
+                torch.cuda.current_stream(self.dev).synchronize()
+                self._run(b, x, c, None, hi - lo)
+                b.done.synchronize()
+                out.append(b.probs_host[:hi - lo].numpy().copy())
+            finally:
+                self.bundles.put(b)
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+    def warmup(self) -> None:
+        """Compile every kernel variant once (contiguous and indirect rows)."""
+        if self.split is None or len(self.split) == 0:
+            return
+        n = min(len(self.split), 1024)
+        self.predict_ranges(np.array([0]), np.array([n]))
+        if n > 2:
+            self.predict_ranges(np.array([1, 0]), np.array([2, 1]))
+
+    def describe(self) -> dict[str, Any]:
+        return {"engine": self.name, "device": self.device, "precision": "int8",
+                "gpu_batch_size": self.max_pairs, "start_from_device": self.start_from_device,
+                "table_bytes": int(self.tables.numel())}
+
+    def close(self) -> None:
+        self.completer.shutdown(wait=True)
+        self.numeric_dev = self.categorical_dev = None
+        self.tables = None  # type: ignore[assignment]
+        torch.cuda.empty_cache()
+
+
+def _chunks(starts: np.ndarray, ends: np.ndarray, max_pairs: int) -> list[tuple[int, int]]:
+    lengths = ends - starts
+    if lengths.size and int(lengths.max()) > max_pairs:
+        raise ValueError(f"a sample of {int(lengths.max())} pairs exceeds gpu_batch_size {max_pairs}")
+    return cut_by_pairs(lengths, max_pairs)
+
+
+def _joined(futures: list["Future[np.ndarray]"]) -> "Future[np.ndarray]":
+    """One future whose result is the concatenation of `futures`' results, in order."""
+    out: Future[np.ndarray] = Future()
+    remaining = [len(futures)]
+    lock = threading.Lock()
+
+    def done(_: Future) -> None:
+        with lock:
+            remaining[0] -= 1
+            if remaining[0]:
+                return
+        try:
+            out.set_result(np.concatenate([f.result() for f in futures]))
+        except BaseException as exc:
+            out.set_exception(exc)
+
+    for f in futures:
+        f.add_done_callback(done)
+    return out
