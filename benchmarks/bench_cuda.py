@@ -1,0 +1,277 @@
+#!/usr/bin/env python3
+"""CUDA engine kernels at full scale: each kernel against its roofline, end-to-end pairs/s per batch size, and
+torch baselines measured in the same run.
+
+The model is the criteo-tb-random shape (187,767,399 rows x 128 int8 = 24 GB on the GPU) with random weights,
+generated on the device; inputs use a skewed (power-law) id distribution per table. Correctness is checked first:
+the kernels' probabilities against the int8 recipe's emulation on a few thousand pairs.
+
+    python3 benchmarks/bench_cuda.py [--rows-scale 1.0] [--batches 16384,65536,262144] [--out DIR]
+Prints a table and writes bench_cuda.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from dlrm_bench.criteo.schema import BOTTOM_MLP, CRITEO_TB_CARDINALITIES, NUM_DENSE, TOP_MLP, TOP_MLP_INPUT  # noqa: E402
+from dlrm_bench.engines.cuda.bottom_mlp import BottomMLP  # noqa: E402
+from dlrm_bench.engines.cuda.interaction import Interaction  # noqa: E402
+from dlrm_bench.engines.cuda.top_mlp import TopMLP  # noqa: E402
+from dlrm_bench.quant.calibration import batch_ranges  # noqa: E402
+from dlrm_bench.quant.recipe import (TOP_INPUT_PAD, build_quantized, emulate_bottom, emulate_interaction,  # noqa: E402
+                                     emulate_top)
+
+PEAK_INT8_TOPS = 1979.0
+"""H100/H200 SXM dense int8 tensor-core rate (datasheet)."""
+
+
+def random_mlp(seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for prefix, sizes in (("bot_l", [NUM_DENSE, *BOTTOM_MLP]), ("top_l", [TOP_MLP_INPUT, *TOP_MLP])):
+        for i, (k, n) in enumerate(zip(sizes, sizes[1:])):
+            sd[f"{prefix}.{2 * i}.weight"] = torch.randn(n, k, generator=g) * (2.0 / (k + n)) ** 0.5
+            sd[f"{prefix}.{2 * i}.bias"] = torch.randn(n, generator=g) * (1.0 / n) ** 0.5
+    return sd
+
+
+def random_tables(cards: list[int], device: torch.device, seed: int) -> torch.Tensor:
+    total = sum(cards)
+    tables = torch.empty(total, 128, dtype=torch.int8, device=device)
+    g = torch.Generator(device=device).manual_seed(seed)
+    step = 1 << 24
+    for lo in range(0, total, step):
+        hi = min(total, lo + step)
+        tables[lo:hi] = torch.randint(-127, 128, (hi - lo, 128), generator=g, device=device, dtype=torch.int8)
+    return tables
+
+
+def skewed_ids(cards: list[int], n: int, device: torch.device, seed: int, power: float = 3.0) -> torch.Tensor:
+    """int32 [n, 26]: id = floor(card * u^power), u uniform: hot low ids, a long tail."""
+    g = torch.Generator(device=device).manual_seed(seed)
+    cols = [(torch.rand(n, generator=g, device=device) ** power * c).long().clamp_(max=c - 1) for c in cards]
+    return torch.stack(cols, 1).to(torch.int32)
+
+
+def random_numeric(n: int, device: torch.device, seed: int) -> torch.Tensor:
+    g = torch.Generator(device=device).manual_seed(seed)
+    counts = torch.floor(torch.exp(torch.rand(n, NUM_DENSE, generator=g, device=device) * 8)) - 1
+    return torch.log1p(counts.clamp(min=0))
+
+
+def timed(fn, iters: int = 20) -> float:
+    """Median milliseconds of fn() over `iters` runs, with CUDA events, after two warm-ups."""
+    for _ in range(2):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(iters):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b))
+    return float(np.median(times))
+
+
+def copy_bandwidth(device: torch.device) -> float:
+    """GB/s of a 4 GiB device-to-device copy, counting bytes read plus written."""
+    src = torch.empty(1 << 32, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    ms = timed(lambda: dst.copy_(src), 5)
+    del src, dst
+    return 2 * (1 << 32) / (ms / 1e3) / 1e9
+
+
+def build(cards: list[int], device: torch.device):
+    tables = random_tables(cards, device, seed=1)
+    offsets = torch.tensor(np.concatenate(([0], np.cumsum(cards)[:-1])), dtype=torch.int64)
+    scales = torch.empty(len(cards)).uniform_(0.002, 0.02)
+    sd = random_mlp(2)
+    calib_n = 8192
+    numeric = random_numeric(calib_n, device, 3)
+    cat = skewed_ids(cards, calib_n, device, 4)
+    off_dev = offsets.to(device)
+
+    def lookup(t: int, ids: np.ndarray) -> torch.Tensor:
+        rows = tables[off_dev[t] + torch.from_numpy(ids.astype(np.int64)).to(device)]
+        return rows.float().cpu() * float(scales[t])
+
+    from dlrm_bench.quant.recipe import quantize_numeric
+    num_q = quantize_numeric(numeric.cpu()).float() * (14.2313 / 127)
+    ranges = batch_ranges(sd, lookup, num_q.numpy(), cat.cpu().numpy())
+    qm = build_quantized(sd, scales, ranges)
+    return qm, tables, offsets
+
+
+def check_correctness(qm, tables, offsets, cards, device, n: int = 4096) -> dict:
+    from dlrm_bench.quant.recipe import quantize_numeric
+    numeric_q = quantize_numeric(random_numeric(n, device, 11).cpu())
+    cat = skewed_ids(cards, n, device, 12)
+    rows_cpu = tables[(cat.long() + offsets.to(device)[None, :])].cpu()
+    dense = emulate_bottom(qm, numeric_q)
+    want_top_in = emulate_interaction(qm, dense, rows_cpu)
+    want = emulate_top(qm, want_top_in)
+    bottom, inter, top = BottomMLP(qm, device), Interaction(qm, tables, offsets), TopMLP(qm, device)
+    top_in = torch.full((n, TOP_INPUT_PAD), 99, dtype=torch.int8, device=device)
+    top_in[:, 479:] = 0
+    bottom(numeric_q.to(device), None, n, top_in)
+    inter(cat, None, n, top_in)
+    buffers = [torch.empty(n, w, dtype=torch.int8, device=device) for w in top.widths]
+    probs = torch.full((n,), float("nan"), device=device)
+    top(top_in, buffers, probs, n)
+    got_in = top_in.cpu().to(torch.int16)
+    diff = (got_in - want_top_in.to(torch.int16)).abs()
+    pdiff = (probs.cpu() - want).abs()
+    return {"pairs": n, "top_input_max_step_diff": int(diff.max()),
+            "top_input_mismatch_fraction": float((diff > 0).float().mean()),
+            "prob_max_abs_diff": float(pdiff.max()), "prob_mean_abs_diff": float(pdiff.mean()),
+            "nan": bool(torch.isnan(probs).any())}
+
+
+def layer_costs() -> dict[str, tuple[float, float]]:
+    """(operations, bytes) per pair of each stage (bytes: each input read once, each output written once)."""
+    top_shapes = [(512, 1024), (1024, 1024), (1024, 512), (512, 256)]
+    costs = {"bottom_mlp": (2 * (13 * 512 + 512 * 256 + 256 * 128), 13 + 128),
+             "interaction": (2 * 27 * 27 * 128 / 2, 26 * 128 + 26 * 4 + 128 + 351)}
+    for i, (k, n) in enumerate(top_shapes):
+        costs[f"top_{i}"] = (2 * k * n + (2 * n if i == 3 else 0), k + (n if i < 3 else 4))
+    return costs
+
+
+def bench_batch(qm, tables, offsets, cards, device, n: int, peak_bw: float) -> dict:
+    numeric = torch.randint(-20, 127, (n, 13), dtype=torch.int8, device=device)
+    cat = skewed_ids(cards, n, device, 100 + n)
+    bottom, inter, top = BottomMLP(qm, device), Interaction(qm, tables, offsets), TopMLP(qm, device)
+    top_in = torch.zeros(n, TOP_INPUT_PAD, dtype=torch.int8, device=device)
+    buffers = [torch.empty(n, w, dtype=torch.int8, device=device) for w in top.widths]
+    probs = torch.empty(n, device=device)
+    stages = {"bottom_mlp": lambda: bottom(numeric, None, n, top_in),
+              "interaction": lambda: inter(cat, None, n, top_in)}
+    inputs = [top_in, *buffers]
+    outs = [*buffers, probs]
+    for i in range(4):
+        stages[f"top_{i}"] = (lambda i=i: top.layer(i, inputs[i], outs[i], n))
+    costs = layer_costs()
+    result = {"pairs": n, "stages": {}}
+    for name, fn in stages.items():
+        ms = timed(fn)
+        ops, nbytes = costs[name]
+        result["stages"][name] = {
+            "ms": ms, "tops": ops * n / (ms / 1e3) / 1e12, "gbps": nbytes * n / (ms / 1e3) / 1e9,
+            "roofline_ms": max(ops * n / (PEAK_INT8_TOPS * 1e12), nbytes * n / (peak_bw * 1e9)) * 1e3}
+
+    def whole() -> None:
+        bottom(numeric, None, n, top_in)
+        inter(cat, None, n, top_in)
+        top(top_in, buffers, probs, n)
+
+    ms = timed(whole)
+    result["end_to_end_ms"] = ms
+    result["pairs_per_second"] = n / (ms / 1e3)
+    result["samples_per_second_at_270"] = result["pairs_per_second"] / 270.0
+    result["torch_int_mm_top_ms"] = timed(lambda: torch_int_mm_top(qm, top_in, device))
+    return result
+
+
+_INT_MM_WEIGHTS: dict = {}
+
+
+def torch_int_mm_top(qm, top_in: torch.Tensor, device: torch.device) -> None:
+    """Baseline: the four top GEMMs as torch._int_mm (cuBLAS int8) with unfused torch epilogues."""
+    if not _INT_MM_WEIGHTS:
+        _INT_MM_WEIGHTS["w"] = [layer.weight.T.contiguous().to(device) for layer in qm.top]
+        _INT_MM_WEIGHTS["s"] = [layer.w_scale.to(device) for layer in qm.top]
+        _INT_MM_WEIGHTS["b"] = [layer.bias.to(device) for layer in qm.top]
+        _INT_MM_WEIGHTS["a"] = [layer.act_scale.to(device) for layer in qm.top[:-1]]
+    x = top_in
+    w, s, b, a = (_INT_MM_WEIGHTS[k] for k in "wsba")
+    for i in range(4):
+        y = torch.relu(torch._int_mm(x, w[i]).float() * s[i] + b[i])
+        if i < 3:
+            x = torch.clamp(torch.round(y / a[i]), -127, 127).to(torch.int8)
+    torch.sigmoid(y @ qm.final_weight.to(device) + qm.final_bias)
+
+
+def torch_fp16_baseline(cards: list[int], device: torch.device, n: int, tables: torch.Tensor,
+                        offsets: torch.Tensor) -> float:
+    """Pairs/s of a plain PyTorch eager fp16 forward (gather, bmm interaction, fp16 GEMMs), same shapes."""
+    sd = {k: v.half().to(device) for k, v in random_mlp(5).items()}
+    numeric = torch.rand(n, 13, device=device, dtype=torch.float16)
+    cat = skewed_ids(cards, n, device, 7).long() + offsets.to(device)[None, :]
+    r, c = torch.tril_indices(27, 27, offset=-1, device=device)
+
+    def forward() -> torch.Tensor:
+        x = numeric
+        for i in range(3):
+            x = torch.relu(torch.nn.functional.linear(x, sd[f"bot_l.{2 * i}.weight"], sd[f"bot_l.{2 * i}.bias"]))
+        emb = tables[cat].half()
+        vec = torch.cat([x[:, None], emb], 1)
+        h = torch.cat([x, torch.bmm(vec, vec.transpose(1, 2))[:, r, c]], 1)
+        for i in range(5):
+            h = torch.nn.functional.linear(h, sd[f"top_l.{2 * i}.weight"], sd[f"top_l.{2 * i}.bias"])
+            h = torch.relu(h) if i < 4 else torch.sigmoid(h)
+        return h
+
+    ms = timed(forward, 10)
+    return n / (ms / 1e3)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows-scale", type=float, default=1.0, help="fraction of the full table rows")
+    ap.add_argument("--batches", default="16384,65536,131072,262144")
+    ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "build/bench")))
+    args = ap.parse_args()
+    device = torch.device("cuda")
+    cards = [max(1, int(c * args.rows_scale)) for c in CRITEO_TB_CARDINALITIES]
+    t0 = time.time()
+    report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+              "table_rows": sum(cards), "table_gb": sum(cards) * 128 / 1e9}
+    import triton
+    report["triton"] = triton.__version__
+    report["copy_gbps"] = copy_bandwidth(device)
+    qm, tables, offsets = build(cards, device)
+    report["build_seconds"] = time.time() - t0
+    report["correctness"] = check_correctness(qm, tables, offsets, cards, device)
+    print(json.dumps(report["correctness"]), flush=True)
+    report["batches"] = []
+    for n in [int(x) for x in args.batches.split(",")]:
+        res = bench_batch(qm, tables, offsets, cards, device, n, report["copy_gbps"])
+        report["batches"].append(res)
+        print(f"batch {n}: {res['pairs_per_second'] / 1e6:.1f} M pairs/s "
+              f"({res['samples_per_second_at_270']:,.0f} samples/s at 270 pairs)", flush=True)
+    big = max(int(x) for x in args.batches.split(","))
+    report["torch_fp16_eager_pairs_per_second"] = torch_fp16_baseline(cards, device, min(big, 65536), tables, offsets)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench_cuda.json").write_text(json.dumps(report, indent=2))
+    print_table(report)
+    return 0
+
+
+def print_table(report: dict) -> None:
+    print(f"\n{report['device']}  copy {report['copy_gbps']:.0f} GB/s  tables {report['table_gb']:.1f} GB")
+    print(f"correctness: {report['correctness']}")
+    for b in report["batches"]:
+        print(f"\n-- batch {b['pairs']} pairs: {b['end_to_end_ms']:.3f} ms, {b['pairs_per_second'] / 1e6:.1f} M pairs/s, "
+              f"torch._int_mm top MLP {b['torch_int_mm_top_ms']:.3f} ms")
+        print(f"{'stage':<12} {'ms':>8} {'roofline':>9} {'TOPS':>7} {'GB/s':>7}")
+        for name, s in b["stages"].items():
+            print(f"{name:<12} {s['ms']:8.3f} {s['roofline_ms']:9.3f} {s['tops']:7.1f} {s['gbps']:7.0f}")
+    print(f"\ntorch eager fp16 forward baseline: {report['torch_fp16_eager_pairs_per_second'] / 1e6:.1f} M pairs/s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
