@@ -229,11 +229,63 @@ def torch_fp16_baseline(cards: list[int], device: torch.device, n: int, tables: 
     return n / (ms / 1e3)
 
 
+def tune(qm, tables, offsets, cards, device, n: int) -> dict:
+    """Time candidate tile configurations of every kernel at batch n; returns the timings (TOPS / ms)."""
+    from dlrm_bench.engines.cuda.top_mlp import GemmConfig
+    out: dict = {"top": {}, "bottom": {}, "interaction": {}, "cublas_int_mm_tops": {}}
+    top = TopMLP(qm, device)
+    shapes = [(w.shape[1], w.shape[0]) for w in top.w]
+    candidates = [GemmConfig(128, 256, 128, 8, 8, 3), GemmConfig(128, 256, 128, 8, 8, 4),
+                  GemmConfig(128, 128, 128, 8, 4, 4), GemmConfig(128, 128, 128, 8, 8, 4),
+                  GemmConfig(256, 128, 128, 8, 8, 3), GemmConfig(128, 256, 64, 8, 8, 4),
+                  GemmConfig(256, 256, 64, 8, 8, 3), GemmConfig(64, 256, 128, 8, 4, 4)]
+    for i, (k, nn) in enumerate(shapes):
+        final = i == len(shapes) - 1
+        x = torch.randint(-50, 50, (n, k), dtype=torch.int8, device=device)
+        dst = torch.empty(n, dtype=torch.float32, device=device) if final else torch.empty(n, nn, dtype=torch.int8, device=device)
+        res = {}
+        for cfg in candidates:
+            if final and cfg.block_n != nn:
+                continue
+            if cfg.block_n > nn:
+                continue
+            top.configs[i] = cfg
+            try:
+                ms = timed(lambda: top.layer(i, x, dst, n), 10)
+                res[str(cfg)] = 2 * k * nn * n / (ms / 1e3) / 1e12
+            except Exception as exc:  # out of resources etc.
+                res[str(cfg)] = f"failed: {type(exc).__name__}"
+        out["top"][f"{k}x{nn}"] = res
+        w = torch.randint(-50, 50, (k, nn), dtype=torch.int8, device=device)
+        ms = timed(lambda: torch._int_mm(x, w), 10)
+        out["cublas_int_mm_tops"][f"{k}x{nn}"] = 2 * k * nn * n / (ms / 1e3) / 1e12
+        print(f"top {k}x{nn}: best {max((v for v in res.values() if isinstance(v, float)), default=0):.0f} TOPS, "
+              f"cuBLAS _int_mm {out['cublas_int_mm_tops'][f'{k}x{nn}']:.0f} TOPS", flush=True)
+    numeric = torch.randint(-20, 127, (n, 13), dtype=torch.int8, device=device)
+    top_in = torch.zeros(n, TOP_INPUT_PAD, dtype=torch.int8, device=device)
+    for bm, chunk, warps in [(64, 64, 4), (128, 64, 8), (128, 128, 8), (64, 128, 4), (256, 64, 8), (128, 64, 4)]:
+        op = BottomMLP(qm, device, bm, chunk, warps)
+        try:
+            out["bottom"][f"{bm}/{chunk}/{warps}"] = timed(lambda: op(numeric, None, n, top_in), 10)
+        except Exception as exc:
+            out["bottom"][f"{bm}/{chunk}/{warps}"] = f"failed: {type(exc).__name__}"
+    cat = skewed_ids(cards, n, device, 5)
+    for bp, warps in [(4, 4), (8, 4), (8, 8), (16, 8), (16, 4), (32, 8)]:
+        op = Interaction(qm, tables, offsets, bp, warps)
+        try:
+            out["interaction"][f"{bp}/{warps}"] = timed(lambda: op(cat, None, n, top_in), 10)
+        except Exception as exc:
+            out["interaction"][f"{bp}/{warps}"] = f"failed: {type(exc).__name__}"
+    print("bottom ms:", out["bottom"], "\ninteraction ms:", out["interaction"], flush=True)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows-scale", type=float, default=1.0, help="fraction of the full table rows")
     ap.add_argument("--batches", default="16384,65536,131072,262144")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "build/bench")))
+    ap.add_argument("--tune", action="store_true", help="also time candidate tile configurations")
     args = ap.parse_args()
     device = torch.device("cuda")
     cards = [max(1, int(c * args.rows_scale)) for c in CRITEO_TB_CARDINALITIES]
@@ -247,6 +299,8 @@ def main() -> int:
     report["build_seconds"] = time.time() - t0
     report["correctness"] = check_correctness(qm, tables, offsets, cards, device)
     print(json.dumps(report["correctness"]), flush=True)
+    if args.tune:
+        report["tuning"] = tune(qm, tables, offsets, cards, device, 262144)
     report["batches"] = []
     for n in [int(x) for x in args.batches.split(",")]:
         res = bench_batch(qm, tables, offsets, cards, device, n, report["copy_gbps"])

@@ -89,7 +89,8 @@ for _d in range(1, _INT_WIDTH):
     _KEEP_CHARS[_d, _INT_WIDTH - _d:] = 1
     _KEEP_CHARS[_INT_WIDTH + _d, _INT_WIDTH - _d:] = 1
     _KEEP_CHARS[_INT_WIDTH + _d, 0] = 1
-_HEX2 = np.array([list(f"{i:02x}".encode()) for i in range(256)], dtype=np.uint8)  # [256, 2] per byte
+_HEX2_PAIRS = np.array([list(f"{i:02x}".encode()) for i in range(256)], dtype=np.uint8).view(np.uint16)[:, 0].copy()
+"""uint16 [256]: the two hex characters of each byte value, read as one 16-bit word."""
 
 
 @dataclass(frozen=True)
@@ -305,7 +306,7 @@ def format_rows(labels: np.ndarray, counts: np.ndarray, hexes: np.ndarray, cat_m
     ints[:, :, _INT_WIDTH] = 9
     cats = mat[:, _CAT_START:].reshape(n, NUM_SPARSE, _HEX_WIDTH + 1)
     byte_values = hexes.astype(">u4").view(np.uint8).reshape(n, NUM_SPARSE, 4)
-    digits = np.take(_HEX2, byte_values, axis=0).reshape(n, NUM_SPARSE, _HEX_WIDTH)
+    digits = np.take(_HEX2_PAIRS, byte_values).view(np.uint8).reshape(n, NUM_SPARSE, _HEX_WIDTH)
     digits[cat_missing] = 0
     cats[:, :, :_HEX_WIDTH] = digits
     cats[:, :, _HEX_WIDTH] = 9

@@ -166,6 +166,15 @@ def load_for_dataset(path: str | os.PathLike[str], cardinalities: Sequence[int],
     return ckpt
 
 
+def _own_storage(tensor: torch.Tensor) -> torch.Tensor:
+    """A contiguous CPU tensor that is its storage's only user (torch.save would otherwise write the whole
+    shared storage, e.g. a fused training table, with every view of it)."""
+    tensor = tensor.detach().cpu().contiguous()
+    if tensor.untyped_storage().nbytes() != tensor.numel() * tensor.element_size():
+        tensor = tensor.clone()
+    return tensor
+
+
 def save_checkpoint(path: str | os.PathLike[str], state_dict: Mapping[str, torch.Tensor],
                     extras: Mapping[str, Any] | None = None) -> Path:
     """Write {"state_dict": ..., **extras} with torch.save (zip format, mmap-able), atomically.
@@ -174,7 +183,7 @@ def save_checkpoint(path: str | os.PathLike[str], state_dict: Mapping[str, torch
     """
     path = Path(path)
     payload: dict[str, Any] = dict(_plain(dict(extras or {})))
-    payload["state_dict"] = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    payload["state_dict"] = {k: _own_storage(v) for k, v in state_dict.items()}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return path

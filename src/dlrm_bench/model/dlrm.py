@@ -108,12 +108,12 @@ class OverArch(nn.Sequential):
 class DLRM(nn.Module):
     """The MLPerf v1 DLRM. forward(numeric float32 [B, 13], categorical int [B, 26]) -> probability float32 [B]."""
 
-    def __init__(self, cardinalities: Sequence[int], sparse_grad: bool = False) -> None:
+    def __init__(self, cardinalities: Sequence[int]) -> None:
         super().__init__()
         if len(cardinalities) != NUM_SPARSE:
             raise ValueError(f"expected {NUM_SPARSE} cardinalities, got {len(cardinalities)}")
         self.bot_l = DenseArch()
-        self.emb_l = EmbeddingArch(cardinalities, sparse=sparse_grad)
+        self.emb_l = EmbeddingArch(cardinalities)
         self.interaction = InteractionArch()
         self.top_l = OverArch()
 
@@ -121,10 +121,14 @@ class DLRM(nn.Module):
     def cardinalities(self) -> tuple[int, ...]:
         return tuple(int(table.num_embeddings) for table in self.emb_l)
 
+    def head(self, numeric: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
+        """Everything but the table lookups: numeric [B, 13], looked-up vectors [B, 26, 128] -> logits [B]."""
+        features = self.interaction(self.bot_l(numeric), sparse)  # [B, 479]
+        return self.top_l.logits(features).squeeze(1)
+
     def logits(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
         """numeric [B, 13], categorical [B, 26] -> logits [B] (before the sigmoid)."""
-        features = self.interaction(self.bot_l(numeric), self.emb_l(categorical))  # [B, 479]
-        return self.top_l.logits(features).squeeze(1)
+        return self.head(numeric, self.emb_l(categorical))
 
     def forward(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
         features = self.interaction(self.bot_l(numeric), self.emb_l(categorical))  # [B, 479]

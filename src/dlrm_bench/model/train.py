@@ -1,8 +1,9 @@
 """`dlrm-bench train`: train the MLPerf v1 DLRM on a preprocessed dataset's training days, on the CPU.
 
 The days (days/day_k/) are read in order, in chunks of memory-mapped rows shuffled within the chunk. The tables
-get sparse gradients and Adagrad (only the rows a batch touches are updated); the MLPs get Adam. The reference
-trains everything with plain SGD; on a few minutes of data, adaptive steps learn much faster. Precision is fp32
+are trained as one fused tensor with row-wise Adagrad (only the rows a batch touches are read and updated); the
+MLPs get Adam. The reference trains everything with plain SGD; on a few minutes of data, adaptive steps learn
+much faster. Precision is fp32
 unless the CPU computes bf16 natively (AVX512-BF16 or AMX), where bf16 autocast runs the GEMMs much faster;
 on an AVX2-only CPU bf16 is emulated and far slower than fp32.
 
@@ -32,7 +33,7 @@ from dlrm_bench.model.dlrm import DLRM, init_reference
 from dlrm_bench.model.locate import locate_args
 
 DEFAULT_DENSE_LR = 1e-3
-"""Adam learning rate of the MLPs (--lr sets it); the tables use EMBEDDING_LR_RATIO times it with Adagrad."""
+"""Adam learning rate of the MLPs (--lr sets it); the tables use EMBEDDING_LR_RATIO times it (row-wise Adagrad)."""
 EMBEDDING_LR_RATIO = 20.0
 CHUNK_ROWS = 1 << 18
 """Rows read and shuffled together."""
@@ -122,15 +123,49 @@ def iter_batches(splits: list[Split], batch_size: int, rng: np.random.Generator,
                 yield numeric[b:b + batch_size], categorical[b:b + batch_size], labels[b:b + batch_size]
 
 
-def make_optimizers(model: DLRM, dense_lr: float) -> list[torch.optim.Optimizer]:
-    """Adagrad on the (sparse-gradient) tables, Adam on the MLPs."""
+class FusedTables:
+    """The 26 tables as row ranges of one [sum(rows), 128] tensor, updated with row-wise Adagrad.
+
+    The model's emb_l.{k}.weight become views of this tensor (its state_dict stays the reference layout), so the
+    training step does one gather and one update for all tables instead of 26 of each. Row-wise Adagrad keeps one
+    accumulator per row (sum of the mean squared gradient), as production DLRM trainers do.
+    """
+
+    def __init__(self, model: DLRM, lr: float, eps: float = 1e-8) -> None:
+        cards = model.cardinalities
+        self.offsets = torch.tensor(np.concatenate(([0], np.cumsum(cards)[:-1])), dtype=torch.int64)
+        self.weight = torch.empty(int(sum(cards)), model.emb_l[0].embedding_dim)
+        for k, table in enumerate(model.emb_l):  # share storage: the model's tables become views
+            rows = self.weight[int(self.offsets[k]):int(self.offsets[k]) + cards[k]]
+            rows.copy_(table.weight.detach())
+            table.weight = nn.Parameter(rows, requires_grad=False)
+        self.accumulator = torch.zeros(self.weight.shape[0])
+        self.lr, self.eps = lr, eps
+
+    def lookup(self, categorical: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """categorical int64 [B, 26] -> (fused row ids int64 [B*26], vectors [B, 26, 128]: a leaf that collects
+        the gradient for `step`)."""
+        rows = (categorical + self.offsets).reshape(-1)
+        vectors = self.weight.index_select(0, rows).view(categorical.shape[0], categorical.shape[1], -1)
+        return rows, vectors.requires_grad_()
+
+    @torch.no_grad()
+    def step(self, rows: torch.Tensor, grad: torch.Tensor) -> None:
+        """rows int64 [N], grad [N, 128] (one per lookup; duplicates summed) -> row-wise Adagrad update."""
+        unique, inverse = torch.unique(rows, return_inverse=True)
+        summed = torch.zeros(unique.shape[0], grad.shape[1]).index_add_(0, inverse, grad)
+        acc = self.accumulator.index_add_(0, unique, summed.pow(2).mean(dim=1))[unique]
+        self.weight.index_add_(0, unique, summed * (-self.lr / (acc.sqrt() + self.eps)).unsqueeze(1))
+
+
+def dense_optimizer(model: DLRM, lr: float) -> torch.optim.Optimizer:
+    """Adam on the MLPs (fused: one pass over the parameters instead of a dozen small ops per tensor)."""
     dense = [p for name, p in model.named_parameters() if not name.startswith("emb_l.")]
-    return [torch.optim.Adagrad(model.emb_l.parameters(), lr=dense_lr * EMBEDDING_LR_RATIO),
-            torch.optim.Adam(dense, lr=dense_lr)]
+    return torch.optim.Adam(dense, lr=lr, fused=True)
 
 
-def train_epoch(model: DLRM, optimizers: list[torch.optim.Optimizer], batches: Iterator, total_rows: int,
-                precision: str, desc: str, progress: bool) -> tuple[int, float, float]:
+def train_epoch(model: DLRM, tables: FusedTables, optimizer: torch.optim.Optimizer, batches: Iterator,
+                total_rows: int, precision: str, desc: str, progress: bool) -> tuple[int, float, float]:
     """One pass over `batches`: returns (rows, mean loss, accuracy at threshold 0.5)."""
     from tqdm import tqdm
 
@@ -138,14 +173,14 @@ def train_epoch(model: DLRM, optimizers: list[torch.optim.Optimizer], batches: I
     rows, loss_sum, correct = 0, 0.0, 0
     with tqdm(total=total_rows, unit="pair", unit_scale=True, desc=desc, disable=not progress) as bar:
         for numeric, categorical, labels in batches:
+            ids, vectors = tables.lookup(categorical)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-                logits = model.logits(numeric, categorical)
+                logits = model.head(numeric, vectors)
             loss = loss_fn(logits.float(), labels)
-            for opt in optimizers:
-                opt.zero_grad(set_to_none=True)
+            optimizer.zero_grad(set_to_none=True)
             (loss / labels.shape[0]).backward()
-            for opt in optimizers:
-                opt.step()
+            optimizer.step()
+            tables.step(ids, vectors.grad.view(ids.shape[0], -1))
             rows += labels.shape[0]
             loss_sum += float(loss.detach())
             correct += int(((logits.detach() > 0).float() == labels).sum())
@@ -179,12 +214,13 @@ def train(config: TrainConfig) -> TrainResult:
     test = open_split(Path(config.dataset_dir) / "test")
     precision = resolve_precision(config.precision)
     torch.set_num_threads(config.threads or cpu_threads())
-    torch.sparse.check_sparse_tensor_invariants.disable()  # Adagrad builds coalesced sparse tensors itself
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    model = init_reference(DLRM(meta.cardinalities, sparse_grad=True), generator)
-    optimizers = make_optimizers(model, config.lr or DEFAULT_DENSE_LR)
+    model = init_reference(DLRM(meta.cardinalities), generator)
+    dense_lr = config.lr or DEFAULT_DENSE_LR
+    tables = FusedTables(model, dense_lr * EMBEDDING_LR_RATIO)
+    optimizer = dense_optimizer(model, dense_lr)
     per_epoch = sum(len(s) for s in splits) if config.max_rows is None else min(
         config.max_rows, sum(len(s) for s in splits))
 
@@ -192,7 +228,7 @@ def train(config: TrainConfig) -> TrainResult:
     rows, train_loss, train_acc = 0, float("nan"), float("nan")
     for epoch in range(config.epochs):
         batches = iter_batches(splits, config.batch_size, rng, config.max_rows)
-        n, train_loss, train_acc = train_epoch(model, optimizers, batches, per_epoch, precision,
+        n, train_loss, train_acc = train_epoch(model, tables, optimizer, batches, per_epoch, precision,
                                                f"train {precision} epoch {epoch + 1}/{config.epochs}",
                                                config.progress)
         rows += n
@@ -207,8 +243,8 @@ def train(config: TrainConfig) -> TrainResult:
               "dlrm_bench": {"dataset": config.dataset_name or meta.name, "fingerprint": meta.fingerprint,
                              "cardinalities": list(meta.cardinalities), "precision": precision,
                              "rows_trained": rows, "train_seconds": seconds, "seed": config.seed,
-                             "optimizer": f"Adagrad(tables, lr={(config.lr or DEFAULT_DENSE_LR) * EMBEDDING_LR_RATIO:g})"
-                                          f" + Adam(MLPs, lr={config.lr or DEFAULT_DENSE_LR:g})"}}
+                             "optimizer": f"row-wise Adagrad (tables, lr={tables.lr:g}) + Adam (MLPs, "
+                                          f"lr={dense_lr:g})"}}
     save_checkpoint(config.output, model.state_dict(), extras)
     return TrainResult(Path(config.output), rows, seconds, rows / seconds if seconds > 0 else 0.0, precision,
                        train_loss, int(metrics["rows"]), metrics["auc"], metrics["loss"], metrics["acc"])

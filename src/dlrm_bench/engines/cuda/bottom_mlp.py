@@ -25,7 +25,8 @@ def _bottom_mlp_kernel(x_ptr, rows_ptr, x_stride, num_pairs,
                        out_ptr, out_stride,
                        K_IN: tl.constexpr, HAS_ROWS: tl.constexpr, BLOCK_M: tl.constexpr, CHUNK: tl.constexpr):
     """x: int8 [*, x_stride] (13 used); rows: int64 [num_pairs] (if HAS_ROWS) picks x's rows;
-    w1: int8 [32, 512], w2: int8 [512, 256], w3: int8 [256, 128] (K-major); s*, b*, a*: fp32 per channel;
+    w1: int8 [512, 32], w2: int8 [256, 512], w3: int8 [128, 256] ([N, K]: K-major, as Hopper's 8-bit MMA
+    wants its B operand); s*, b*, a*: fp32 per channel;
     out: int8 [num_pairs, out_stride], columns 0..127 written."""
     pid = tl.program_id(0)
     p = pid * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -40,16 +41,16 @@ def _bottom_mlp_kernel(x_ptr, rows_ptr, x_stride, num_pairs,
     acc2 = tl.zeros([BLOCK_M, 256], dtype=tl.int32)
     for c in range(0, 512, CHUNK):
         n1 = c + tl.arange(0, CHUNK)
-        w1 = tl.load(w1_ptr + k[:, None] * 512 + n1[None, :])
+        w1 = tl.load(w1_ptr + n1[None, :] * 32 + k[:, None])
         h1 = tl.dot(x, w1, out_dtype=tl.int32).to(tl.float32) * tl.load(s1_ptr + n1)[None, :] \
             + tl.load(b1_ptr + n1)[None, :]
         q1 = requantize(tl.maximum(h1, 0.0), tl.load(a1_ptr + n1)[None, :])
-        w2 = tl.load(w2_ptr + n1[:, None] * 256 + n2[None, :])
+        w2 = tl.load(w2_ptr + n2[None, :] * 512 + n1[:, None])
         acc2 += tl.dot(q1, w2, out_dtype=tl.int32)
     h2 = acc2.to(tl.float32) * tl.load(s2_ptr + n2)[None, :] + tl.load(b2_ptr + n2)[None, :]
     q2 = requantize(tl.maximum(h2, 0.0), tl.load(a2_ptr + n2)[None, :])
     n3 = tl.arange(0, 128)
-    w3 = tl.load(w3_ptr + n2[:, None] * 128 + n3[None, :])
+    w3 = tl.load(w3_ptr + n3[None, :] * 256 + n2[:, None])
     h3 = tl.dot(q2, w3, out_dtype=tl.int32).to(tl.float32) * tl.load(s3_ptr + n3)[None, :] \
         + tl.load(b3_ptr + n3)[None, :]
     q3 = requantize(tl.maximum(h3, 0.0), dense_scale)
@@ -62,9 +63,9 @@ class BottomMLP:
     def __init__(self, qm: QuantizedDLRM, device: torch.device, block_m: int = 64, chunk: int = 64,
                  num_warps: int = 4) -> None:
         l1, l2, l3 = qm.bottom
-        w1 = torch.zeros(K1_PAD, 512, dtype=torch.int8)
-        w1[: l1.weight.shape[1]] = l1.weight.T
-        self.w = [w1.contiguous().to(device), l2.weight.T.contiguous().to(device), l3.weight.T.contiguous().to(device)]
+        w1 = torch.zeros(512, K1_PAD, dtype=torch.int8)
+        w1[:, : l1.weight.shape[1]] = l1.weight
+        self.w = [w1.to(device), l2.weight.contiguous().to(device), l3.weight.contiguous().to(device)]
         self.s = [layer.w_scale.float().to(device) for layer in qm.bottom]
         self.b = [layer.bias.float().to(device) for layer in qm.bottom]
         self.a = [l1.act_scale.float().to(device), l2.act_scale.float().to(device)]

@@ -17,11 +17,12 @@ from dlrm_bench.quant.recipe import QuantizedDLRM
 
 
 @triton.jit
-def _linear_int8_kernel(a_ptr, b_ptr, c_ptr, M, N, K, stride_am, stride_bk, stride_cm,
+def _linear_int8_kernel(a_ptr, b_ptr, c_ptr, M, N, K, stride_am, stride_bn, stride_cm,
                         wscale_ptr, bias_ptr, act_ptr, final_w_ptr, final_b,
                         FINAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                         BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
-    """a: int8 [M, K] (row stride stride_am); b: int8 [K, N] (row stride stride_bk); K % BLOCK_K == 0,
+    """a: int8 [M, K] (row stride stride_am); b: int8 [N, K] (row stride stride_bn, K-major as Hopper's 8-bit
+    MMA wants both operands); K % BLOCK_K == 0,
     N % BLOCK_N == 0. Not FINAL: c int8 [M, N] = requant(relu(a @ b * wscale + bias), act).
     FINAL (BLOCK_N == N): c fp32 [M] = sigmoid(relu(a @ b * wscale + bias) @ final_w + final_b)."""
     pid = tl.program_id(0)
@@ -38,14 +39,14 @@ def _linear_int8_kernel(a_ptr, b_ptr, c_ptr, M, N, K, stride_am, stride_bk, stri
     m_mask = m < M
     m64 = m.to(tl.int64)
     a_ptrs = a_ptr + m64[:, None] * stride_am + k[None, :]
-    b_ptrs = b_ptr + k[:, None] * stride_bk + n[None, :]
+    b_ptrs = b_ptr + n[None, :] * stride_bn + k[:, None]
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.int32)
     for _ in range(0, K, BLOCK_K):
         a = tl.load(a_ptrs, mask=m_mask[:, None], other=0)
         b = tl.load(b_ptrs)
         acc += tl.dot(a, b, out_dtype=tl.int32)
         a_ptrs += BLOCK_K
-        b_ptrs += BLOCK_K * stride_bk
+        b_ptrs += BLOCK_K
     y = acc.to(tl.float32) * tl.load(wscale_ptr + n)[None, :] + tl.load(bias_ptr + n)[None, :]
     y = tl.maximum(y, 0.0)
     if FINAL:
@@ -80,23 +81,23 @@ class TopMLP:
 
     def __init__(self, qm: QuantizedDLRM, device: torch.device,
                  configs: list[GemmConfig] | None = None) -> None:
-        self.w = [layer.weight.T.contiguous().to(device) for layer in qm.top]  # int8 [K, N]
+        self.w = [layer.weight.contiguous().to(device) for layer in qm.top]  # int8 [N, K]
         self.s = [layer.w_scale.float().to(device) for layer in qm.top]
         self.b = [layer.bias.float().to(device) for layer in qm.top]
         self.a = [layer.act_scale.float().to(device) for layer in qm.top[:-1]]
         self.final_w = qm.final_weight.float().to(device)
         self.final_b = float(qm.final_bias)
         last = len(self.w) - 1
-        self.configs = configs or [default_config(w.shape[1], i == last) for i, w in enumerate(self.w)]
+        self.configs = configs or [default_config(w.shape[0], i == last) for i, w in enumerate(self.w)]
 
     @property
     def widths(self) -> list[int]:
         """Output width of each int8 layer (the activation buffers the engine allocates)."""
-        return [w.shape[1] for w in self.w[:-1]]
+        return [w.shape[0] for w in self.w[:-1]]
 
     def layer(self, i: int, x: torch.Tensor, out: torch.Tensor, num_pairs: int) -> None:
         w, cfg = self.w[i], self.configs[i]
-        k, n = w.shape
+        n, k = w.shape
         final = i == len(self.w) - 1
         grid = (triton.cdiv(num_pairs, cfg.block_m) * (n // cfg.block_n),)
         _linear_int8_kernel[grid](
