@@ -195,13 +195,13 @@ def torch_int_mm_top(qm, top_in: torch.Tensor, device: torch.device) -> None:
         _INT_MM_WEIGHTS["w"] = [layer.weight.T.contiguous().to(device) for layer in qm.top]
         _INT_MM_WEIGHTS["s"] = [layer.w_scale.to(device) for layer in qm.top]
         _INT_MM_WEIGHTS["b"] = [layer.bias.to(device) for layer in qm.top]
-        _INT_MM_WEIGHTS["a"] = [layer.act_scale.to(device) for layer in qm.top[:-1]]
+        _INT_MM_WEIGHTS["a"] = [layer.act_inv.to(device) for layer in qm.top[:-1]]
     x = top_in
     w, s, b, a = (_INT_MM_WEIGHTS[k] for k in "wsba")
     for i in range(4):
         y = torch.relu(torch._int_mm(x, w[i]).float() * s[i] + b[i])
         if i < 3:
-            x = torch.clamp(torch.round(y / a[i]), -127, 127).to(torch.int8)
+            x = torch.clamp(torch.round(y * a[i]), -127, 127).to(torch.int8)
     torch.sigmoid(y @ qm.final_weight.to(device) + qm.final_bias)
 
 
@@ -238,7 +238,10 @@ def tune(qm, tables, offsets, cards, device, n: int) -> dict:
     candidates = [GemmConfig(128, 256, 128, 8, 8, 3), GemmConfig(128, 256, 128, 8, 8, 4),
                   GemmConfig(128, 128, 128, 8, 4, 4), GemmConfig(128, 128, 128, 8, 8, 4),
                   GemmConfig(256, 128, 128, 8, 8, 3), GemmConfig(128, 256, 64, 8, 8, 4),
-                  GemmConfig(256, 256, 64, 8, 8, 3), GemmConfig(64, 256, 128, 8, 4, 4)]
+                  GemmConfig(128, 256, 64, 8, 8, 4), GemmConfig(64, 256, 128, 8, 4, 4),
+                  GemmConfig(128, 256, 128, 8, 8, 3, True), GemmConfig(128, 256, 128, 8, 8, 4, True),
+                  GemmConfig(128, 256, 64, 8, 8, 4, True), GemmConfig(128, 128, 128, 8, 8, 4, True),
+                  GemmConfig(256, 128, 128, 8, 8, 3, True), GemmConfig(128, 256, 128, 1, 8, 3, True)]
     for i, (k, nn) in enumerate(shapes):
         final = i == len(shapes) - 1
         x = torch.randint(-50, 50, (n, k), dtype=torch.int8, device=device)

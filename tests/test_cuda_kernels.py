@@ -73,13 +73,19 @@ def test_interaction_matches_emulation(model, batch: int, indirect: bool) -> Non
 
 
 @pytest.mark.parametrize("batch", SIZES)
-def test_top_mlp_matches_emulation(model, batch: int) -> None:
+@pytest.mark.parametrize("tma", [False, True])
+def test_top_mlp_matches_emulation(model, batch: int, tma: bool) -> None:
+    if tma and INTERPRETED:
+        pytest.skip("the TMA (tensor descriptor) variant needs a Hopper GPU")
     _, qm, _, _ = model
     g = torch.Generator().manual_seed(batch)
     top_in = torch.randint(-40, 40, (batch, 512), generator=g, dtype=torch.int8)
     top_in[:, 479:] = 0
     want = emulate_top(qm, top_in)
     top = TopMLP(qm, DEVICE)
+    if tma:
+        for cfg in top.configs:
+            cfg.tma = True
     buffers = [torch.empty(batch, w, dtype=torch.int8, device=DEVICE) for w in top.widths]
     probs = torch.empty(batch, dtype=torch.float32, device=DEVICE)
     top(top_in.to(DEVICE), buffers, probs, batch)

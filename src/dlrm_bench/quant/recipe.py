@@ -6,12 +6,13 @@ Quantities (all symmetric, zero point 0, round half to even, clamp to [-127, 127
 * embedding rows: int8 with one scale per table, max|W_t| / 127.5 (the .bin file).
 * every MLP layer: int8 weights with one scale per output channel, int32 accumulation, fp32 epilogue
   y = acc * w_scale[n] + bias[n]; ReLU; requantized to int8 with one scale per output channel
-  (`act_scale`, from the calibration cache). A layer's input channel scales are folded into its weights before
+  (`act_scale`, from the calibration cache; requantization multiplies by its fp32 reciprocal). A layer's input channel scales are folded into its weights before
   they are quantized: W'[n, k] = W[n, k] * in_scale[k], so the integer product needs no per-input rescale.
 * the bottom MLP's last output (the dense vector) uses ONE scale for all 128 channels, so that it can be dotted
   with embedding rows in integers.
 * interaction: int32 dots of the 27 int8 vectors (dense + 26 rows); dot(i, j) in real units is
-  idot * s_i * s_j; the 351 lower-triangle dots are requantized with one scale per column (calibrated).
+  idot * s_i * s_j; the 351 lower-triangle dots are requantized with one scale per column (calibrated), as
+  round(idot * (s_i * s_j / column scale)) with the multiplier precomputed in fp32.
   Top-MLP input = [dense int8 (128, dense scale), dots int8 (351, per-column scales), zeros (33)] = 512 columns.
 * the last top layer (256 -> 1) takes the fp32 ReLU output of the layer before (not requantized), adds its bias
   and applies the sigmoid: fused into the previous layer's epilogue on the GPU.
@@ -46,6 +47,12 @@ class QuantLayer:
     w_scale: torch.Tensor
     bias: torch.Tensor
     act_scale: torch.Tensor | None
+
+    @property
+    def act_inv(self) -> torch.Tensor:
+        """1 / act_scale in fp32: kernels and the emulation both requantize by multiplying with it."""
+        assert self.act_scale is not None
+        return torch.reciprocal(self.act_scale.float())
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -153,8 +160,19 @@ def int8_linear(x_q: torch.Tensor, layer: QuantLayer, relu: bool = True) -> torc
     return torch.relu(y) if relu else y
 
 
-def requantize(y: torch.Tensor, act_scale: torch.Tensor) -> torch.Tensor:
-    return quantize(y, act_scale)
+def requantize(y: torch.Tensor, act_inv: torch.Tensor) -> torch.Tensor:
+    """int8 = clamp(round_half_even(y * act_inv), -127, 127), act_inv = 1 / scale (fp32)."""
+    return torch.clamp(torch.round(y * act_inv), -127, 127).to(torch.int8)
+
+
+def interaction_multipliers(qm: "QuantizedDLRM") -> torch.Tensor:
+    """fp32 [27, 27]: entry (i, j) = s_i * s_j / dot_scale of its column (0 outside the lower triangle), so
+    that the requantized dot is round(idot * M[i, j]). s_0 = dense scale, s_1.. = table scales."""
+    slot = torch.cat([torch.tensor([qm.dense_scale], dtype=torch.float32), qm.table_scales.float()])
+    r, c = interaction_pairs(slot.numel())
+    m = torch.zeros(slot.numel(), slot.numel(), dtype=torch.float32)
+    m[r, c] = (slot[r] * slot[c]) * torch.reciprocal(qm.dot_scales.float())
+    return m
 
 
 def emulate_bottom(qm: QuantizedDLRM, numeric_q: torch.Tensor) -> torch.Tensor:
@@ -163,7 +181,7 @@ def emulate_bottom(qm: QuantizedDLRM, numeric_q: torch.Tensor) -> torch.Tensor:
     if x.shape[1] < NUMERIC_PAD:
         x = torch.nn.functional.pad(x, (0, NUMERIC_PAD - x.shape[1]))
     for layer in qm.bottom:
-        x = requantize(int8_linear(x, layer), layer.act_scale)
+        x = requantize(int8_linear(x, layer), layer.act_inv)
     return x
 
 
@@ -172,11 +190,9 @@ def emulate_interaction(qm: QuantizedDLRM, dense_q: torch.Tensor, rows_q: torch.
     vectors = torch.cat([dense_q[:, None, :], rows_q], dim=1).to(torch.float64)  # [B, 27, 128], exact
     gram = torch.bmm(vectors, vectors.transpose(1, 2)).to(torch.float32)  # [B, 27, 27]
     r, c = interaction_pairs()
-    scales = torch.cat([torch.tensor([qm.dense_scale]), qm.table_scales])  # [27]
-    dots = gram[:, r, c] * (scales[r] * scales[c])  # [B, 351]
     out = torch.zeros(dense_q.shape[0], TOP_INPUT_PAD, dtype=torch.int8)
     out[:, :EMBEDDING_DIM] = dense_q
-    out[:, EMBEDDING_DIM:EMBEDDING_DIM + r.numel()] = quantize(dots, qm.dot_scales)
+    out[:, EMBEDDING_DIM:EMBEDDING_DIM + r.numel()] = requantize(gram[:, r, c], interaction_multipliers(qm)[r, c])
     return out
 
 
@@ -184,7 +200,7 @@ def emulate_top(qm: QuantizedDLRM, top_in: torch.Tensor) -> torch.Tensor:
     """top_in: int8 [B, 512] -> click probability float32 [B]."""
     x = top_in
     for layer in qm.top[:-1]:
-        x = requantize(int8_linear(x, layer), layer.act_scale)
+        x = requantize(int8_linear(x, layer), layer.act_inv)
     hidden = int8_linear(x, qm.top[-1])  # fp32 [B, 256]
     return torch.sigmoid(hidden @ qm.final_weight + qm.final_bias)
 

@@ -21,12 +21,12 @@ K1_PAD = 32
 def _bottom_mlp_kernel(x_ptr, rows_ptr, x_stride, num_pairs,
                        w1_ptr, s1_ptr, b1_ptr, a1_ptr,
                        w2_ptr, s2_ptr, b2_ptr, a2_ptr,
-                       w3_ptr, s3_ptr, b3_ptr, dense_scale,
+                       w3_ptr, s3_ptr, b3_ptr, a3_ptr,
                        out_ptr, out_stride,
                        K_IN: tl.constexpr, HAS_ROWS: tl.constexpr, BLOCK_M: tl.constexpr, CHUNK: tl.constexpr):
     """x: int8 [*, x_stride] (13 used); rows: int64 [num_pairs] (if HAS_ROWS) picks x's rows;
     w1: int8 [512, 32], w2: int8 [256, 512], w3: int8 [128, 256] ([N, K]: K-major, as Hopper's 8-bit MMA
-    wants its B operand); s*, b*, a*: fp32 per channel;
+    wants its B operand); s*, b*: fp32 per channel; a*: fp32 per channel, 1 / activation scale;
     out: int8 [num_pairs, out_stride], columns 0..127 written."""
     pid = tl.program_id(0)
     p = pid * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -53,7 +53,7 @@ def _bottom_mlp_kernel(x_ptr, rows_ptr, x_stride, num_pairs,
     w3 = tl.load(w3_ptr + n3[None, :] * 256 + n2[:, None])
     h3 = tl.dot(q2, w3, out_dtype=tl.int32).to(tl.float32) * tl.load(s3_ptr + n3)[None, :] \
         + tl.load(b3_ptr + n3)[None, :]
-    q3 = requantize(tl.maximum(h3, 0.0), dense_scale)
+    q3 = requantize(tl.maximum(h3, 0.0), tl.load(a3_ptr + n3)[None, :])
     tl.store(out_ptr + p[:, None].to(tl.int64) * out_stride + n3[None, :], q3, mask=pmask[:, None])
 
 
@@ -68,8 +68,7 @@ class BottomMLP:
         self.w = [w1.to(device), l2.weight.contiguous().to(device), l3.weight.contiguous().to(device)]
         self.s = [layer.w_scale.float().to(device) for layer in qm.bottom]
         self.b = [layer.bias.float().to(device) for layer in qm.bottom]
-        self.a = [l1.act_scale.float().to(device), l2.act_scale.float().to(device)]
-        self.dense_scale = float(qm.dense_scale)
+        self.a = [layer.act_inv.to(device) for layer in qm.bottom]
         self.block_m, self.chunk, self.num_warps = block_m, chunk, num_warps
 
     def __call__(self, numeric_int8: torch.Tensor, rows: torch.Tensor | None, num_pairs: int,
@@ -81,7 +80,7 @@ class BottomMLP:
             numeric_int8, rows if rows is not None else numeric_int8, numeric_int8.stride(0), num_pairs,
             self.w[0], self.s[0], self.b[0], self.a[0],
             self.w[1], self.s[1], self.b[1], self.a[1],
-            self.w[2], self.s[2], self.b[2], self.dense_scale,
+            self.w[2], self.s[2], self.b[2], self.a[2],
             out, out.stride(0),
             K_IN=min(numeric_int8.shape[1], 16), HAS_ROWS=rows is not None, BLOCK_M=self.block_m,
             CHUNK=self.chunk, num_warps=self.num_warps)

@@ -3,8 +3,8 @@
 One program handles BLOCK_P pairs. Per pair it loads the 26 int8 table rows (128 bytes each, straight from the
 big table tensor; no fp copy, nothing written back) and the int8 dense vector into a [32, 128] tile (slot 0 =
 dense, 1..26 = tables, 27..31 = zero), forms the 32 x 32 integer Gram matrix with one batched int8 MMA, applies
-the scales after the integer dot (s_i * s_j per entry), requantizes each of the 351 lower-triangle entries with
-its column's scale and scatters them into columns 128..478 of the top-MLP input row (512 wide, int8).
+the scales after the integer dot and requantizes each of the 351 lower-triangle entries in one multiply (s_i * s_j over its
+column's scale) and scatters them into columns 128..478 of the top-MLP input row (512 wide, int8).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 
 from dlrm_bench.criteo.schema import EMBEDDING_DIM, NUM_SPARSE
 from dlrm_bench.engines.cuda.triton_env import requantize, tl, triton
-from dlrm_bench.quant.recipe import QuantizedDLRM, interaction_pairs
+from dlrm_bench.quant.recipe import QuantizedDLRM, interaction_multipliers, interaction_pairs
 
 SLOTS = 32
 """27 vectors padded to 32 for the MMA."""
@@ -21,12 +21,12 @@ SLOTS = 32
 
 @triton.jit
 def _interaction_kernel(top_ptr, top_stride, cat_ptr, rows_ptr, cat_stride, num_pairs,
-                        tables_ptr, offsets_ptr, scale_ptr, divisor_ptr, column_ptr,
+                        tables_ptr, offsets_ptr, mult_ptr, column_ptr,
                         NUM_TABLES: tl.constexpr, HAS_ROWS: tl.constexpr, BLOCK_P: tl.constexpr):
     """top: int8 [num_pairs, top_stride] (dense in columns 0..127, dots written to 128..478);
     cat: int32 [*, cat_stride] ids; rows: int64 [num_pairs] (if HAS_ROWS) picks cat's rows;
     tables: int8 [R_total, 128]; offsets: int64 [NUM_TABLES] first row of each table;
-    scale, divisor: fp32 [32, 32] (s_i * s_j and the column's requantization scale); column: int32 [32, 32]
+    mult: fp32 [32, 32] (s_i * s_j / column scale, recipe.interaction_multipliers); column: int32 [32, 32]
     (output column of entry (i, j), or -1)."""
     pid = tl.program_id(0)
     p = pid * BLOCK_P + tl.arange(0, BLOCK_P)
@@ -49,27 +49,21 @@ def _interaction_kernel(top_ptr, top_stride, cat_ptr, rows_ptr, cat_stride, num_
     vectors = tl.where((s == 0)[None, :, None], dense[:, None, :], vectors)
     gram = tl.dot(vectors, tl.trans(vectors, (0, 2, 1)), out_dtype=tl.int32)
     grid2 = s[:, None] * 32 + s[None, :]
-    scale = tl.load(scale_ptr + grid2)
-    divisor = tl.load(divisor_ptr + grid2)
+    mult = tl.load(mult_ptr + grid2)
     column = tl.load(column_ptr + grid2)
-    q = requantize(gram.to(tl.float32) * scale[None, :, :], divisor[None, :, :])
+    q = requantize(gram.to(tl.float32), mult[None, :, :])
     tl.store(top_ptr + p64[:, None, None] * top_stride + column[None, :, :], q,
              mask=pmask[:, None, None] & (column >= 0)[None, :, :])
 
 
-def interaction_tables(qm: QuantizedDLRM) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """scale (s_i * s_j), divisor (column scale; 1 where unused) fp32 [32, 32] and column int32 [32, 32]."""
-    slot_scale = torch.zeros(SLOTS)
-    slot_scale[0] = qm.dense_scale
-    slot_scale[1:NUM_SPARSE + 1] = qm.table_scales.float()
+def interaction_tables(qm: QuantizedDLRM) -> tuple[torch.Tensor, torch.Tensor]:
+    """multiplier fp32 [32, 32] (recipe.interaction_multipliers, zero-padded) and output column int32 [32, 32]."""
+    mult = torch.zeros(SLOTS, SLOTS)
+    mult[:NUM_SPARSE + 1, :NUM_SPARSE + 1] = interaction_multipliers(qm)
     r, c = interaction_pairs()
-    scale = torch.zeros(SLOTS, SLOTS)
-    divisor = torch.ones(SLOTS, SLOTS)
     column = torch.full((SLOTS, SLOTS), -1, dtype=torch.int32)
-    scale[r, c] = slot_scale[r] * slot_scale[c]
-    divisor[r, c] = qm.dot_scales.float()
     column[r, c] = EMBEDDING_DIM + torch.arange(r.numel(), dtype=torch.int32)
-    return scale, divisor, column
+    return mult, column
 
 
 class Interaction:
@@ -78,8 +72,8 @@ class Interaction:
     def __init__(self, qm: QuantizedDLRM, tables: torch.Tensor, table_offsets: torch.Tensor,
                  block_p: int = 8, num_warps: int = 4) -> None:
         device = tables.device
-        scale, divisor, column = interaction_tables(qm)
-        self.scale, self.divisor, self.column = scale.to(device), divisor.to(device), column.to(device)
+        mult, column = interaction_tables(qm)
+        self.mult, self.column = mult.to(device), column.to(device)
         self.tables = tables
         self.offsets = table_offsets.to(device=device, dtype=torch.int64)
         self.block_p, self.num_warps = block_p, num_warps
@@ -91,5 +85,5 @@ class Interaction:
         grid = (triton.cdiv(num_pairs, self.block_p),)
         _interaction_kernel[grid](
             top_in, top_in.stride(0), categorical, rows if rows is not None else categorical,
-            categorical.stride(0), num_pairs, self.tables, self.offsets, self.scale, self.divisor, self.column,
+            categorical.stride(0), num_pairs, self.tables, self.offsets, self.mult, self.column,
             NUM_TABLES=NUM_SPARSE, HAS_ROWS=rows is not None, BLOCK_P=self.block_p, num_warps=self.num_warps)

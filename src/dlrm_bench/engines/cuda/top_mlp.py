@@ -24,7 +24,7 @@ def _linear_int8_kernel(a_ptr, b_ptr, c_ptr, M, N, K, stride_am, stride_bn, stri
     """a: int8 [M, K] (row stride stride_am); b: int8 [N, K] (row stride stride_bn, K-major as Hopper's 8-bit
     MMA wants both operands); K % BLOCK_K == 0,
     N % BLOCK_N == 0. Not FINAL: c int8 [M, N] = requant(relu(a @ b * wscale + bias), act).
-    FINAL (BLOCK_N == N): c fp32 [M] = sigmoid(relu(a @ b * wscale + bias) @ final_w + final_b)."""
+    act: 1 / activation scale per channel. FINAL (BLOCK_N == N): c fp32 [M] = sigmoid(relu(a @ b * wscale + bias) @ final_w + final_b)."""
     pid = tl.program_id(0)
     num_m = tl.cdiv(M, BLOCK_M)
     num_n = N // BLOCK_N
@@ -57,6 +57,45 @@ def _linear_int8_kernel(a_ptr, b_ptr, c_ptr, M, N, K, stride_am, stride_bn, stri
         tl.store(c_ptr + m64[:, None] * stride_cm + n[None, :], q, mask=m_mask[:, None])
 
 
+@triton.jit
+def _linear_int8_tma_kernel(a_desc, b_desc, c_ptr, M, N, K, stride_cm,
+                            wscale_ptr, bias_ptr, act_ptr, final_w_ptr, final_b,
+                            FINAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                            BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, NUM_SMS: tl.constexpr):
+    """The same layer as _linear_int8_kernel, persistent (one program per SM walks the tiles) with operands
+    fetched by the Hopper bulk tensor copy engine (TMA descriptors: a [M, K] blocks [BLOCK_M, BLOCK_K], b [N, K]
+    blocks [BLOCK_N, BLOCK_K]; rows past M read as zeros)."""
+    start = tl.program_id(0)
+    num_m = tl.cdiv(M, BLOCK_M)
+    num_n = N // BLOCK_N
+    num_tiles = num_m * num_n
+    for tile in tl.range(start, num_tiles, NUM_SMS, flatten=True):
+        group = tile // (GROUP_M * num_n)
+        first_m = group * GROUP_M
+        rows_in_group = tl.minimum(num_m - first_m, GROUP_M)
+        pid_m = first_m + (tile % (GROUP_M * num_n)) % rows_in_group
+        pid_n = (tile % (GROUP_M * num_n)) // rows_in_group
+        off_m = pid_m * BLOCK_M
+        off_n = pid_n * BLOCK_N
+        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.int32)
+        for kk in range(0, K, BLOCK_K):
+            a = a_desc.load([off_m, kk])
+            b = b_desc.load([off_n, kk])
+            acc = tl.dot(a, b.T, acc, out_dtype=tl.int32)
+        m = off_m + tl.arange(0, BLOCK_M)
+        n = off_n + tl.arange(0, BLOCK_N)
+        m_mask = m < M
+        m64 = m.to(tl.int64)
+        y = acc.to(tl.float32) * tl.load(wscale_ptr + n)[None, :] + tl.load(bias_ptr + n)[None, :]
+        y = tl.maximum(y, 0.0)
+        if FINAL:
+            z = tl.sum(y * tl.load(final_w_ptr + n)[None, :], axis=1) + final_b
+            tl.store(c_ptr + m64, 1.0 / (1.0 + tl.exp(-z)), mask=m_mask)
+        else:
+            q = requantize(y, tl.load(act_ptr + n)[None, :])
+            tl.store(c_ptr + m64[:, None] * stride_cm + n[None, :], q, mask=m_mask[:, None])
+
+
 @dataclass
 class GemmConfig:
     block_m: int
@@ -65,6 +104,7 @@ class GemmConfig:
     group_m: int = 8
     num_warps: int = 8
     num_stages: int = 3
+    tma: bool = False
 
 
 def default_config(n: int, final: bool) -> GemmConfig:
@@ -72,7 +112,7 @@ def default_config(n: int, final: bool) -> GemmConfig:
     if INTERPRETED:
         return GemmConfig(16, n if final else 64, 64, 4, 4, 1)
     if final:
-        return GemmConfig(64, n, 128, 8, 8, 3)
+        return GemmConfig(128, n, 64, 8, 8, 4)
     return GemmConfig(128, 256 if n >= 256 else n, 128, 8, 8, 3)
 
 
@@ -84,7 +124,7 @@ class TopMLP:
         self.w = [layer.weight.contiguous().to(device) for layer in qm.top]  # int8 [N, K]
         self.s = [layer.w_scale.float().to(device) for layer in qm.top]
         self.b = [layer.bias.float().to(device) for layer in qm.top]
-        self.a = [layer.act_scale.float().to(device) for layer in qm.top[:-1]]
+        self.a = [layer.act_inv.to(device) for layer in qm.top[:-1]]
         self.final_w = qm.final_weight.float().to(device)
         self.final_b = float(qm.final_bias)
         last = len(self.w) - 1
@@ -99,12 +139,35 @@ class TopMLP:
         w, cfg = self.w[i], self.configs[i]
         n, k = w.shape
         final = i == len(self.w) - 1
+        if cfg.tma and not INTERPRETED:
+            self._layer_tma(i, x, out, num_pairs, cfg, final)
+            return
         grid = (triton.cdiv(num_pairs, cfg.block_m) * (n // cfg.block_n),)
         _linear_int8_kernel[grid](
             x, w, out, num_pairs, n, k, x.stride(0), w.stride(0), out.stride(0) if not final else 1,
             self.s[i], self.b[i], self.a[i] if not final else self.s[i], self.final_w, self.final_b,
             FINAL=final, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m,
             num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+
+    def _layer_tma(self, i: int, x: torch.Tensor, out: torch.Tensor, num_pairs: int, cfg: GemmConfig,
+                   final: bool) -> None:
+        from triton.tools.tensor_descriptor import TensorDescriptor
+
+        w = self.w[i]
+        n, k = w.shape
+        a_desc = TensorDescriptor(x, [num_pairs, k], [x.stride(0), 1], [cfg.block_m, cfg.block_k])
+        b_desc = TensorDescriptor.from_tensor(w, [cfg.block_n, cfg.block_k])
+        tiles = triton.cdiv(num_pairs, cfg.block_m) * (n // cfg.block_n)
+        grid = (min(self.num_sms, tiles),)
+        _linear_int8_tma_kernel[grid](
+            a_desc, b_desc, out, num_pairs, n, k, out.stride(0) if not final else 1,
+            self.s[i], self.b[i], self.a[i] if not final else self.s[i], self.final_w, self.final_b,
+            FINAL=final, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m,
+            NUM_SMS=self.num_sms, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+
+    @property
+    def num_sms(self) -> int:
+        return torch.cuda.get_device_properties(self.final_w.device).multi_processor_count
 
     def __call__(self, top_in: torch.Tensor, buffers: list[torch.Tensor], probs: torch.Tensor,
                  num_pairs: int) -> None:

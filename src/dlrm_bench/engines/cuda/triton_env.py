@@ -20,19 +20,28 @@ import triton.language as tl  # noqa: E402
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
 
-@triton.jit
-def round_half_even(x):
-    """Round fp32 to the nearest integer, ties to even (as torch.round), with basic operations only."""
-    r = tl.floor(x)
-    d = x - r
-    odd = (r - 2.0 * tl.floor(r * 0.5)) != 0.0
-    return tl.where((d > 0.5) | ((d == 0.5) & odd), r + 1.0, r)
+if INTERPRETED:
+    @triton.jit
+    def round_half_even(x):
+        """Round fp32 to the nearest integer, ties to even (as torch.round), with basic operations only
+        (the interpreter has no libdevice)."""
+        r = tl.floor(x)
+        d = x - r
+        odd = (r - 2.0 * tl.floor(r * 0.5)) != 0.0
+        return tl.where((d > 0.5) | ((d == 0.5) & odd), r + 1.0, r)
+else:
+    from triton.language.extra import libdevice
+
+    @triton.jit
+    def round_half_even(x):
+        """Round fp32 to the nearest integer, ties to even (one cvt.rni instruction)."""
+        return libdevice.rint(x)
 
 
 @triton.jit
-def requantize(y, scale):
-    """int8 = clamp(round_half_even(y / scale), -127, 127); y, scale fp32 (broadcastable)."""
-    q = round_half_even(y / scale)
+def requantize(y, inv_scale):
+    """int8 = clamp(round_half_even(y * inv_scale), -127, 127); y, inv_scale fp32 (broadcastable)."""
+    q = round_half_even(y * inv_scale)
     return tl.minimum(tl.maximum(q, -127.0), 127.0).to(tl.int8)
 
 
