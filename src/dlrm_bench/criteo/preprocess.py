@@ -137,7 +137,7 @@ def preprocess(raw_dir: Path, output_dir: Path, name: str, options: PreprocessOp
     if meta is not None:
         log(f"{output_dir}: up to date (inputs and options unchanged)")
         return _finish_extras(job, meta, log)
-    _start(job, signature)
+    _start(job)
     started = time.perf_counter()
     scans = _stage_scan(job, log)
     cards = _stage_merge(job, log)
@@ -185,20 +185,29 @@ def _current_meta(output: Path, signature: dict[str, Any]) -> dict[str, Any] | N
     return meta
 
 
-def _start(job: _Job, signature: dict[str, Any]) -> None:
-    """Invalidate a finished dataset made from other inputs; reuse or wipe the work folder."""
+def _start(job: _Job) -> None:
+    """Invalidate a finished dataset made from other inputs (meta.json goes first); keep the work folder, whose
+    markers each record the inputs they were made from and are redone when those differ."""
     with contextlib.suppress(FileNotFoundError):
         (job.output / "meta.json").unlink()
-    sig_path = job.work / "signature.json"
-    if sig_path.exists():
-        try:
-            same = json.loads(sig_path.read_text()) == signature
-        except ValueError:
-            same = False
-        if not same:
-            shutil.rmtree(job.work)
     job.work.mkdir(parents=True, exist_ok=True)
-    save_json(sig_path, signature)
+
+
+def _day_source(job: _Job, k: int) -> list[Any]:
+    """What day k's scan depends on: file name, size, mtime, max_ind_range, skip_bad_rows."""
+    st = os.stat(job.days[k])
+    return [job.days[k].name, st.st_size, st.st_mtime_ns, job.options.max_ind_range, job.options.skip_bad_rows]
+
+
+def _valid_marker(path: Path, key: str, expected: Any) -> dict[str, Any] | None:
+    """The marker's content when it exists and its `key` equals `expected`."""
+    if not path.exists():
+        return None
+    try:
+        content = json.loads(path.read_text())
+    except ValueError:
+        return None
+    return content if content.get(key) == expected else None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -220,30 +229,35 @@ def _report(amount: int) -> None:
 
 def _run_tasks(fn: Callable[..., Any], tasks: Sequence[tuple], workers: int, total: int, desc: str,
                unit: str, show: bool) -> list[Any]:
-    """Run fn(*task) for each task (in worker processes when workers > 1); results in task order."""
+    """Run fn(*task) for each task (in worker processes when workers > 1); results in task order.
+
+    Workers are forked where the platform allows (no re-import of the caller's main module), before the progress
+    bar starts its monitor thread.
+    """
     global _REPORT
     from tqdm import tqdm
 
-    with tqdm(total=total, desc=desc, unit=unit, unit_scale=True, disable=not show, leave=False) as bar:
-        if workers <= 1 or len(tasks) <= 1:
+    if workers <= 1 or len(tasks) <= 1:
+        with tqdm(total=total, desc=desc, unit=unit, unit_scale=True, disable=not show, leave=False) as bar:
             _REPORT = bar.update
             try:
                 return [fn(*t) for t in tasks]
             finally:
                 _REPORT = None
-        ctx = mp.get_context("spawn")
-        queue = ctx.Queue()
-        pool = ctx.Pool(min(workers, len(tasks)), initializer=_init_worker, initargs=(queue,))
-        try:
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    queue = ctx.Queue()
+    pool = ctx.Pool(min(workers, len(tasks)), initializer=_init_worker, initargs=(queue,))
+    try:
+        with tqdm(total=total, desc=desc, unit=unit, unit_scale=True, disable=not show, leave=False) as bar:
             pending = [pool.apply_async(fn, t) for t in tasks]
             while not all(r.ready() for r in pending):
                 _drain(queue, bar, timeout=0.2)
             results = [r.get() for r in pending]
-            pool.close()
-            return results
-        finally:
-            pool.terminate()
-            pool.join()
+        pool.close()
+        return results
+    finally:
+        pool.terminate()
+        pool.join()
 
 
 def _drain(queue: Any, bar: Any, timeout: float) -> None:
@@ -289,9 +303,8 @@ def _scan_marker(job: _Job, k: int) -> Path:
 
 def _stage_scan(job: _Job, log: Callable[[str], None]) -> list[dict[str, Any]]:
     """Per-day first-appearance lists of hashed values; returns per day {rows, bad_rows, bad_examples, ...}."""
-    todo = [k for k in range(job.num_days) if not _scan_marker(job, k).exists()]
-    if len(todo) < job.num_days:
-        log(f"scan: {job.num_days - len(todo)} of {job.num_days} days already scanned")
+    todo = [k for k in range(job.num_days) if _valid_marker(_scan_marker(job, k), "source", _day_source(job, k)) is None]
+    log(f"scan: {len(todo)} of {job.num_days} days to parse ({job.num_days - len(todo)} already scanned)")
     per_worker = 26 * job.options.max_ind_range + (256 << 20)
     total = sum(os.stat(job.days[k]).st_size for k in todo)
     _run_tasks(_scan_day, [(job, k) for k in todo], _workers(job, len(todo), per_worker), total,
@@ -322,7 +335,7 @@ def _scan_day(job: _Job, k: int) -> None:
     with atomic_path(job.work / "scan" / f"day_{k}.npz") as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)
     stats = reader.stats
-    save_json(_scan_marker(job, k), {"file": path.name, "rows": stats.rows, "lines": stats.lines,
+    save_json(_scan_marker(job, k), {"source": _day_source(job, k), "rows": stats.rows, "lines": stats.lines,
                                      "bytes": stats.bytes, "bad_rows": stats.bad_rows,
                                      "bad_examples": stats.bad_examples})
 
@@ -334,14 +347,18 @@ def _scan_day(job: _Job, k: int) -> None:
 def _stage_merge(job: _Job, log: Callable[[str], None]) -> tuple[int, ...]:
     """Dictionaries in first-appearance order over all days; returns the 26 cardinalities."""
     marker = job.work / "merge.json"
-    if marker.exists():
-        return tuple(json.loads(marker.read_text())["cardinalities"])
+    sources = [_day_source(job, k) for k in range(job.num_days)]
+    done = _valid_marker(marker, "sources", sources)
+    if done is not None:
+        log("merge: dictionaries already built")
+        return tuple(done["cardinalities"])
+    log(f"merge: building {NUM_SPARSE} dictionaries")
     per_worker = 13 * job.options.max_ind_range + (256 << 20)
     results = _run_tasks(_merge_feature, [(job, j) for j in range(NUM_SPARSE)],
                          _workers(job, NUM_SPARSE, per_worker), NUM_SPARSE, "build dictionaries", "feature",
                          job.options.progress)
     cards = tuple(int(c) for c, _ in results)
-    save_json(marker, {"cardinalities": list(cards), "digests": [d for _, d in results]})
+    save_json(marker, {"sources": sources, "cardinalities": list(cards), "digests": [d for _, d in results]})
     return cards
 
 
@@ -424,14 +441,21 @@ def _stage_write(job: _Job, scans: list[dict[str, Any]], log: Callable[[str], No
     last_rows = scans[-1]["rows"]
     if last_rows == 0:
         raise DataError(f"{job.days[-1]}: the last day has no rows, so there is no test set")
-    todo = [k for k in range(job.num_days) if not _write_marker(job, k).exists()]
-    if len(todo) < job.num_days:
-        log(f"write: {job.num_days - len(todo)} of {job.num_days} days already written")
+    todo = [k for k in range(job.num_days)
+            if _valid_marker(_write_marker(job, k), "inputs", _write_inputs(job, k)) is None]
+    log(f"write: {len(todo)} of {job.num_days} days to write ({job.num_days - len(todo)} already written)")
     per_worker = 4 * sum(job.cardinalities) + (256 << 20)
     total = sum(os.stat(job.days[k]).st_size for k in todo)
     _run_tasks(_write_day, [(job, k, scans[k]["rows"]) for k in todo], _workers(job, len(todo), per_worker),
                total, "write days", "B", job.options.progress)
     return [json.loads(_write_marker(job, k).read_text()) for k in range(job.num_days)]
+
+
+def _write_inputs(job: _Job, k: int) -> list[Any]:
+    """What day k's outputs depend on: its scan inputs, the dictionaries, and (last day) the split sizes."""
+    merge = json.loads((job.work / "merge.json").read_text())
+    dictionaries = hashlib.blake2b("".join(merge["digests"]).encode(), digest_size=16).hexdigest()
+    return [_day_source(job, k), dictionaries, job.options.calibration_rows if job.is_last(k) else None]
 
 
 def _write_day(job: _Job, k: int, rows: int) -> None:
@@ -467,7 +491,7 @@ def _write_day(job: _Job, k: int, rows: int) -> None:
     if counter is not None:
         with atomic_path(job.work / "freq" / f"day_{k}.npz") as tmp, open(tmp, "wb") as f:
             np.savez(f, **{f"t{j}": c for j, c in enumerate(counter.counts)})
-    save_json(_write_marker(job, k), {"rows": rows, "files": digests})
+    save_json(_write_marker(job, k), {"inputs": _write_inputs(job, k), "rows": rows, "files": digests})
 
 
 def _slice(chunk: RawChunk, a: int, b: int) -> RawChunk:

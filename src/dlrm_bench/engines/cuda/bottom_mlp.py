@@ -60,7 +60,7 @@ def _bottom_mlp_kernel(x_ptr, rows_ptr, x_stride, num_pairs,
 class BottomMLP:
     """Device copies of the bottom layers in the kernel's layout, and the launcher."""
 
-    def __init__(self, qm: QuantizedDLRM, device: torch.device, block_m: int = 64, chunk: int = 64,
+    def __init__(self, qm: QuantizedDLRM, device: torch.device, block_m: int = 64, chunk: int = 128,
                  num_warps: int = 4) -> None:
         l1, l2, l3 = qm.bottom
         w1 = torch.zeros(512, K1_PAD, dtype=torch.int8)

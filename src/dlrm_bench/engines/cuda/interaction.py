@@ -70,7 +70,7 @@ class Interaction:
     """Device constants for the interaction kernel, and the launcher."""
 
     def __init__(self, qm: QuantizedDLRM, tables: torch.Tensor, table_offsets: torch.Tensor,
-                 block_p: int = 8, num_warps: int = 4) -> None:
+                 block_p: int = 4, num_warps: int = 4) -> None:
         device = tables.device
         mult, column = interaction_tables(qm)
         self.mult, self.column = mult.to(device), column.to(device)

@@ -112,8 +112,8 @@ def default_config(n: int, final: bool) -> GemmConfig:
     if INTERPRETED:
         return GemmConfig(16, n if final else 64, 64, 4, 4, 1)
     if final:
-        return GemmConfig(128, n, 64, 8, 8, 4)
-    return GemmConfig(128, 256 if n >= 256 else n, 128, 8, 8, 3)
+        return GemmConfig(128, n, 128, 8, 8, 3)
+    return GemmConfig(128, 256 if n >= 256 else n, 128, 8, 8, 3, tma=True)
 
 
 class TopMLP:
