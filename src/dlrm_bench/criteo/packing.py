@@ -70,8 +70,8 @@ def packing_layout(cardinalities: Sequence[int]) -> PackingLayout:
         raise UserError(f"compressed categorical inputs need {total} bits per pair but the layout holds "
                         f"{PACKED_BITS} ({PACKED_WORDS} int32 words); cardinality:bits = {detail}. Use a smaller "
                         f"--max-ind-range or run without compressed inputs")
-    if any(w > 32 for w in widths):
-        raise UserError(f"a table of more than 2**32 rows cannot be packed (cardinalities {cards})")
+    if any(c > 2 ** 31 for c in cards):
+        raise UserError(f"ids are int32: a table of more than 2**31 rows cannot be packed (cardinalities {cards})")
     offsets = tuple(int(o) for o in np.cumsum((0,) + widths[:-1]))
     return PackingLayout(cards, widths, offsets)
 

@@ -1,0 +1,144 @@
+"""The benchmark end to end through the real LoadGen: `dlrm-bench run` on a small dataset and model.
+
+Checks the AccuracyOnly AUC against a direct scikit-learn computation on the same logged predictions (parsed
+here independently), the predictions against the reference engine called directly, the output contract (log
+tree, result.json fields, latest link, table), and the clear errors for bad input.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from dlrm_bench.cli import main as cli
+from dlrm_bench.criteo.dataset import load_meta, open_split
+from dlrm_bench.engines import create_engine
+from dlrm_bench.model.checkpoint import save_checkpoint
+from dlrm_bench.model.dlrm import DLRM, init_reference
+from tests.conftest import TINY_CARDINALITIES, write_preprocessed_dataset
+
+RESULT_FIELDS = ("scenario", "config_ver", "test_mode", "engine", "device", "dataset", "dataset_dir", "model_path",
+                 "samples_per_second", "pairs_per_second", "result_valid", "latency_p99_ms", "auc",
+                 "auc_fp32_reference", "auc_ratio", "accuracy_target", "accuracy_passed")
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("e2e")
+    data = write_preprocessed_dataset(root / "data", test_rows=3000, num_days=1, rows_per_day=500, max_sample=40)
+    model = DLRM(TINY_CARDINALITIES)
+    init_reference(model, torch.Generator().manual_seed(0))
+    ckpt = save_checkpoint(root / "model.pt", model.state_dict())
+    return {"root": root, "data": data, "model": ckpt, "logs": root / "logs"}
+
+
+def run(ws: dict[str, Path], *extra: str, monkeypatch: pytest.MonkeyPatch) -> int:
+    monkeypatch.setenv("MLPERF_SCRATCH_PATH", str(ws["root"] / "scratch"))
+    return cli(["run", "--dataset-dir", str(ws["data"]), "--model", str(ws["model"]), "--engine", "reference",
+                "--log_dir", str(ws["logs"]), *extra])
+
+
+def newest_result(ws: dict[str, Path], scenario: str, mode: str) -> tuple[Path, dict]:
+    paths = sorted((ws["logs"] / "latest").glob(f"*/dlrm/{scenario}/*/{mode}/result.json"))
+    assert paths, f"no result.json for {scenario} {mode}"
+    return paths[0].parent, json.loads(paths[0].read_text())
+
+
+def parse_log_independently(log: Path, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(predictions, pair rows) from mlperf_log_accuracy.json, without the project's parser."""
+    preds, rows = [], []
+    for entry in json.loads(log.read_text()):
+        idx = entry["qsl_idx"]
+        values = np.frombuffer(bytes.fromhex(entry["data"]), dtype="<f4")
+        preds.append(values)
+        rows.append(np.arange(offsets[idx], offsets[idx + 1]))
+    return np.concatenate(preds), np.concatenate(rows)
+
+
+def test_offline_accuracy_run_auc_matches_direct_computation(workspace, monkeypatch, capsys) -> None:
+    assert run(workspace, "--scenarios", "Offline", "--test_mode", "AccuracyOnly", monkeypatch=monkeypatch) == 0
+    out_dir, result = newest_result(workspace, "Offline", "AccuracyOnly")
+    split = open_split(workspace["data"] / "test")
+    offsets = np.load(workspace["data"] / "test" / "sample_partition.npy")
+    preds, rows = parse_log_independently(out_dir / "mlperf_log_accuracy.json", offsets)
+    assert np.unique(rows).size == rows.size == len(split)  # every pair exactly once
+    labels = np.asarray(split.labels)[rows]
+    assert result["auc"] == pytest.approx(roc_auc_score(labels, preds), abs=1e-12)
+    engine = create_engine("reference", workspace["model"], load_meta(workspace["data"]), {})
+    engine.load(split)
+    direct = engine.predict(np.asarray(split.numeric)[rows], np.asarray(split.categorical)[rows])
+    np.testing.assert_allclose(preds, direct, rtol=1e-5, atol=1e-7)
+    assert result["auc_ratio"] == pytest.approx(1.0, abs=1e-6)  # the reference engine is its own reference
+    assert result["accuracy_passed"] is True
+    assert (out_dir / "accuracy.txt").read_text().startswith("AUC=")
+    assert "PASS" in capsys.readouterr().out
+
+
+def test_performance_runs_write_the_output_contract(workspace, monkeypatch, capsys) -> None:
+    status = run(workspace, "--scenarios", "Offline,Server", "--test_mode", "PerformanceOnly",
+                 "--min_duration", "1", "--min_query_count", "50", "--server_target_qps", "20",
+                 "--offline_expected_qps", "200", monkeypatch=monkeypatch)
+    assert status == 0
+    for scenario in ("Offline", "Server"):
+        out_dir, result = newest_result(workspace, scenario, "PerformanceOnly")
+        assert set(RESULT_FIELDS) <= set(result)
+        assert (out_dir / "mlperf_log_summary.txt").exists() and (out_dir / "mlperf_log_detail.txt").exists()
+        assert result["samples_per_second"] > 0
+        assert result["pairs_per_second"] == pytest.approx(result["samples_per_second"] * result["pairs_per_sample"])
+        assert result["shortened_run"] is True
+    _, server = newest_result(workspace, "Server", "PerformanceOnly")
+    assert server["latency_p99_ms"] is not None
+    text = capsys.readouterr().out
+    assert "samples/s" in text and "pairs/s" in text and "Server" in text
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--scenarios", "Offlin"], "unknown scenario"),
+    (["--config_ver", "fast"], "unknown config_ver"),
+    (["--test_mode", "Both"], "unknown test_mode"),
+    (["--benchmarks", "resnet"], "unknown benchmark"),
+])
+def test_bad_flags_exit_2_with_one_line(workspace, monkeypatch, capsys, args, message) -> None:
+    assert run(workspace, *args, monkeypatch=monkeypatch) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_missing_dataset_is_named(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("MLPERF_SCRATCH_PATH", str(tmp_path))
+    assert cli(["run", "--dataset-dir", str(tmp_path / "nowhere"), "--engine", "reference"]) == 2
+    assert "nowhere" in capsys.readouterr().err
+
+
+def test_model_that_does_not_match_the_dataset(workspace, tmp_path, monkeypatch, capsys) -> None:
+    other = DLRM([c + 1 for c in TINY_CARDINALITIES])
+    bad = save_checkpoint(tmp_path / "other.pt", other.state_dict())
+    ws = {**workspace, "model": bad}
+    assert run(ws, "--test_mode", "AccuracyOnly", monkeypatch=monkeypatch) == 2
+    err = capsys.readouterr().err
+    assert "emb_l.0.weight" in err and "Traceback" not in err
+
+
+def test_unwritable_log_directory(workspace, tmp_path, monkeypatch, capsys) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    ws = {**workspace, "logs": blocker / "logs"}
+    assert run(ws, "--test_mode", "AccuracyOnly", monkeypatch=monkeypatch) == 2
+    assert "not writable" in capsys.readouterr().err
+
+
+def test_truncated_npy_is_named(tmp_path, monkeypatch, capsys) -> None:
+    data = write_preprocessed_dataset(tmp_path / "data", test_rows=200, num_days=1, rows_per_day=100)
+    path = data / "test" / "categorical_int32.npy"
+    path.write_bytes(path.read_bytes()[:500])
+    model = save_checkpoint(tmp_path / "m.pt", DLRM(TINY_CARDINALITIES).state_dict())
+    monkeypatch.setenv("MLPERF_SCRATCH_PATH", str(tmp_path))
+    assert cli(["run", "--dataset-dir", str(data), "--model", str(model), "--engine", "reference",
+                "--log_dir", str(tmp_path / "logs")]) == 2
+    err = capsys.readouterr().err
+    assert "categorical_int32.npy" in err and "Traceback" not in err
