@@ -1,0 +1,70 @@
+"""The CUDA engine as a whole (GPU only): split files, calibration, bundles, chunking, row indirection, and a
+LoadGen accuracy run through the harness."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dlrm_bench.cli import main as cli
+from dlrm_bench.criteo.dataset import load_meta, open_split
+from dlrm_bench.engines import create_engine
+from dlrm_bench.model.checkpoint import save_checkpoint
+from dlrm_bench.model.dlrm import DLRM, init_reference
+from dlrm_bench.quant.artifacts import load_int8_model
+from dlrm_bench.quant.recipe import emulate_forward
+from tests.conftest import TINY_CARDINALITIES, write_preprocessed_dataset
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("cuda")
+    data = write_preprocessed_dataset(root / "data", test_rows=5000, num_days=1, rows_per_day=500,
+                                      calibration_rows=2000, max_sample=60)
+    model = DLRM(TINY_CARDINALITIES)
+    init_reference(model, torch.Generator().manual_seed(1))
+    return {"root": root, "data": data, "model": save_checkpoint(root / "model.pt", model.state_dict())}
+
+
+def test_engine_matches_int8_emulation(workspace, monkeypatch) -> None:
+    monkeypatch.setenv("MLPERF_SCRATCH_PATH", str(workspace["root"]))
+    meta = load_meta(workspace["data"])
+    split = open_split(workspace["data"] / "test")
+    int8 = load_int8_model(workspace["model"], meta)
+    numeric_q = torch.from_numpy(np.load(workspace["data"] / "test" / "numeric_int8_linear.npy"))
+    want = emulate_forward(int8.quantized, torch.from_numpy(np.asarray(int8.tables)),
+                           torch.from_numpy(int8.table_offsets), numeric_q, torch.from_numpy(np.asarray(split.categorical)))
+    for resident in (True, False):
+        engine = create_engine("cuda", workspace["model"], meta,
+                               {"gpu_batch_size": 1024, "gpu_num_bundles": 3, "complete_threads": 2,
+                                "start_from_device": resident})
+        engine.load(split)
+        engine.warmup()
+        whole = engine.predict_ranges(np.array([0]), np.array([len(split)]))  # 5 chunks through 3 bundles
+        np.testing.assert_allclose(whole, want.numpy(), atol=2e-2)
+        assert float(np.abs(whole - want.numpy()).mean()) < 1e-3
+        starts, ends = np.array([4000, 17, 1, 2500]), np.array([4100, 40, 2, 2501])  # not contiguous
+        rows = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)])
+        np.testing.assert_allclose(engine.predict_ranges(starts, ends), whole[rows], atol=1e-6)
+        np.testing.assert_allclose(engine.predict(np.asarray(split.numeric)[:7], np.asarray(split.categorical)[:7]),
+                                   whole[:7], atol=1e-6)
+        engine.close()
+
+
+def test_loadgen_accuracy_run_on_cuda(workspace, monkeypatch) -> None:
+    monkeypatch.setenv("MLPERF_SCRATCH_PATH", str(workspace["root"]))
+    logs = workspace["root"] / "logs"
+    assert cli(["run", "--dataset-dir", str(workspace["data"]), "--model", str(workspace["model"]),
+                "--engine", "cuda", "--scenarios", "Offline,Server", "--test_mode", "AccuracyOnly,PerformanceOnly",
+                "--config_ver", "high_accuracy", "--min_duration", "2", "--log_dir", str(logs)]) in (0, 1)
+    results = [json.loads(p.read_text()) for p in (logs / "latest").glob("*/dlrm/*/*/*/result.json")]
+    assert len(results) == 4
+    acc = [r for r in results if r["test_mode"] == "AccuracyOnly"]
+    assert all(r["auc_ratio"] > 0.99 for r in acc), [r["auc_ratio"] for r in acc]
