@@ -63,7 +63,8 @@ def test_loadgen_accuracy_run_on_cuda(workspace, monkeypatch) -> None:
     logs = workspace["root"] / "logs"
     assert cli(["run", "--dataset-dir", str(workspace["data"]), "--model", str(workspace["model"]),
                 "--engine", "cuda", "--scenarios", "Offline,Server", "--test_mode", "AccuracyOnly,PerformanceOnly",
-                "--config_ver", "high_accuracy", "--min_duration", "2", "--log_dir", str(logs)]) in (0, 1)
+                "--config_ver", "high_accuracy", "--min_duration", "2", "--server_target_qps", "2000",
+                "--offline_expected_qps", "20000", "--log_dir", str(logs)]) in (0, 1)
     results = [json.loads(p.read_text()) for p in (logs / "latest").glob("*/dlrm/*/*/*/result.json")]
     assert len(results) == 4
     acc = [r for r in results if r["test_mode"] == "AccuracyOnly"]

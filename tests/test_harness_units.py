@@ -122,3 +122,13 @@ def test_results_table_has_all_columns() -> None:
                            "auc": 0.8, "auc_ratio": 1.0, "accuracy_passed": True}])
     assert "1,234.5" in text and "333,000" in text and "VALID (short run)" in text and "PASS" in text
     assert "80.0000" in text
+
+
+def test_chunk_ranges_cuts_long_ranges_and_keeps_order() -> None:
+    from dlrm_bench.engines.base import chunk_ranges, ranges_to_rows
+
+    starts, ends = np.array([0, 5000, 100]), np.array([2500, 5003, 101])
+    chunks = chunk_ranges(starts, ends, 1000)
+    assert all(int((e - s).sum()) <= 1000 for s, e in chunks)
+    rows = np.concatenate([ranges_to_rows(s, e) for s, e in chunks])
+    np.testing.assert_array_equal(rows, ranges_to_rows(starts, ends))

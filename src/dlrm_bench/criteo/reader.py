@@ -37,8 +37,9 @@ FIELD_NAMES: tuple[str, ...] = ("label",) + tuple(f"I{i}" for i in range(1, NUM_
     f"C{i}" for i in range(1, NUM_SPARSE + 1))
 """Names of the 40 fields, as error messages give them."""
 
-DEFAULT_CHUNK_BYTES = 8 << 20
-"""Bytes of text per parsed block (~33,000 rows of real data)."""
+DEFAULT_CHUNK_BYTES = 1 << 20
+"""Bytes of text per parsed block (~4,300 rows of real data): small enough that the temporaries stay in cache
+(measured faster than 4 or 16 MiB blocks)."""
 MAX_LINE_BYTES = 1 << 16
 """A line longer than this is malformed (a valid row is at most ~600 bytes)."""
 MAX_COUNT_DIGITS = 18

@@ -52,6 +52,18 @@ def cut_by_pairs(lengths: np.ndarray, batch_pairs: int) -> list[tuple[int, int]]
     return cuts
 
 
+def chunk_ranges(starts: np.ndarray, ends: np.ndarray, max_pairs: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Group pair ranges into chunks of at most `max_pairs` pairs, cutting ranges longer than that, in order."""
+    starts = np.asarray(starts, dtype=np.int64)
+    ends = np.asarray(ends, dtype=np.int64)
+    if starts.size and int((ends - starts).max()) > max_pairs:
+        pieces = [np.arange(s, e, max_pairs) for s, e in zip(starts.tolist(), ends.tolist())]
+        new_starts = np.concatenate(pieces)
+        new_ends = np.concatenate([np.minimum(p + max_pairs, e) for p, e in zip(pieces, ends.tolist())])
+        starts, ends = new_starts, new_ends
+    return [(starts[lo:hi], ends[lo:hi]) for lo, hi in cut_by_pairs(ends - starts, max_pairs)]
+
+
 class Engine(abc.ABC):
     """Batched DLRM inference over one bound split.
 

@@ -60,6 +60,10 @@ def build_test_settings(scenario: str, mode: str, settings: dict[str, Any], tota
     ts.min_query_count = int(min_queries)
     ts.server_target_qps = float(overrides.server_target_qps or settings.get("server_target_qps", 1.0))
     ts.offline_expected_qps = float(overrides.offline_expected_qps or settings.get("offline_expected_qps", 1.0))
+    if scenario == "Server":
+        ts.server_coalesce_queries = bool(settings.get("server_coalesce_queries", True))
+        if "server_num_issue_query_threads" in settings:
+            ts.server_num_issue_query_threads = int(settings["server_num_issue_query_threads"])
     if "single_stream_expected_latency_ms" in settings:
         ts.single_stream_expected_latency_ns = int(settings["single_stream_expected_latency_ms"] * 1e6)
     return ts

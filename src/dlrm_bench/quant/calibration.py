@@ -42,7 +42,7 @@ def batch_ranges(sd: Mapping[str, torch.Tensor], lookup: Lookup, numeric: np.nda
                  categorical: np.ndarray) -> dict[str, torch.Tensor]:
     """Per-channel max |activation| of one batch. numeric fp32 [B, 13], categorical int [B, 26]."""
     out: dict[str, torch.Tensor] = {}
-    x = torch.from_numpy(np.asarray(numeric, dtype=np.float32))
+    x = torch.from_numpy(np.array(numeric, dtype=np.float32))
     out["numeric_input"] = x.abs().amax(0)
     for key in ("bot_l.0", "bot_l.2", "bot_l.4"):
         x = torch.relu(_linear(x, sd, key))

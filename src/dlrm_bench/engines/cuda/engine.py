@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from dlrm_bench.criteo.dataset import Split
-from dlrm_bench.engines.base import Engine, contiguous_span, cut_by_pairs, ranges_to_rows
+from dlrm_bench.engines.base import Engine, chunk_ranges, contiguous_span, ranges_to_rows
 from dlrm_bench.engines.cuda.bottom_mlp import BottomMLP
 from dlrm_bench.engines.cuda.interaction import Interaction
 from dlrm_bench.engines.cuda.top_mlp import TopMLP
@@ -156,9 +156,8 @@ class CudaEngine(Engine):
             raise RuntimeError("cuda engine: load() a split before predicting")
         starts = np.asarray(starts, dtype=np.int64)
         ends = np.asarray(ends, dtype=np.int64)
-        chunks = _chunks(starts, ends, self.max_pairs)
         with self.lock:
-            futures = [self._submit_chunk(starts[lo:hi], ends[lo:hi]) for lo, hi in chunks]
+            futures = [self._submit_chunk(s, e) for s, e in chunk_ranges(starts, ends, self.max_pairs)]
         if len(futures) == 1:
             return futures[0]
         return _joined(futures)
@@ -202,13 +201,6 @@ class CudaEngine(Engine):
         self.numeric_dev = self.categorical_dev = None
         self.tables = None  # type: ignore[assignment]
         torch.cuda.empty_cache()
-
-
-def _chunks(starts: np.ndarray, ends: np.ndarray, max_pairs: int) -> list[tuple[int, int]]:
-    lengths = ends - starts
-    if lengths.size and int(lengths.max()) > max_pairs:
-        raise ValueError(f"a sample of {int(lengths.max())} pairs exceeds gpu_batch_size {max_pairs}")
-    return cut_by_pairs(lengths, max_pairs)
 
 
 def _joined(futures: list["Future[np.ndarray]"]) -> "Future[np.ndarray]":
