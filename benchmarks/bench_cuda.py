@@ -273,12 +273,14 @@ def tune(qm, tables, offsets, cards, device, n: int) -> dict:
         except Exception as exc:
             out["bottom"][f"{bm}/{chunk}/{warps}"] = f"failed: {type(exc).__name__}"
     cat = skewed_ids(cards, n, device, 5)
-    for bp, warps in [(4, 4), (8, 4), (8, 8), (16, 8), (16, 4), (32, 8)]:
-        op = Interaction(qm, tables, offsets, bp, warps)
+    for bp, warps, iters, stages in [(4, 4, 1, 1), (2, 2, 1, 1), (2, 4, 1, 1), (4, 4, 4, 2), (4, 4, 8, 3),
+                                     (4, 4, 16, 3), (2, 2, 8, 3), (8, 4, 4, 2), (4, 8, 8, 2), (4, 4, 32, 4)]:
+        op = Interaction(qm, tables, offsets, bp, warps, iters, stages)
+        key = f"{bp}/{warps}/{iters}/{stages}"
         try:
-            out["interaction"][f"{bp}/{warps}"] = timed(lambda: op(cat, None, n, top_in), 10)
+            out["interaction"][key] = timed(lambda: op(cat, None, n, top_in), 10)
         except Exception as exc:
-            out["interaction"][f"{bp}/{warps}"] = f"failed: {type(exc).__name__}"
+            out["interaction"][key] = f"failed: {type(exc).__name__}"
     print("bottom ms:", out["bottom"], "\ninteraction ms:", out["interaction"], flush=True)
     return out
 

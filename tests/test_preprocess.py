@@ -261,3 +261,37 @@ def test_partial_files_never_have_final_names(tmp_path):
     for p in (tmp_path / "out" / "dictionaries").iterdir():
         np.load(p)  # complete
     assert not os.path.exists(tmp_path / "out" / "test" / "ground_truth.npy")
+
+
+def test_synthetic_days_end_to_end(tmp_path):
+    synthetic = pytest.importorskip("dlrm_bench.criteo.synthetic")
+    days = synthetic.generate_days(tmp_path / "raw", "tiny", seed=3, num_days=3, rows_per_day=3000, gzip=True)
+    assert [p.name for p in days] == ["day_0.gz", "day_1.gz", "day_2.gz"]
+    meta = preprocess(tmp_path / "raw", tmp_path / "out", "synthetic-test",
+                      PreprocessOptions(max_ind_range=50_000, workers=2, progress=False), log=lambda _: None)
+    assert (meta["train_rows"], meta["test_rows"], meta["calibration_rows"]) == (6000, 1500, 1500)
+    # Independent check of feature C3's ids: a Python dict over the raw text, in day order.
+    import gzip
+
+    dictionary: dict[int, int] = {}
+    ids = []
+    for p in days:
+        for line in gzip.open(p, "rt").read().splitlines():
+            fields = line.split("\t") + [""] * 40
+            h = int(fields[16], 16) % 50_000 if fields[16] else 0
+            ids.append(dictionary.setdefault(h, len(dictionary)))
+    assert meta["cardinalities"][2] == len(dictionary)
+    np.testing.assert_array_equal(open_split(tmp_path / "out" / "days" / "day_1").categorical[:, 2], ids[3000:6000])
+    np.testing.assert_array_equal(open_split(tmp_path / "out" / "test").categorical[:, 2], ids[6000:7500])
+    labels = open_split(tmp_path / "out" / "test").labels
+    assert 0.0 < labels.mean() < 0.5
+
+
+def test_single_day_has_no_training_days(tmp_path):
+    write_days(tmp_path / "raw", DAYS[2:])
+    meta = preprocess(tmp_path / "raw", tmp_path / "out", "one", PreprocessOptions(max_ind_range=R, workers=1,
+                      progress=False), log=lambda _: None)
+    assert (meta["train_rows"], meta["test_rows"], meta["calibration_rows"]) == (0, 3, 2)
+    freqs = read_row_frequencies(tmp_path / "out" / "row_frequencies.bin")
+    assert [f.size for f in freqs] == meta["cardinalities"] and not any(f.any() for f in freqs)
+    assert not (tmp_path / "out" / "days").exists()

@@ -184,6 +184,11 @@ def test_empty_file_and_truncated_gzip(tmp_path):
     (tmp_path / "cut.gz").write_bytes(data[: len(data) // 2])
     with pytest.raises(DataError, match="truncated or corrupt"):
         read_day(tmp_path / "cut.gz")
+    corrupt = bytearray(data)
+    corrupt[len(data) // 2:len(data) // 2 + 64] = bytes(64)
+    (tmp_path / "bad.gz").write_bytes(bytes(corrupt))
+    with pytest.raises(DataError, match="bad.gz: cannot read"):
+        read_day(tmp_path / "bad.gz")
 
 
 def test_day_files_order_gaps_and_plain_over_gz(tmp_path):

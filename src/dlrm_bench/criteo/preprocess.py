@@ -20,10 +20,11 @@ Every file is written under a temporary name and renamed when complete (dlrm_ben
 written after its files, so an interrupted run resumes at the first incomplete day and a re-run whose inputs are
 unchanged (same file names, sizes and modification times, same options) only checks and returns.
 
-Memory per worker (R = max_ind_range, C = sum of cardinalities): scan ~26 R bytes (first-seen flags) + the day's
-distinct values; merge ~13 R bytes; write ~4 C bytes (per-day counts) + lookup tables shared through the page
-cache; plus ~0.1 GB of parse buffers. Real data (R = 40M, C = 188M): ~1.2 GB per worker; the default worker count
-is capped by available memory.
+Memory per worker (R = max_ind_range, C = sum of cardinalities, D = distinct values of a day over all features):
+scan 26 R bytes (first-seen flags) + 4-8 D bytes; merge ~10 R bytes; write 4 C bytes (per-day lookup counts) plus
+the lookup tables, memory-mapped and shared through the page cache; finish ~12 max(cardinality) bytes; plus ~0.1
+GB of parse buffers. Real data (R = 40M, C = 188M, D ~ 100M): ~1.7 GB per worker at the peak (scan); the default
+worker count is capped by available memory.
 """
 
 from __future__ import annotations
@@ -139,14 +140,21 @@ def preprocess(raw_dir: Path, output_dir: Path, name: str, options: PreprocessOp
         return _finish_extras(job, meta, log)
     _start(job)
     started = time.perf_counter()
-    scans = _stage_scan(job, log)
-    cards = _stage_merge(job, log)
+    scans = _timed("scan", log, lambda: _stage_scan(job, log))
+    cards = _timed("merge", log, lambda: _stage_merge(job, log))
     job = _Job(days, output_dir, options, cards)
-    writes = _stage_write(job, scans, log)
-    meta = _stage_finish(job, name, raw_dir, signature, scans, writes, log)
+    writes = _timed("write", log, lambda: _stage_write(job, scans, log))
+    meta = _timed("finish", log, lambda: _stage_finish(job, name, raw_dir, signature, scans, writes, log))
     log(f"preprocessed {sum(s['rows'] for s in scans)} rows of {len(days)} days in "
         f"{time.perf_counter() - started:.1f} s -> {output_dir}")
     return meta
+
+
+def _timed(stage: str, log: Callable[[str], None], fn: Callable[[], Any]) -> Any:
+    start = time.perf_counter()
+    result = fn()
+    log(f"{stage}: done in {time.perf_counter() - start:.1f} s")
+    return result
 
 
 def _check_options(options: PreprocessOptions) -> None:
@@ -191,6 +199,9 @@ def _start(job: _Job) -> None:
     with contextlib.suppress(FileNotFoundError):
         (job.output / "meta.json").unlink()
     job.work.mkdir(parents=True, exist_ok=True)
+    for leftover in job.output.rglob(".*.tmp"):  # temporary files of a killed run (atomic_path's names)
+        with contextlib.suppress(FileNotFoundError):
+            leftover.unlink()
 
 
 def _day_source(job: _Job, k: int) -> list[Any]:
@@ -305,7 +316,7 @@ def _stage_scan(job: _Job, log: Callable[[str], None]) -> list[dict[str, Any]]:
     """Per-day first-appearance lists of hashed values; returns per day {rows, bad_rows, bad_examples, ...}."""
     todo = [k for k in range(job.num_days) if _valid_marker(_scan_marker(job, k), "source", _day_source(job, k)) is None]
     log(f"scan: {len(todo)} of {job.num_days} days to parse ({job.num_days - len(todo)} already scanned)")
-    per_worker = 26 * job.options.max_ind_range + (256 << 20)
+    per_worker = 30 * job.options.max_ind_range + (512 << 20)
     total = sum(os.stat(job.days[k]).st_size for k in todo)
     _run_tasks(_scan_day, [(job, k) for k in todo], _workers(job, len(todo), per_worker), total,
                "scan days", "B", job.options.progress)
@@ -313,31 +324,41 @@ def _stage_scan(job: _Job, log: Callable[[str], None]) -> list[dict[str, Any]]:
 
 
 def _scan_day(job: _Job, k: int) -> None:
-    """Parse day k; save per feature the hashed values in order of first appearance within the day."""
+    """Parse day k; save per feature the hashed values (int32) in order of first appearance within the day."""
     path = job.days[k]
     r = job.options.max_ind_range
     reader = DayReader(path, r, chunk_bytes=job.options.chunk_bytes, skip_bad_rows=job.options.skip_bad_rows)
     seen = np.zeros(NUM_SPARSE * r, dtype=bool)  # calloc: pages are only mapped once touched
     offsets = np.arange(NUM_SPARSE, dtype=np.int64) * r
-    firsts: list[np.ndarray] = []
+    firsts: list[list[np.ndarray]] = [[] for _ in range(NUM_SPARSE)]
     for chunk in reader:
         keys = (chunk.sparse + offsets).ravel()  # row-major: position = row * 26 + feature
         fresh = np.flatnonzero(~seen[keys])
         if fresh.size:
             _, first = np.unique(keys[fresh], return_index=True)
-            new_keys = keys[np.sort(fresh[first])]
+            new_keys = keys[np.sort(fresh[first])]  # each new value once, in order of appearance
             seen[new_keys] = True
-            firsts.append(new_keys)
+            _append_by_feature(firsts, new_keys, r)
         _report(chunk.nbytes)
-    allkeys = np.concatenate(firsts) if firsts else np.zeros(0, np.int64)
-    feature, value = np.divmod(allkeys, r)
-    arrays = {f"f{j}": value[feature == j].astype(np.int32) for j in range(NUM_SPARSE)}
+    del seen
+    arrays = {f"f{j}": np.concatenate(parts) if parts else np.zeros(0, np.int32) for j, parts in enumerate(firsts)}
     with atomic_path(job.work / "scan" / f"day_{k}.npz") as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)
     stats = reader.stats
     save_json(_scan_marker(job, k), {"source": _day_source(job, k), "rows": stats.rows, "lines": stats.lines,
                                      "bytes": stats.bytes, "bad_rows": stats.bad_rows,
                                      "bad_examples": stats.bad_examples})
+
+
+def _append_by_feature(firsts: list[list[np.ndarray]], keys: np.ndarray, r: int) -> None:
+    """Split keys (feature * r + value, int64 [m]) by feature, keeping their order; append int32 values."""
+    feature, value = np.divmod(keys, r)
+    order = np.argsort(feature, kind="stable")
+    bounds = np.searchsorted(feature[order], np.arange(NUM_SPARSE + 1))
+    value = value[order].astype(np.int32)
+    for j in range(NUM_SPARSE):
+        if bounds[j + 1] > bounds[j]:
+            firsts[j].append(value[bounds[j]:bounds[j + 1]])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -382,6 +403,9 @@ def _merge_feature(job: _Job, j: int) -> tuple[int, str]:
 
 def _save_lookup(directory: Path, j: int, dictionary: np.ndarray) -> None:
     """Dense table int32 [max + 1] (id or -1) when small enough, else sorted values + their ids."""
+    for stale in (f"dense_{j}.npy", f"order_{j}.npy", f"sorted_{j}.npy"):
+        with contextlib.suppress(FileNotFoundError):
+            (directory / stale).unlink()
     size = int(dictionary.max()) + 1 if dictionary.size else 1
     if size * 4 <= DENSE_LOOKUP_MAX_BYTES or size <= 64 * dictionary.size:
         dense = np.full(size, -1, dtype=np.int32)

@@ -22,68 +22,72 @@ SLOTS = 32
 @triton.jit
 def _interaction_kernel(top_ptr, top_stride, cat_ptr, rows_ptr, cat_stride, num_pairs,
                         tables_ptr, offsets_ptr, mult_ptr, column_ptr,
-                        NUM_TABLES: tl.constexpr, HAS_ROWS: tl.constexpr, BLOCK_P: tl.constexpr):
+                        NUM_TABLES: tl.constexpr, HAS_ROWS: tl.constexpr, BLOCK_P: tl.constexpr,
+                        ITERS: tl.constexpr, NUM_STAGES: tl.constexpr):
     """top: int8 [num_pairs, top_stride] (dense in columns 0..127, dots written to 128..478);
     cat: int32 [*, cat_stride] ids; rows: int64 [num_pairs] (if HAS_ROWS) picks cat's rows;
     tables: int8 [R_total, 128]; offsets: int64 [NUM_TABLES] first row of each table;
     mult: fp32 [32, 32] (s_i * s_j / column scale, recipe.interaction_multipliers); column: int32 [32, 32]
-    (output column of entry (i, j), or -1)."""
+    (output column of entry (i, j), or -1). Each program handles ITERS blocks of BLOCK_P pairs in a software-
+    pipelined loop (NUM_STAGES), so the gathers of the next block are in flight while this one computes."""
     pid = tl.program_id(0)
-    p = pid * BLOCK_P + tl.arange(0, BLOCK_P)
-    pmask = p < num_pairs
-    if HAS_ROWS:
-        r = tl.load(rows_ptr + p, mask=pmask, other=0)
-    else:
-        r = p.to(tl.int64)
     s = tl.arange(0, 32)
     d = tl.arange(0, 128)
     t = s - 1
     is_table = (s >= 1) & (s <= NUM_TABLES)
-    lookup = pmask[:, None] & is_table[None, :]
-    ids = tl.load(cat_ptr + r[:, None] * cat_stride + t[None, :], mask=lookup, other=0)
     first = tl.load(offsets_ptr + t, mask=is_table, other=0)
-    row = ids.to(tl.int64) + first[None, :]
-    vectors = tl.load(tables_ptr + row[:, :, None] * 128 + d[None, None, :], mask=lookup[:, :, None], other=0)
-    p64 = p.to(tl.int64)
-    dense = tl.load(top_ptr + p64[:, None] * top_stride + d[None, :], mask=pmask[:, None], other=0)
-    vectors = tl.where((s == 0)[None, :, None], dense[:, None, :], vectors)
-    gram = tl.dot(vectors, tl.trans(vectors, (0, 2, 1)), out_dtype=tl.int32)
     grid2 = s[:, None] * 32 + s[None, :]
     mult = tl.load(mult_ptr + grid2)
     column = tl.load(column_ptr + grid2)
-    q = requantize(gram.to(tl.float32), mult[None, :, :])
-    tl.store(top_ptr + p64[:, None, None] * top_stride + column[None, :, :], q,
-             mask=pmask[:, None, None] & (column >= 0)[None, :, :])
+    for it in tl.range(0, ITERS, num_stages=NUM_STAGES):
+        p = (pid * ITERS + it) * BLOCK_P + tl.arange(0, BLOCK_P)
+        pmask = p < num_pairs
+        if HAS_ROWS:
+            r = tl.load(rows_ptr + p, mask=pmask, other=0)
+        else:
+            r = p.to(tl.int64)
+        lookup = pmask[:, None] & is_table[None, :]
+        ids = tl.load(cat_ptr + r[:, None] * cat_stride + t[None, :], mask=lookup, other=0)
+        row = ids.to(tl.int64) + first[None, :]
+        vectors = tl.load(tables_ptr + row[:, :, None] * 128 + d[None, None, :], mask=lookup[:, :, None], other=0)
+        p64 = p.to(tl.int64)
+        dense = tl.load(top_ptr + p64[:, None] * top_stride + d[None, :], mask=pmask[:, None], other=0)
+        vectors = tl.where((s == 0)[None, :, None], dense[:, None, :], vectors)
+        gram = tl.dot(vectors, tl.trans(vectors, (0, 2, 1)), out_dtype=tl.int32)
+        q = requantize(gram.to(tl.float32), mult[None, :, :])
+        tl.store(top_ptr + p64[:, None, None] * top_stride + column[None, :, :], q,
+                 mask=pmask[:, None, None] & (column >= 0)[None, :, :])
 
 
-def interaction_tables(qm: QuantizedDLRM) -> tuple[torch.Tensor, torch.Tensor]:
-    """multiplier fp32 [32, 32] (recipe.interaction_multipliers, zero-padded) and output column int32 [32, 32]."""
+def interaction_tables(qm: QuantizedDLRM) -> dict[str, torch.Tensor]:
+    """mult fp32 [32, 32] (recipe.interaction_multipliers, zero-padded) and column int32 [32, 32] (output column
+    of each entry or -1)."""
     mult = torch.zeros(SLOTS, SLOTS)
     mult[:NUM_SPARSE + 1, :NUM_SPARSE + 1] = interaction_multipliers(qm)
     r, c = interaction_pairs()
     column = torch.full((SLOTS, SLOTS), -1, dtype=torch.int32)
-    column[r, c] = EMBEDDING_DIM + torch.arange(r.numel(), dtype=torch.int32)
-    return mult, column
+    column[r, c] = (EMBEDDING_DIM + torch.arange(r.numel())).to(torch.int32)
+    return {"mult": mult, "column": column}
 
 
 class Interaction:
     """Device constants for the interaction kernel, and the launcher."""
 
     def __init__(self, qm: QuantizedDLRM, tables: torch.Tensor, table_offsets: torch.Tensor,
-                 block_p: int = 4, num_warps: int = 4) -> None:
+                 block_p: int = 4, num_warps: int = 4, iters: int = 1, num_stages: int = 1) -> None:
         device = tables.device
-        mult, column = interaction_tables(qm)
-        self.mult, self.column = mult.to(device), column.to(device)
+        self.consts = {k: v.to(device) for k, v in interaction_tables(qm).items()}
         self.tables = tables
         self.offsets = table_offsets.to(device=device, dtype=torch.int64)
-        self.block_p, self.num_warps = block_p, num_warps
+        self.block_p, self.num_warps, self.iters, self.num_stages = block_p, num_warps, iters, num_stages
 
     def __call__(self, categorical: torch.Tensor, rows: torch.Tensor | None, num_pairs: int,
                  top_in: torch.Tensor) -> None:
         """categorical: int32 [N, 26]; rows: int64 [num_pairs] or None; top_in: int8 [>= num_pairs, 512] holding
         the dense vector in columns 0..127; columns 128..478 are written."""
-        grid = (triton.cdiv(num_pairs, self.block_p),)
+        grid = (triton.cdiv(num_pairs, self.block_p * self.iters),)
         _interaction_kernel[grid](
             top_in, top_in.stride(0), categorical, rows if rows is not None else categorical,
-            categorical.stride(0), num_pairs, self.tables, self.offsets, self.mult, self.column,
-            NUM_TABLES=NUM_SPARSE, HAS_ROWS=rows is not None, BLOCK_P=self.block_p, num_warps=self.num_warps)
+            categorical.stride(0), num_pairs, self.tables, self.offsets, self.consts["mult"], self.consts["column"],
+            NUM_TABLES=NUM_SPARSE, HAS_ROWS=rows is not None, BLOCK_P=self.block_p, ITERS=self.iters,
+            NUM_STAGES=self.num_stages, num_warps=self.num_warps)
