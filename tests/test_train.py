@@ -18,13 +18,13 @@ from dlrm_bench.model.train import TrainConfig, iter_batches, main, resolve_prec
 
 def _args(**kwargs) -> argparse.Namespace:
     defaults = dict(dataset="auto", dataset_dir=None, model=None, output=None, epochs=1, batch_size=256, lr=None,
-                    seed=0, max_rows=None)
+                    seed=0, max_rows=None, threads=1)
     return argparse.Namespace(**{**defaults, **kwargs})
 
 
 def test_training_learns_the_planted_signal(tiny_dataset: Path, tmp_path: Path) -> None:
     result = train(TrainConfig(dataset_dir=tiny_dataset, output=tmp_path / "m.pt", batch_size=256,
-                               progress=False))
+                               threads=1, progress=False))
     assert result.rows_trained == 4000 and result.test_rows == 1000
     assert result.test_auc > 0.75, f"AUC {result.test_auc:.3f}: the model did not learn"
     ckpt = load_for_dataset(result.checkpoint, load_meta(tiny_dataset).cardinalities)
@@ -36,7 +36,8 @@ def test_training_learns_the_planted_signal(tiny_dataset: Path, tmp_path: Path) 
 def test_noise_labels_give_chance_auc(make_dataset, tmp_path: Path) -> None:
     """The AUC test above can fail: on labels without signal the same training stays near 0.5."""
     noise = make_dataset(signal=0.0, test_rows=4000)
-    result = train(TrainConfig(dataset_dir=noise, output=tmp_path / "m.pt", batch_size=256, progress=False))
+    result = train(TrainConfig(dataset_dir=noise, output=tmp_path / "m.pt", batch_size=256, threads=1,
+                               progress=False))
     assert abs(result.test_auc - 0.5) < 0.06
 
 

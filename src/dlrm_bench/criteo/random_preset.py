@@ -365,21 +365,38 @@ def _source_key(path: Path) -> str | None:
         return None
 
 
+def _parse_cardinalities(text: str | None) -> list[int]:
+    """"n0,n1,...,n25" -> 26 ints; None -> Criteo Terabyte's."""
+    if not text:
+        return list(CRITEO_TB_CARDINALITIES)
+    try:
+        return _check_cardinalities([int(x) for x in str(text).split(",")])
+    except ValueError:
+        raise UserError(f"--cardinalities: expected {NUM_SPARSE} comma-separated integers, got {text!r}") from None
+
+
 def main(args: argparse.Namespace) -> int:
-    """`dlrm-bench make-random-preset [--output DIR] [--model-output DIR] [--what all|data|model] [--num-pairs N]
-    [--seed S] [--device cpu|cuda] [--quantile-file F] [--force]`."""
-    what = getattr(args, "what", "all")
-    seed = int(getattr(args, "seed", 0))
+    """`dlrm-bench make-random-preset [--what all|data|model] [--output DIR] [--model-output DIR] [--num-pairs N]
+    [--calibration-rows N] [--cardinalities n0,...,n25] [--seed S] [--device cpu|cuda] [--quantile-file F]
+    [--force]`."""
+    what = getattr(args, "what", None) or "all"
+    if what not in ("all", "data", "model"):
+        raise UserError(f"--what must be all, data or model, got {what!r}")
+    seed = int(getattr(args, "seed", None) or 0)
     device = getattr(args, "device", None)
     force = bool(getattr(args, "force", False))
+    cards = _parse_cardinalities(getattr(args, "cardinalities", None))
+    dev = pick_device(device).type
     if what in ("all", "data"):
         out = Path(args.output) if getattr(args, "output", None) else paths.preprocessed_dir(PRESET_NAME)
-        num_pairs = getattr(args, "num_pairs", None) or CRITEO_TB_TEST_PAIRS
-        generate_dataset(out, num_pairs, seed=seed, device=device, force=force,
-                         quantile_file=getattr(args, "quantile_file", None))
-        print(f"{PRESET_NAME} dataset ({num_pairs:,} test pairs, device {pick_device(device).type}): {out}")
+        num_pairs = int(getattr(args, "num_pairs", None) or CRITEO_TB_TEST_PAIRS)
+        calibration = getattr(args, "calibration_rows", None)
+        calibration = CALIBRATION_ROWS if calibration is None else int(calibration)
+        generate_dataset(out, num_pairs, cards, seed=seed, device=device, calibration_rows=calibration,
+                         quantile_file=getattr(args, "quantile_file", None), force=force)
+        print(f"{PRESET_NAME} dataset ({num_pairs:,} test pairs, generated on {dev}): {out}")
     if what in ("all", "model"):
         out = Path(args.model_output) if getattr(args, "model_output", None) else paths.models_dir() / PRESET_NAME
-        generate_model(out, seed=seed, device=device, force=force)
-        print(f"{PRESET_NAME} model ({sum(CRITEO_TB_CARDINALITIES):,} int8 rows): {out}")
+        generate_model(out, cards, seed=seed, device=device, force=force)
+        print(f"{PRESET_NAME} model ({sum(cards):,} int8 rows, generated on {dev}): {out}")
     return 0

@@ -87,10 +87,10 @@ class Completer:
 def complete_batch(batch: Batch, predictions: np.ndarray) -> None:
     """QuerySamplesComplete for every sample of `batch`; `predictions` (float32 [pairs]) outlives the call."""
     base = predictions.__array_interface__["data"][0]
-    lengths = batch.ends - batch.starts
-    offsets = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-    responses = [lg.QuerySampleResponse(int(i), base + int(o) * 4, int(n) * 4)
-                 for i, o, n in zip(batch.ids, offsets, lengths)]
+    nbytes = (batch.ends - batch.starts) * 4
+    addresses = base + np.concatenate(([0], np.cumsum(nbytes)[:-1]))
+    response = lg.QuerySampleResponse
+    responses = [response(i, a, n) for i, a, n in zip(batch.ids.tolist(), addresses.tolist(), nbytes.tolist())]
     lg.QuerySamplesComplete(responses)
 
 
@@ -106,24 +106,25 @@ class SUTBase:
         self.completer = Completer(int(settings.get("complete_threads", 1)), self.counters)
         self.handle = None
 
-    def make_batch(self, samples: Sequence[Any]) -> Batch:
-        ids = np.fromiter((s.id for s in samples), dtype=np.uint64, count=len(samples))
-        index = np.fromiter((s.index for s in samples), dtype=np.int64, count=len(samples))
-        return Batch(ids, index, self.qsl.starts[index], self.qsl.ends[index])
+    def make_batch(self, ids: Sequence[int], indices: Sequence[int]) -> Batch:
+        ids_arr = np.array(ids, dtype=np.uint64)
+        index = np.array(indices, dtype=np.int64)
+        return Batch(ids_arr, index, self.qsl.starts[index], self.qsl.ends[index])
 
     def dispatch(self, batch: Batch) -> None:
         self.inflight.acquire()
         future = self.engine.predict_ranges_async(batch.starts, batch.ends)
         self.completer.submit(batch, future, self.inflight)
 
-    def issue(self, samples: list[Any]) -> None:
+    def issue(self, ids: list[int], indices: list[int]) -> None:
+        """LoadGen's fast issue callback: response ids and QSL sample indices of the new samples."""
         raise NotImplementedError
 
     def flush(self) -> None:
         pass
 
     def __enter__(self) -> "SUTBase":
-        self.handle = lg.ConstructSUT(self.issue, self.flush)
+        self.handle = lg.ConstructFastSUT(self.issue, self.flush)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -144,8 +145,8 @@ class OfflineSUT(SUTBase):
         super().__init__(engine, qsl, settings)
         self.thread: threading.Thread | None = None
 
-    def issue(self, samples: list[Any]) -> None:
-        batch = self.make_batch(samples)
+    def issue(self, ids: list[int], indices: list[int]) -> None:
+        batch = self.make_batch(ids, indices)
         self.thread = threading.Thread(target=self._run, args=(batch,), name="offline-dispatch", daemon=True)
         self.thread.start()
 
@@ -172,24 +173,23 @@ class DynamicBatchSUT(SUTBase):
         self.thread = threading.Thread(target=self._loop, name="batcher", daemon=True)
         self.thread.start()
 
-    def issue(self, samples: list[Any]) -> None:
-        for s in samples:
-            self.queue.put(s)
+    def issue(self, ids: list[int], indices: list[int]) -> None:
+        self.queue.put(self.make_batch(ids, indices))
 
     def _loop(self) -> None:
         while True:
             first = self.queue.get()
             if first is None:
                 return
-            taken, pairs = [first], int(self.qsl.lengths[first.index])
+            taken = [first]
             deadline = time.perf_counter() + self.max_wait_s
-            stop = self._gather(taken, pairs, deadline)
-            self.dispatch(self.make_batch(taken))
+            stop = self._gather(taken, first.pairs, deadline)
+            self.dispatch(merge_batches(taken))
             if stop:
                 return
 
-    def _gather(self, taken: list[Any], pairs: int, deadline: float) -> bool:
-        """Add queued samples to `taken` until the batch is full or the deadline passes. True = shut down."""
+    def _gather(self, taken: list[Batch], pairs: int, deadline: float) -> bool:
+        """Add queued arrivals to `taken` until the batch is full or the deadline passes. True = shut down."""
         while pairs < self.batch_size:
             timeout = deadline - time.perf_counter()
             try:
@@ -199,7 +199,7 @@ class DynamicBatchSUT(SUTBase):
             if item is None:
                 return True
             taken.append(item)
-            pairs += int(self.qsl.lengths[item.index])
+            pairs += item.pairs
         return False
 
     def stop(self) -> None:
@@ -207,6 +207,12 @@ class DynamicBatchSUT(SUTBase):
             self.running = False
             self.queue.put(None)
             self.thread.join()
+
+
+def merge_batches(batches: list[Batch]) -> Batch:
+    if len(batches) == 1:
+        return batches[0]
+    return Batch(*(np.concatenate([getattr(b, f) for b in batches]) for f in ("ids", "index", "starts", "ends")))
 
 
 def make_sut(scenario: str, engine: Engine, qsl: SampleLibrary, settings: dict[str, Any]) -> SUTBase:

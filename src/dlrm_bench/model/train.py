@@ -63,6 +63,7 @@ class TrainResult:
     train_seconds: float
     pairs_per_second: float
     precision: str
+    threads: int
     train_loss: float
     test_rows: int
     test_auc: float
@@ -206,14 +207,26 @@ def evaluate(model: DLRM, split: Split, max_rows: int | None = None) -> dict[str
 
 
 def train(config: TrainConfig) -> TrainResult:
-    """Train from scratch on config.dataset_dir's days, evaluate on its test split, write config.output."""
+    """Train from scratch on config.dataset_dir's days, evaluate on its test split, write config.output.
+
+    Uses config.threads (default: every core this process may use) and restores torch's thread count after.
+    """
     if config.epochs < 1 or config.batch_size < 1:
         raise UserError(f"epochs and batch size must be positive (got {config.epochs}, {config.batch_size})")
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads or cpu_threads())
+    try:
+        return _train(config)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train(config: TrainConfig) -> TrainResult:
     meta = load_meta(config.dataset_dir)
     splits = [open_split(day) for day in training_days(config.dataset_dir)]
     test = open_split(Path(config.dataset_dir) / "test")
     precision = resolve_precision(config.precision)
-    torch.set_num_threads(config.threads or cpu_threads())
+    threads = torch.get_num_threads()
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -242,12 +255,13 @@ def train(config: TrainConfig) -> TrainResult:
               "test_loss": metrics["loss"], "test_auc": metrics["auc"],
               "dlrm_bench": {"dataset": config.dataset_name or meta.name, "fingerprint": meta.fingerprint,
                              "cardinalities": list(meta.cardinalities), "precision": precision,
-                             "rows_trained": rows, "train_seconds": seconds, "seed": config.seed,
+                             "rows_trained": rows, "train_seconds": seconds, "threads": threads,
+                             "seed": config.seed,
                              "optimizer": f"row-wise Adagrad (tables, lr={tables.lr:g}) + Adam (MLPs, "
                                           f"lr={dense_lr:g})"}}
     save_checkpoint(config.output, model.state_dict(), extras)
     return TrainResult(Path(config.output), rows, seconds, rows / seconds if seconds > 0 else 0.0, precision,
-                       train_loss, int(metrics["rows"]), metrics["auc"], metrics["loss"], metrics["acc"])
+                       threads, train_loss, int(metrics["rows"]), metrics["auc"], metrics["loss"], metrics["acc"])
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -266,7 +280,7 @@ def main(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     result = train(config)
     print(f"trained on {result.rows_trained:,} pairs in {result.train_seconds:.1f} s "
-          f"({result.pairs_per_second:,.0f} pairs/s, {result.precision}, {torch.get_num_threads()} threads)")
+          f"({result.pairs_per_second:,.0f} pairs/s, {result.precision}, {result.threads} threads)")
     print(f"test AUC {result.test_auc:.4f} (log loss {result.test_loss:.4f}, accuracy {result.test_acc:.4f}) "
           f"on {result.test_rows:,} pairs")
     print(f"checkpoint: {result.checkpoint}")
