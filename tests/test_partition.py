@@ -42,6 +42,14 @@ def verification_lines() -> list[str]:
     return [line.strip() for line in text[start + 1:] if line.strip()]
 
 
+@pytest.fixture
+def qfile(tmp_path: Path) -> Path:
+    """The reference quantiles in a file of the test's own (the small-N tests need no shared/ folder)."""
+    path = tmp_path / "quantiles.txt"
+    path.write_text(", ".join(map(str, QUANTILES)) + "\n")
+    return path
+
+
 @pytest.fixture(scope="module")
 def full_trace(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, Path]:
     out = tmp_path_factory.mktemp("partition")
@@ -88,14 +96,14 @@ def test_global_random_state_is_untouched() -> None:
     assert np.random.rand() == expected
 
 
-def test_fewer_pairs_than_first_draw_gives_one_truncated_sample(tmp_path: Path) -> None:
-    offsets = partition.write_partition(150, tmp_path)  # the first draw is 200
+def test_fewer_pairs_than_first_draw_gives_one_truncated_sample(tmp_path: Path, qfile: Path) -> None:
+    offsets = partition.write_partition(150, tmp_path, qfile)  # the first draw is 200
     assert offsets.tolist() == [0, 150]
     assert (tmp_path / partition.TRACE_FILE).read_text() == "0, 150, 150\n"
 
 
-def test_one_pair(tmp_path: Path) -> None:
-    assert partition.write_partition(1, tmp_path).tolist() == [0, 1]
+def test_one_pair(tmp_path: Path, qfile: Path) -> None:
+    assert partition.write_partition(1, tmp_path, qfile).tolist() == [0, 1]
     assert (tmp_path / partition.TRACE_FILE).read_text() == "0, 1, 1\n"
 
 
@@ -104,9 +112,11 @@ def test_exact_multiple_is_not_followed_by_an_empty_sample() -> None:
     assert sizes.tolist() == [200, 200, 200, 200]
 
 
-def test_zero_pairs_is_an_error(tmp_path: Path) -> None:
+def test_zero_pairs_is_an_error(tmp_path: Path, qfile: Path) -> None:
     with pytest.raises(UserError, match="at least 1"):
-        partition.write_partition(0, tmp_path)
+        partition.write_partition(0, tmp_path, qfile)
+    with pytest.raises(UserError, match="at least 1"):
+        partition.aggregation_sizes(0, QUANTILES)
 
 
 @pytest.mark.parametrize("content", ["", "100, 200, abc\n", "100, -5, 200\n", "\n"])
@@ -123,9 +133,10 @@ def test_missing_quantile_file_names_the_file(tmp_path: Path) -> None:
         partition.load_quantiles(tmp_path / "nowhere.txt")
 
 
-def test_cli_writes_both_files_and_reports_errors_in_one_line(tmp_path: Path,
+def test_cli_writes_both_files_and_reports_errors_in_one_line(tmp_path: Path, qfile: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["make-partition", "--num-pairs", "1000", "--output", str(tmp_path)]) == 0
+    assert cli.main(["make-partition", "--num-pairs", "1000", "--output", str(tmp_path),
+                     "--quantile-file", str(qfile)]) == 0
     offsets = np.load(tmp_path / partition.PARTITION_FILE)
     assert offsets[-1] == 1000 and np.all(np.diff(offsets) > 0)
     lines = (tmp_path / partition.TRACE_FILE).read_text().splitlines()
@@ -137,7 +148,7 @@ def test_cli_writes_both_files_and_reports_errors_in_one_line(tmp_path: Path,
     assert err.count("\n") == 1 and "missing.txt" in err
 
 
-def test_main_accepts_a_namespace(tmp_path: Path) -> None:
-    args = argparse.Namespace(num_pairs=300, output=tmp_path, quantile_file=None)
+def test_main_accepts_a_namespace(tmp_path: Path, qfile: Path) -> None:
+    args = argparse.Namespace(num_pairs=300, output=tmp_path / "out", quantile_file=qfile)
     assert partition.main(args) == 0
-    assert np.load(tmp_path / partition.PARTITION_FILE).tolist() == [0, 200, 300]
+    assert np.load(tmp_path / "out" / partition.PARTITION_FILE).tolist() == [0, 200, 300]

@@ -295,3 +295,45 @@ def test_single_day_has_no_training_days(tmp_path):
     freqs = read_row_frequencies(tmp_path / "out" / "row_frequencies.bin")
     assert [f.size for f in freqs] == meta["cardinalities"] and not any(f.any() for f in freqs)
     assert not (tmp_path / "out" / "days").exists()
+
+
+def test_hash_index_finds_every_value_and_rejects_others():
+    from dlrm_bench.criteo.preprocess import HashIndex
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 3, 1000, 50_000):
+        values = rng.choice(2 ** 31 - 1, size=n, replace=False).astype(np.int32)
+        index = HashIndex.build(values)
+        assert index.keys.size >= 2 * n and (index.keys != -1).sum() == n
+        queries = np.concatenate([values, values[::-1]])
+        np.testing.assert_array_equal(index.lookup(queries), np.r_[np.arange(n), np.arange(n)[::-1]])
+        absent = rng.integers(0, 2 ** 31 - 1, size=1000).astype(np.int32)
+        absent = absent[~np.isin(absent, values)]
+        assert (index.lookup(absent) == -1).all()
+
+
+def test_large_hash_range_uses_the_hash_tables(tmp_path):
+    """max_ind_range 40M with C1 values spread over it: C1 gets a hash table instead of a dense 160 MB one."""
+    big = 40_000_000
+    spread = [[(lab, cnt, [cats[0] * 1_000_003] + cats[1:]) for lab, cnt, cats in rows] for rows in DAYS]
+    write_days(tmp_path / "raw", spread)
+    opts = PreprocessOptions(max_ind_range=big, workers=1, progress=False)
+
+    def stop(message: str) -> None:
+        if message.startswith("write:"):
+            raise _Interrupt
+    with pytest.raises(_Interrupt):
+        preprocess(tmp_path / "raw", tmp_path / "out", "x", opts, log=stop)
+    lookup = tmp_path / "out" / ".work" / "lookup"
+    assert (lookup / "hash_keys_0.npy").exists() and not (lookup / "dense_0.npy").exists()
+    meta = preprocess(tmp_path / "raw", tmp_path / "out", "x", opts, log=lambda _: None)
+    dictionary: dict[int, int] = {}
+    ids = []
+    for rows in spread:
+        for _, _, cats in rows:
+            ids.append(dictionary.setdefault(cats[0] % big, len(dictionary)))
+    assert meta["cardinalities"][0] == len(dictionary) == 7  # 5 and 1005 no longer collide
+    got = np.concatenate([open_split(tmp_path / "out" / s).categorical[:, 0]
+                          for s in ("days/day_0", "days/day_1", "test", "calibration")])
+    np.testing.assert_array_equal(got, ids)
+    assert sum(p.stat().st_size for p in (tmp_path / "out").rglob("*") if p.is_file()) < 1 << 20

@@ -25,9 +25,22 @@ SPLIT_FILES = ("ground_truth.npy", "numeric_fp32.npy", "numeric_fp16.npy", "nume
                "numeric_int8_chw4.npy", "categorical_int32.npy")
 
 
+QUANTILES = [100, 100, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 300, 300, 400, 500, 600, 700]
+
+
+def quantile_file(directory: Path) -> Path:
+    """The reference's dist_quantile.txt values, written here so the tests need no shared/ folder."""
+    path = directory / "dist_quantile.txt"
+    if not path.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        path.write_text(", ".join(map(str, QUANTILES)) + "\n")
+    return path
+
+
 def make_dataset(out: Path, seed: int = 1, device: str = "cpu") -> Path:
     return random_preset.generate_dataset(out, PAIRS, CARDS, seed=seed, device=device, calibration_rows=700,
-                                          chunk_rows=1_500, progress=False)
+                                          chunk_rows=1_500, quantile_file=quantile_file(out.parent),
+                                          progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +62,7 @@ def test_dataset_opens_with_the_project_reader(dataset: Path) -> None:
     assert len(test) == PAIRS and len(open_split(dataset / "calibration")) == 700
     offsets = open_partition(dataset / "test", PAIRS)
     np.testing.assert_array_equal(offsets, partition.partition_offsets(
-        partition.aggregation_sizes(PAIRS, partition.load_quantiles())))
+        partition.aggregation_sizes(PAIRS, np.array(QUANTILES))))
 
 
 def test_split_arrays_agree_with_each_other(dataset: Path) -> None:
@@ -181,7 +194,7 @@ def test_bad_arguments_are_user_errors(tmp_path: Path) -> None:
 
 def test_main_writes_data_and_model(tmp_path: Path) -> None:
     args = argparse.Namespace(what="all", output=tmp_path / "data", model_output=tmp_path / "model", num_pairs=600,
-                              seed=4, device="cpu", quantile_file=None, force=False,
+                              seed=4, device="cpu", quantile_file=quantile_file(tmp_path), force=False,
                               cardinalities=",".join(map(str, CARDS)), calibration_rows=100)
     assert random_preset.main(args) == 0
     assert load_meta(tmp_path / "data").test_rows == 600

@@ -37,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=int, default=None, help="number of day files (default: per scale)")
     p.add_argument("--rows-per-day", type=int, default=None, help="rows per day (default: per scale)")
     p.add_argument("--gzip", action="store_true", help="write day_k.gz instead of plain text")
+    p.add_argument("--click-rate", type=float, default=None, help="target click rate (default: per scale)")
     p.set_defaults(func="dlrm_bench.criteo.synthetic:main")
 
     p = sub.add_parser("preprocess", help="raw days -> MLPerf artifacts (docs/FORMATS.md)")
@@ -55,6 +56,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, required=True)
     p.add_argument("--quantile-file", type=Path, default=None)
     p.set_defaults(func="dlrm_bench.criteo.partition:main")
+
+    p = sub.add_parser("make-random-preset",
+                       help="criteo-tb-random: full-size synthetic test set and random int8 model, written directly")
+    p.add_argument("--what", choices=("all", "data", "model"), default="all")
+    p.add_argument("--output", type=Path, default=None, help="dataset folder (default: preprocessed_data/criteo/"
+                                                              "criteo-tb-random)")
+    p.add_argument("--model-output", type=Path, default=None, help="model folder (default: models/dlrm/"
+                                                                    "criteo-tb-random)")
+    p.add_argument("--num-pairs", type=int, default=None, help="test pairs (default 89,137,319)")
+    p.add_argument("--calibration-rows", type=int, default=None)
+    p.add_argument("--cardinalities", default=None, help="26 comma-separated table sizes (default: Criteo TB)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--quantile-file", type=Path, default=None)
+    p.add_argument("--force", action="store_true", help="regenerate even if complete files exist")
+    p.set_defaults(func="dlrm_bench.criteo.random_preset:main")
 
     p = sub.add_parser("check-data", help="check that the 24 raw day files are present")
     p.add_argument("--raw-dir", type=Path, default=None)

@@ -35,7 +35,10 @@ def pick_dataset(name: str) -> str:
 
 
 def default_model_path(dataset: str) -> Path:
-    """build/models/dlrm/tb00_40M.pt for the real data, build/models/dlrm/<dataset>.pt otherwise."""
+    """build/models/dlrm/tb00_40M.pt for the real data, the generated folder build/models/dlrm/criteo-tb-random/
+    for the random preset, build/models/dlrm/<dataset>.pt otherwise."""
+    if dataset == "criteo-tb-random":
+        return models_dir() / dataset
     return models_dir() / (REAL_MODEL if dataset == "terabyte" else f"{dataset}.pt")
 
 
@@ -50,13 +53,17 @@ def resolve_inputs(dataset: str, dataset_dir: Path | None, model: Path | None,
         directory = Path(dataset_dir) if dataset_dir else preprocessed_dir(name)
     if prepare and name in SYNTHETIC_SCALES and not (directory / "meta.json").exists():
         build_synthetic_dataset(name, directory)
+    if name == "criteo-tb-random" and not (directory / "meta.json").exists():
+        raise UserError(f"{directory}: the criteo-tb-random preset is not generated yet: run "
+                        f"`dlrm-bench make-random-preset` (writes ~40 GB; uses the GPU when present)")
     meta = load_meta(directory)
     model_path = Path(model) if model else default_model_path(name)
     if prepare and name in SYNTHETIC_SCALES and not model_path.exists():
         train_synthetic_model(directory, model_path)
     if not model_path.exists():
-        hint = ("`make download_model`" if name == "terabyte"
-                else f"`make train RUN_ARGS=\"--dataset-dir {directory}\"`")
+        hint = {"terabyte": "`make download_model`",
+                "criteo-tb-random": "`dlrm-bench make-random-preset`"}.get(
+            name, f"`make train RUN_ARGS=\"--dataset-dir {directory}\"`")
         raise UserError(f"model {model_path} not found: run {hint} or pass --model")
     return meta, model_path
 

@@ -118,6 +118,8 @@ def write_partition(num_pairs: int, output_dir: Path, quantile_file: Path | None
 
     Returns the offsets, int32 [S + 1]. Both files are written to temporary names and renamed into place.
     """
+    if num_pairs < 1:
+        raise UserError(f"the number of pairs must be at least 1, got {num_pairs}")
     if num_pairs > _INT32_MAX:
         raise UserError(f"{num_pairs} pairs do not fit the int32 offsets of {PARTITION_FILE}")
     sizes = aggregation_sizes(num_pairs, load_quantiles(quantile_file))

@@ -64,6 +64,8 @@ KEEP_VOCAB_BELOW = 1_000
 """Features with at most this many values keep Criteo's size at every scale."""
 COUNT_MAX = 1_500_000
 """Largest count written: log1p(1.5e6) = 14.22 < 14.2313, so the int8 inputs never overflow."""
+COUNT_MISSING = np.iinfo(np.int64).min
+"""Marks a missing count in the int64 count arrays."""
 TEACHER_AUC_ROWS_MAX = 2_000_000
 """The teacher's AUC is measured on the test rows of the last day (its first half), at most this many."""
 
@@ -242,10 +244,6 @@ def _sample_features(teacher: Teacher, rng: np.random.Generator,
     return counts, dense_log, cat_index
 
 
-COUNT_MISSING = np.iinfo(np.int64).min
-"""Marks a missing count in the int64 count arrays."""
-
-
 def _sample_counts(rng: np.random.Generator, n: int) -> np.ndarray:
     """Heavy-tailed counts int64 [n, 13]: log1p(x) ~ Normal(median, spread) clipped at 0; some negative, some missing."""
     y = np.float64(DENSE_LOG_MEDIAN) + np.float64(DENSE_LOG_SPREAD) * rng.standard_normal((n, NUM_DENSE))
@@ -417,6 +415,14 @@ def _all_chunks(teacher: Teacher, seed: int, num_days: int, rows: int, workers: 
             yield pending.popleft().result()
 
 
+def _available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the platform has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def _day_name(day: int, gzip: bool) -> str:
     return f"day_{day}.gz" if gzip else f"day_{day}"
 
@@ -452,8 +458,8 @@ def generate_days(output_dir: Path, scale: str, seed: int, num_days: int | None 
 
     Defaults come from SCALES[scale]. A folder whose synthetic_meta.json records the same request and whose files
     are complete is left as it is (unless `force`). Each file is written to a temporary name, then renamed.
-    `workers` processes format chunks in parallel (default: the CPU count, at most 8); the bytes do not depend
-    on it.
+    `workers` processes format chunks in parallel (default: the usable CPUs, at most 8); the bytes do not
+    depend on it.
     """
     if scale not in SCALES:
         raise UserError(f"unknown scale {scale!r}: choose one of {', '.join(SCALES)}")
@@ -474,7 +480,7 @@ def generate_days(output_dir: Path, scale: str, seed: int, num_days: int | None 
     teacher = make_teacher(seed, vocabulary_sizes(spec.max_vocab), click_rate)
     stats = _DayStats()
     written: list[Path] = []
-    workers = min(os.cpu_count() or 1, 8) if workers is None else int(workers)
+    workers = min(_available_cpus(), 8) if workers is None else int(workers)
     chunks = _all_chunks(teacher, seed, num_days, rows_per_day, workers)
     with tqdm(total=num_days * rows_per_day, unit="rows", unit_scale=True, desc=f"generate {scale}",
               disable=None) as bar:
