@@ -144,8 +144,8 @@ class CpuEngine(Engine):
         for lo in range(0, out.shape[0], self.batch_size):
             hi = min(lo + self.batch_size, out.shape[0])
             with self.profile.stage("inputs"):
-                num = torch.from_numpy(np.ascontiguousarray(numeric_q[lo:hi])) \
-                    if isinstance(numeric_q, np.ndarray) else numeric_q[lo:hi]
+                num = torch.from_numpy(np.array(numeric_q[lo:hi], dtype=np.int8)) \
+                    if isinstance(numeric_q, np.ndarray) else numeric_q[lo:hi]  # a copy: maps are read-only
                 cat = np.ascontiguousarray(categorical[lo:hi], dtype=np.int32)
             out[lo:hi] = self._forward(num, cat)
 

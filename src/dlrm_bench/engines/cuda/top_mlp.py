@@ -17,7 +17,7 @@ from dlrm_bench.quant.recipe import QuantizedDLRM
 
 
 @triton.jit
-def _linear_int8_kernel(a_ptr, b_ptr, c_ptr, M, N, K, stride_am, stride_bn, stride_cm,
+def _linear_int8_kernel(a_ptr, b_ptr, c_ptr, M, N: tl.constexpr, K: tl.constexpr, stride_am, stride_bn, stride_cm,
                         wscale_ptr, bias_ptr, act_ptr, final_w_ptr, final_b,
                         FINAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                         BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
@@ -58,7 +58,7 @@ def _linear_int8_kernel(a_ptr, b_ptr, c_ptr, M, N, K, stride_am, stride_bn, stri
 
 
 @triton.jit
-def _linear_int8_tma_kernel(a_desc, b_desc, c_ptr, M, N, K, stride_cm,
+def _linear_int8_tma_kernel(a_desc, b_desc, c_ptr, M, N: tl.constexpr, K: tl.constexpr, stride_cm,
                             wscale_ptr, bias_ptr, act_ptr, final_w_ptr, final_b,
                             FINAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                             BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, NUM_SMS: tl.constexpr):
