@@ -38,17 +38,17 @@ def contiguous_span(starts: np.ndarray, ends: np.ndarray) -> tuple[int, int] | N
 
 
 def cut_by_pairs(lengths: np.ndarray, batch_pairs: int) -> list[tuple[int, int]]:
-    """Split consecutive samples with `lengths` pairs into [lo, hi) groups of at most `batch_pairs` pairs
-    (a single sample larger than the limit forms a group of its own)."""
-    cuts = []
-    lo, total = 0, 0
-    for i, n in enumerate(lengths.tolist()):
-        if i > lo and total + n > batch_pairs:
-            cuts.append((lo, i))
-            lo, total = i, 0
-        total += n
-    if lo < len(lengths):
-        cuts.append((lo, len(lengths)))
+    """Split consecutive samples with `lengths` pairs into [lo, hi) groups of at most `batch_pairs` pairs, greedily
+    (a single sample larger than the limit forms a group of its own). One searchsorted per group."""
+    ends = np.cumsum(np.asarray(lengths, dtype=np.int64))
+    cuts: list[tuple[int, int]] = []
+    lo, done, n = 0, 0, len(ends)
+    while lo < n:
+        hi = int(np.searchsorted(ends, done + batch_pairs, side="right"))
+        hi = max(hi, lo + 1)
+        cuts.append((lo, hi))
+        done = int(ends[hi - 1])
+        lo = hi
     return cuts
 
 

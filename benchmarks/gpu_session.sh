@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# One device-machine session for the CUDA engine at full scale (run from the repository root on the GPU machine).
+#   STEPS=preset,bench,offline,server  OUT=<folder>  bash benchmarks/gpu_session.sh
+# preset : dlrm-bench make-random-preset (criteo-tb-random: 89,137,319 test pairs + 24 GB int8 model) under build/
+# tests  : the GPU tests (kernels, engine, harness)
+# bench  : benchmarks/bench_cuda.py --tune (kernels vs roofline, tile configurations)
+# offline, server : LoadGen PerformanceOnly runs of the cuda engine on criteo-tb-random (MIN_DURATION seconds)
+# Wheels missing on the machine (mlcommons-loadgen) are taken from .whl/ if present.
+set -uo pipefail
+export PYTHONUNBUFFERED=1
+export MLPERF_SCRATCH_PATH="${MLPERF_SCRATCH_PATH:-$PWD/build}"
+OUT="${OUT:-$PWD/build/gpu-out}"
+mkdir -p "$OUT"
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl 2>/dev/null
+  export PYTHONPATH="/tmp/site:$PWD/src"
+else
+  export PYTHONPATH="$PWD/src"
+fi
+STEPS="${STEPS:-preset,offline,server}"
+MIN_DURATION="${MIN_DURATION:-60}"
+has() { [[ ",$STEPS," == *",$1,"* ]]; }
+dlrm() { python3 -m dlrm_bench.cli "$@"; }
+nvidia-smi --query-gpu=name,memory.total,memory.used --format=csv,noheader
+if has preset; then
+  /usr/bin/time -v dlrm make-random-preset 2>&1 | grep -E "criteo-tb-random|Elapsed|Maximum resident|error" | tee -a "$OUT/session.log"
+fi
+if has tests; then
+  timeout 400 python3 -m pytest -q -x -p no:cacheprovider tests/test_cuda_kernels.py tests/test_cuda_engine.py 2>&1 | tail -4 | tee -a "$OUT/session.log"
+fi
+if has bench; then
+  timeout 300 python3 benchmarks/bench_cuda.py ${BENCH_ARGS:---tune --batches 262144} --out "$OUT" 2>&1 | tail -22 | tee -a "$OUT/session.log"
+fi
+for scenario in Offline Server; do
+  lower=$(echo "$scenario" | tr 'A-Z' 'a-z')
+  has "$lower" || continue
+  dlrm run --dataset criteo-tb-random --engine cuda --scenarios "$scenario" --test_mode PerformanceOnly \
+    --min_duration "$MIN_DURATION" ${RUN_ARGS:-} 2>&1 | grep -v "it/s\]" | tail -25 | tee -a "$OUT/session.log"
+done
+if [ -d "$MLPERF_SCRATCH_PATH/logs/latest" ]; then
+  tar -czf "$OUT/logs.tgz" -C "$MLPERF_SCRATCH_PATH/logs" "$(readlink "$MLPERF_SCRATCH_PATH/logs/latest")" 2>/dev/null
+fi
