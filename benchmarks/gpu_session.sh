@@ -23,7 +23,7 @@ has() { [[ ",$STEPS," == *",$1,"* ]]; }
 dlrm() { python3 -m dlrm_bench.cli "$@"; }
 nvidia-smi --query-gpu=name,memory.total,memory.used --format=csv,noheader
 if has preset; then
-  /usr/bin/time -v dlrm make-random-preset 2>&1 | grep -E "criteo-tb-random|Elapsed|Maximum resident|error" | tee -a "$OUT/session.log"
+  start=$(date +%s); dlrm make-random-preset 2>&1 | grep -v "it/s\]" | tail -5 | tee -a "$OUT/session.log"; echo "preset: $(( $(date +%s) - start )) s" | tee -a "$OUT/session.log"
 fi
 if has tests; then
   timeout 400 python3 -m pytest -q -x -p no:cacheprovider tests/test_cuda_kernels.py tests/test_cuda_engine.py 2>&1 | tail -4 | tee -a "$OUT/session.log"
