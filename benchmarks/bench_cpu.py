@@ -130,12 +130,12 @@ def summarize(rates: dict[str, list[float]], baseline: str, per_sample: dict[str
 def print_table(summary: dict[str, dict[str, float]], stages: dict[str, dict[str, float]],
                 per_sample: dict[str, float]) -> None:
     labels = list(per_sample)
-    head = f"{'engine':<16}{'pairs/s':>12}" + "".join(f"{'samples/s@' + l:>22}" for l in labels) + \
+    head = f"{'engine':<16}{'pairs/s':>12}" + "".join(f"{'  samples/s@' + l:>26}" for l in labels) + \
         f"{'x reference':>13}{'median ratio':>14}"
     print(head)
     for name, row in summary.items():
         print(f"{name:<16}{row['pairs_per_s_median']:>12,.0f}"
-              + "".join(f"{row['samples_per_s_at_' + l]:>22,.1f}" for l in labels)
+              + "".join(f"{row['samples_per_s_at_' + l]:>26,.1f}" for l in labels)
               + f"{row['ratio_of_medians']:>13.2f}{row['median_of_ratios']:>14.2f}")
     print(f"\n{'cpu stage':<16}{'us/pair':>10}{'share':>9}{'GOPS':>9}")
     for stage, row in stages.items():
@@ -152,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=0, help="0 = every core")
     p.add_argument("--batch-size", type=int, default=16384, help="cpu engine pairs per internal batch")
-    p.add_argument("--fp32-gemm", action="store_true", help="also time the cpu engine with exact fp32 GEMMs")
+    p.add_argument("--gemms", default="int8",
+                   help="cpu engine GEMM back ends to time, comma-separated (int8 = oneDNN, fp32 = exact fp32 GEMMs); the first is "
+                        "profiled and is the 'cpu' row")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
 
@@ -161,10 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     split = open_split(data / "test")
     pairs = min(args.pairs, len(split))
     settings = {"threads": args.threads, "batch_size": args.batch_size}
-    engines: dict[str, Engine] = {"reference": create_engine("reference", model_path, meta, {"device": "cpu"}),
-                                  "cpu": create_engine("cpu", model_path, meta, settings)}
-    if args.fp32_gemm:
-        engines["cpu (fp32 GEMM)"] = create_engine("cpu", model_path, meta, {**settings, "gemm": "fp32"})
+    gemms = [g.strip() for g in args.gemms.split(",") if g.strip()]
+    engines: dict[str, Engine] = {"reference": create_engine("reference", model_path, meta, {"device": "cpu"})}
+    for i, gemm in enumerate(gemms):
+        engines["cpu" if i == 0 else f"cpu[{gemm}]"] = create_engine("cpu", model_path, meta,
+                                                                     {**settings, "gemm": gemm})
     counts = {name: pairs for name in engines}
     counts["reference"] = min(args.reference_pairs, pairs)
     for engine in engines.values():
@@ -181,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarize(rates, "reference", per_sample, threads)
     stages = profile(engines["cpu"], pairs)
     print(f"dataset {data} ({what}), model {model_path}\nthreads {threads}, cpu batch {args.batch_size}, "
+          f"cpu gemm {gemms[0]}, "
           f"pairs per repeat: {counts}, repeats {args.repeats}, mean pairs/sample {per_sample}\n")
     print_table(summary, stages, per_sample)
 

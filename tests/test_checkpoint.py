@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 from pathlib import Path
 
@@ -136,3 +137,36 @@ def test_large_checkpoint_is_memory_mapped_not_read(tmp_path: Path) -> None:
     assert ckpt.memory_mapped and ckpt.state_dict["emb_l.0.weight"].shape == (rows, 128)
     assert grown < 32 << 20, f"resident memory grew by {grown >> 20} MB"
     assert float(ckpt.state_dict["emb_l.0.weight"][rows - 1, 5]) == 1.0
+
+
+NUMPY1_LEGACY_CHECKPOINT = (
+    "gAKKCmz8nEb5IGqoUBkugAJN6QMugAJ9cQAoWBAAAABwcm90b2NvbF92ZXJzaW9ucQFN6QNYDQAAAGxpdHRsZV9lbmRpYW5xAohY"
+    "CgAAAHR5cGVfc2l6ZXNxA31xBChYBQAAAHNob3J0cQVLAlgDAAAAaW50cQZLBFgEAAAAbG9uZ3EHSwR1dS6AAn1xAChYBQAAAGVw"
+    "b2NocQFLAFgHAAAAbmVwb2Noc3ECSwFYCAAAAG5iYXRjaGVzcQNLClgEAAAAaXRlcnEEY251bXB5LmNvcmUubXVsdGlhcnJheQpz"
+    "Y2FsYXIKcQVjbnVtcHkKZHR5cGUKcQZYAgAAAGk4cQeJiIdxCFJxCShLA1gBAAAAPHEKTk5OSv////9K/////0sAdHELYmNfY29k"
+    "ZWNzCmVuY29kZQpxDFgIAAAABQAAAAAAAABxDVgGAAAAbGF0aW4xcQ6GcQ9ScRCGcRFScRJYCQAAAHRyYWluX2FjY3ETaAVoBlgC"
+    "AAAAZjhxFImIh3EVUnEWKEsDaApOTk5K/////0r/////SwB0cRdiaAxYCQAAAGZmZmZmZsOmP3EYaA6GcRlScRqGcRtScRxYCgAA"
+    "AHRyYWluX2xvc3NxHWgFaAZYAgAAAGY0cR6JiIdxH1JxIChLA2gKTk5OSv////9K/////0sAdHEhYmgMWAQAAAAAAAA/cSJoDoZx"
+    "I1JxJIZxJVJxJlgKAAAAdG90YWxfYWNjdXEnaAVoCWgMWAgAAAADAAAAAAAAAHEoaA6GcSlScSqGcStScSxYCgAAAHN0YXRlX2Rp"
+    "Y3RxLX1xLlgBAAAAYXEvY3RvcmNoLl91dGlscwpfcmVidWlsZF90ZW5zb3JfdjIKcTAoKFgHAAAAc3RvcmFnZXExY3RvcmNoCkZs"
+    "b2F0U3RvcmFnZQpxMlgOAAAAOTQ4MzY4NjE2NTg5MjhxM1gDAAAAY3B1cTRLA050cTVRSwBLA4VxNksBhXE3iWNjb2xsZWN0aW9u"
+    "cwpPcmRlcmVkRGljdApxOClScTl0cTpScTtzWA4AAABvcHRfc3RhdGVfZGljdHE8fXE9KFgFAAAAc3RhdGVxPn1xP1gMAAAAcGFy"
+    "YW1fZ3JvdXBzcUBdcUF9cUIoWAIAAABscnFDRz/wAAAAAAAAWAgAAABtb21lbnR1bXFESwBYCQAAAGRhbXBlbmluZ3FFSwBYDAAA"
+    "AHdlaWdodF9kZWNheXFGSwBYCAAAAG5lc3Rlcm92cUeJWAgAAABtYXhpbWl6ZXFIiVgHAAAAZm9yZWFjaHFJTlgOAAAAZGlmZmVy"
+    "ZW50aWFibGVxSolYBQAAAGZ1c2VkcUtOWAYAAABwYXJhbXNxTF1xTUsAYXVhdXUugAJdcQBYDgAAADk0ODM2ODYxNjU4OTI4cQFh"
+    "LgMAAAAAAAAAAAAAAAAAAAAAAAAA"
+)
+"""A legacy-format (pre-zip) torch.save of {"epoch": 0, "iter": numpy.int64(5), "train_acc": numpy.float64(0.7),
+"train_loss": numpy.float32(0.5), "total_accu": numpy.int64(3), "opt_state_dict": SGD(lr=1.0).state_dict(),
+"state_dict": {"a": zeros(3)}, ...} written under numpy 1.26: its pickle names numpy.core.multiarray.scalar,
+which numpy 2 renamed to numpy._core."""
+
+
+def test_numpy1_era_checkpoint_loads_under_the_installed_numpy(tmp_path: Path) -> None:
+    path = tmp_path / "numpy1.pt"
+    path.write_bytes(base64.b64decode("".join(NUMPY1_LEGACY_CHECKPOINT)))
+    ckpt = load_checkpoint(path)
+    assert not ckpt.memory_mapped
+    assert ckpt.extras["train_acc"] == 0.7 and ckpt.extras["iter"] == 5 and ckpt.extras["total_accu"] == 3
+    assert ckpt.extras["opt_state_dict"]["param_groups"][0]["lr"] == 1.0
+    torch.testing.assert_close(ckpt.state_dict["a"], torch.zeros(3))

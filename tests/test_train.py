@@ -13,7 +13,8 @@ from dlrm_bench.criteo.dataset import load_meta, open_split
 from dlrm_bench.errors import UserError
 from dlrm_bench.model.checkpoint import REFERENCE_EXTRA_KEYS, load_for_dataset
 from dlrm_bench.model.locate import default_model_path, locate, resolve_dataset_name
-from dlrm_bench.model.train import TrainConfig, iter_batches, main, resolve_precision, train, training_days
+from dlrm_bench.model.train import (ThreadTuner, TrainConfig, iter_batches, main, resolve_precision,
+                                   thread_candidates, train, training_days)
 
 
 def _args(**kwargs) -> argparse.Namespace:
@@ -66,6 +67,29 @@ def test_dataset_without_days_is_a_user_error(make_dataset, tmp_path: Path) -> N
     root = make_dataset(num_days=0)
     with pytest.raises(UserError, match="no training days"):
         train(TrainConfig(dataset_dir=root, output=tmp_path / "m.pt", progress=False))
+
+
+def test_thread_tuner_keeps_the_faster_count() -> None:
+    import torch
+
+    previous = torch.get_num_threads()
+    try:
+        tuner = ThreadTuner([2, 1], period=10, probe=2, warmup=1)
+        seconds_per_batch = {2: 0.5, 1: 0.1}  # as on busy cores: one thread is faster
+        chosen = []
+        for _ in range(25):
+            threads = tuner.threads()
+            assert torch.get_num_threads() == threads
+            chosen.append(threads)
+            tuner.record(threads, seconds_per_batch[threads], 100)
+        assert chosen[:5] == [2, 2, 2, 1, 1]  # warm-up, then probe 2 twice, then 1 twice
+        assert chosen[5:11] == [1] * 6 and tuner.best == 1
+        assert chosen[11:15] == [2, 2, 1, 1] and tuner.most_used() == 1  # the next round probes again
+        assert thread_candidates(2) == [2, 1] and thread_candidates(16) == [16, 8, 1]
+        fixed = ThreadTuner([1])
+        assert [fixed.threads() for _ in range(3)] == [1, 1, 1]
+    finally:
+        torch.set_num_threads(previous)
 
 
 def test_precision_choices() -> None:

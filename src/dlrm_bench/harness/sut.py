@@ -10,7 +10,6 @@ a buffer that stays alive until `QuerySamplesComplete` returns.
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -163,56 +162,61 @@ class OfflineSUT(SUTBase):
 
 
 class DynamicBatchSUT(SUTBase):
-    """Server and SingleStream: queue samples, batch them within a bounded wait."""
+    """Server and SingleStream: arrivals are appended to plain lists (cheap, on LoadGen's thread); a batcher
+    thread takes everything pending once about `batch_size` pairs are waiting or `server_max_wait_ms` after the
+    first arrival, converts it to arrays in one go and dispatches it in batches of at most `batch_size` pairs."""
 
     def __init__(self, engine: Engine, qsl: SampleLibrary, settings: dict[str, Any]) -> None:
         super().__init__(engine, qsl, settings)
         self.max_wait_s = float(settings.get("server_max_wait_ms", 1.0)) / 1000.0
-        self.queue: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
+        self.sample_budget = max(1, int(self.batch_size / max(qsl.mean_pairs_per_sample, 1.0)))
+        self.cond = threading.Condition()
+        self.pending_ids: list[int] = []
+        self.pending_index: list[int] = []
+        self.first_arrival = 0.0
         self.running = True
         self.thread = threading.Thread(target=self._loop, name="batcher", daemon=True)
         self.thread.start()
 
     def issue(self, ids: list[int], indices: list[int]) -> None:
-        self.queue.put(self.make_batch(ids, indices))
+        with self.cond:
+            if not self.pending_ids:
+                self.first_arrival = time.perf_counter()
+                self.cond.notify()
+            self.pending_ids.extend(ids)
+            self.pending_index.extend(indices)
+            if len(self.pending_ids) >= self.sample_budget:
+                self.cond.notify()
+
+    def _take(self) -> tuple[list[int], list[int]] | None:
+        """Wait for work, then until the batch is full or the oldest arrival has waited max_wait; None = stop."""
+        with self.cond:
+            while not self.pending_ids and self.running:
+                self.cond.wait()
+            if not self.pending_ids:
+                return None
+            deadline = self.first_arrival + self.max_wait_s
+            while len(self.pending_ids) < self.sample_budget and self.running:
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    break
+                self.cond.wait(remaining)
+            taken = (self.pending_ids, self.pending_index)
+            self.pending_ids, self.pending_index = [], []
+            return taken
 
     def _loop(self) -> None:
-        while True:
-            first = self.queue.get()
-            if first is None:
-                return
-            taken = [first]
-            deadline = time.perf_counter() + self.max_wait_s
-            stop = self._gather(taken, first.pairs, deadline)
-            self.dispatch(merge_batches(taken))
-            if stop:
-                return
-
-    def _gather(self, taken: list[Batch], pairs: int, deadline: float) -> bool:
-        """Add queued arrivals to `taken` until the batch is full or the deadline passes. True = shut down."""
-        while pairs < self.batch_size:
-            timeout = deadline - time.perf_counter()
-            try:
-                item = self.queue.get(timeout=timeout) if timeout > 0 else self.queue.get_nowait()
-            except queue.Empty:
-                return False
-            if item is None:
-                return True
-            taken.append(item)
-            pairs += item.pairs
-        return False
+        while (taken := self._take()) is not None:
+            batch = self.make_batch(*taken)
+            for lo, hi in cut_by_pairs(batch.ends - batch.starts, self.batch_size):
+                self.dispatch(Batch(batch.ids[lo:hi], batch.index[lo:hi], batch.starts[lo:hi], batch.ends[lo:hi]))
 
     def stop(self) -> None:
         if self.running:
-            self.running = False
-            self.queue.put(None)
+            with self.cond:
+                self.running = False
+                self.cond.notify()
             self.thread.join()
-
-
-def merge_batches(batches: list[Batch]) -> Batch:
-    if len(batches) == 1:
-        return batches[0]
-    return Batch(*(np.concatenate([getattr(b, f) for b in batches]) for f in ("ids", "index", "starts", "ends")))
 
 
 def make_sut(scenario: str, engine: Engine, qsl: SampleLibrary, settings: dict[str, Any]) -> SUTBase:

@@ -163,6 +163,8 @@ class CpuEngine(Engine):
         numeric, categorical = np.asarray(numeric), np.asarray(categorical)
         self._check_shapes(numeric, categorical)
         out = np.empty(numeric.shape[0], dtype=np.float32)
+        if not numeric.flags.writeable:  # torch warns on read-only memory maps; 52 bytes a pair
+            numeric = numeric.copy()
         with self._lock, torch.inference_mode():
             self._batches(quantize_numeric(numeric), categorical, out)
         return out

@@ -9,9 +9,6 @@ emulation by one step, rarely.) The last top layer ends in fp32 (ReLU, no requan
 
 Two GEMM back ends with the same results up to that rounding order:
 * "int8": torch.ops.onednn.qlinear_pointwise on a prepacked weight (AVX2 vpmaddubsw here; VNNI/AMX elsewhere).
-* "fbgemm": torch.ops.quantized.linear (FBGEMM, per-channel qint8 weights, quint8 activations). Its output clamps
-  at 255, not 127, so each requantized output gets an extra clamp pass; it uses PyTorch's deprecated quantized
-  tensor types.
 * "fp32": an fp32 GEMM on the integer values. Exact, since every partial sum of K <= 1040 products of
   magnitude <= 127 * 127 stays below 2^24. Portable, and the baseline that shows what int8 buys.
 """
@@ -24,7 +21,7 @@ from dlrm_bench.criteo.schema import EMBEDDING_DIM, NUM_INTERACTIONS
 from dlrm_bench.engines.cpu.interaction import END, NEG, POS, TOP_WIDTH
 from dlrm_bench.quant.recipe import NUMERIC_PAD, QuantizedDLRM, QuantLayer
 
-GEMMS = ("int8", "fbgemm", "fp32")
+GEMMS = ("int8", "fp32")
 
 
 def onednn_available() -> bool:
@@ -48,14 +45,9 @@ class Linear:
         self.scale = (w_scale.float() * inv).contiguous()
         self.bias = (bias.float() * inv).contiguous()
         self.shape = tuple(weight.shape)
-        self.zero_points = torch.zeros(weight.shape[0], dtype=torch.int64)
         if gemm == "int8":
+            self.zero_points = torch.zeros(weight.shape[0], dtype=torch.int64)
             self.packed = torch.ops.onednn.qlinear_prepack(weight.contiguous(), None)
-        elif gemm == "fbgemm":
-            torch.backends.quantized.engine = "fbgemm"
-            qweight = torch._make_per_channel_quantized_tensor(weight.contiguous(), self.scale.double(),
-                                                               self.zero_points, 0)
-            self.packed = torch.ops.quantized.linear_prepack(qweight, self.bias)
         else:
             self.weight_t = weight.float().T.contiguous()  # fp32 [K, N]
 
@@ -67,12 +59,6 @@ class Linear:
                                                           [0.0, 127.0], "")
             return torch.ops.onednn.qlinear_pointwise(x, 1.0, 0, self.packed, self.scale, self.zero_points,
                                                       self.bias, 1.0, 0, torch.float32, "relu", [], "")
-        if self.gemm == "fbgemm":
-            if not self.requantize:  # fp32 output (the input is re-quantized with scale 1: exact)
-                return torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(
-                    x.float(), 1.0, 0, self.packed).relu_()
-            y = torch.ops.quantized.linear(torch._make_per_tensor_quantized_tensor(x, 1.0, 0), self.packed, 1.0, 0)
-            return y.int_repr().clamp_(max=127)
         y = torch.mm(x.float(), self.weight_t).mul_(self.scale).add_(self.bias)
         if self.requantize:
             return y.round_().clamp_(0.0, 127.0).to(torch.uint8)

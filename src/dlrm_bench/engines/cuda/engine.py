@@ -33,7 +33,7 @@ TABLE_COPY_ROWS = 1 << 22
 
 def upload_rows(array: np.ndarray, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Copy a (memory-mapped) 2-D array to the device in chunks, never holding a second full host copy."""
-    out = torch.empty(array.shape, dtype=dtype or torch.from_numpy(np.asarray(array[:1])).dtype, device=device)
+    out = torch.empty(array.shape, dtype=dtype or torch.from_numpy(np.array(array[:1])).dtype, device=device)
     for lo in range(0, array.shape[0], TABLE_COPY_ROWS):
         chunk = torch.from_numpy(np.ascontiguousarray(array[lo:lo + TABLE_COPY_ROWS]))
         out[lo:lo + chunk.shape[0]].copy_(chunk)
@@ -50,7 +50,8 @@ class Bundle:
         self.probs = torch.empty(max_pairs, dtype=torch.float32, device=device)
         self.probs_host = torch.empty(max_pairs, dtype=torch.float32, pin_memory=True)
         self.rows = torch.empty(max_pairs, dtype=torch.int64, device=device)
-        self.rows_host = torch.empty(max_pairs, dtype=torch.int64, pin_memory=True)
+        self.ranges = torch.empty(2, max_pairs, dtype=torch.int64, device=device)
+        self.ranges_host = torch.empty(2, max_pairs, dtype=torch.int64, pin_memory=True)
         self.numeric_host = torch.empty(max_pairs, 13, dtype=torch.int8, pin_memory=True)
         self.categorical_host = torch.empty(max_pairs, 26, dtype=torch.int32, pin_memory=True)
         self.numeric = torch.empty(max_pairs, 13, dtype=torch.int8, device=device)
@@ -75,6 +76,7 @@ class CudaEngine(Engine):
         self.bottom = BottomMLP(qm, self.dev)
         self.interaction = Interaction(qm, self.tables, torch.from_numpy(model.table_offsets))
         self.top = TopMLP(qm, self.dev)
+        self.arange = torch.arange(self.max_pairs, dtype=torch.int64, device=self.dev)
         self.bundles: "queue.SimpleQueue[Bundle]" = queue.SimpleQueue()
         for _ in range(max(1, int(settings.get("gpu_num_bundles", 2)))):
             self.bundles.put(Bundle(self.dev, self.max_pairs, self.top.widths))
@@ -117,10 +119,7 @@ class CudaEngine(Engine):
             if span is not None:
                 lo, hi = span
                 return self.numeric_dev[lo:hi], self.categorical_dev[lo:hi], None
-            b.rows_host[:n].copy_(torch.from_numpy(ranges_to_rows(starts, ends)))
-            with torch.cuda.stream(b.stream):
-                b.rows[:n].copy_(b.rows_host[:n], non_blocking=True)
-            return self.numeric_dev, self.categorical_dev, b.rows[:n]
+            return self.numeric_dev, self.categorical_dev, self._device_rows(b, starts, ends, n)
         rows = ranges_to_rows(starts, ends) if span is None else slice(span[0], span[1])
         numeric = self.split.optional("numeric_int8_linear.npy")
         numeric = quantize_numeric(self.split.numeric[rows]) if numeric is None else torch.from_numpy(
@@ -131,6 +130,19 @@ class CudaEngine(Engine):
             b.numeric[:n].copy_(b.numeric_host[:n], non_blocking=True)
             b.categorical[:n].copy_(b.categorical_host[:n], non_blocking=True)
         return b.numeric[:n], b.categorical[:n], None
+
+    def _device_rows(self, b: Bundle, starts: np.ndarray, ends: np.ndarray, n: int) -> torch.Tensor:
+        """Expand the sample ranges into pair row indices on the GPU: only 2 x samples int64 cross the bus.
+        rows[j] = j + (start of j's sample - offset of that sample in the batch)."""
+        k = len(starts)
+        b.ranges_host[0, :k].copy_(torch.from_numpy(starts))
+        b.ranges_host[1, :k].copy_(torch.from_numpy(ends - starts))
+        with torch.cuda.stream(b.stream):
+            b.ranges[:, :k].copy_(b.ranges_host[:, :k], non_blocking=True)
+            first, length = b.ranges[0, :k], b.ranges[1, :k]
+            shift = first - (torch.cumsum(length, 0) - length)
+            torch.add(torch.repeat_interleave(shift, length, output_size=n), self.arange[:n], out=b.rows[:n])
+        return b.rows[:n]
 
     def _submit_chunk(self, starts: np.ndarray, ends: np.ndarray) -> "Future[np.ndarray]":
         n = int((ends - starts).sum())
