@@ -35,11 +35,14 @@ needs_cc = pytest.mark.skipif(native.load_kernel() is None, reason="no C compile
 
 @pytest.fixture(scope="module")
 def random_model() -> dict:
-    """fp32 state_dict, Int8Model (tables in memory) and 3001 random pairs (numeric fp32, categorical int32)."""
+    """fp32 state_dict, Int8Model (tables in memory), 3001 random pairs (numeric fp32, categorical int32) and the
+    FP32 reference engine of the same model."""
     sd, qm, tables, offsets = random_quantized(3, CARDS)
     model = Int8Model(Path("."), qm.table_scales.numpy(), tables.numpy(), offsets.numpy(), qm)
     numeric, categorical = random_inputs(5, 3001, CARDS)
-    return {"sd": sd, "model": model, "numeric": numeric.numpy(), "categorical": categorical.numpy()}
+    reference = ReferenceEngine(DLRM.from_state_dict(sd), "cpu")
+    return {"sd": sd, "model": model, "numeric": numeric.numpy(), "categorical": categorical.numpy(),
+            "reference": reference}
 
 
 def emulated(rm: dict, rows: slice | np.ndarray = slice(None)) -> np.ndarray:
@@ -104,7 +107,7 @@ def test_gemm_backends_agree(random_model) -> None:
 @pytest.mark.parametrize("batch", [1, 7, 999, 1024, 1025])
 def test_close_to_fp32_reference_at_edge_batch_sizes(random_model, batch: int) -> None:
     """1 pair, an odd count, just under / exactly / just over the engine's internal batch (1024)."""
-    reference = ReferenceEngine(DLRM.from_state_dict(random_model["sd"]), "cpu")
+    reference = random_model["reference"]
     engine = CpuEngine(random_model["model"], {"batch_size": 1024})
     numeric, categorical = random_model["numeric"][:batch], random_model["categorical"][:batch]
     want = reference.predict(numeric, categorical)

@@ -92,3 +92,32 @@ def test_top_mlp_matches_emulation(model, batch: int, tma: bool) -> None:
     top(top_in.to(DEVICE), buffers, probs, batch)
     tol = 1e-6 if INTERPRETED else 2e-2
     assert torch.allclose(probs.cpu(), want, atol=tol), float((probs.cpu() - want).abs().max())
+
+
+@pytest.mark.parametrize("part", [0.05, 0.5])
+def test_hot_cold_store_gives_identical_top_input(model, part: float, tmp_path) -> None:
+    """Hot rows on the device, cold rows in (pinned) host memory: the same bytes as all rows on the device."""
+    import numpy as np
+
+    from dlrm_bench.criteo.frequencies import write_row_frequencies
+    from dlrm_bench.engines.cuda.table_store import build_store
+
+    _, qm, tables, offsets = model
+    rng = np.random.default_rng(0)
+    counts = [rng.zipf(1.5, n).astype(np.float64) for n in CARDS]
+    freq_file = tmp_path / "row_frequencies.bin"
+    write_row_frequencies(freq_file, counts)
+    store = build_store(tables.numpy(), part, DEVICE, freq_file, CARDS)
+    assert store.cold is not None and 0 < store.hot.shape[0] < tables.shape[0]
+    batch = 67
+    numeric, cat = random_inputs(5, batch, CARDS)
+    dense = emulate_bottom(qm, quantize_numeric(numeric))
+    outs = []
+    for source in (tables.to(DEVICE), store):
+        top_in = torch.zeros(batch, 512, dtype=torch.int8, device=DEVICE)
+        top_in[:, :128] = dense.to(DEVICE)
+        Interaction(qm, source, offsets)(cat.to(DEVICE), None, batch, top_in)
+        outs.append(top_in.cpu())
+    assert torch.equal(outs[0], outs[1])
+    frac = store.device_lookup_fraction(cat.to(DEVICE), offsets)
+    assert 0.0 < frac <= 1.0

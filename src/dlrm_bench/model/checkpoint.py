@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,9 @@ from dlrm_bench.model.dlrm import reference_shapes
 
 TRUST_ENV = "DLRM_BENCH_TRUST_CHECKPOINT"
 """Set to 1 to allow a full (code-executing) unpickle of checkpoints that need more than the allow-list."""
+
+LARGE_LEGACY_BYTES = 1 << 30
+"""Legacy-format files above this size get a note on stderr: they are read into RAM, not memory-mapped."""
 
 REFERENCE_EXTRA_KEYS = ("epoch", "nepochs", "nbatches", "nbatches_test", "iter", "train_acc", "train_loss",
                         "test_acc", "test_loss", "total_loss", "total_accu", "opt_state_dict")
@@ -120,6 +124,10 @@ def load_checkpoint(path: str | os.PathLike[str], trust: bool | None = None) -> 
         raise UserError(f"{path}: checkpoint not found (`make download_model` fetches tb00_40M.pt; "
                         f"`dlrm-bench train` trains one on a preprocessed dataset)")
     mmap = zipfile.is_zipfile(path)
+    if not mmap and path.stat().st_size > LARGE_LEGACY_BYTES:
+        print(f"note: {path} is in torch's legacy (pre-1.6) format, which cannot be memory-mapped: reading "
+              f"{path.stat().st_size / 2**30:.1f} GiB into memory (re-save it with save_checkpoint to avoid this)",
+              file=sys.stderr)
     obj = _torch_load(path, mmap=mmap, trust=_trusted(trust))
     if not isinstance(obj, dict):
         raise UserError(f"{path}: expected a dict holding 'state_dict', found {type(obj).__name__}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from pathlib import Path
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -23,19 +24,20 @@ from dlrm_bench.criteo.dataset import Split
 from dlrm_bench.engines.base import Engine, chunk_ranges, contiguous_span, ranges_to_rows
 from dlrm_bench.engines.cuda.bottom_mlp import BottomMLP
 from dlrm_bench.engines.cuda.interaction import Interaction
+from dlrm_bench.engines.cuda.table_store import TableStore, build_store
 from dlrm_bench.engines.cuda.top_mlp import TopMLP
 from dlrm_bench.quant.artifacts import Int8Model
 from dlrm_bench.quant.recipe import TOP_INPUT_PAD, quantize_numeric
 
-TABLE_COPY_ROWS = 1 << 22
-"""Rows per host-to-device chunk when uploading the tables (512 MiB)."""
+COPY_ROWS = 1 << 22
+"""Rows per host-to-device chunk when uploading arrays."""
 
 
 def upload_rows(array: np.ndarray, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Copy a (memory-mapped) 2-D array to the device in chunks, never holding a second full host copy."""
     out = torch.empty(array.shape, dtype=dtype or torch.from_numpy(np.array(array[:1])).dtype, device=device)
-    for lo in range(0, array.shape[0], TABLE_COPY_ROWS):
-        chunk = torch.from_numpy(np.ascontiguousarray(array[lo:lo + TABLE_COPY_ROWS]))
+    for lo in range(0, array.shape[0], COPY_ROWS):
+        chunk = torch.from_numpy(np.array(array[lo:lo + COPY_ROWS]))
         out[lo:lo + chunk.shape[0]].copy_(chunk)
     return out
 
@@ -62,7 +64,10 @@ class Bundle:
 class CudaEngine(Engine):
     name = "cuda"
 
-    def __init__(self, model: Int8Model, settings: dict[str, Any]) -> None:
+    def __init__(self, model: Int8Model, settings: dict[str, Any], store: TableStore | None = None,
+                 frequencies_file: Path | None = None) -> None:
+        """store: the tables already on this engine's GPU (another GPU's copy); else built from `model` with
+        `embedding_weights_on_gpu_part` of the rows on the GPU (row_frequencies.bin ranks them)."""
         super().__init__()
         if not torch.cuda.is_available():
             raise RuntimeError("the cuda engine needs a CUDA GPU")
@@ -72,9 +77,12 @@ class CudaEngine(Engine):
         self.max_pairs = int(settings.get("gpu_batch_size", 262144))
         self.start_from_device = bool(settings.get("start_from_device", True))
         qm = model.quantized
-        self.tables = upload_rows(model.tables, self.dev)
+        part = float(settings.get("embedding_weights_on_gpu_part", 1.0))
+        self.store = store or build_store(model.tables, part, self.dev, frequencies_file,
+                                          list(np.diff(np.append(model.table_offsets, model.tables.shape[0]))))
+        self.tables = self.store.hot
         self.bottom = BottomMLP(qm, self.dev)
-        self.interaction = Interaction(qm, self.tables, torch.from_numpy(model.table_offsets))
+        self.interaction = Interaction(qm, self.store, torch.from_numpy(model.table_offsets))
         self.top = TopMLP(qm, self.dev)
         self.arange = torch.arange(self.max_pairs, dtype=torch.int64, device=self.dev)
         self.bundles: "queue.SimpleQueue[Bundle]" = queue.SimpleQueue()
@@ -90,9 +98,14 @@ class CudaEngine(Engine):
     def device(self) -> str:
         return f"{self.dev} ({torch.cuda.get_device_name(self.dev)})"
 
-    def load(self, split: Split) -> None:
+    def load(self, split: Split, resident: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        """Bind the split; with start_from_device its int8 inputs go to the GPU (copied from `resident`, another
+        GPU's copy, when given)."""
         super().load(split)
         if not self.start_from_device:
+            return
+        if resident is not None:
+            self.numeric_dev, self.categorical_dev = (t.to(self.dev) for t in resident)
             return
         numeric = split.optional("numeric_int8_linear.npy")
         if numeric is None:
@@ -206,12 +219,13 @@ class CudaEngine(Engine):
     def describe(self) -> dict[str, Any]:
         return {"engine": self.name, "device": self.device, "precision": "int8",
                 "gpu_batch_size": self.max_pairs, "start_from_device": self.start_from_device,
-                "table_bytes": int(self.tables.numel())}
+                "embedding_weights_on_gpu_part": self.store.gpu_part,
+                "table_bytes_on_gpu": int(self.store.hot.numel())}
 
     def close(self) -> None:
         self.completer.shutdown(wait=True)
         self.numeric_dev = self.categorical_dev = None
-        self.tables = None  # type: ignore[assignment]
+        self.tables = self.store = None  # type: ignore[assignment]
         torch.cuda.empty_cache()
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from dlrm_bench.criteo.schema import EMBEDDING_DIM, NUM_SPARSE
+from dlrm_bench.engines.cuda.table_store import TableStore
 from dlrm_bench.engines.cuda.triton_env import requantize, tl, triton
 from dlrm_bench.quant.recipe import QuantizedDLRM, interaction_multipliers, interaction_pairs
 
@@ -21,14 +22,16 @@ SLOTS = 32
 
 @triton.jit
 def _interaction_kernel(top_ptr, top_stride, cat_ptr, rows_ptr, cat_stride, num_pairs,
-                        tables_ptr, offsets_ptr, mult_ptr, column_ptr,
-                        NUM_TABLES: tl.constexpr, HAS_ROWS: tl.constexpr, BLOCK_P: tl.constexpr,
-                        ITERS: tl.constexpr, NUM_STAGES: tl.constexpr):
+                        tables_ptr, offsets_ptr, mult_ptr, column_ptr, remap_ptr, cold_ptr,
+                        NUM_TABLES: tl.constexpr, HAS_ROWS: tl.constexpr, HAS_COLD: tl.constexpr,
+                        BLOCK_P: tl.constexpr, ITERS: tl.constexpr, NUM_STAGES: tl.constexpr):
     """top: int8 [num_pairs, top_stride] (dense in columns 0..127, dots written to 128..478);
     cat: int32 [*, cat_stride] ids; rows: int64 [num_pairs] (if HAS_ROWS) picks cat's rows;
     tables: int8 [R_total, 128]; offsets: int64 [NUM_TABLES] first row of each table;
     mult: fp32 [32, 32] (s_i * s_j / column scale, recipe.interaction_multipliers); column: int32 [32, 32]
-    (output column of entry (i, j), or -1). Each program handles ITERS blocks of BLOCK_P pairs in a software-
+    (output column of entry (i, j), or -1). HAS_COLD: tables holds only the hot rows; remap (int32 [R_total])
+    gives each global row's place (>= 0 hot row, < 0 row -r-1 of cold, pinned host memory read over the bus).
+    Each program handles ITERS blocks of BLOCK_P pairs in a software-
     pipelined loop (NUM_STAGES), so the gathers of the next block are in flight while this one computes."""
     pid = tl.program_id(0)
     s = tl.arange(0, 32)
@@ -49,7 +52,19 @@ def _interaction_kernel(top_ptr, top_stride, cat_ptr, rows_ptr, cat_stride, num_
         lookup = pmask[:, None] & is_table[None, :]
         ids = tl.load(cat_ptr + r[:, None] * cat_stride + t[None, :], mask=lookup, other=0)
         row = ids.to(tl.int64) + first[None, :]
-        vectors = tl.load(tables_ptr + row[:, :, None] * 128 + d[None, None, :], mask=lookup[:, :, None], other=0)
+        if HAS_COLD:
+            place = tl.load(remap_ptr + row, mask=lookup, other=0)
+            is_hot = place >= 0
+            hot_row = tl.where(is_hot, place, 0).to(tl.int64)
+            cold_row = tl.where(is_hot, 0, -place - 1).to(tl.int64)
+            from_hot = tl.load(tables_ptr + hot_row[:, :, None] * 128 + d[None, None, :],
+                               mask=(lookup & is_hot)[:, :, None], other=0)
+            from_cold = tl.load(cold_ptr + cold_row[:, :, None] * 128 + d[None, None, :],
+                                mask=(lookup & (place < 0))[:, :, None], other=0)
+            vectors = tl.where(is_hot[:, :, None], from_hot, from_cold)
+        else:
+            vectors = tl.load(tables_ptr + row[:, :, None] * 128 + d[None, None, :], mask=lookup[:, :, None],
+                              other=0)
         p64 = p.to(tl.int64)
         dense = tl.load(top_ptr + p64[:, None] * top_stride + d[None, :], mask=pmask[:, None], other=0)
         vectors = tl.where((s == 0)[None, :, None], dense[:, None, :], vectors)
@@ -73,11 +88,13 @@ def interaction_tables(qm: QuantizedDLRM) -> dict[str, torch.Tensor]:
 class Interaction:
     """Device constants for the interaction kernel, and the launcher."""
 
-    def __init__(self, qm: QuantizedDLRM, tables: torch.Tensor, table_offsets: torch.Tensor,
+    def __init__(self, qm: QuantizedDLRM, tables: "torch.Tensor | TableStore", table_offsets: torch.Tensor,
                  block_p: int = 4, num_warps: int = 4, iters: int = 1, num_stages: int = 1) -> None:
-        device = tables.device
+        store = tables if isinstance(tables, TableStore) else TableStore(tables)
+        device = store.device
         self.consts = {k: v.to(device) for k, v in interaction_tables(qm).items()}
-        self.tables = tables
+        self.store = store
+        self.tables = store.hot
         self.offsets = table_offsets.to(device=device, dtype=torch.int64)
         self.block_p, self.num_warps, self.iters, self.num_stages = block_p, num_warps, iters, num_stages
 
@@ -89,5 +106,8 @@ class Interaction:
         _interaction_kernel[grid](
             top_in, top_in.stride(0), categorical, rows if rows is not None else categorical,
             categorical.stride(0), num_pairs, self.tables, self.offsets, self.consts["mult"], self.consts["column"],
-            NUM_TABLES=NUM_SPARSE, HAS_ROWS=rows is not None, BLOCK_P=self.block_p, ITERS=self.iters,
+            self.store.remap if self.store.remap is not None else self.offsets,
+            self.store.cold if self.store.cold is not None else self.tables,
+            NUM_TABLES=NUM_SPARSE, HAS_ROWS=rows is not None, HAS_COLD=self.store.remap is not None,
+            BLOCK_P=self.block_p, ITERS=self.iters,
             NUM_STAGES=self.num_stages, num_warps=self.num_warps)
