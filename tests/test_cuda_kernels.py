@@ -121,3 +121,23 @@ def test_hot_cold_store_gives_identical_top_input(model, part: float, tmp_path) 
     assert torch.equal(outs[0], outs[1])
     frac = store.device_lookup_fraction(cat.to(DEVICE), offsets)
     assert 0.0 < frac <= 1.0
+
+
+@pytest.mark.parametrize("indirect", [False, True])
+def test_packed_ids_are_unpacked_in_the_kernel(model, indirect: bool) -> None:
+    from dlrm_bench.criteo.packing import pack, packing_layout
+
+    _, qm, tables, offsets = model
+    batch = 67
+    numeric, cat = random_inputs(9, batch + 3, CARDS)
+    layout = packing_layout(CARDS)
+    packed = torch.from_numpy(pack(cat.numpy(), layout))
+    rows = torch.randperm(batch + 3)[:batch] if indirect else None
+    dense = emulate_bottom(qm, quantize_numeric(numeric))
+    outs = []
+    for ids, lay in ((cat, None), (packed, layout)):
+        top_in = torch.zeros(batch + 3, 512, dtype=torch.int8, device=DEVICE)
+        top_in[:, :128] = dense.to(DEVICE)
+        Interaction(qm, tables.to(DEVICE), offsets, packing=lay)(ids.to(DEVICE), None if rows is None else rows.to(DEVICE), batch, top_in)
+        outs.append(top_in.cpu())
+    assert torch.equal(outs[0], outs[1])

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from dlrm_bench.criteo.dataset import Split
+from dlrm_bench.criteo.packing import pack, packing_layout
 from dlrm_bench.engines.base import Engine, chunk_ranges, contiguous_span, ranges_to_rows
 from dlrm_bench.engines.cuda.bottom_mlp import BottomMLP
 from dlrm_bench.engines.cuda.interaction import Interaction
@@ -45,7 +46,7 @@ def upload_rows(array: np.ndarray, device: torch.device, dtype: torch.dtype | No
 class Bundle:
     """Buffers and a stream for one batch in flight."""
 
-    def __init__(self, device: torch.device, max_pairs: int, widths: list[int]) -> None:
+    def __init__(self, device: torch.device, max_pairs: int, widths: list[int], cat_width: int = 26) -> None:
         self.stream = torch.cuda.Stream(device)
         self.top_in = torch.zeros(max_pairs, TOP_INPUT_PAD, dtype=torch.int8, device=device)
         self.hidden = [torch.empty(max_pairs, w, dtype=torch.int8, device=device) for w in widths]
@@ -55,9 +56,9 @@ class Bundle:
         self.ranges = torch.empty(2, max_pairs, dtype=torch.int64, device=device)
         self.ranges_host = torch.empty(2, max_pairs, dtype=torch.int64, pin_memory=True)
         self.numeric_host = torch.empty(max_pairs, 13, dtype=torch.int8, pin_memory=True)
-        self.categorical_host = torch.empty(max_pairs, 26, dtype=torch.int32, pin_memory=True)
+        self.categorical_host = torch.empty(max_pairs, cat_width, dtype=torch.int32, pin_memory=True)
         self.numeric = torch.empty(max_pairs, 13, dtype=torch.int8, device=device)
-        self.categorical = torch.empty(max_pairs, 26, dtype=torch.int32, device=device)
+        self.categorical = torch.empty(max_pairs, cat_width, dtype=torch.int32, device=device)
         self.done = torch.cuda.Event()
 
 
@@ -79,19 +80,27 @@ class CudaEngine(Engine):
         qm = model.quantized
         part = float(settings.get("embedding_weights_on_gpu_part", 1.0))
         self.store = store or build_store(model.tables, part, self.dev, frequencies_file,
-                                          list(np.diff(np.append(model.table_offsets, model.tables.shape[0]))))
+                                          [int(c) for c in np.diff(np.append(model.table_offsets,
+                                                                             model.tables.shape[0]))])
         self.tables = self.store.hot
         self.bottom = BottomMLP(qm, self.dev)
-        self.interaction = Interaction(qm, self.store, torch.from_numpy(model.table_offsets))
+        cards = list(np.diff(np.append(model.table_offsets, model.tables.shape[0])))
+        self.packing = packing_layout(cards) if settings.get("compress_categorical_inputs") else None
+        self.interaction = Interaction(qm, self.store, torch.from_numpy(model.table_offsets), packing=self.packing)
         self.top = TopMLP(qm, self.dev)
         self.arange = torch.arange(self.max_pairs, dtype=torch.int64, device=self.dev)
         self.bundles: "queue.SimpleQueue[Bundle]" = queue.SimpleQueue()
         for _ in range(max(1, int(settings.get("gpu_num_bundles", 2)))):
-            self.bundles.put(Bundle(self.dev, self.max_pairs, self.top.widths))
+            self.bundles.put(Bundle(self.dev, self.max_pairs, self.top.widths, 26 if self.packing is None else 16))
         self.completer = ThreadPoolExecutor(max(1, int(settings.get("complete_threads", 1))),
                                             thread_name_prefix="cuda-complete")
         self.numeric_dev: torch.Tensor | None = None
         self.categorical_dev: torch.Tensor | None = None
+        self.host_inputs: tuple[np.ndarray, np.ndarray] | None = None
+        self.check_contiguity = bool(settings.get("check_contiguity", True))
+        self.staging = ThreadPoolExecutor(max(1, int(settings.get("staging_threads", 4))),
+                                          thread_name_prefix="cuda-stage")
+        self.bytes_to_device = 0
         self.lock = threading.Lock()
 
     @property
@@ -102,16 +111,32 @@ class CudaEngine(Engine):
         """Bind the split; with start_from_device its int8 inputs go to the GPU (copied from `resident`, another
         GPU's copy, when given)."""
         super().load(split)
-        if not self.start_from_device:
-            return
-        if resident is not None:
+        if resident is not None and self.start_from_device:
             self.numeric_dev, self.categorical_dev = (t.to(self.dev) for t in resident)
             return
+        self.host_inputs = (self._numeric_int8(split), self._categorical(split))
+        if self.start_from_device:
+            self.numeric_dev = upload_rows(self.host_inputs[0], self.dev)
+            self.categorical_dev = upload_rows(self.host_inputs[1], self.dev)
+
+    @staticmethod
+    def _numeric_int8(split: Split) -> np.ndarray:
+        """int8 [N, 13]: numeric_int8_linear.npy, or quantized from numeric_fp32 once."""
         numeric = split.optional("numeric_int8_linear.npy")
-        if numeric is None:
-            numeric = quantize_numeric(split.numeric).numpy()
-        self.numeric_dev = upload_rows(numeric, self.dev)
-        self.categorical_dev = upload_rows(split.categorical, self.dev)
+        return quantize_numeric(split.numeric).numpy() if numeric is None else numeric
+
+    def _categorical(self, split: Split) -> np.ndarray:
+        """int32 [N, 26] ids, or [N, 16] packed words with compress_categorical_inputs (the split's
+        categorical_int32_compressed.npy, else packed here once)."""
+        if self.packing is None:
+            return split.categorical
+        packed = split.optional("categorical_int32_compressed.npy")
+        if packed is not None:
+            return packed
+        out = np.empty((len(split), 16), dtype=np.int32)
+        for lo in range(0, len(split), COPY_ROWS):
+            out[lo:lo + COPY_ROWS] = pack(np.asarray(split.categorical[lo:lo + COPY_ROWS]), self.packing)
+        return out
 
     def _run(self, b: Bundle, numeric: torch.Tensor, categorical: torch.Tensor, rows: torch.Tensor | None,
              n: int) -> None:
@@ -133,16 +158,33 @@ class CudaEngine(Engine):
                 lo, hi = span
                 return self.numeric_dev[lo:hi], self.categorical_dev[lo:hi], None
             return self.numeric_dev, self.categorical_dev, self._device_rows(b, starts, ends, n)
-        rows = ranges_to_rows(starts, ends) if span is None else slice(span[0], span[1])
-        numeric = self.split.optional("numeric_int8_linear.npy")
-        numeric = quantize_numeric(self.split.numeric[rows]) if numeric is None else torch.from_numpy(
-            np.ascontiguousarray(numeric[rows]))
-        b.numeric_host[:n].copy_(numeric)
-        b.categorical_host[:n].copy_(torch.from_numpy(np.ascontiguousarray(self.split.categorical[rows])))
+        return self._staged(b, starts, ends, n, span)
+
+    def _staged(self, b: Bundle, starts: np.ndarray, ends: np.ndarray, n: int,
+                span: tuple[int, int] | None) -> tuple[torch.Tensor, torch.Tensor, None]:
+        """Host-staged inputs: contiguous samples (check_contiguity) go straight from the memory map to the GPU;
+        others are gathered into the bundle's pinned buffers by `staging_threads` workers, then copied."""
+        numeric_src, cat_src = self.host_inputs
+        width = cat_src.shape[1]
         with torch.cuda.stream(b.stream):
-            b.numeric[:n].copy_(b.numeric_host[:n], non_blocking=True)
-            b.categorical[:n].copy_(b.categorical_host[:n], non_blocking=True)
+            if span is not None and self.check_contiguity:
+                lo, hi = span
+                b.numeric[:n].copy_(torch.from_numpy(np.array(numeric_src[lo:hi])))
+                b.categorical[:n].copy_(torch.from_numpy(np.array(cat_src[lo:hi])))
+            else:
+                rows = ranges_to_rows(starts, ends)
+                self._gather_pinned(rows, numeric_src, b.numeric_host[:n].numpy())
+                self._gather_pinned(rows, cat_src, b.categorical_host[:n].numpy())
+                b.numeric[:n].copy_(b.numeric_host[:n], non_blocking=True)
+                b.categorical[:n].copy_(b.categorical_host[:n], non_blocking=True)
+        self.bytes_to_device += n * (numeric_src.shape[1] + 4 * width)
         return b.numeric[:n], b.categorical[:n], None
+
+    def _gather_pinned(self, rows: np.ndarray, source: np.ndarray, out: np.ndarray) -> None:
+        """out[i] = source[rows[i]], split across the staging workers (numpy's take releases the GIL)."""
+        pieces = np.array_split(np.arange(len(rows)), max(1, min(self.staging.max_workers, len(rows) // 4096)))
+        list(self.staging.map(lambda idx: np.take(source, rows[idx], axis=0, out=out[idx[0]:idx[-1] + 1])
+                              if len(idx) else None, pieces))
 
     def _device_rows(self, b: Bundle, starts: np.ndarray, ends: np.ndarray, n: int) -> torch.Tensor:
         """Expand the sample ranges into pair row indices on the GPU: only 2 x samples int64 cross the bus.
@@ -198,7 +240,8 @@ class CudaEngine(Engine):
             b = self.bundles.get()
             try:
                 x = quantize_numeric(numeric[lo:hi]).to(self.dev)
-                c = torch.from_numpy(np.ascontiguousarray(categorical[lo:hi], dtype=np.int32)).to(self.dev)
+                ids = np.ascontiguousarray(categorical[lo:hi], dtype=np.int32)
+                c = torch.from_numpy(ids if self.packing is None else pack(ids, self.packing)).to(self.dev)
                 torch.cuda.current_stream(self.dev).synchronize()
                 self._run(b, x, c, None, hi - lo)
                 b.done.synchronize()
@@ -220,10 +263,12 @@ class CudaEngine(Engine):
         return {"engine": self.name, "device": self.device, "precision": "int8",
                 "gpu_batch_size": self.max_pairs, "start_from_device": self.start_from_device,
                 "embedding_weights_on_gpu_part": self.store.gpu_part,
+                "compress_categorical_inputs": self.packing is not None, "bytes_to_device": self.bytes_to_device,
                 "table_bytes_on_gpu": int(self.store.hot.numel())}
 
     def close(self) -> None:
         self.completer.shutdown(wait=True)
+        self.staging.shutdown(wait=True)
         self.numeric_dev = self.categorical_dev = None
         self.tables = self.store = None  # type: ignore[assignment]
         torch.cuda.empty_cache()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from dlrm_bench.criteo.schema import EMBEDDING_DIM, NUM_SPARSE
+from dlrm_bench.criteo.packing import PackingLayout
 from dlrm_bench.engines.cuda.table_store import TableStore
 from dlrm_bench.engines.cuda.triton_env import requantize, tl, triton
 from dlrm_bench.quant.recipe import QuantizedDLRM, interaction_multipliers, interaction_pairs
@@ -22,8 +23,9 @@ SLOTS = 32
 
 @triton.jit
 def _interaction_kernel(top_ptr, top_stride, cat_ptr, rows_ptr, cat_stride, num_pairs,
-                        tables_ptr, offsets_ptr, mult_ptr, column_ptr, remap_ptr, cold_ptr,
+                        tables_ptr, offsets_ptr, mult_ptr, column_ptr, remap_ptr, cold_ptr, unpack_ptr,
                         NUM_TABLES: tl.constexpr, HAS_ROWS: tl.constexpr, HAS_COLD: tl.constexpr,
+                        PACKED: tl.constexpr,
                         BLOCK_P: tl.constexpr, ITERS: tl.constexpr, NUM_STAGES: tl.constexpr):
     """top: int8 [num_pairs, top_stride] (dense in columns 0..127, dots written to 128..478);
     cat: int32 [*, cat_stride] ids; rows: int64 [num_pairs] (if HAS_ROWS) picks cat's rows;
@@ -31,6 +33,8 @@ def _interaction_kernel(top_ptr, top_stride, cat_ptr, rows_ptr, cat_stride, num_
     mult: fp32 [32, 32] (s_i * s_j / column scale, recipe.interaction_multipliers); column: int32 [32, 32]
     (output column of entry (i, j), or -1). HAS_COLD: tables holds only the hot rows; remap (int32 [R_total])
     gives each global row's place (>= 0 hot row, < 0 row -r-1 of cold, pinned host memory read over the bus).
+    PACKED: cat holds the 16-word compressed ids (criteo/packing.py); unpack: int64 [4, 32] per slot (word,
+    shift, width mask, straddles) and each id is unpacked here, in registers.
     Each program handles ITERS blocks of BLOCK_P pairs in a software-
     pipelined loop (NUM_STAGES), so the gathers of the next block are in flight while this one computes."""
     pid = tl.program_id(0)
@@ -50,7 +54,17 @@ def _interaction_kernel(top_ptr, top_stride, cat_ptr, rows_ptr, cat_stride, num_
         else:
             r = p.to(tl.int64)
         lookup = pmask[:, None] & is_table[None, :]
-        ids = tl.load(cat_ptr + r[:, None] * cat_stride + t[None, :], mask=lookup, other=0)
+        if PACKED:
+            word = tl.load(unpack_ptr + s)
+            shift = tl.load(unpack_ptr + 32 + s)
+            width_mask = tl.load(unpack_ptr + 64 + s)
+            straddle = tl.load(unpack_ptr + 96 + s) != 0
+            base = cat_ptr + r[:, None] * cat_stride + word[None, :]
+            lo = tl.load(base, mask=lookup, other=0).to(tl.int64) & 0xFFFFFFFF
+            hi = tl.load(base + 1, mask=lookup & straddle[None, :], other=0).to(tl.int64) & 0xFFFFFFFF
+            ids = ((lo >> shift[None, :]) | (hi << (32 - shift[None, :]))) & width_mask[None, :]
+        else:
+            ids = tl.load(cat_ptr + r[:, None] * cat_stride + t[None, :], mask=lookup, other=0)
         row = ids.to(tl.int64) + first[None, :]
         if HAS_COLD:
             place = tl.load(remap_ptr + row, mask=lookup, other=0)
@@ -85,11 +99,24 @@ def interaction_tables(qm: QuantizedDLRM) -> dict[str, torch.Tensor]:
     return {"mult": mult, "column": column}
 
 
+def unpack_table(layout: PackingLayout) -> torch.Tensor:
+    """int64 [4, 32]: per slot (1..26 = tables) the packed word, bit shift, width mask and whether the field
+    straddles into the next word."""
+    table = torch.zeros(4, SLOTS, dtype=torch.int64)
+    for t in range(NUM_SPARSE):
+        table[0, t + 1] = layout.word(t)
+        table[1, t + 1] = layout.shift(t)
+        table[2, t + 1] = (1 << layout.widths[t]) - 1
+        table[3, t + 1] = int(layout.straddles(t))
+    return table
+
+
 class Interaction:
     """Device constants for the interaction kernel, and the launcher."""
 
     def __init__(self, qm: QuantizedDLRM, tables: "torch.Tensor | TableStore", table_offsets: torch.Tensor,
-                 block_p: int = 4, num_warps: int = 4, iters: int = 1, num_stages: int = 1) -> None:
+                 block_p: int = 4, num_warps: int = 4, iters: int = 1, num_stages: int = 1,
+                 packing: PackingLayout | None = None) -> None:
         store = tables if isinstance(tables, TableStore) else TableStore(tables)
         device = store.device
         self.consts = {k: v.to(device) for k, v in interaction_tables(qm).items()}
@@ -97,17 +124,21 @@ class Interaction:
         self.tables = store.hot
         self.offsets = table_offsets.to(device=device, dtype=torch.int64)
         self.block_p, self.num_warps, self.iters, self.num_stages = block_p, num_warps, iters, num_stages
+        self.unpack = unpack_table(packing).to(device) if packing is not None else None
 
     def __call__(self, categorical: torch.Tensor, rows: torch.Tensor | None, num_pairs: int,
                  top_in: torch.Tensor) -> None:
-        """categorical: int32 [N, 26]; rows: int64 [num_pairs] or None; top_in: int8 [>= num_pairs, 512] holding
-        the dense vector in columns 0..127; columns 128..478 are written."""
+        """categorical: int32 [N, 26] (or [N, 16] packed, when built with a packing layout); rows: int64
+        [num_pairs] or None; top_in: int8 [>= num_pairs, 512] holding the dense vector in columns 0..127;
+        columns 128..478 are written."""
         grid = (triton.cdiv(num_pairs, self.block_p * self.iters),)
         _interaction_kernel[grid](
             top_in, top_in.stride(0), categorical, rows if rows is not None else categorical,
             categorical.stride(0), num_pairs, self.tables, self.offsets, self.consts["mult"], self.consts["column"],
             self.store.remap if self.store.remap is not None else self.offsets,
             self.store.cold if self.store.cold is not None else self.tables,
+            self.unpack if self.unpack is not None else self.offsets,
             NUM_TABLES=NUM_SPARSE, HAS_ROWS=rows is not None, HAS_COLD=self.store.remap is not None,
+            PACKED=self.unpack is not None,
             BLOCK_P=self.block_p, ITERS=self.iters,
             NUM_STAGES=self.num_stages, num_warps=self.num_warps)
