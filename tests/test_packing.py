@@ -84,3 +84,16 @@ def test_torch_unpack_matches_numpy():
     ids = random_ids(CRITEO_TB_CARDINALITIES, 1000, seed=3)
     out = unpack_torch(torch.from_numpy(pack(ids, layout)), layout)
     np.testing.assert_array_equal(out.numpy(), ids)
+
+
+def test_pack_torch_matches_numpy_pack() -> None:
+    import torch
+
+    from dlrm_bench.criteo.packing import pack, pack_torch, packing_layout
+    from dlrm_bench.criteo.schema import CRITEO_TB_CARDINALITIES
+
+    rng = np.random.default_rng(3)
+    ids = np.stack([rng.integers(0, c, 1000) for c in CRITEO_TB_CARDINALITIES], 1).astype(np.int32)
+    ids[0] = np.array(CRITEO_TB_CARDINALITIES) - 1  # every field at its widest value
+    layout = packing_layout(CRITEO_TB_CARDINALITIES)
+    np.testing.assert_array_equal(pack_torch(torch.from_numpy(ids), layout).numpy(), pack(ids, layout))

@@ -149,3 +149,17 @@ def unpack_torch(packed: Any, layout: PackingLayout) -> Any:
             v = v | (words[:, w + 1] << (32 - s))
         cols.append(v & ((1 << width) - 1))
     return torch.stack(cols, dim=1)
+
+
+def pack_torch(ids: Any, layout: PackingLayout) -> Any:
+    """torch int [N, T] ids (any device) -> int32 [N, 16]; the same bits as `pack` (ids must be in range)."""
+    import torch
+
+    words = torch.zeros(ids.shape[0], PACKED_WORDS, dtype=torch.int64, device=ids.device)
+    for t in range(len(layout.widths)):
+        w, s = layout.word(t), layout.shift(t)
+        v = ids[:, t].to(torch.int64)
+        words[:, w] |= (v << s) & 0xFFFFFFFF
+        if layout.straddles(t):
+            words[:, w + 1] |= v >> (32 - s)
+    return torch.where(words >= 2 ** 31, words - 2 ** 32, words).to(torch.int32)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from dlrm_bench.criteo.dataset import Split
-from dlrm_bench.criteo.packing import pack, packing_layout
+from dlrm_bench.criteo.packing import pack, pack_torch, packing_layout
 from dlrm_bench.engines.base import Engine, chunk_ranges, contiguous_span, ranges_to_rows
 from dlrm_bench.engines.cuda.bottom_mlp import BottomMLP
 from dlrm_bench.engines.cuda.interaction import Interaction
@@ -135,7 +135,8 @@ class CudaEngine(Engine):
             return packed
         out = np.empty((len(split), 16), dtype=np.int32)
         for lo in range(0, len(split), COPY_ROWS):
-            out[lo:lo + COPY_ROWS] = pack(np.asarray(split.categorical[lo:lo + COPY_ROWS]), self.packing)
+            ids = torch.from_numpy(np.array(split.categorical[lo:lo + COPY_ROWS])).to(self.dev)
+            out[lo:lo + ids.shape[0]] = pack_torch(ids, self.packing).cpu().numpy()
         return out
 
     def _run(self, b: Bundle, numeric: torch.Tensor, categorical: torch.Tensor, rows: torch.Tensor | None,
