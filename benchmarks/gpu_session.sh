@@ -4,6 +4,7 @@
 # preset : dlrm-bench make-random-preset (criteo-tb-random: 89,137,319 test pairs + 24 GB int8 model) under build/
 # tests  : the GPU tests (kernels, engine, harness)
 # bench  : benchmarks/bench_cuda.py --tune (kernels vs roofline, tile configurations)
+# hotcold: benchmarks/bench_hot_cold.py (embedding_weights_on_gpu_part sweep, host-staged inputs +- compression)
 # offline, server : LoadGen PerformanceOnly runs of the cuda engine on criteo-tb-random (MIN_DURATION seconds)
 # Wheels missing on the machine (mlcommons-loadgen) are taken from .whl/ if present.
 set -uo pipefail
@@ -26,7 +27,10 @@ if has preset; then
   start=$(date +%s); dlrm make-random-preset 2>&1 | grep -v "it/s\]" | tail -5 | tee -a "$OUT/session.log"; echo "preset: $(( $(date +%s) - start )) s" | tee -a "$OUT/session.log"
 fi
 if has tests; then
-  timeout 400 python3 -m pytest -q -x -p no:cacheprovider tests/test_cuda_kernels.py tests/test_cuda_engine.py 2>&1 | tail -4 | tee -a "$OUT/session.log"
+  timeout 400 python3 -m pytest -q -x -p no:cacheprovider tests/test_cuda_kernels.py tests/test_cuda_engine.py tests/test_packing.py 2>&1 | tail -15 | tee -a "$OUT/session.log"
+fi
+if has hotcold; then
+  timeout 400 python3 benchmarks/bench_hot_cold.py --out "$OUT" 2>&1 | grep -v "it/s\]" | tail -12 | tee -a "$OUT/session.log"
 fi
 if has bench; then
   timeout 300 python3 benchmarks/bench_cuda.py ${BENCH_ARGS:---tune --batches 262144} --out "$OUT" 2>&1 | tail -22 | tee -a "$OUT/session.log"
