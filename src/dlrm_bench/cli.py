@@ -1,6 +1,8 @@
 """`dlrm-bench`: argument parsing only. Each subcommand hands its arguments to one function elsewhere.
 
 A `UserError` from any command is printed as one line on stderr and exits with status 2; Ctrl-C exits 130.
+Long steps (preprocess, generate-data, generate-engines, make-random-preset, train) first pass a preflight
+check of free disk and RAM (dlrm_bench.preflight).
 """
 
 from __future__ import annotations
@@ -24,6 +26,27 @@ def _add_dataset_args(p: argparse.ArgumentParser) -> None:
                    help="a preprocessed dataset folder (overrides --dataset's default location)")
     p.add_argument("--model", type=Path, default=None,
                    help="checkpoint (.pt); default: build/models/dlrm/<tb00_40M|dataset>.pt")
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    """The flags of `run` (shared with `audit`, so both take the same RUN_ARGS)."""
+    _add_dataset_args(p)
+    p.add_argument("--benchmarks", default="dlrm")
+    p.add_argument("--scenarios", default="Offline", help="Offline, Server, SingleStream, comma-separated")
+    p.add_argument("--config_ver", "--config-ver", dest="config_ver", default="default",
+                   help="default, high_accuracy, triton, high_accuracy_triton, comma-separated")
+    p.add_argument("--test_mode", "--test-mode", dest="test_mode", default="PerformanceOnly,AccuracyOnly",
+                   help="PerformanceOnly, AccuracyOnly, comma-separated")
+    p.add_argument("--engine", default=None, help="reference, cpu or cuda (default: the fastest this machine has)")
+    p.add_argument("--min_duration", "--min-duration", dest="min_duration", type=float, default=None,
+                   help="seconds (MLPerf: 600); shorter runs are marked as such in the summary")
+    p.add_argument("--min_query_count", "--min-query-count", dest="min_query_count", type=int, default=None)
+    p.add_argument("--server_target_qps", "--server-target-qps", dest="server_target_qps", type=float, default=None)
+    p.add_argument("--offline_expected_qps", "--offline-expected-qps", dest="offline_expected_qps", type=float,
+                   default=None)
+    p.add_argument("--log_dir", "--log-dir", dest="log_dir", type=Path, default=None,
+                   help="root of the log tree (default: build/logs)")
+    p.add_argument("--config", type=Path, default=None, help="a config.json to use instead of configs/dlrm/...")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -88,25 +111,30 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func="dlrm_bench.model.train:main")
 
     p = sub.add_parser("run", help="run the benchmark through LoadGen (what `make run` calls)")
-    _add_dataset_args(p)
-    p.add_argument("--benchmarks", default="dlrm")
-    p.add_argument("--scenarios", default="Offline", help="Offline, Server, SingleStream, comma-separated")
-    p.add_argument("--config_ver", "--config-ver", dest="config_ver", default="default",
-                   help="default, high_accuracy, triton, high_accuracy_triton, comma-separated")
-    p.add_argument("--test_mode", "--test-mode", dest="test_mode", default="PerformanceOnly,AccuracyOnly",
-                   help="PerformanceOnly, AccuracyOnly, comma-separated")
-    p.add_argument("--engine", default=None, help="reference, cpu or cuda (default: the fastest this machine has)")
-    p.add_argument("--min_duration", "--min-duration", dest="min_duration", type=float, default=None,
-                   help="seconds (MLPerf: 600); shorter runs are marked as such in the summary")
-    p.add_argument("--min_query_count", "--min-query-count", dest="min_query_count", type=int, default=None)
-    p.add_argument("--server_target_qps", "--server-target-qps", dest="server_target_qps", type=float, default=None)
-    p.add_argument("--offline_expected_qps", "--offline-expected-qps", dest="offline_expected_qps", type=float,
-                   default=None)
-    p.add_argument("--log_dir", "--log-dir", dest="log_dir", type=Path, default=None,
-                   help="root of the log tree (default: build/logs)")
-    p.add_argument("--config", type=Path, default=None, help="a config.json to use instead of configs/dlrm/...")
+    _add_run_args(p)
     p.add_argument("--audit", type=Path, default=None, help="an audit.config for compliance tests")
     p.set_defaults(func="dlrm_bench.harness.runner:main")
+
+    p = sub.add_parser("audit", help="MLPerf compliance tests TEST01 / TEST05 with the same flags as `run`")
+    _add_run_args(p)
+    p.add_argument("--test", default="TEST01,TEST05", help="TEST01, TEST05, comma-separated")
+    p.add_argument("--results", type=Path, default=None,
+                   help="a log folder holding the PerformanceOnly / AccuracyOnly runs to compare against "
+                        "(default: run them now, into the same log folder)")
+    p.set_defaults(func="dlrm_bench.compliance:main")
+
+    p = sub.add_parser("report", help="one results table over every run in a log folder (+ plots)")
+    p.add_argument("log_dir", type=Path, nargs="?", default=None, help="default: build/logs/latest")
+    p.add_argument("--no-plots", dest="plots", action="store_false", help="do not (re)draw missing plots")
+    p.set_defaults(func="dlrm_bench.report:main")
+
+    p = sub.add_parser("download-model", help="fetch tb00_40M.pt (resumable, MD5-checked)")
+    p.add_argument("--url", default=None, help="default: MLCommons' public URL of tb00_40M.pt")
+    p.add_argument("--output", type=Path, default=None, help="default: build/models/dlrm/tb00_40M.pt")
+    p.add_argument("--md5", default=None, help="expected MD5 (default: tb00_40M.pt's)")
+    p.add_argument("--retries", type=int, default=5, help="automatic resumes after a dropped connection")
+    p.add_argument("--force", action="store_true", help="replace an existing file that is not the expected one")
+    p.set_defaults(func="dlrm_bench.download:main")
 
     p = sub.add_parser("generate-engines", help="split the checkpoint into int8 tables + MLP file (reused if current)")
     _add_dataset_args(p)
@@ -134,6 +162,7 @@ def _resolve(target: str) -> Callable[[argparse.Namespace], int | None]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        _resolve("dlrm_bench.preflight:run")(args)
         status = _resolve(args.func)(args)
     except UserError as exc:
         print(f"dlrm-bench {args.command}: error: {exc}", file=sys.stderr)

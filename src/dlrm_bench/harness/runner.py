@@ -13,6 +13,7 @@ import numpy as np
 
 from dlrm_bench import accuracy
 from dlrm_bench.atomic import save_json, save_text
+from dlrm_bench.compliance import apply_audit_settings
 from dlrm_bench.criteo.dataset import DatasetMeta, Split, open_partition, open_split
 from dlrm_bench.criteo.schema import ACCURACY_TARGETS
 from dlrm_bench.engines import create_engine, default_engine, engine_available
@@ -26,6 +27,7 @@ from dlrm_bench.harness.qsl import SampleLibrary
 from dlrm_bench.harness.sut import make_sut
 from dlrm_bench.harness.system import SystemInfo, detect_system
 from dlrm_bench.paths import logs_dir
+from dlrm_bench.plots import save_timeline, write_run_plots
 from dlrm_bench.report import results_table
 from dlrm_bench.workflow import resolve_inputs
 
@@ -89,12 +91,15 @@ def run_loadgen(ctx: RunContext, engine: Engine, scenario: str, mode: str, setti
     """One LoadGen test; returns the measured numbers."""
     qsl_count = min(int(ctx.rules["performance_sample_count"]), len(ctx.offsets) - 1)
     ts = build_test_settings(scenario, mode, settings, len(ctx.offsets) - 1, ctx.overrides, ctx.rules)
+    if ctx.audit:
+        apply_audit_settings(ts, ctx.audit, scenario)  # the test05 keys LoadGen 6 does not take from the file
     audit = ctx.audit if ctx.audit else out / "no-audit.config"
     with SampleLibrary(ctx.split, ctx.offsets, qsl_count) as qsl, make_sut(scenario, engine, qsl, settings) as sut:
         t0 = time.perf_counter()
         lg.StartTestWithLogSettings(sut.handle, qsl.handle, ts, log_settings(out), str(audit))
         wall = time.perf_counter() - t0
     counters = sut.counters
+    save_timeline(out, counters.timeline, t0)
     if counters.errors:
         raise UserError(f"{engine.name} engine failed during the {scenario} run: {counters.errors[0]}")
     metrics = loadgen_metrics(read_detail_log(out / "mlperf_log_detail.txt"), scenario)
@@ -126,14 +131,15 @@ def score_accuracy(ctx: RunContext, out: Path, config_ver: str) -> dict[str, Any
 
 
 def run_one(ctx: RunContext, engines: EngineCache, args: argparse.Namespace, scenario: str, config_ver: str,
-            mode: str) -> dict[str, Any]:
+            mode: str, label: str | None = None) -> dict[str, Any]:
+    """One LoadGen test into its run folder (named `label`, e.g. TEST01, instead of `mode` when given)."""
     if config_ver.endswith("triton"):
         raise UserError(f"config_ver {config_ver} (Triton Inference Server) is not implemented yet")
     settings = cfg.scenario_settings(scenario, config_ver, args.engine, ctx.system, args.config)
     name = pick_engine(args.engine, settings)
     engine = engines.get(name, config_ver, settings)
-    out = run_dir(ctx.root, ctx.system.system_id, scenario, config_ver, mode)
-    print(f"--- {scenario} {config_ver} {mode} ({name} engine) -> {out}", flush=True)
+    out = run_dir(ctx.root, ctx.system.system_id, scenario, config_ver, label or mode)
+    print(f"--- {scenario} {config_ver} {label or mode} ({name} engine) -> {out}", flush=True)
     result: dict[str, Any] = {
         "scenario": scenario, "config_ver": config_ver, "test_mode": mode, "engine": name,
         "device": engine.device, "system": ctx.system.system_id, "system_description": ctx.system.describe(),
@@ -141,10 +147,13 @@ def run_one(ctx: RunContext, engines: EngineCache, args: argparse.Namespace, sce
         "auc": None, "auc_fp32_reference": None, "auc_ratio": None, "accuracy_target": target_fraction(config_ver),
         "accuracy_passed": None, "settings": settings, "engine_info": engine.describe(),
     }
+    if label:
+        result["compliance_test"] = label
     result.update(run_loadgen(ctx, engine, scenario, mode, settings, out))
     if mode == "AccuracyOnly":
         result.update(score_accuracy(ctx, out, config_ver))
     save_json(out / "result.json", result)
+    write_run_plots(out, result)
     return result
 
 

@@ -39,17 +39,21 @@ class Batch:
 
 @dataclass
 class Counters:
+    """Totals, plus one (perf_counter time, samples, pairs) entry per completed batch (for the throughput plot)."""
+
     samples: int = 0
     pairs: int = 0
     batches: int = 0
     errors: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    timeline: list[tuple[float, int, int]] = field(default_factory=list)
 
     def add(self, batch: Batch) -> None:
         with self.lock:
             self.samples += len(batch.ids)
             self.pairs += batch.pairs
             self.batches += 1
+            self.timeline.append((time.perf_counter(), len(batch.ids), batch.pairs))
 
 
 class Completer:

@@ -98,7 +98,8 @@ class CudaEngine(Engine):
         self.categorical_dev: torch.Tensor | None = None
         self.host_inputs: tuple[np.ndarray, np.ndarray] | None = None
         self.check_contiguity = bool(settings.get("check_contiguity", True))
-        self.staging = ThreadPoolExecutor(max(1, int(settings.get("staging_threads", 4))),
+        self.staging_threads = max(1, int(settings.get("staging_threads", 4)))
+        self.staging = ThreadPoolExecutor(self.staging_threads,
                                           thread_name_prefix="cuda-stage")
         self.bytes_to_device = 0
         self.lock = threading.Lock()
@@ -183,7 +184,7 @@ class CudaEngine(Engine):
 
     def _gather_pinned(self, rows: np.ndarray, source: np.ndarray, out: np.ndarray) -> None:
         """out[i] = source[rows[i]], split across the staging workers (numpy's take releases the GIL)."""
-        pieces = np.array_split(np.arange(len(rows)), max(1, min(self.staging.max_workers, len(rows) // 4096)))
+        pieces = np.array_split(np.arange(len(rows)), max(1, min(self.staging_threads, len(rows) // 4096)))
         list(self.staging.map(lambda idx: np.take(source, rows[idx], axis=0, out=out[idx[0]:idx[-1] + 1])
                               if len(idx) else None, pieces))
 
