@@ -30,7 +30,7 @@ if has tests; then
   timeout 400 python3 -m pytest -q -x -p no:cacheprovider tests/test_cuda_kernels.py tests/test_cuda_engine.py tests/test_packing.py 2>&1 | tail -15 | tee -a "$OUT/session.log"
 fi
 if has hotcold; then
-  timeout 400 python3 benchmarks/bench_hot_cold.py --out "$OUT" 2>&1 | grep -v "it/s\]" | tail -12 | tee -a "$OUT/session.log"
+  timeout 400 python3 benchmarks/bench_hot_cold.py --out "$OUT" 2>&1 | grep -v "it/s\]" | tail -30 | tee -a "$OUT/session.log"
 fi
 if has bench; then
   timeout 300 python3 benchmarks/bench_cuda.py ${BENCH_ARGS:---tune --batches 262144} --out "$OUT" 2>&1 | tail -22 | tee -a "$OUT/session.log"
