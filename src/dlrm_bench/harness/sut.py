@@ -1,7 +1,7 @@
 """Systems under test: batch LoadGen's samples into pair batches for an engine, hand results back to LoadGen.
 
-Offline: the whole query is sorted by sample index (adjacent samples become contiguous pair ranges) and cut into
-batches of at most `batch_size` pairs, with `inflight_batches` batches in the engine at once.
+Offline: the whole query is cut, in LoadGen's order, into batches of at most `batch_size` pairs, with
+`inflight_batches` batches in the engine at once.
 Server and SingleStream: a batcher thread takes queued samples until `batch_size` pairs or `server_max_wait_ms`
 after the oldest one (0 ms: take what is queued now), so latency stays bounded.
 Completion threads (`complete_threads`) build the responses: one float32 prediction per pair of each sample, from
@@ -154,11 +154,10 @@ class OfflineSUT(SUTBase):
         self.thread.start()
 
     def _run(self, query: Batch) -> None:
-        order = np.argsort(query.index, kind="stable")
-        ids, index = query.ids[order], query.index[order]
-        starts, ends = query.starts[order], query.ends[order]
-        for lo, hi in cut_by_pairs(ends - starts, self.batch_size):
-            self.dispatch(Batch(ids[lo:hi], index[lo:hi], starts[lo:hi], ends[lo:hi]))
+        """Cut the query in LoadGen's order (no sort: the engine gathers rows on the device either way, and the
+        first batch starts at once) into batches of at most batch_size pairs."""
+        for lo, hi in cut_by_pairs(query.ends - query.starts, self.batch_size):
+            self.dispatch(Batch(query.ids[lo:hi], query.index[lo:hi], query.starts[lo:hi], query.ends[lo:hi]))
 
     def stop(self) -> None:
         if self.thread is not None:
