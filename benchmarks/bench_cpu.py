@@ -150,11 +150,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pairs", type=int, default=65536, help="pairs per repeat for the cpu engine")
     p.add_argument("--reference-pairs", type=int, default=16384, help="pairs per repeat for the reference")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--threads", type=int, default=0, help="0 = every core")
+    p.add_argument("--threads", type=int, default=0,
+                   help="0 = every core (torch's thread count is process-wide: the reference runs with it too)")
     p.add_argument("--batch-size", type=int, default=16384, help="cpu engine pairs per internal batch")
     p.add_argument("--gemms", default="int8",
-                   help="cpu engine GEMM back ends to time, comma-separated (int8 = oneDNN, fp32 = exact fp32 GEMMs); the first is "
-                        "profiled and is the 'cpu' row")
+                   help="cpu engine GEMM back ends to time, comma-separated (int8 = oneDNN, fp32 = exact fp32 "
+                        "GEMMs); the first is profiled and is the 'cpu' row")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
 
@@ -166,8 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     gemms = [g.strip() for g in args.gemms.split(",") if g.strip()]
     engines: dict[str, Engine] = {"reference": create_engine("reference", model_path, meta, {"device": "cpu"})}
     for i, gemm in enumerate(gemms):
-        engines["cpu" if i == 0 else f"cpu[{gemm}]"] = create_engine("cpu", model_path, meta,
-                                                                     {**settings, "gemm": gemm})
+        name = "cpu" if i == 0 else f"cpu[{gemm}]"
+        engines[name] = create_engine("cpu", model_path, meta, {**settings, "gemm": gemm})
     counts = {name: pairs for name in engines}
     counts["reference"] = min(args.reference_pairs, pairs)
     for engine in engines.values():

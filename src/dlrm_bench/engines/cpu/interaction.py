@@ -61,6 +61,15 @@ class Interaction:
     def __call__(self, dense: torch.Tensor, categorical: np.ndarray, out: torch.Tensor) -> None:
         """dense: uint8 [n, 128] contiguous; categorical: int32 [n, 26] C-contiguous; out: uint8 [n, TOP_WIDTH]."""
         n = dense.shape[0]
+        # the native kernel reads raw pointers: layouts are checked, not assumed
+        if dense.dtype != torch.uint8 or not dense.is_contiguous() or tuple(dense.shape) != (n, EMBEDDING_DIM):
+            raise ValueError(f"interaction: dense must be contiguous uint8 [n, 128], got {dense.dtype} "
+                             f"{list(dense.shape)}")
+        if categorical.dtype != np.int32 or not categorical.flags.c_contiguous or categorical.shape != (n, NUM_SPARSE):
+            raise ValueError(f"interaction: categorical must be C-contiguous int32 [{n}, 26], got "
+                             f"{categorical.dtype} {list(categorical.shape)}")
+        if out.dtype != torch.uint8 or out.stride(1) != 1 or tuple(out.shape) != (n, TOP_WIDTH):
+            raise ValueError(f"interaction: out must be uint8 [{n}, {TOP_WIDTH}] with unit column stride")
         if n == 0:
             return
         if self.lib is not None:
