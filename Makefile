@@ -18,7 +18,8 @@ export PYTHONUNBUFFERED := 1
 
 help:
 	@echo "make run | test | generate_data | preprocess_data | train | generate_engines | calibrate |"
-	@echo "     download_data | download_model | bench | report | audit | serve | clean   (see README.md)"
+	@echo "     download_data | download_model | bench | report | audit | run_audit_test01 |"
+	@echo "     run_audit_test05 | serve | clean   (see README.md)"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -62,8 +63,20 @@ calibrate: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py $(RUN_ARGS)
 
+# `make report` = the newest run folder; `make report LOG_DIR=build/logs` = every run.
 report: $(STAMP)
-	$(DLRM) report $(or $(LOG_DIR),build/logs/latest)
+	$(DLRM) report $(LOG_DIR)
+
+# MLPerf compliance tests with the flags of `make run`: the plain PerformanceOnly (and, for TEST01,
+# AccuracyOnly) runs, then the audited runs, each checked into verify_accuracy.txt / verify_performance.txt.
+run_audit_test01: $(STAMP)
+	$(DLRM) audit --test TEST01 $(RUN_ARGS)
+
+run_audit_test05: $(STAMP)
+	$(DLRM) audit --test TEST05 $(RUN_ARGS)
+
+audit: $(STAMP)
+	$(DLRM) audit --test TEST01,TEST05 $(RUN_ARGS)
 
 clean:
 	rm -rf build/logs

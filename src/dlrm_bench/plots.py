@@ -34,13 +34,14 @@ def save_timeline(out: Path, timeline: Sequence[tuple[float, int, int]], t0: flo
     save_npy(out / TIMELINE_FILE, array)
 
 
-def throughput_series(timeline: np.ndarray, bins: int = 60) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(bin centres s, samples/s, pairs/s) over [0, last completion] in `bins` equal bins (at least 10 ms)."""
+def throughput_series(timeline: np.ndarray, bins: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(bin centres s, samples/s, pairs/s) over [0, last completion] in equal bins: by default one per ~3
+    batches, at most 60, each at least 10 ms wide."""
+    if bins is None:
+        bins = int(np.clip(len(timeline) // 3, 1, 60))
     end = float(timeline[:, 0].max()) if timeline.size else 0.0
     width = max(end / bins, 0.01)
-    edges = np.arange(0.0, end + width, width)
-    if edges.size < 2:
-        edges = np.array([0.0, width])
+    edges = np.linspace(0.0, width * bins, bins + 1)
     samples, _ = np.histogram(timeline[:, 0], edges, weights=timeline[:, 1])
     pairs, _ = np.histogram(timeline[:, 0], edges, weights=timeline[:, 2])
     return (edges[:-1] + edges[1:]) / 2, samples / width, pairs / width
@@ -75,7 +76,8 @@ def _save(fig: Any, path: Path) -> Path:
 
 
 def plot_throughput(out: Path, result: dict[str, Any]) -> Path | None:
-    """throughput.png from sut_completions.npy (None when there is no timeline)."""
+    """throughput.png from sut_completions.npy (None when there is no timeline): completed samples over time
+    (with LoadGen's mean rate as a line), and the completion rate per time bin."""
     path = out / TIMELINE_FILE
     if not path.exists():
         return None
@@ -83,29 +85,42 @@ def plot_throughput(out: Path, result: dict[str, Any]) -> Path | None:
     if timeline.size == 0:
         return None
     plt = _figure()
-    centres, sps, pps = throughput_series(timeline)
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
     try:
-        ax.plot(centres, sps, color="tab:blue", label="samples/s (SUT completions)")
-        reported = result.get("samples_per_second")
-        if reported:
-            ax.axhline(reported, color="tab:blue", linestyle="--", linewidth=1,
-                       label=f"LoadGen: {reported:,.1f} samples/s")
-        ax.set_xlabel("seconds since the start of the test")
-        ax.set_ylabel("samples per second")
-        ax.set_ylim(bottom=0)
-        right = ax.twinx()
-        right.plot(centres, pps, color="tab:orange", alpha=0.6, label="pairs/s")
-        right.set_ylabel("pairs per second")
-        right.set_ylim(bottom=0)
-        lines = ax.get_legend_handles_labels()
-        more = right.get_legend_handles_labels()
-        ax.legend(lines[0] + more[0], lines[1] + more[1], loc="lower right", fontsize=8)
-        ax.set_title(f"throughput over time: {_title(result)}", fontsize=10)
+        _cumulative(top, timeline, result.get("samples_per_second"))
+        _rate(bottom, timeline)
+        top.set_title(f"throughput over time: {_title(result)}", fontsize=10)
         fig.tight_layout()
         return _save(fig, out / THROUGHPUT_PNG)
     finally:
         plt.close(fig)
+
+
+def _cumulative(ax: Any, timeline: np.ndarray, reported: float | None) -> None:
+    times = np.concatenate(([0.0], timeline[:, 0]))
+    done = np.concatenate(([0.0], np.cumsum(timeline[:, 1])))
+    ax.step(times, done, where="post", color="tab:blue", label="completed samples (SUT)")
+    if reported:
+        ax.plot([0.0, times[-1]], [0.0, reported * times[-1]], color="tab:gray", linestyle="--", linewidth=1,
+                label=f"LoadGen: {reported:,.1f} samples/s")
+    ax.set_ylabel("samples completed")
+    ax.set_ylim(bottom=0)
+    ax.legend(loc="upper left", fontsize=8)
+
+
+def _rate(ax: Any, timeline: np.ndarray) -> None:
+    centres, sps, pps = throughput_series(timeline)
+    width = centres[1] - centres[0] if len(centres) > 1 else 2 * centres[0]
+    ax.bar(centres, sps, width=width * 0.9, color="tab:blue", alpha=0.7, label="samples/s")
+    ax.set_ylabel("samples per second")
+    ax.set_xlabel(f"seconds since the start of the test ({len(timeline):,} batches, {len(centres)} bins)")
+    right = ax.twinx()
+    right.plot(centres, pps, color="tab:orange", marker=".", label="pairs/s")
+    right.set_ylabel("pairs per second")
+    right.set_ylim(bottom=0)
+    handles = [h for a in (ax, right) for h in a.get_legend_handles_labels()[0]]
+    labels = [lab for a in (ax, right) for lab in a.get_legend_handles_labels()[1]]
+    ax.legend(handles, labels, loc="upper left", fontsize=8)
 
 
 def plot_latency(out: Path, result: dict[str, Any]) -> Path | None:

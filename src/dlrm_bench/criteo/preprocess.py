@@ -57,6 +57,9 @@ from dlrm_bench.errors import DataError, UserError
 
 FORMAT_VERSION = 1
 WORK_DIR = ".work"
+TRASH_DIR = ".work.trash"
+"""The work folder is renamed to this (one atomic step) before it is deleted, so a run killed while deleting it
+never leaves a half-deleted work folder that a later run would trust."""
 INT8_NUMERIC_MAX = 14.2313
 """numeric_int8 = trunc(numeric_fp32 * 127 / 14.2313), clipped to 127 (log1p counts above 14.2313, i.e. counts
 above ~1.5 million, saturate)."""
@@ -137,6 +140,7 @@ def preprocess(raw_dir: Path, output_dir: Path, name: str, options: PreprocessOp
     meta = _current_meta(output_dir, signature)
     if meta is not None:
         log(f"{output_dir}: up to date (inputs and options unchanged)")
+        _discard_work(job)  # left behind if the previous run was killed just after writing meta.json
         return _finish_extras(job, meta, log)
     _start(job)
     started = time.perf_counter()
@@ -198,6 +202,7 @@ def _start(job: _Job) -> None:
     markers each record the inputs they were made from and are redone when those differ."""
     with contextlib.suppress(FileNotFoundError):
         (job.output / "meta.json").unlink()
+    shutil.rmtree(job.output / TRASH_DIR, ignore_errors=True)
     job.work.mkdir(parents=True, exist_ok=True)
     for leftover in job.output.rglob(".*.tmp"):  # temporary files of a killed run (atomic_path's names)
         with contextlib.suppress(FileNotFoundError):
@@ -714,8 +719,17 @@ def _stage_finish(job: _Job, name: str, raw_dir: Path, signature: dict[str, Any]
         "compressed": False, "source": signature, "files": files,
     }
     meta = _finish_extras(job, meta, log)
-    shutil.rmtree(job.work, ignore_errors=True)
+    _discard_work(job)
     return meta
+
+
+def _discard_work(job: _Job) -> None:
+    """Delete the work folder: rename it to TRASH_DIR (atomic), then delete that."""
+    trash = job.output / TRASH_DIR
+    shutil.rmtree(trash, ignore_errors=True)
+    if job.work.exists():
+        os.replace(job.work, trash)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def _write_frequencies(job: _Job) -> str:

@@ -89,3 +89,17 @@ def scenario_settings(scenario: str, config_ver: str, engine: str | None, system
     config = load_config_file(path)
     name = pick_system(config, system, path)
     return resolve_settings(config, name, config_ver, engine)
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """['a=1', 'b=true', 'c=cpu'] -> {'a': 1, 'b': True, 'c': 'cpu'} (values parsed as JSON, else strings)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set expects KEY=VALUE, got '{item}'")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out

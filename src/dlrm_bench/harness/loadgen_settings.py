@@ -34,6 +34,8 @@ class Overrides:
     min_query_count: int | None = None
     server_target_qps: float | None = None
     offline_expected_qps: float | None = None
+    quick_min_query_count: dict[str, int] | None = None
+    """Per-scenario query minimum for quick runs on synthetic data (used when min_query_count is None)."""
 
 
 def build_test_settings(scenario: str, mode: str, settings: dict[str, Any], total_samples: int,
@@ -55,6 +57,8 @@ def build_test_settings(scenario: str, mode: str, settings: dict[str, Any], tota
         min_duration_s = settings.get("min_duration_s", rules["min_duration_ms"] / 1000)
     ts.min_duration_ms = int(min_duration_s * 1000)
     min_queries = overrides.min_query_count
+    if min_queries is None and overrides.quick_min_query_count:
+        min_queries = overrides.quick_min_query_count[scenario]
     if min_queries is None:
         min_queries = settings.get("min_query_count", rules["min_query_count"][scenario])
     ts.min_query_count = int(min_queries)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +28,8 @@ from dlrm_bench.harness.logs import loadgen_metrics, make_run_root, read_detail_
 from dlrm_bench.harness.qsl import SampleLibrary
 from dlrm_bench.harness.sut import make_sut
 from dlrm_bench.harness.system import SystemInfo, detect_system
-from dlrm_bench.paths import logs_dir
+from dlrm_bench.paths import configs_dir, logs_dir
+from dlrm_bench.serving import create_triton_engine
 from dlrm_bench.plots import save_timeline, write_run_plots
 from dlrm_bench.report import results_table
 from dlrm_bench.workflow import resolve_inputs
@@ -61,7 +64,11 @@ class EngineCache:
     def get(self, name: str, config_ver: str, settings: dict[str, Any]) -> Engine:
         key = (name, config_ver)
         if key not in self.engines:
-            engine = create_engine(name, self.ctx.model_path, self.ctx.meta, settings)
+            if config_ver.endswith("triton"):  # the engine behind a Triton Inference Server (serving/)
+                engine = create_triton_engine(name, self.ctx.model_path, self.ctx.meta, settings,
+                                              self.ctx.root / "triton" / f"{name}-{config_ver}")
+            else:
+                engine = create_engine(name, self.ctx.model_path, self.ctx.meta, settings)
             engine.load(self.ctx.split)
             engine.warmup()
             print(f"engine: {name} on {engine.device}", flush=True)
@@ -133,9 +140,8 @@ def score_accuracy(ctx: RunContext, out: Path, config_ver: str) -> dict[str, Any
 def run_one(ctx: RunContext, engines: EngineCache, args: argparse.Namespace, scenario: str, config_ver: str,
             mode: str, label: str | None = None) -> dict[str, Any]:
     """One LoadGen test into its run folder (named `label`, e.g. TEST01, instead of `mode` when given)."""
-    if config_ver.endswith("triton"):
-        raise UserError(f"config_ver {config_ver} (Triton Inference Server) is not implemented yet")
     settings = cfg.scenario_settings(scenario, config_ver, args.engine, ctx.system, args.config)
+    settings.update(cfg.parse_overrides(getattr(args, "settings", [])))
     name = pick_engine(args.engine, settings)
     engine = engines.get(name, config_ver, settings)
     out = run_dir(ctx.root, ctx.system.system_id, scenario, config_ver, label or mode)
@@ -157,6 +163,21 @@ def run_one(ctx: RunContext, engines: EngineCache, args: argparse.Namespace, sce
     return result
 
 
+def quick_run_overrides(dataset: str, overrides: Overrides) -> Overrides:
+    """On the built-in synthetic datasets, short LoadGen durations unless the flags say otherwise
+    (configs/dlrm/quick_run.json); said in one line."""
+    quick = json.loads((configs_dir() / "dlrm" / "quick_run.json").read_text())
+    if dataset not in quick["datasets"]:
+        return overrides
+    print(f"synthetic dataset: short LoadGen runs ({quick['min_duration_s']} s minimum; pass --min_duration 600 "
+          f"for MLPerf's duration)", flush=True)
+    return dataclasses.replace(
+        overrides,
+        min_duration_s=overrides.min_duration_s if overrides.min_duration_s is not None else quick["min_duration_s"],
+        min_query_count=overrides.min_query_count,
+        quick_min_query_count=quick["min_query_count"])
+
+
 def make_context(args: argparse.Namespace) -> RunContext:
     system = detect_system()
     print(f"system: {system.describe()} -> {system.system_id}", flush=True)
@@ -167,6 +188,7 @@ def make_context(args: argparse.Namespace) -> RunContext:
           f"model: {model_path}", flush=True)
     root = make_run_root(Path(args.log_dir) if args.log_dir else logs_dir())
     overrides = Overrides(args.min_duration, args.min_query_count, args.server_target_qps, args.offline_expected_qps)
+    overrides = quick_run_overrides(meta.name, overrides)
     audit = Path(args.audit).resolve() if args.audit else None
     if audit is not None and not audit.exists():
         raise UserError(f"{audit}: audit config not found")

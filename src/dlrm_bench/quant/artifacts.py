@@ -113,7 +113,7 @@ def calibrate(model_path: Path, meta: DatasetMeta) -> Path:
     print(f"calibrating on {len(split):,} rows of {split.directory} ...", flush=True)
     ranges = calibration.compute_ranges(mlp, _lookup_for(model_path, meta), split)
     path = directory / calibration.CACHE_FILE
-    calibration.write_cache(path, ranges, model_key(model_path), meta.fingerprint, len(split))
+    calibration.write_cache(path, ranges, model_key(model_path), meta.fingerprint, len(split), meta.name)
     print(f"calibration cache: {path}", flush=True)
     return path
 
@@ -132,7 +132,8 @@ class Int8Model:
 def load_int8_model(model_path: Path, meta: DatasetMeta) -> Int8Model:
     """Split files (built on first use or when the checkpoint changed) and the calibrated quantized MLPs.
 
-    A missing calibration cache is computed once; a stale one (another model) is an error that names it.
+    A missing calibration cache is computed once; a stale one (another model, or an earlier version of this
+    dataset) is an error that names it.
     """
     from dlrm_bench.model.checkpoint import load_checkpoint
 
@@ -140,7 +141,7 @@ def load_int8_model(model_path: Path, meta: DatasetMeta) -> Int8Model:
     cache = directory / calibration.CACHE_FILE
     if not cache.exists():
         calibrate(model_path, meta)
-    ranges = calibration.read_cache(cache, model_key(model_path))
+    ranges = calibration.read_cache(cache, model_key(model_path), meta.name, meta.fingerprint)
     scales, rows = tables.read_tables(directory / tables.TABLES_FILE, meta.cardinalities)
     mlp = load_checkpoint(directory / tables.MLP_FILE).state_dict
     qm = build_quantized(mlp, torch.from_numpy(scales.copy()), ranges)

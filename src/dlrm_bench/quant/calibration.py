@@ -9,7 +9,9 @@ quantizes (quant/recipe.py), the maximum |value| per channel over the calibratio
     numeric_input [13]                             log1p'd inputs (informational: their int8 scale is fixed)
 
 plus what it was made from: the model's key (size, mtime, content hash of its ends) and the calibration set's
-fingerprint and row count. An engine refuses a cache whose model key differs from the model it loads.
+dataset name, fingerprint and row count. An engine refuses a cache whose model key differs from the model it
+loads, and one made from an earlier version of the same dataset (same name, other fingerprint: the data was
+preprocessed again, e.g. from new days); a cache made on another dataset is used with a note.
 """
 
 from __future__ import annotations
@@ -76,16 +78,18 @@ def compute_ranges(sd: Mapping[str, torch.Tensor], lookup: Lookup, split: Split,
 
 
 def write_cache(path: Path, ranges: Mapping[str, torch.Tensor], model_key: str, dataset_fingerprint: str,
-                rows: int) -> None:
+                rows: int, dataset_name: str | None = None) -> None:
     save_json(path, {
         "format": CACHE_FORMAT, "model_key": model_key, "dataset_fingerprint": dataset_fingerprint,
-        "calibration_rows": rows, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "dataset_name": dataset_name, "calibration_rows": rows, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         "ranges": {k: [float(x) for x in v.tolist()] for k, v in ranges.items()},
     })
 
 
-def read_cache(path: Path, model_key: str) -> dict[str, torch.Tensor]:
-    """The ranges, after checking the cache was made for this model; a clear error when missing or stale."""
+def read_cache(path: Path, model_key: str, dataset_name: str | None = None,
+               dataset_fingerprint: str | None = None) -> dict[str, torch.Tensor]:
+    """The ranges, after checking the cache was made for this model (and, when the dataset is given, not from an
+    earlier version of it); a clear error when missing or stale."""
     import json
 
     if not path.exists():
@@ -98,9 +102,22 @@ def read_cache(path: Path, model_key: str) -> dict[str, torch.Tensor]:
     if data.get("format") != CACHE_FORMAT or data.get("model_key") != model_key:
         raise UserError(f"calibration cache {path} is stale: it was made for another model (or an older format); "
                         f"run `make calibrate RUN_ARGS=\"--benchmarks=dlrm\"`")
+    _check_dataset(path, data, dataset_name, dataset_fingerprint)
     expected = {"bot_l.0": 512, "bot_l.2": 256, "bot_l.4": 128, "interaction": 351,
                 "top_l.0": 1024, "top_l.2": 1024, "top_l.4": 512}
     for key, width in expected.items():
         if key not in ranges or ranges[key].numel() != width:
             raise UserError(f"calibration cache {path}: tensor {key} missing or not {width} wide; recalibrate")
     return ranges
+
+
+def _check_dataset(path: Path, data: dict, name: str | None, fingerprint: str | None) -> None:
+    """Refuse a cache made from an earlier version of this dataset; note one made on another dataset."""
+    made_on = data.get("dataset_name")
+    if name is None or fingerprint is None or made_on is None or data.get("dataset_fingerprint") == fingerprint:
+        return
+    if made_on == name:
+        raise UserError(f"calibration cache {path} is stale: it was made from an earlier version of dataset "
+                        f"'{name}' (fingerprint {data.get('dataset_fingerprint')}, now {fingerprint}); run "
+                        f"`make calibrate RUN_ARGS=\"--benchmarks=dlrm\"`")
+    print(f"note: calibration cache {path} was made on dataset '{made_on}'; using it for '{name}'", flush=True)

@@ -1,0 +1,222 @@
+"""Triton Inference Server against in-process: Offline throughput and Server p99, same engine, same machine, one run.
+
+Every variant runs the project's own LoadGen path (harness.runner.run_loadgen: the same QSL, SUTs and settings):
+`in-process` (the engine in this process), `triton-ranges` (the engine behind tritonserver; requests carry row
+ranges of the server's memory-mapped test split) and `triton-rows` (requests carry the gathered float32/int32
+rows). The variants alternate within each repeat, so a noisy neighbour slows them alike; the table gives medians
+and the ratio to in-process. Server runs all use one target QPS (default: --server-load x the in-process
+engine's measured throughput), so their p99 latencies compare directly.
+
+    .venv/bin/python benchmarks/bench_triton.py                          # synthetic-tiny if built, else a fixture
+    .venv/bin/python benchmarks/bench_triton.py --engine cpu --repeats 3 --offline-duration 20 --server-duration 30
+    .venv/bin/python benchmarks/bench_triton.py --dataset-dir D --model M --variants in-process,triton-ranges
+
+Writes build/bench/bench_triton.json (or --out) and the LoadGen logs under build/bench/triton_logs/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # tests.conftest (fixture dataset writer)
+
+from dlrm_bench.cli import _parser as cli_parser  # noqa: E402
+from dlrm_bench.engines import create_engine  # noqa: E402
+from dlrm_bench.engines.base import Engine  # noqa: E402
+from dlrm_bench.harness import config as cfg  # noqa: E402
+from dlrm_bench.harness import runner  # noqa: E402
+from dlrm_bench.harness.loadgen_settings import Overrides  # noqa: E402
+from dlrm_bench.paths import models_dir, preprocessed_dir, scratch_path  # noqa: E402
+from dlrm_bench.serving.client import TritonEngine  # noqa: E402
+
+VARIANTS = ("in-process", "triton-ranges", "triton-rows")
+
+
+def fixture_inputs(pairs: int) -> tuple[Path, Path]:
+    """A fixture dataset (tests/conftest.py writer; samples of 1..540 pairs, mean ~270 like MLPerf's trace) and a
+    randomly initialised DLRM with full-size MLPs and tiny tables, under build/bench/."""
+    import torch
+
+    from dlrm_bench.model.checkpoint import save_checkpoint
+    from dlrm_bench.model.dlrm import DLRM, init_reference
+    from tests.conftest import TINY_CARDINALITIES, write_preprocessed_dataset
+
+    root = scratch_path() / "bench" / "triton_fixture"
+    data, model_path = root / f"data_{pairs}", root / "model.pt"
+    if not (data / "meta.json").exists():
+        write_preprocessed_dataset(data, test_rows=pairs, num_days=1, rows_per_day=1000, calibration_rows=1024,
+                                   max_sample=540, name=f"triton-bench-fixture-{pairs}")
+    if not model_path.exists():
+        model = DLRM(TINY_CARDINALITIES)
+        init_reference(model, torch.Generator().manual_seed(0))
+        save_checkpoint(model_path, model.state_dict())
+    return data, model_path
+
+
+def pick_inputs(args: argparse.Namespace) -> tuple[Path, Path, str]:
+    if args.dataset_dir and args.model:
+        return args.dataset_dir, args.model, "given"
+    tiny, tiny_model = preprocessed_dir("synthetic-tiny"), models_dir() / "synthetic-tiny.pt"
+    if (tiny / "meta.json").exists() and tiny_model.exists():
+        return tiny, tiny_model, "synthetic-tiny"
+    data, model = fixture_inputs(args.pairs)
+    return data, model, "fixture (tests/conftest.py writer, random full-size MLPs, tiny tables)"
+
+
+def make_context(data: Path, model: Path, log_dir: Path) -> runner.RunContext:
+    """The runner's context, built from `dlrm-bench run`'s own defaults."""
+    ns = cli_parser().parse_args(["run", "--dataset-dir", str(data), "--model", str(model), "--log_dir",
+                                  str(log_dir)])
+    return runner.make_context(ns)
+
+
+def engine_rate(engine: Engine, pairs: int, mean_pairs: float) -> float:
+    """samples/s of `engine` predicting `pairs` contiguous pairs (a quick throughput probe)."""
+    engine.predict_ranges(np.array([0]), np.array([min(pairs, 4096)]))
+    start = time.perf_counter()
+    engine.predict_ranges(np.array([0]), np.array([pairs]))
+    return pairs / (time.perf_counter() - start) / mean_pairs
+
+
+def build_engines(variants: list[str], name: str, ctx: runner.RunContext, settings: dict[str, Any],
+                  workdir: Path) -> dict[str, Engine]:
+    engines: dict[str, Engine] = {}
+    for variant in variants:
+        if variant == "in-process":
+            engine: Engine = create_engine(name, ctx.model_path, ctx.meta, settings)
+        else:
+            fmt = variant.split("-", 1)[1]
+            engine = TritonEngine(name, ctx.model_path, ctx.meta, {**settings, "triton_inputs": fmt},
+                                  workdir / variant)
+        engines[variant] = engine
+        engine.load(ctx.split)
+        engine.warmup()
+    return engines
+
+
+def one_test(ctx: runner.RunContext, engine: Engine, scenario: str, settings: dict[str, Any], duration: float,
+             qps: float, out: Path) -> dict[str, Any]:
+    overrides = Overrides(min_duration_s=duration, min_query_count=1,
+                          server_target_qps=qps if scenario == "Server" else None,
+                          offline_expected_qps=qps if scenario == "Offline" else None)
+    run_ctx = dataclasses.replace(ctx, overrides=overrides)
+    out.mkdir(parents=True, exist_ok=True)
+    m = runner.run_loadgen(run_ctx, engine, scenario, "PerformanceOnly", settings, out)
+    return {"samples_per_second": m["samples_per_second"], "pairs_per_second": m["pairs_per_second"],
+            "latency_p99_ms": m.get("latency_p99_ms"), "result_valid": m.get("result_valid"),
+            "wall_seconds": m["wall_seconds"], "log_dir": str(out)}
+
+
+def summarize(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Medians per scenario and variant, with ratios to in-process (throughput; p99 for Server)."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for scenario, by_variant in runs.items():
+        base = by_variant.get("in-process", [])
+        out[scenario] = {}
+        for variant, results in by_variant.items():
+            sps = [r["samples_per_second"] for r in results]
+            p99 = [r["latency_p99_ms"] for r in results if r["latency_p99_ms"] is not None]
+            row: dict[str, Any] = {"samples_per_second": statistics.median(sps), "all_samples_per_second": sps,
+                                   "pairs_per_second": statistics.median(r["pairs_per_second"] for r in results),
+                                   "latency_p99_ms": statistics.median(p99) if p99 else None, "all_p99_ms": p99,
+                                   "valid": [r["result_valid"] for r in results]}
+            if base:
+                row["throughput_ratio"] = row["samples_per_second"] / statistics.median(
+                    b["samples_per_second"] for b in base)
+                base_p99 = [b["latency_p99_ms"] for b in base if b["latency_p99_ms"] is not None]
+                if p99 and base_p99:
+                    row["p99_ratio"] = row["latency_p99_ms"] / statistics.median(base_p99)
+            out[scenario][variant] = row
+    return out
+
+
+def print_table(summary: dict[str, dict[str, dict[str, Any]]]) -> None:
+    print(f"\n{'scenario':<9}{'variant':<15}{'samples/s':>11}{'pairs/s':>11}{'p99 ms':>10}{'x thru':>8}"
+          f"{'x p99':>8}  valid")
+    for scenario, rows in summary.items():
+        for variant, row in rows.items():
+            p99 = f"{row['latency_p99_ms']:>10.1f}" if row["latency_p99_ms"] is not None else f"{'-':>10}"
+            ratio = f"{row.get('throughput_ratio', 1.0):>8.3f}"
+            p99r = f"{row['p99_ratio']:>8.3f}" if "p99_ratio" in row else f"{'-':>8}"
+            print(f"{scenario:<9}{variant:<15}{row['samples_per_second']:>11,.1f}{row['pairs_per_second']:>11,.0f}"
+                  f"{p99}{ratio}{p99r}  {row['valid']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dataset-dir", type=Path, default=None)
+    p.add_argument("--model", type=Path, default=None)
+    p.add_argument("--pairs", type=int, default=200_000, help="test pairs of the fixture dataset")
+    p.add_argument("--engine", default="reference", help="reference or cpu (cuda on a GPU machine)")
+    p.add_argument("--variants", default="in-process,triton-ranges,triton-rows")
+    p.add_argument("--scenarios", default="Offline,Server")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--offline-duration", type=float, default=20.0, help="LoadGen min_duration, seconds")
+    p.add_argument("--server-duration", type=float, default=30.0)
+    p.add_argument("--server-qps", type=float, default=None, help="default: --server-load x measured samples/s")
+    p.add_argument("--server-load", type=float, default=0.5)
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args(argv)
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    scenarios = cfg.parse_choices(args.scenarios, ("Offline", "Server"), "scenario")
+    if unknown := set(variants) - set(VARIANTS):
+        p.error(f"unknown variants {sorted(unknown)}: choose from {', '.join(VARIANTS)}")
+
+    data, model, what = pick_inputs(args)
+    work = scratch_path() / "bench" / "triton_logs" / time.strftime("%Y%m%d-%H%M%S")
+    ctx = make_context(data, model, work / "logs")
+    settings = {s: cfg.scenario_settings(s, "triton", args.engine, ctx.system) for s in scenarios}
+    mean_pairs = float(ctx.offsets[-1]) / (len(ctx.offsets) - 1)
+    engines = build_engines(variants, args.engine, ctx, settings[scenarios[0]], work / "servers")
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {s: {v: [] for v in variants} for s in scenarios}
+    try:
+        probe = engines.get("in-process") or next(iter(engines.values()))
+        rate = engine_rate(probe, min(len(ctx.split), 65536), mean_pairs)
+        qps = {"Offline": rate, "Server": args.server_qps or args.server_load * rate}
+        print(f"engine {args.engine}: ~{rate:.1f} samples/s in a direct probe; Server target {qps['Server']:.1f} "
+              f"samples/s", flush=True)
+        for repeat in range(args.repeats):
+            for scenario in scenarios:
+                duration = args.offline_duration if scenario == "Offline" else args.server_duration
+                for variant in variants:
+                    out = work / f"r{repeat}" / scenario / variant
+                    result = one_test(ctx, engines[variant], scenario, settings[scenario], duration,
+                                      qps[scenario], out)
+                    runs[scenario][variant].append(result)
+                    print(f"repeat {repeat} {scenario:<8}{variant:<15}{result['samples_per_second']:>9.1f} samples/s"
+                          f"  p99 {result['latency_p99_ms'] or 0:>8.1f} ms", flush=True)
+    finally:
+        for engine in engines.values():
+            engine.close()
+    summary = summarize(runs)
+    print(f"\ndataset {data} ({what}), model {model}, engine {args.engine}, {len(ctx.split):,} pairs, "
+          f"{mean_pairs:.0f} pairs/sample; repeats {args.repeats}; Server target {qps['Server']:.1f} samples/s")
+    print_table(summary)
+    result = {"dataset_dir": str(data), "model_path": str(model), "inputs": what, "engine": args.engine,
+              "machine": platform.processor() or platform.machine(), "cores_visible": os.cpu_count(),
+              "loadavg_at_end": os.getloadavg(), "repeats": args.repeats, "pairs_per_sample": mean_pairs,
+              "offline_duration_s": args.offline_duration, "server_duration_s": args.server_duration,
+              "server_target_qps": qps["Server"], "probe_samples_per_second": rate, "settings": settings,
+              "engines": {v: e.describe() for v, e in engines.items()}, "runs": runs, "summary": summary,
+              "logs": str(work)}
+    out_path = args.out or scratch_path() / "bench" / "bench_triton.json"
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print(f"\nwrote {out_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

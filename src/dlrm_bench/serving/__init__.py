@@ -1,0 +1,24 @@
+"""The same engines behind a real Triton Inference Server (config_ver triton / high_accuracy_triton, `serve`).
+
+repository.py writes the model repository (config.pbtxt, serving.json, model.py from triton_model.py);
+server.py starts and stops the `tritonserver` binary (install.py finds it and its Python-backend stub);
+backend.py is the model inside Triton's Python stub; client.py is the gRPC client the harness drives as an engine;
+serve.py is `dlrm-bench serve`; protocol.py names what crosses the wire.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dlrm_bench.criteo.dataset import DatasetMeta
+    from dlrm_bench.serving.client import TritonEngine
+
+
+def create_triton_engine(name: str, model_path: Path, meta: "DatasetMeta", settings: dict[str, Any] | None,
+                         workdir: Path) -> "TritonEngine":
+    """Engine `name` served by Triton (imports tritonclient only when asked for)."""
+    from dlrm_bench.serving.client import create_triton_engine as create
+
+    return create(name, model_path, meta, settings, workdir)

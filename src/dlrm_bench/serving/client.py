@@ -1,0 +1,281 @@
+"""The harness's view of a Triton-served engine: an `Engine` whose batches go over gRPC to a tritonserver it owns.
+
+`load(split)` writes the model repository, starts the server on a free loopback port and waits for the model;
+`predict_ranges_async` sends one request per batch the SUT hands over (several users' pairs: ranges, or the
+gathered rows) with `async_infer` and resolves a Future from the gRPC callback; `close()` stops the server. So
+the in-process SUTs (harness/sut.py) drive Triton unchanged: the harness still does not know what it drives.
+
+A watchdog notices a server that dies mid-run: it says so at once on stderr, kills what is left of the server's
+process group, and every later batch fails at once with that message (LoadGen cannot be stopped early, so the run
+ends normally and then fails with it).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dlrm_bench.criteo.dataset import DatasetMeta, Split
+from dlrm_bench.engines.base import Engine, chunk_ranges, contiguous_span, ranges_to_rows
+from dlrm_bench.errors import UserError
+from dlrm_bench.serving import protocol as wire
+from dlrm_bench.serving.repository import ServingSpec, spec_from_settings, write_repository
+from dlrm_bench.serving.server import ServerOptions, TritonServer, describe_exit
+
+DEATH_GRACE_S = 2.0
+"""After a lost connection, how long to wait for the server process to be seen exiting before blaming gRPC."""
+CONNECTION_ERRORS = ("UNAVAILABLE", "CANCELLED", "SOCKET CLOSED", "CONNECTION RESET", "FAILED TO CONNECT")
+
+
+def options_from_settings(settings: dict[str, Any]) -> ServerOptions:
+    """Server options of a benchmark run: gRPC only, on loopback; triton_grpc_port (0 = any free port; a busy
+    requested port is replaced by a free one, said on stdout), triton_startup_timeout_s."""
+    return ServerOptions(grpc_port=int(settings.get("triton_grpc_port", 0) or 0),
+                         startup_timeout_s=float(settings.get("triton_startup_timeout_s", 900.0)),
+                         log_verbose=int(settings.get("triton_log_verbose", 0)))
+
+
+def start_server(spec: ServingSpec, workdir: Path, options: ServerOptions) -> TritonServer:
+    """Write the repository under `workdir` and start a server for it; the server is stopped on any error."""
+    repository = write_repository(spec, Path(workdir) / "repository")
+    server = TritonServer(repository, workdir, options)
+    try:
+        return server.start(wire.MODEL_NAME)
+    except BaseException:
+        server.stop()
+        raise
+
+
+def read_instance_info(info_dir: Path) -> list[dict[str, Any]]:
+    infos = []
+    for path in sorted(Path(info_dir).glob(wire.INSTANCE_INFO.format(index="*"))):
+        try:
+            infos.append(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError):
+            continue
+    return infos
+
+
+class TritonEngine(Engine):
+    """Engine `engine_name`, served by a tritonserver this object starts (in `load`) and stops (in `close`)."""
+
+    def __init__(self, engine_name: str, model_path: Path, meta: DatasetMeta, settings: dict[str, Any],
+                 workdir: Path, options: ServerOptions | None = None) -> None:
+        super().__init__()
+        self.name = engine_name
+        self.model_path = Path(model_path)
+        self.meta = meta
+        self.settings = dict(settings)
+        self.workdir = Path(workdir)
+        self.options = options or options_from_settings(self.settings)
+        self.spec: ServingSpec | None = None
+        self.server: TritonServer | None = None
+        self.client: Any = None
+        self.instances: list[dict[str, Any]] = []
+        self.failure: str | None = None
+        self._closing = threading.Event()
+        self._watchdog: threading.Thread | None = None
+        self.timeout_s = float(self.settings.get("triton_request_timeout_s", 600.0))
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def device(self) -> str:
+        remote = self.instances[0]["device"] if self.instances else "?"
+        where = self.server.grpc_url if self.server else "not started"
+        return f"{remote} (Triton Inference Server, gRPC {where})"
+
+    def load(self, split: Split) -> None:
+        """Start the server for `split` (the server opens the same files) and connect."""
+        import tritonclient.grpc as grpcclient
+
+        super().load(split)
+        self.spec = spec_from_settings(self.name, self.model_path, self.meta.directory, split.directory,
+                                       self.settings, self.workdir / "instances")
+        print(f"triton: starting tritonserver ({self.spec.inputs} requests, {self.spec.instances} "
+              f"{self.spec.kind.upper()} instance(s)); log {self.workdir / 'server.log'}", flush=True)
+        self.server = start_server(self.spec, self.workdir, self.options)
+        self.client = grpcclient.InferenceServerClient(self.server.grpc_url)
+        self.instances = read_instance_info(Path(self.spec.info_dir))
+        print(f"triton: model '{wire.MODEL_NAME}' ready on gRPC {self.server.grpc_url} "
+              f"(pid {self.server.pid})", flush=True)
+        self._watchdog = threading.Thread(target=self._watch, name="triton-watchdog", daemon=True)
+        self._watchdog.start()
+
+    def warmup(self) -> None:
+        """One small request end to end, so a broken model fails before LoadGen starts."""
+        if self.split is None or len(self.split) == 0:
+            return
+        end = min(len(self.split), 8)
+        try:
+            self.predict_ranges_async(np.array([0]), np.array([end])).result(timeout=self.timeout_s)
+        except BaseException:
+            self.close()  # the caller never gets an engine to close
+            raise
+
+    def close(self) -> None:
+        self._closing.set()
+        if self.client is not None:
+            try:
+                self.client.close()
+            except Exception:
+                pass
+            self.client = None
+        if self.server is not None:
+            self.server.stop()
+        if self._watchdog is not None:
+            self._watchdog.join(timeout=5)
+
+    def describe(self) -> dict[str, Any]:
+        server = self.server
+        return {"engine": self.name, "device": self.device, "served_by": "triton",
+                "inputs": self.spec.inputs if self.spec else None,
+                "grpc_url": server.grpc_url if server else None,
+                "server_log": str(server.log_path) if server else None,
+                "triton_binary": str(server.install.binary) if server else None,
+                "instances": self.instances}
+
+    # ------------------------------------------------------------------ failure
+    def _watch(self) -> None:
+        server = self.server
+        while server is not None and not self._closing.wait(0.2):
+            if not server.alive():
+                self._fail_server(server)
+                return
+
+    def _fail_server(self, server: TritonServer) -> None:
+        if self.failure is None and not self._closing.is_set():
+            self.failure = (f"Triton Inference Server (pid {server.pid}) {describe_exit(server.returncode())} "
+                            f"during the run (log {server.log_path}): {server.log_summary(lines=4, limit=400)}")
+            print(f"triton: error: {self.failure}", file=sys.stderr, flush=True)
+            server.stop()  # the stubs of a killed server are orphans of its process group
+
+    def _explain(self, error: Exception) -> Exception:
+        """A gRPC error -> the server's death if that is what it was, else the error with context."""
+        server = self.server
+        connection_lost = any(m in str(error).upper() for m in CONNECTION_ERRORS)
+        deadline = time.monotonic() + (DEATH_GRACE_S if connection_lost else 0.0)
+        while server is not None and server.alive() and time.monotonic() < deadline and not self._closing.is_set():
+            time.sleep(0.05)
+        if server is not None and not server.alive() and not self._closing.is_set():
+            self._fail_server(server)
+        if self.failure:
+            return UserError(self.failure)
+        return UserError(f"Triton request failed: {error}")
+
+    # ------------------------------------------------------------------ requests
+    def _inputs(self, starts: np.ndarray, ends: np.ndarray) -> list[Any]:
+        import tritonclient.grpc as grpcclient
+
+        def tensor(name: str, array: np.ndarray, dtype: str) -> Any:
+            item = grpcclient.InferInput(name, list(array.shape), dtype)
+            item.set_data_from_numpy(array)
+            return item
+
+        if self.spec is not None and self.spec.inputs == "ranges":
+            ranges = np.stack([starts, ends], axis=1).astype(np.int64)[None]
+            return [tensor(wire.ROW_RANGES, ranges, "INT64")]
+        numeric, categorical = self._gather(starts, ends)
+        return [tensor(wire.NUMERIC, numeric, "FP32"), tensor(wire.CATEGORICAL, categorical, "INT32")]
+
+    def _gather(self, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        assert self.split is not None
+        span = contiguous_span(starts, ends)
+        if span is not None:
+            lo, hi = span
+            return (np.ascontiguousarray(self.split.numeric[lo:hi], dtype=np.float32),
+                    np.ascontiguousarray(self.split.categorical[lo:hi], dtype=np.int32))
+        rows = ranges_to_rows(starts, ends)
+        return (np.ascontiguousarray(self.split.numeric[rows], dtype=np.float32),
+                np.ascontiguousarray(self.split.categorical[rows], dtype=np.int32))
+
+    def _send(self, inputs: list[Any], pairs: int) -> "Future[np.ndarray]":
+        import tritonclient.grpc as grpcclient
+
+        future: Future[np.ndarray] = Future()
+
+        def callback(result: Any, error: Exception | None) -> None:
+            if error is not None:
+                future.set_exception(self._explain(error))
+                return
+            values = result.as_numpy(wire.PREDICTIONS)
+            if values is None or values.size != pairs:
+                got = "no" if values is None else values.size
+                future.set_exception(UserError(f"Triton returned {got} predictions for {pairs} pairs"))
+                return
+            future.set_result(np.ascontiguousarray(values.reshape(-1), dtype=np.float32))
+
+        if self.failure:
+            future.set_exception(UserError(self.failure))
+            return future
+        if self.client is None:
+            future.set_exception(RuntimeError("Triton engine: load() a split before predicting"))
+            return future
+        try:
+            self.client.async_infer(wire.MODEL_NAME, inputs, callback,
+                                    outputs=[grpcclient.InferRequestedOutput(wire.PREDICTIONS)],
+                                    client_timeout=self.timeout_s)
+        except Exception as exc:
+            future.set_exception(self._explain(exc))
+        return future
+
+    def predict_ranges_async(self, starts: np.ndarray, ends: np.ndarray) -> "Future[np.ndarray]":
+        """One request per at most `batch_size` pairs (the SUTs already cut batches that size)."""
+        starts = np.asarray(starts, dtype=np.int64)
+        ends = np.asarray(ends, dtype=np.int64)
+        limit = self.spec.max_batch_pairs if self.spec else int(self.settings.get("batch_size", 16384))
+        futures = [self._send(self._inputs(s, e), int((e - s).sum())) for s, e in chunk_ranges(starts, ends, limit)]
+        return futures[0] if len(futures) == 1 else _concatenate(futures)
+
+    def predict_ranges(self, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        return self.predict_ranges_async(starts, ends).result()
+
+    def predict(self, numeric: np.ndarray, categorical: np.ndarray) -> np.ndarray:
+        """Raw rows: only a 'rows' server takes them (a 'ranges' server reads its own dataset)."""
+        import tritonclient.grpc as grpcclient
+
+        if self.spec is None or self.spec.inputs != "rows":
+            raise UserError("this Triton server takes row ranges of its dataset, not raw rows "
+                            "(set triton_inputs to 'rows' to send features)")
+        numeric = np.ascontiguousarray(numeric, dtype=np.float32)
+        categorical = np.ascontiguousarray(categorical, dtype=np.int32)
+        inputs = []
+        for name, array, dtype in ((wire.NUMERIC, numeric, "FP32"), (wire.CATEGORICAL, categorical, "INT32")):
+            item = grpcclient.InferInput(name, list(array.shape), dtype)
+            item.set_data_from_numpy(array)
+            inputs.append(item)
+        return self._send(inputs, numeric.shape[0]).result()
+
+
+def _concatenate(futures: "list[Future[np.ndarray]]") -> "Future[np.ndarray]":
+    """A Future of the concatenation of `futures`' results, in order (the first error wins)."""
+    out: Future[np.ndarray] = Future()
+    lock = threading.Lock()
+    remaining = [len(futures)]
+
+    def done(_: Future) -> None:
+        with lock:
+            remaining[0] -= 1
+            last = remaining[0] == 0
+        if not last:
+            return
+        try:
+            out.set_result(np.concatenate([f.result() for f in futures]))
+        except BaseException as exc:
+            out.set_exception(exc)
+
+    for future in futures:
+        future.add_done_callback(done)
+    return out
+
+
+def create_triton_engine(name: str, model_path: Path, meta: DatasetMeta, settings: dict[str, Any] | None,
+                         workdir: Path) -> TritonEngine:
+    """Engine `name` behind a Triton Inference Server; the server starts in `load()` and stops in `close()`."""
+    return TritonEngine(name, model_path, meta, dict(settings or {}), workdir)

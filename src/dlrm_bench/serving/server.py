@@ -1,0 +1,330 @@
+"""The tritonserver process: free loopback ports, start in its own process group, wait for the model, stop.
+
+No process outlives the server object: the server runs in a new session (process group) with its Python-backend
+stubs, `stop()` terminates the whole group (SIGTERM, then SIGKILL after a grace period) and removes the stubs'
+shared-memory regions, an `atexit` hook stops servers still running when the interpreter exits, and the kernel
+sends the server SIGTERM if this process dies without cleaning up (PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from dlrm_bench.errors import UserError
+from dlrm_bench.serving.install import TritonInstall, find_triton, make_backend_dir, stub_environment
+
+LOOPBACK = "127.0.0.1"
+PORT_ATTEMPTS = 3
+"""Server starts tried when an automatically chosen port is taken between the check and the bind."""
+PORT_IN_USE_MARKERS = ("already in use", "address in use", "failed to start grpc", "failed to start http")
+
+_RUNNING: "set[TritonServer]" = set()
+
+
+@dataclass
+class ServerOptions:
+    """How to start the server. Ports: 0 = pick a free one; None (http/metrics) = endpoint off.
+
+    strict_ports: a requested port that is in use is an error naming it (else another port is picked and said).
+    """
+
+    grpc_port: int = 0
+    http_port: int | None = None
+    metrics_port: int | None = None
+    host: str = LOOPBACK
+    strict_ports: bool = False
+    startup_timeout_s: float = 900.0
+    stop_timeout_s: float = 15.0
+    log_verbose: int = 0
+    shm_bytes: int = 16 << 20
+    extra_args: list[str] = field(default_factory=list)
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """True when `port` can be bound on `host` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = LOOPBACK, avoid: set[int] | None = None) -> int:
+    """A port the kernel says is free on `host` (not one of `avoid`)."""
+    for _ in range(20):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if port not in (avoid or set()):
+            return port
+    raise UserError(f"no free TCP port found on {host}")
+
+
+def resolve_port(name: str, requested: int, host: str, strict: bool, taken: set[int]) -> int:
+    """`requested` if free; 0 -> a free port; a busy port -> another one (said), or a UserError when strict."""
+    if requested == 0:
+        return free_port(host, taken)
+    if requested not in taken and port_is_free(host, requested):
+        return requested
+    if strict:
+        raise UserError(f"{name} port {requested} on {host} is already in use: stop what holds it or pass "
+                        f"another port (0 picks a free one)")
+    port = free_port(host, taken)
+    print(f"triton: {name} port {requested} on {host} is in use; using {port} instead", flush=True)
+    return port
+
+
+def _pdeathsig() -> Callable[[], None] | None:
+    """A preexec function asking the kernel to SIGTERM the child when this thread's process dies (Linux)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None  # the signal follows the creating thread, which could end before the server should
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:
+        prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+
+    return preexec
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "is still running"
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with status {code}"
+
+
+class TritonServer:
+    """One tritonserver process serving `repository`, with its log and backend folder under `workdir`."""
+
+    def __init__(self, repository: Path, workdir: Path, options: ServerOptions | None = None,
+                 install: TritonInstall | None = None) -> None:
+        self.repository = Path(repository).resolve()
+        self.workdir = Path(workdir).resolve()
+        self.options = options or ServerOptions()
+        self.install = install or find_triton()
+        self.log_path = self.workdir / "server.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.grpc_port: int | None = None
+        self.http_port: int | None = None
+        self.metrics_port: int | None = None
+        self.shm_prefix = f"dlrmbench{os.getpid()}x{id(self) & 0xFFFFFF:x}"
+        self._lock = threading.Lock()
+        self._stopped: subprocess.Popen[bytes] | None = None
+
+    # ------------------------------------------------------------------ start
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.options.host}:{self.grpc_port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def _pick_ports(self) -> None:
+        o, taken = self.options, set()
+        self.grpc_port = resolve_port("gRPC", o.grpc_port, o.host, o.strict_ports, taken)
+        taken.add(self.grpc_port)
+        if o.http_port is not None:
+            self.http_port = resolve_port("HTTP", o.http_port, o.host, o.strict_ports, taken)
+            taken.add(self.http_port)
+        if o.metrics_port is not None:
+            self.metrics_port = resolve_port("metrics", o.metrics_port, o.host, o.strict_ports, taken)
+
+    def command(self) -> list[str]:
+        o = self.options
+        backend_config = [f"python,shm-default-byte-size={o.shm_bytes}", f"python,shm-growth-byte-size={o.shm_bytes}",
+                          f"python,shm-region-prefix-name={self.shm_prefix}",
+                          f"python,stub-timeout-seconds={int(max(30, o.startup_timeout_s))}"]
+        cmd = [str(self.install.binary), f"--model-repository={self.repository}",
+               f"--backend-directory={self.workdir / 'backends'}", "--disable-auto-complete-config",
+               "--strict-readiness=true", "--exit-on-error=true", f"--exit-timeout-secs={int(o.stop_timeout_s)}",
+               f"--log-verbose={o.log_verbose}", f"--grpc-address={o.host}", f"--grpc-port={self.grpc_port}"]
+        cmd += [f"--backend-config={c}" for c in backend_config]
+        if self.http_port is None:
+            cmd.append("--allow-http=false")
+        else:
+            cmd += [f"--http-address={o.host}", f"--http-port={self.http_port}"]
+        if self.metrics_port is None:
+            cmd.append("--allow-metrics=false")
+        else:
+            cmd += [f"--metrics-address={o.host}", f"--metrics-port={self.metrics_port}"]
+        return cmd + list(o.extra_args)
+
+    def start(self, model: str) -> "TritonServer":
+        """Start the server and wait until `model` is ready; retries with new ports if an automatically picked
+        one was taken in the meantime. Raises UserError (with the log tail) if the server or model fails."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        make_backend_dir(self.install, self.workdir / "backends")
+        for attempt in range(PORT_ATTEMPTS):
+            self._pick_ports()
+            self._spawn()
+            try:
+                self.wait_ready(model)
+                return self
+            except UserError:
+                lost_port = self._lost_port_race()
+                self.stop()
+                if not lost_port or attempt == PORT_ATTEMPTS - 1:
+                    raise
+                print(f"triton: port {self.grpc_port} was taken while the server started; retrying", flush=True)
+        return self
+
+    def _lost_port_race(self) -> bool:
+        auto = self.options.grpc_port == 0 or not self.options.strict_ports
+        return auto and any(m in self.log_tail(20).lower() for m in PORT_IN_USE_MARKERS)
+
+    def _spawn(self) -> None:
+        log = open(self.log_path, "ab")
+        try:
+            self.process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log,
+                                            stderr=subprocess.STDOUT, env=stub_environment(),
+                                            start_new_session=True, preexec_fn=_pdeathsig(), cwd=self.workdir)
+        finally:
+            log.close()
+        _RUNNING.add(self)
+
+    def wait_ready(self, model: str) -> None:
+        """Poll readiness over gRPC until `model` is ready, the process exits, or the timeout passes."""
+        import tritonclient.grpc as grpcclient
+        from tritonclient.utils import InferenceServerException
+
+        deadline = time.monotonic() + self.options.startup_timeout_s
+        client = grpcclient.InferenceServerClient(self.grpc_url)
+        try:
+            while True:
+                if not self.alive():
+                    raise UserError(f"tritonserver {describe_exit(self.returncode())} while loading model "
+                                    f"'{model}' (log {self.log_path}): {self.log_summary()}")
+                try:
+                    if client.is_server_live() and client.is_model_ready(model):
+                        return
+                except InferenceServerException:
+                    pass
+                if time.monotonic() > deadline:
+                    raise UserError(f"tritonserver did not get model '{model}' ready within "
+                                    f"{self.options.startup_timeout_s:.0f} s (set triton_startup_timeout_s; log "
+                                    f"{self.log_path}): {self.log_summary()}")
+                time.sleep(0.2)
+        finally:
+            client.close()
+
+    # ------------------------------------------------------------------ state
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def returncode(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - 64 * 1024))
+                text = f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def log_summary(self, lines: int = 12, limit: int = 1200) -> str:
+        """The log tail on one line (non-empty lines joined by ' | '), for one-line error messages."""
+        kept = [ln.strip() for ln in self.log_tail(200).splitlines() if ln.strip() and ln.strip()[0] not in "+|"]
+        text = " | ".join(kept[-lines:])
+        return text if len(text) <= limit else "..." + text[-limit:]
+
+    # ------------------------------------------------------------------ stop
+    def stop(self) -> None:
+        """Terminate the server and everything in its process group; idempotent."""
+        with self._lock:
+            process = self.process
+            if process is None or process is self._stopped:
+                return
+            pgid = process.pid
+            if process.poll() is None:
+                _signal_group(pgid, signal.SIGTERM)
+                try:
+                    process.wait(timeout=self.options.stop_timeout_s)
+                except subprocess.TimeoutExpired:
+                    pass
+            _signal_group(pgid, signal.SIGKILL)  # stubs of a server that died left orphans in the group
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+            _wait_group_gone(pgid, 5.0)
+            self._remove_shm()
+            _RUNNING.discard(self)
+            self._stopped = process
+
+    def _remove_shm(self) -> None:
+        shm = Path("/dev/shm")
+        if shm.is_dir():
+            for leftover in shm.glob(f"{self.shm_prefix}*"):
+                try:
+                    leftover.unlink()
+                except OSError:
+                    pass
+
+    def __enter__(self) -> "TritonServer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        pass
+
+
+def _wait_group_gone(pgid: int, timeout: float) -> bool:
+    """True once no live (non-zombie) process of group `pgid` is left."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not group_members(pgid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def group_members(pgid: int, zombies: bool = False) -> list[int]:
+    """Pids of the processes in process group `pgid`, read from /proc (zombies only if asked)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and (zombies or fields[0] != "Z"):
+            members.append(int(entry.name))
+    return members
+
+
+@atexit.register
+def _stop_all() -> None:
+    for server in list(_RUNNING):
+        server.stop()

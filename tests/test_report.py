@@ -1,0 +1,140 @@
+"""`dlrm-bench report` and the per-run plots, on log folders written by real `dlrm-bench run`s (LoadGen,
+reference engine)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dlrm_bench import plots
+from dlrm_bench.cli import main as cli
+from dlrm_bench.harness.logs import read_detail_log
+from dlrm_bench.model.checkpoint import save_checkpoint
+from dlrm_bench.model.dlrm import DLRM, init_reference
+from tests.conftest import TINY_CARDINALITIES, write_preprocessed_dataset
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory) -> Path:
+    """Two `run` invocations into one log root: Offline (performance + accuracy), then Server performance."""
+    root = tmp_path_factory.mktemp("report")
+    data = write_preprocessed_dataset(root / "data", test_rows=1500, num_days=1, rows_per_day=200, max_sample=30)
+    model = DLRM(TINY_CARDINALITIES)
+    init_reference(model, torch.Generator().manual_seed(0))
+    ckpt = save_checkpoint(root / "model.pt", model.state_dict())
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLPERF_SCRATCH_PATH", str(root / "scratch"))
+    base = ["run", "--dataset-dir", str(data), "--model", str(ckpt), "--engine", "reference",
+            "--log_dir", str(root / "logs"), "--min_duration", "0.5"]
+    try:
+        assert cli(base + ["--scenarios", "Offline", "--offline_expected_qps", "300"]) == 0
+        assert cli(base + ["--scenarios", "Server", "--test_mode", "PerformanceOnly", "--server_target_qps", "20",
+                           "--min_query_count", "20"]) == 0
+    finally:
+        mp.undo()
+    return root / "logs"
+
+
+def run_folders(logs: Path) -> dict[tuple[str, str], Path]:
+    return {(p.parts[-4], p.parts[-2]): p.parent for p in logs.glob("2*/*/dlrm/*/*/*/result.json")}
+
+
+def test_every_run_folder_gets_its_plots(logs):
+    folders = run_folders(logs)
+    assert set(folders) == {("Offline", "PerformanceOnly"), ("Offline", "AccuracyOnly"), ("Server", "PerformanceOnly")}
+    for key, folder in folders.items():
+        assert (folder / "throughput.png").read_bytes()[:8] == PNG
+        assert (folder / "latency.png").exists() == (key == ("Server", "PerformanceOnly"))
+        timeline = np.load(folder / plots.TIMELINE_FILE)
+        result = json.loads((folder / "result.json").read_text())
+        assert timeline.shape[1] == 3 and np.all(np.diff(timeline[:, 0]) >= 0) and timeline[0, 0] > 0
+        assert timeline[:, 1].sum() == result["samples_processed"] and timeline[:, 2].sum() == result["pairs_processed"]
+        assert timeline[-1, 0] <= result["wall_seconds"]
+    assert (folders[("Server", "PerformanceOnly")] / "latency.png").read_bytes()[:8] == PNG
+
+
+def test_throughput_series_and_percentiles(logs):
+    folder = run_folders(logs)[("Server", "PerformanceOnly")]
+    timeline = np.load(folder / plots.TIMELINE_FILE)
+    centres, sps, pps = plots.throughput_series(timeline)
+    width = centres[1] - centres[0] if len(centres) > 1 else 2 * centres[0]
+    assert sps.sum() * width == pytest.approx(timeline[:, 1].sum())
+    assert pps.sum() * width == pytest.approx(timeline[:, 2].sum())
+    points = dict(plots.latency_percentiles(read_detail_log(folder / "mlperf_log_detail.txt")))
+    assert list(points) == ["min", "p50", "p90", "p95", "p97", "p99", "p99.9", "max"]
+    result = json.loads((folder / "result.json").read_text())
+    assert points["p99"] == pytest.approx(result["latency_p99_ms"])
+    assert points["min"] <= points["p50"] <= points["p99"] <= points["max"]
+
+
+def table_rows(out: str) -> list[list[str]]:
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("---"))
+    return [re.split(r"\s{2,}", line.strip()) for line in lines[start + 1:] if line.strip()]
+
+
+def test_report_of_the_newest_folder(logs, capsys):
+    assert cli(["report", str(logs / "latest")]) == 0
+    out = capsys.readouterr().out
+    assert "1 runs under" in out
+    header = out.splitlines()[1]
+    assert header.split()[:5] == ["scenario", "config_ver", "mode", "samples/s", "pairs/s"]
+    assert all(word in header for word in ("p99", "AUC", "result"))
+    rows = table_rows(out)
+    assert len(rows) == 1 and rows[0][:3] == ["Server", "default", "Performance"]
+    result = json.loads(next((logs / "latest").rglob("result.json")).read_text())
+    assert rows[0][3] == f"{result['samples_per_second']:,.1f}" and rows[0][5] == f"{result['latency_p99_ms']:.2f}"
+    assert rows[0][-1].startswith("VALID") or rows[0][-1].startswith("INVALID")
+
+
+def test_report_of_all_runs_counts_each_once(logs, capsys, monkeypatch):
+    monkeypatch.setenv("MLPERF_SCRATCH_PATH", str(logs.parent))  # its logs/ is this log root
+    assert cli(["report", str(logs)]) == 0  # holds `latest` too: not followed
+    rows = table_rows(capsys.readouterr().out)
+    assert len(rows) == 3 and len({r[0] for r in rows}) == 2  # a leading "run" column, two timestamps
+    accuracy = next(r for r in rows if r[3] == "Accuracy")
+    result = json.loads(next(logs.glob("2*/*/dlrm/Offline/default/AccuracyOnly/result.json")).read_text())
+    assert accuracy[7] == f"{100 * result['auc']:.4f}" and accuracy[-1] == "PASS"
+    assert cli(["report"]) == 0  # default: $MLPERF_SCRATCH_PATH/logs/latest
+    capsys.readouterr()
+
+
+def test_report_draws_missing_plots_and_skips_bad_results(logs, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(logs / "latest", copy, symlinks=True)
+    folder = next(copy.rglob("result.json")).parent
+    for png in folder.glob("*.png"):
+        png.unlink()
+    assert cli(["report", str(copy), "--no-plots"]) == 0
+    assert not list(folder.glob("*.png"))
+    assert cli(["report", str(copy)]) == 0
+    assert (folder / "throughput.png").exists() and (folder / "latency.png").exists()
+    broken = copy / "broken" / "x"
+    broken.mkdir(parents=True)
+    (broken / "result.json").write_text("{not json")
+    capsys.readouterr()
+    assert cli(["report", str(copy)]) == 0
+    assert "skipping" in capsys.readouterr().out
+
+
+def test_report_errors_are_one_line(tmp_path, capsys):
+    assert cli(["report", str(tmp_path / "nowhere")]) == 2
+    assert "log folder not found" in capsys.readouterr().err
+    assert cli(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no runs here" in err and "Traceback" not in err
+
+
+def test_a_failing_plot_does_not_fail_the_run(tmp_path, capsys):
+    np.save(tmp_path / plots.TIMELINE_FILE, np.zeros((3, 2)))  # wrong shape
+    assert plots.write_run_plots(tmp_path, {"scenario": "Offline", "test_mode": "PerformanceOnly"}) == []
+    assert "plot_throughput skipped" in capsys.readouterr().out
