@@ -205,9 +205,10 @@ class CudaEngine(Engine):
         n = int((ends - starts).sum())
         b = self.bundles.get()
         try:
-            b.stream.wait_stream(torch.cuda.current_stream(self.dev))
-            numeric, categorical, rows = self._stage_inputs(b, starts, ends, n)
-            self._run(b, numeric, categorical, rows, n)
+            with torch.cuda.device(self.dev):  # Triton launches on the current device: make it this engine's
+                b.stream.wait_stream(torch.cuda.current_stream(self.dev))
+                numeric, categorical, rows = self._stage_inputs(b, starts, ends, n)
+                self._run(b, numeric, categorical, rows, n)
         except BaseException:
             self.bundles.put(b)
             raise
@@ -241,6 +242,7 @@ class CudaEngine(Engine):
             hi = min(numeric.shape[0], lo + self.max_pairs)
             b = self.bundles.get()
             try:
+                torch.cuda.set_device(self.dev)
                 x = quantize_numeric(numeric[lo:hi]).to(self.dev)
                 ids = np.ascontiguousarray(categorical[lo:hi], dtype=np.int32)
                 c = torch.from_numpy(ids if self.packing is None else pack(ids, self.packing)).to(self.dev)

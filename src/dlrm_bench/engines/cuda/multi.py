@@ -33,8 +33,9 @@ class MultiGpuEngine(Engine):
         first = CudaEngine(model, {**settings, "device_index": 0}, frequencies_file=frequencies_file)
         self.engines = [first]
         for i in range(1, gpus):
-            store = first.store.to(torch.device("cuda", i))
-            self.engines.append(CudaEngine(model, {**settings, "device_index": i}, store=store))
+            with torch.cuda.device(i):
+                store = first.store.to(torch.device("cuda", i))
+                self.engines.append(CudaEngine(model, {**settings, "device_index": i}, store=store))
         self.outstanding = [0] * gpus
         self.lock = threading.Lock()
 
@@ -50,7 +51,8 @@ class MultiGpuEngine(Engine):
         if first.numeric_dev is not None and first.categorical_dev is not None:
             resident = (first.numeric_dev, first.categorical_dev)
         for engine in self.engines[1:]:
-            engine.load(split, resident)
+            with torch.cuda.device(engine.dev):
+                engine.load(split, resident)
 
     def _pick(self, pairs: int) -> int:
         with self.lock:
@@ -78,7 +80,8 @@ class MultiGpuEngine(Engine):
 
     def warmup(self) -> None:
         for engine in self.engines:
-            engine.warmup()
+            with torch.cuda.device(engine.dev):
+                engine.warmup()
 
     def describe(self) -> dict[str, Any]:
         return {**self.engines[0].describe(), "gpus": len(self.engines), "device": self.device}
