@@ -237,3 +237,13 @@ def test_apply_audit_settings_sets_the_test05_fields(tmp_path):
     path.write_text("mode 2\n")
     with pytest.raises(UserError, match=r"audit.config:1: expected 'model.scenario.key = value'"):
         compliance.apply_audit_settings(lg.TestSettings(), path, "Offline")
+
+
+@pytest.mark.parametrize("test, scenario, ref, new, passed", [
+    ("TEST05", "SingleStream", 1e6, 1.04e6, True), ("TEST05", "SingleStream", 1e6, 1.06e6, False),
+    ("TEST05", "SingleStream", 1.5e5, 1.75e5, True), ("TEST05", "SingleStream", 1.5e5, 1.85e5, False),
+    ("TEST01", "SingleStream", 1e6, 0.91e6, True), ("TEST01", "Server", 100.0, 111.0, False),
+    ("TEST05", "Server", 100.0, 94.0, False)])
+def test_latency_and_server_rules(test, scenario, ref, new, passed):
+    """SingleStream compares latencies (lower is better; 20% slack at or below 0.2 ms), as MLPerf's scripts do."""
+    assert compliance._compare(test, scenario, ref, new)[0] is passed

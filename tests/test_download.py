@@ -1,12 +1,22 @@
-"""check-data: lists missing day files, names the source, exit status."""
+"""check-data (lists missing day files, names the source, exit status) and download-model (resumable, MD5-checked
+download from a real HTTP server on loopback; no test reaches the internet)."""
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
+import http.server
+import json
+import threading
+from pathlib import Path
 
+import pytest
+
+from dlrm_bench import download as dl
 from dlrm_bench.cli import main as cli_main
 from dlrm_bench.criteo.download import DATASET_URL, check_days, main
+from dlrm_bench.errors import UserError
 
 
 def test_complete_plain_and_gz_is_ok(tmp_path, capsys):
@@ -42,17 +52,6 @@ def test_cli_uses_scratch_path(tmp_path, monkeypatch, capsys):
 
 # ------------------------------------------------------------------------------------------------------------------
 # download-model: a real HTTP server on loopback (http.server in a thread) serving a small file with Range support.
-
-import hashlib  # noqa: E402
-import json  # noqa: E402
-import http.server  # noqa: E402
-import threading  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
-
-from dlrm_bench import download as dl  # noqa: E402
-from dlrm_bench.errors import UserError  # noqa: E402
 
 PAYLOAD = bytes((i * 7 + i // 251) % 256 for i in range(3 * 1024 * 1024 + 12345))  # ~3 MiB, 3+ blocks
 PAYLOAD_MD5 = hashlib.md5(PAYLOAD).hexdigest()

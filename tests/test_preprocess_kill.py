@@ -40,7 +40,7 @@ Condition = Callable[[Path], bool]
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("kill") / "raw"
-    generate_days(folder, "tiny", seed=11, num_days=DAYS, rows_per_day=12_000)
+    generate_days(folder, "tiny", seed=11, num_days=DAYS, rows_per_day=8_000)
     return folder
 
 
@@ -137,7 +137,7 @@ def test_killed_at_timed_points_and_twice_in_a_row(raw, reference, tmp_path):
     proc = start(raw, tmp_path / "timing", 1)
     proc.communicate(timeout=120)
     total = time.monotonic() - t0
-    for n, fraction in enumerate((0.15, 0.35, 0.55, 0.75, 0.9)):
+    for n, fraction in enumerate((0.2, 0.5, 0.8)):
         out = tmp_path / f"timed_{n}"
         begin = time.monotonic()
         kill_when(start(raw, out, 1), out, lambda o, b=begin: time.monotonic() - b > fraction * total)
@@ -150,8 +150,6 @@ def test_killed_at_timed_points_and_twice_in_a_row(raw, reference, tmp_path):
 
 
 def test_killed_with_parallel_workers(raw, reference, tmp_path):
-    for n, condition in enumerate((exists(".work/scan/day_0.json"), writing)):
-        out = tmp_path / f"par_{n}"
-        kill_when(start(raw, out, 2), out, condition)
-        time.sleep(0.05)
-        resume_and_compare(raw, out, reference, state(out))
+    out = tmp_path / "parallel"
+    kill_when(start(raw, out, 2), out, writing)  # the whole process group: the pool's workers die too
+    resume_and_compare(raw, out, reference, state(out))

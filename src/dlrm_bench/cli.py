@@ -108,6 +108,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-rows", type=int, default=None, help="stop after this many training rows")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="auto: bf16 only where the CPU has native bf16 (AVX512-BF16 / AMX), else fp32")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: tuned while training)")
+    p.add_argument("--max-eval-rows", type=int, default=None, help="score at most this many test rows")
     p.set_defaults(func="dlrm_bench.model.train:main")
 
     p = sub.add_parser("run", help="run the benchmark through LoadGen (what `make run` calls)")
@@ -138,6 +142,28 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--retries", type=int, default=5, help="automatic resumes after a dropped connection")
     p.add_argument("--force", action="store_true", help="replace an existing file that is not the expected one")
     p.set_defaults(func="dlrm_bench.download:main")
+
+    p = sub.add_parser("serve", help="serve the engine through a Triton Inference Server until Ctrl-C "
+                                     "(README: request format, client example)")
+    _add_dataset_args(p)
+    p.add_argument("--engine", default=None, help="reference, cpu or cuda (default: the config's, else the fastest)")
+    p.add_argument("--config_ver", "--config-ver", dest="config_ver", default="triton",
+                   help="triton or high_accuracy_triton (engine settings from the config)")
+    p.add_argument("--scenario", default="Server", help="whose config.json settings to use (default Server)")
+    p.add_argument("--config", type=Path, default=None, help="a config.json to use instead of configs/dlrm/...")
+    p.add_argument("--inputs", choices=("rows", "ranges"), default="rows",
+                   help="rows: clients send NUMERIC/CATEGORICAL features; ranges: clients send ROW_RANGES of the "
+                        "server's test split")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--grpc-port", type=int, default=8001, help="0 = any free port; in use = error")
+    p.add_argument("--http-port", type=int, default=8000, help="0 = any free port, -1 = no HTTP")
+    p.add_argument("--metrics-port", type=int, default=-1, help="Prometheus metrics (-1 = off, 0 = any free)")
+    p.add_argument("--max-batch-pairs", type=int, default=None, help="pairs per engine batch (default: batch_size)")
+    p.add_argument("--instances", type=int, default=None, help="model instances per device (default 1)")
+    p.add_argument("--startup-timeout", type=float, default=900.0, help="seconds to wait for the model")
+    p.add_argument("--workdir", type=Path, default=None,
+                   help="model repository and server log (default: build/triton/serve-<time>)")
+    p.set_defaults(func="dlrm_bench.serving.serve:main")
 
     p = sub.add_parser("generate-engines", help="split the checkpoint into int8 tables + MLP file (reused if current)")
     _add_dataset_args(p)

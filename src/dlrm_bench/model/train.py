@@ -30,6 +30,7 @@ from torch import nn
 from tqdm import tqdm
 
 from dlrm_bench.criteo.dataset import DatasetMeta, Split, load_meta, open_split
+from dlrm_bench.engines.reference import ReferenceEngine, predict_rows
 from dlrm_bench.errors import UserError
 from dlrm_bench.model.checkpoint import save_checkpoint
 from dlrm_bench.model.dlrm import DLRM, init_reference
@@ -268,8 +269,6 @@ def train_epoch(trainer: Trainer, batches: Iterator, total_rows: int, tuner: Thr
 
 def evaluate(model: DLRM, split: Split, max_rows: int | None = None) -> dict[str, float]:
     """AUC, log loss and accuracy of `model` on (the first max_rows rows of) `split`, in fp32."""
-    from dlrm_bench.engines.reference import ReferenceEngine, predict_rows
-
     n = len(split) if max_rows is None else min(len(split), max_rows)
     engine = ReferenceEngine(model, "cpu")
     scores = predict_rows(engine, split, 0, n).astype(np.float64)

@@ -5,7 +5,7 @@ The model is named `dlrm` (version 1). Two request formats, one per server (`tri
 rows   (any client; the batch dimension is the pair, so Triton's dynamic batcher counts pairs)
     NUMERIC      FP32  [n, 13]   log1p'd dense features of n pairs
     CATEGORICAL  INT32 [n, 26]   table ids (< each table's cardinality)
-    PREDICTIONS  FP32  [n]       click probabilities
+    PREDICTIONS  FP32  [n, 1]    click probabilities, one row per pair
 ranges (clients that share the server's preprocessed dataset; nothing but row numbers crosses the wire)
     ROW_RANGES   INT64 [1, k, 2] k half-open row ranges [start, end) of the server's test split (one per user)
     PREDICTIONS  FP32  [1, p]    p = sum(end - start) probabilities, in the order of the ranges

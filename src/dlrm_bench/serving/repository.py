@@ -94,7 +94,7 @@ def _io_block(spec: ServingSpec) -> str:
                 f'  {{ name: "{wire.NUMERIC}" data_type: TYPE_FP32 dims: [ {NUM_DENSE} ] }},\n'
                 f'  {{ name: "{wire.CATEGORICAL}" data_type: TYPE_INT32 dims: [ {NUM_SPARSE} ] }}\n]\n'
                 f'output [\n'
-                f'  {{ name: "{wire.PREDICTIONS}" data_type: TYPE_FP32 dims: [ 1 ] reshape: {{ shape: [ ] }} }}\n]\n')
+                f'  {{ name: "{wire.PREDICTIONS}" data_type: TYPE_FP32 dims: [ 1 ] }}\n]\n')
     return (f'input [\n'
             f'  {{ name: "{wire.ROW_RANGES}" data_type: TYPE_INT64 dims: [ -1, 2 ] allow_ragged_batch: true }}\n]\n'
             f'output [\n'

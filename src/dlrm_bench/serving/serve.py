@@ -1,0 +1,97 @@
+"""`dlrm-bench serve`: the engine behind a Triton Inference Server for other clients, until Ctrl-C (or SIGTERM).
+
+The server listens on loopback by default (`--host 0.0.0.0` for other machines), gRPC on 8001 and HTTP on 8000
+unless told otherwise; a requested port that is in use is an error naming it (`0` picks a free port). The engine
+settings come from configs/dlrm/<--scenario>/config.json for `--config_ver` (triton or high_accuracy_triton).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from dlrm_bench.errors import UserError
+from dlrm_bench.serving import protocol as wire
+from dlrm_bench.serving.client import read_instance_info, start_server
+from dlrm_bench.serving.repository import spec_from_settings
+from dlrm_bench.serving.server import ServerOptions, TritonServer, describe_exit
+
+
+def _settings(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    from dlrm_bench.harness import config as cfg
+    from dlrm_bench.harness.runner import pick_engine
+    from dlrm_bench.harness.system import detect_system
+
+    if args.config_ver not in ("triton", "high_accuracy_triton"):
+        raise UserError(f"serve: --config_ver must be triton or high_accuracy_triton, got '{args.config_ver}'")
+    scenario = cfg.parse_choices(args.scenario, cfg.SCENARIOS, "scenario")[0]
+    settings = cfg.scenario_settings(scenario, args.config_ver, args.engine, detect_system(), args.config)
+    name = pick_engine(args.engine, settings)
+    settings["triton_inputs"] = args.inputs
+    if args.max_batch_pairs:
+        settings["batch_size"] = args.max_batch_pairs
+    if args.instances:
+        settings["triton_instances"] = args.instances
+    return name, settings
+
+
+def _workdir(args: argparse.Namespace) -> Path:
+    from dlrm_bench.paths import scratch_path
+
+    return Path(args.workdir) if args.workdir else scratch_path() / "triton" / f"serve-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _port(value: int) -> int | None:
+    return None if value < 0 else value
+
+
+def _announce(server: TritonServer, name: str, inputs: str, dataset: Path) -> None:
+    devices = ", ".join(sorted({str(i.get("device")) for i in read_instance_info(server.workdir / "instances")}))
+    print(f"serving model '{wire.MODEL_NAME}' ({name} engine on {devices}; '{inputs}' requests; dataset {dataset})")
+    print(f"  gRPC  {server.grpc_url}")
+    if server.http_port is not None:
+        print(f"  HTTP  {server.options.host}:{server.http_port}")
+    if server.metrics_port is not None:
+        print(f"  metrics {server.options.host}:{server.metrics_port}")
+    print(f"  log   {server.log_path}  (pid {server.pid})")
+    print("Ctrl-C stops the server.", flush=True)
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main(args: argparse.Namespace) -> int:
+    from dlrm_bench.workflow import resolve_inputs
+
+    meta, model_path = resolve_inputs(args.dataset, args.dataset_dir, args.model, prepare=True)
+    name, settings = _settings(args)
+    workdir = _workdir(args)
+    split_dir = meta.directory / "test"
+    spec = spec_from_settings(name, model_path, meta.directory, split_dir if split_dir.is_dir() else None,
+                              settings, workdir / "instances")
+    options = ServerOptions(grpc_port=args.grpc_port, http_port=_port(args.http_port),
+                            metrics_port=_port(args.metrics_port), host=args.host, strict_ports=True,
+                            startup_timeout_s=args.startup_timeout)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    server = None
+    try:
+        print(f"starting tritonserver for the {name} engine (log {workdir / 'server.log'}) ...", flush=True)
+        server = start_server(spec, workdir, options)
+        _announce(server, name, spec.inputs, meta.directory)
+        while server.alive():
+            time.sleep(0.5)
+        raise UserError(f"tritonserver {describe_exit(server.returncode())} (log {server.log_path}): "
+                        f"{server.log_summary(lines=4, limit=400)}")
+    except KeyboardInterrupt:
+        print("stopping tritonserver ...", file=sys.stderr, flush=True)
+        return 0
+    finally:
+        if server is not None:
+            server.stop()
+        signal.signal(signal.SIGTERM, previous)
