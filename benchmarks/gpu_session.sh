@@ -8,16 +8,7 @@
 # offline, server : LoadGen PerformanceOnly runs of the cuda engine on criteo-tb-random (MIN_DURATION seconds)
 # Wheels missing on the machine (mlcommons-loadgen) are taken from .whl/ if present.
 set -uo pipefail
-export PYTHONUNBUFFERED=1
-export MLPERF_SCRATCH_PATH="${MLPERF_SCRATCH_PATH:-$PWD/build}"
-OUT="${OUT:-$PWD/build/gpu-out}"
-mkdir -p "$OUT"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl 2>/dev/null
-  export PYTHONPATH="/tmp/site:$PWD/src"
-else
-  export PYTHONPATH="$PWD/src"
-fi
+source "$(dirname "$0")/device_env.sh"
 STEPS="${STEPS:-preset,offline,server}"
 MIN_DURATION="${MIN_DURATION:-60}"
 has() { [[ ",$STEPS," == *",$1,"* ]]; }

@@ -3,16 +3,7 @@
 # with several GPUs). For each GPU count in $GPU_COUNTS (default "1 2 4"): an Offline run, then a Server run at
 # SERVER_FRACTION (default 0.7) of the Offline samples/s just measured. Writes multi_gpu.json and logs under $OUT.
 set -uo pipefail
-export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-export MLPERF_SCRATCH_PATH="${MLPERF_SCRATCH_PATH:-$PWD/build}"
-OUT="${OUT:-$PWD/build/gpu-out}"
-mkdir -p "$OUT"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl 2>/dev/null
-  export PYTHONPATH="/tmp/site:$PWD/src"
-else
-  export PYTHONPATH="$PWD/src"
-fi
+source "$(dirname "$0")/device_env.sh"
 GPU_COUNTS="${GPU_COUNTS:-1 2 4}"
 MIN_DURATION="${MIN_DURATION:-30}"
 SERVER_FRACTION="${SERVER_FRACTION:-0.7}"

@@ -17,6 +17,23 @@ from dlrm_bench.quant.recipe import QuantizedDLRM
 
 
 @triton.jit
+def _epilogue(acc, m, n, M, c_ptr, stride_cm, wscale_ptr, bias_ptr, act_ptr, final_w_ptr, final_b,
+              FINAL: tl.constexpr):
+    """int32 tile [BLOCK_M, BLOCK_N] of rows m, columns n -> scale, bias, ReLU; then requantized int8 stores, or
+    (FINAL) the 256 -> 1 dot, bias and sigmoid: one fp32 probability per row."""
+    m_mask = m < M
+    m64 = m.to(tl.int64)
+    y = acc.to(tl.float32) * tl.load(wscale_ptr + n)[None, :] + tl.load(bias_ptr + n)[None, :]
+    y = tl.maximum(y, 0.0)
+    if FINAL:
+        z = tl.sum(y * tl.load(final_w_ptr + n)[None, :], axis=1) + final_b
+        tl.store(c_ptr + m64, 1.0 / (1.0 + tl.exp(-z)), mask=m_mask)
+    else:
+        q = requantize(y, tl.load(act_ptr + n)[None, :])
+        tl.store(c_ptr + m64[:, None] * stride_cm + n[None, :], q, mask=m_mask[:, None])
+
+
+@triton.jit
 def _linear_int8_kernel(a_ptr, b_ptr, c_ptr, M, N: tl.constexpr, K: tl.constexpr, stride_am, stride_bn, stride_cm,
                         wscale_ptr, bias_ptr, act_ptr, final_w_ptr, final_b,
                         FINAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -47,14 +64,7 @@ def _linear_int8_kernel(a_ptr, b_ptr, c_ptr, M, N: tl.constexpr, K: tl.constexpr
         acc += tl.dot(a, b, out_dtype=tl.int32)
         a_ptrs += BLOCK_K
         b_ptrs += BLOCK_K
-    y = acc.to(tl.float32) * tl.load(wscale_ptr + n)[None, :] + tl.load(bias_ptr + n)[None, :]
-    y = tl.maximum(y, 0.0)
-    if FINAL:
-        z = tl.sum(y * tl.load(final_w_ptr + n)[None, :], axis=1) + final_b
-        tl.store(c_ptr + m64, 1.0 / (1.0 + tl.exp(-z)), mask=m_mask)
-    else:
-        q = requantize(y, tl.load(act_ptr + n)[None, :])
-        tl.store(c_ptr + m64[:, None] * stride_cm + n[None, :], q, mask=m_mask[:, None])
+    _epilogue(acc, m, n, M, c_ptr, stride_cm, wscale_ptr, bias_ptr, act_ptr, final_w_ptr, final_b, FINAL)
 
 
 @triton.jit
@@ -82,18 +92,8 @@ def _linear_int8_tma_kernel(a_desc, b_desc, c_ptr, M, N: tl.constexpr, K: tl.con
             a = a_desc.load([off_m, kk])
             b = b_desc.load([off_n, kk])
             acc = tl.dot(a, b.T, acc, out_dtype=tl.int32)
-        m = off_m + tl.arange(0, BLOCK_M)
-        n = off_n + tl.arange(0, BLOCK_N)
-        m_mask = m < M
-        m64 = m.to(tl.int64)
-        y = acc.to(tl.float32) * tl.load(wscale_ptr + n)[None, :] + tl.load(bias_ptr + n)[None, :]
-        y = tl.maximum(y, 0.0)
-        if FINAL:
-            z = tl.sum(y * tl.load(final_w_ptr + n)[None, :], axis=1) + final_b
-            tl.store(c_ptr + m64, 1.0 / (1.0 + tl.exp(-z)), mask=m_mask)
-        else:
-            q = requantize(y, tl.load(act_ptr + n)[None, :])
-            tl.store(c_ptr + m64[:, None] * stride_cm + n[None, :], q, mask=m_mask[:, None])
+        _epilogue(acc, off_m + tl.arange(0, BLOCK_M), off_n + tl.arange(0, BLOCK_N), M, c_ptr, stride_cm,
+                  wscale_ptr, bias_ptr, act_ptr, final_w_ptr, final_b, FINAL)
 
 
 @dataclass
