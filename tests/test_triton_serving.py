@@ -28,9 +28,9 @@ from dlrm_bench.errors import UserError
 from dlrm_bench.model.checkpoint import save_checkpoint
 from dlrm_bench.model.dlrm import DLRM, init_reference
 from dlrm_bench.serving import protocol as wire
-from dlrm_bench.serving.install import find_triton, stub_environment
+from dlrm_bench.serving.install import TritonInstall, find_triton, stub_environment
 from dlrm_bench.serving.repository import config_pbtxt, spec_from_settings, write_repository
-from dlrm_bench.serving.server import group_members, resolve_port
+from dlrm_bench.serving.server import TritonServer, group_members, resolve_port
 from tests.conftest import TINY_CARDINALITIES, write_preprocessed_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -136,6 +136,18 @@ def test_missing_binary_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch, tmp_
     monkeypatch.setenv("DLRM_TRITONSERVER", str(tmp_path / "no-such-tritonserver"))
     with pytest.raises(UserError, match="make setup"):
         find_triton()
+
+
+def test_model_load_failure_is_read_from_the_log(tmp_path: Path) -> None:
+    install = TritonInstall(tmp_path / "tritonserver", tmp_path, tmp_path / "stub")
+    server = TritonServer(tmp_path / "repo", tmp_path, install=install)
+    tmp_path.joinpath("server.log").write_text(
+        'I1126 04:02:31.1 12 model_lifecycle.cc:472] "loading: dlrm:1"\n'
+        "E1126 04:02:33.2 12 model_lifecycle.cc:642] \"failed to load 'dlrm' version 1: Internal: UserError: "
+        "model.pt: tensor emb_l.0.weight has shape [51, 128]\\n\\nAt:\\n  backend.py(78): __init__\\n\"\n"
+        "+------+\n| dlrm | 1 |\nerror: creating server: Internal - failed to load all models\n")
+    assert server.load_failure("dlrm") == "UserError: model.pt: tensor emb_l.0.weight has shape [51, 128]"
+    assert server.log_summary(lines=1) == "error: creating server: Internal - failed to load all models"
 
 
 def test_stub_loads_this_interpreters_libpython() -> None:

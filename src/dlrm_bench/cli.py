@@ -47,6 +47,9 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log_dir", "--log-dir", dest="log_dir", type=Path, default=None,
                    help="root of the log tree (default: build/logs)")
     p.add_argument("--config", type=Path, default=None, help="a config.json to use instead of configs/dlrm/...")
+    p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config.json setting for this run (VALUE parsed as JSON), repeatable, "
+                        "e.g. --set gpu_num_bundles=4 --set embedding_weights_on_gpu_part=0.2")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -117,9 +120,6 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the benchmark through LoadGen (what `make run` calls)")
     _add_run_args(p)
     p.add_argument("--audit", type=Path, default=None, help="an audit.config for compliance tests")
-    p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config.json setting for this run (VALUE parsed as JSON), repeatable, "
-                        "e.g. --set gpu_num_bundles=4 --set embedding_weights_on_gpu_part=0.2")
     p.set_defaults(func="dlrm_bench.harness.runner:main")
 
     p = sub.add_parser("audit", help="MLPerf compliance tests TEST01 / TEST05 with the same flags as `run`")

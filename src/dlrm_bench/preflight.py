@@ -7,13 +7,15 @@ has been written at that point. `DLRM_BENCH_SKIP_PREFLIGHT=1` skips the checks.
 
 The needs are estimates from what the step will write, computed from its inputs:
 
-| step               | disk                                                        | RAM                              |
-|--------------------|-------------------------------------------------------------|----------------------------------|
-| generate-data      | rows x 241 B (text) or x 99 B (.gz), measured on synthetic days | ~1 GB                          |
-| preprocess         | the split arrays (160 B per training row, 375 B per test / calibration row, +64 with --compress) from the raw row count (sampled from each day's first MiB), plus 10% for the work state | workers x (30 x max_ind_range + 512 MiB), the scan stage's peak |
-| generate-engines   | int8 tables (rows x 128 B) + MLP file                        | a legacy (non-zip) checkpoint is read whole; else ~1.1 GB of chunks |
-| make-random-preset | test + calibration arrays (214 B per pair) + int8 tables     | ~2 GB of chunks                  |
-| train              | the checkpoint (rows x 512 B)                                | fp32 tables twice (the model's and the fused copy) + Adagrad state + ~1 GB |
+- generate-data: disk rows x 241 B (text) or x 99 B (.gz), as measured on synthetic days; RAM ~1 GB.
+- preprocess: disk the split arrays (160 B per training row, 375 B per test / calibration row, +64 B with
+  --compress) from the raw row count (each day's size over the mean line length of its first MiB), plus 10% for
+  the work state; RAM workers x (30 x max_ind_range + 512 MiB), the scan stage's peak.
+- generate-engines: disk the int8 tables (rows x 128 B) + the MLP file; RAM the whole checkpoint if it is in
+  torch's legacy (non-zip) format, which is read whole, else ~1.1 GB of chunks.
+- make-random-preset: disk test + calibration arrays (215 B per pair) + the int8 tables; RAM ~2 GB of chunks.
+- train: disk the checkpoint (rows x 512 B); RAM the fp32 tables twice (the model's and the fused copy) +
+  the Adagrad state + ~1 GB.
 
 Bytes already present in the output (a resumed or repeated step) count as available.
 """

@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import ctypes
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -26,6 +27,8 @@ from dlrm_bench.serving.install import TritonInstall, find_triton, make_backend_
 LOOPBACK = "127.0.0.1"
 PORT_ATTEMPTS = 3
 """Server starts tried when an automatically chosen port is taken between the check and the bind."""
+GLOG_PREFIX = re.compile(r"^[IWEF]\d{4} [\d:.]+ +\d+ [^\]]+\] ?")
+"""Triton's log line prefix: severity, date, time, thread, file:line]."""
 PORT_IN_USE_MARKERS = ("already in use", "address in use", "failed to start grpc", "failed to start http")
 
 _RUNNING: "set[TritonServer]" = set()
@@ -212,6 +215,10 @@ class TritonServer:
         try:
             while True:
                 if not self.alive():
+                    cause = self.load_failure(model)
+                    if cause:
+                        raise UserError(f"model '{model}' failed to load in tritonserver: {cause} "
+                                        f"(log {self.log_path})")
                     raise UserError(f"tritonserver {describe_exit(self.returncode())} while loading model "
                                     f"'{model}' (log {self.log_path}): {self.log_summary()}")
                 try:
@@ -244,10 +251,24 @@ class TritonServer:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
+    def load_failure(self, model: str) -> str | None:
+        """The reason Triton gives for `model` failing to load (a Python exception's message), if it logged one."""
+        pattern = re.compile(rf"failed to load '{re.escape(model)}' version \d+: (?:Internal: )?(.*?)(?:\\n\\nAt:|\"?$)")
+        for line in reversed(self.log_tail(400).splitlines()):
+            match = pattern.search(line)
+            if match:
+                return match.group(1).replace("\\n", " ").strip()
+        return None
+
     def log_summary(self, lines: int = 12, limit: int = 1200) -> str:
-        """The log tail on one line (non-empty lines joined by ' | '), for one-line error messages."""
-        kept = [ln.strip() for ln in self.log_tail(200).splitlines() if ln.strip() and ln.strip()[0] not in "+|"]
-        text = " | ".join(kept[-lines:])
+        """The log tail on one line, for one-line error messages: the messages of the last `lines` non-empty lines
+        (glog prefixes and the option tables dropped) joined by ' | '."""
+        kept = []
+        for line in self.log_tail(200).splitlines():
+            text = GLOG_PREFIX.sub("", line.strip()).strip().strip('"')
+            if text and text[0] not in "+|":
+                kept.append(text)
+        text = " | ".join(kept[-lines:]) or "(the log is empty)"
         return text if len(text) <= limit else "..." + text[-limit:]
 
     # ------------------------------------------------------------------ stop
