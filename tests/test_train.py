@@ -12,7 +12,7 @@ import pytest
 from dlrm_bench.criteo.dataset import load_meta, open_split
 from dlrm_bench.errors import UserError
 from dlrm_bench.model.checkpoint import REFERENCE_EXTRA_KEYS, load_for_dataset
-from dlrm_bench.model.locate import default_model_path, locate, resolve_dataset_name
+from dlrm_bench.workflow import default_model_path, locate, pick_dataset
 from dlrm_bench.model.train import (ThreadTuner, TrainConfig, iter_batches, main, resolve_precision,
                                    thread_candidates, train, training_days)
 
@@ -102,7 +102,7 @@ def test_precision_choices() -> None:
 def test_locate_rules(tmp_path: Path, monkeypatch) -> None:
     scratch = tmp_path / "scratch"
     monkeypatch.setenv("MLPERF_SCRATCH_PATH", str(scratch))
-    assert resolve_dataset_name("auto") == "synthetic-tiny"
+    assert pick_dataset("auto") == "synthetic-tiny"
     assert default_model_path("terabyte") == scratch / "models" / "dlrm" / "tb00_40M.pt"
     assert default_model_path("synthetic-small") == scratch / "models" / "dlrm" / "synthetic-small.pt"
     found = locate("auto")
@@ -120,6 +120,6 @@ def test_locate_rules(tmp_path: Path, monkeypatch) -> None:
 def test_locate_with_a_dataset_dir_reads_its_name(tiny_dataset: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("MLPERF_SCRATCH_PATH", str(tmp_path))
     found = locate("auto", dataset_dir=tiny_dataset)
-    assert found.dataset == "fixture" and found.dataset_dir == tiny_dataset.resolve()
+    assert found.dataset == "fixture" and found.dataset_dir.resolve() == tiny_dataset.resolve()
     assert found.model_path == tmp_path / "models" / "dlrm" / "fixture.pt"
     assert locate("terabyte", dataset_dir=tiny_dataset).model_path.name == "tb00_40M.pt"

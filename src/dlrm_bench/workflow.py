@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dlrm_bench.criteo.dataset import DatasetMeta, load_meta
 from dlrm_bench.errors import UserError
@@ -42,15 +45,45 @@ def default_model_path(dataset: str) -> Path:
     return models_dir() / (REAL_MODEL if dataset == "terabyte" else f"{dataset}.pt")
 
 
+@dataclass(frozen=True)
+class Located:
+    """The resolved dataset name, its preprocessed folder and the model path (nothing is checked or built)."""
+
+    dataset: str
+    dataset_dir: Path
+    model_path: Path
+
+
+def _name_in_meta(directory: Path) -> str | None:
+    try:
+        return str(json.loads((directory / "meta.json").read_text())["name"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def locate(dataset: str | None = "auto", dataset_dir: Path | None = None, model: Path | None = None) -> Located:
+    """The --dataset / --dataset-dir / --model rules: with --dataset-dir and auto, the name is the one in that
+    folder's meta.json (or the folder's name); the model defaults to default_model_path(name)."""
+    dataset = dataset or "auto"
+    if dataset_dir is not None:
+        directory = Path(dataset_dir).expanduser()
+        name = dataset if dataset != "auto" else (_name_in_meta(directory) or directory.name)
+    else:
+        name = pick_dataset(dataset)
+        directory = preprocessed_dir(name)
+    return Located(name, directory, Path(model).expanduser() if model else default_model_path(name))
+
+
+def locate_args(args: Any) -> Located:
+    """locate() from an argparse namespace with dataset / dataset_dir / model attributes (missing ones = None)."""
+    return locate(getattr(args, "dataset", "auto"), getattr(args, "dataset_dir", None), getattr(args, "model", None))
+
+
 def resolve_inputs(dataset: str, dataset_dir: Path | None, model: Path | None,
                    prepare: bool) -> tuple[DatasetMeta, Path]:
     """(dataset meta, model path). With `prepare`, a missing synthetic dataset or model is built first."""
-    if dataset_dir is not None and dataset == "auto":
-        directory = Path(dataset_dir)
-        name = load_meta(directory).name
-    else:
-        name = pick_dataset(dataset)
-        directory = Path(dataset_dir) if dataset_dir else preprocessed_dir(name)
+    located = locate(dataset, dataset_dir, None)
+    name, directory = located.dataset, located.dataset_dir
     if prepare and name in SYNTHETIC_SCALES and not (directory / "meta.json").exists():
         build_synthetic_dataset(name, directory)
     if name == "criteo-tb-random" and not (directory / "meta.json").exists():

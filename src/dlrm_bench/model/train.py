@@ -34,7 +34,7 @@ from dlrm_bench.engines.reference import ReferenceEngine, predict_rows
 from dlrm_bench.errors import UserError
 from dlrm_bench.model.checkpoint import save_checkpoint
 from dlrm_bench.model.dlrm import DLRM, init_reference
-from dlrm_bench.model.locate import locate_args
+from dlrm_bench.workflow import locate_args
 
 DEFAULT_DENSE_LR = 1e-3
 """Adam learning rate of the MLPs (--lr sets it); the tables use EMBEDDING_LR_RATIO times it (row-wise Adagrad)."""
