@@ -75,6 +75,18 @@ def pick_inputs(args: argparse.Namespace) -> tuple[Path, Path, str]:
     return data, model, "fixture (tests/conftest.py writer, random full-size MLPs, tiny tables)"
 
 
+def parse_sets(items: list[str]) -> dict[str, Any]:
+    """['device=cpu', 'batch_size=8192'] -> {'device': 'cpu', 'batch_size': 8192}."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
 def make_context(data: Path, model: Path, log_dir: Path) -> runner.RunContext:
     """The runner's context, built from `dlrm-bench run`'s own defaults."""
     ns = cli_parser().parse_args(["run", "--dataset-dir", str(data), "--model", str(model), "--log_dir",
@@ -116,7 +128,31 @@ def one_test(ctx: runner.RunContext, engine: Engine, scenario: str, settings: di
     m = runner.run_loadgen(run_ctx, engine, scenario, "PerformanceOnly", settings, out)
     return {"samples_per_second": m["samples_per_second"], "pairs_per_second": m["pairs_per_second"],
             "latency_p99_ms": m.get("latency_p99_ms"), "result_valid": m.get("result_valid"),
-            "wall_seconds": m["wall_seconds"], "log_dir": str(out)}
+            "wall_seconds": m["wall_seconds"], "loadavg_1min_after": os.getloadavg()[0], "log_dir": str(out)}
+
+
+def wire_costs(engines: dict[str, Engine], ctx: runner.RunContext, batch_pairs: list[int],
+               repeats: int = 5) -> list[dict[str, Any]]:
+    """Per request format and batch size: bytes on the wire and the client's time to build the request from
+    randomly chosen (non-contiguous) samples, the Server scenario's case."""
+    rng = np.random.default_rng(0)
+    starts, ends = np.asarray(ctx.offsets[:-1], np.int64), np.asarray(ctx.offsets[1:], np.int64)
+    rows = []
+    for variant, engine in engines.items():
+        if not isinstance(engine, TritonEngine):
+            continue
+        for target in batch_pairs:
+            picked = np.sort(rng.permutation(len(starts))[:max(1, int(target / np.mean(ends - starts)))])
+            s, e = starts[picked], ends[picked]
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                inputs = engine._inputs(s, e)  # noqa: SLF001 (the client's own request builder)
+                times.append(time.perf_counter() - t0)
+            nbytes = sum(int(np.prod(i.shape())) * (8 if i.datatype() == "INT64" else 4) for i in inputs)
+            rows.append({"variant": variant, "pairs": int((e - s).sum()), "samples": len(picked), "bytes": nbytes,
+                         "build_ms": 1e3 * statistics.median(times)})
+    return rows
 
 
 def summarize(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -135,23 +171,32 @@ def summarize(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, dic
             if base:
                 row["throughput_ratio"] = row["samples_per_second"] / statistics.median(
                     b["samples_per_second"] for b in base)
+                row["throughput_ratio_paired"] = statistics.median(
+                    r["samples_per_second"] / b["samples_per_second"] for r, b in zip(results, base))
                 base_p99 = [b["latency_p99_ms"] for b in base if b["latency_p99_ms"] is not None]
                 if p99 and base_p99:
                     row["p99_ratio"] = row["latency_p99_ms"] / statistics.median(base_p99)
+                    row["p99_ratio_paired"] = statistics.median(
+                        r["latency_p99_ms"] / b["latency_p99_ms"] for r, b in zip(results, base)
+                        if r["latency_p99_ms"] and b["latency_p99_ms"])
             out[scenario][variant] = row
     return out
 
 
+def _ratio(row: dict[str, Any], key: str) -> str:
+    return f"{row[key]:>9.3f}" if key in row else f"{'-':>9}"
+
+
 def print_table(summary: dict[str, dict[str, dict[str, Any]]]) -> None:
-    print(f"\n{'scenario':<9}{'variant':<15}{'samples/s':>11}{'pairs/s':>11}{'p99 ms':>10}{'x thru':>8}"
-          f"{'x p99':>8}  valid")
+    """Medians; x = ratio to in-process (of the medians, and the median of the per-repeat ratios)."""
+    print(f"\n{'scenario':<9}{'variant':<15}{'samples/s':>11}{'pairs/s':>11}{'p99 ms':>10}{'x thru':>9}"
+          f"{'x thru/r':>9}{'x p99':>9}{'x p99/r':>9}  valid")
     for scenario, rows in summary.items():
         for variant, row in rows.items():
             p99 = f"{row['latency_p99_ms']:>10.1f}" if row["latency_p99_ms"] is not None else f"{'-':>10}"
-            ratio = f"{row.get('throughput_ratio', 1.0):>8.3f}"
-            p99r = f"{row['p99_ratio']:>8.3f}" if "p99_ratio" in row else f"{'-':>8}"
             print(f"{scenario:<9}{variant:<15}{row['samples_per_second']:>11,.1f}{row['pairs_per_second']:>11,.0f}"
-                  f"{p99}{ratio}{p99r}  {row['valid']}")
+                  f"{p99}{_ratio(row, 'throughput_ratio')}{_ratio(row, 'throughput_ratio_paired')}"
+                  f"{_ratio(row, 'p99_ratio')}{_ratio(row, 'p99_ratio_paired')}  {row['valid']}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,7 +211,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--offline-duration", type=float, default=20.0, help="LoadGen min_duration, seconds")
     p.add_argument("--server-duration", type=float, default=30.0)
     p.add_argument("--server-qps", type=float, default=None, help="default: --server-load x measured samples/s")
-    p.add_argument("--server-load", type=float, default=0.5)
+    p.add_argument("--server-load", type=float, default=0.4,
+                   help="Server target as a fraction of the probed throughput (headroom for noisy neighbours)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override an engine/harness setting for every variant (value parsed as JSON if it can be), "
+                        "e.g. --set device=cpu --set batch_size=8192")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -177,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     data, model, what = pick_inputs(args)
     work = scratch_path() / "bench" / "triton_logs" / time.strftime("%Y%m%d-%H%M%S")
     ctx = make_context(data, model, work / "logs")
-    settings = {s: cfg.scenario_settings(s, "triton", args.engine, ctx.system) for s in scenarios}
+    settings = {s: {**cfg.scenario_settings(s, "triton", args.engine, ctx.system), **parse_sets(args.set)}
+                for s in scenarios}
     mean_pairs = float(ctx.offsets[-1]) / (len(ctx.offsets) - 1)
     engines = build_engines(variants, args.engine, ctx, settings[scenarios[0]], work / "servers")
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {s: {v: [] for v in variants} for s in scenarios}
@@ -200,16 +250,21 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for engine in engines.values():
             engine.close()
+    costs = wire_costs(engines, ctx, [min(len(ctx.split), n) for n in (4096, 16384, 262144)])
     summary = summarize(runs)
     print(f"\ndataset {data} ({what}), model {model}, engine {args.engine}, {len(ctx.split):,} pairs, "
           f"{mean_pairs:.0f} pairs/sample; repeats {args.repeats}; Server target {qps['Server']:.1f} samples/s")
     print_table(summary)
+    print(f"\n{'request':<15}{'pairs':>9}{'samples':>9}{'bytes':>13}{'build ms':>10}")
+    for c in costs:
+        print(f"{c['variant']:<15}{c['pairs']:>9,}{c['samples']:>9,}{c['bytes']:>13,}{c['build_ms']:>10.2f}")
     result = {"dataset_dir": str(data), "model_path": str(model), "inputs": what, "engine": args.engine,
               "machine": platform.processor() or platform.machine(), "cores_visible": os.cpu_count(),
               "loadavg_at_end": os.getloadavg(), "repeats": args.repeats, "pairs_per_sample": mean_pairs,
               "offline_duration_s": args.offline_duration, "server_duration_s": args.server_duration,
               "server_target_qps": qps["Server"], "probe_samples_per_second": rate, "settings": settings,
               "engines": {v: e.describe() for v, e in engines.items()}, "runs": runs, "summary": summary,
+              "request_costs": costs,
               "logs": str(work)}
     out_path = args.out or scratch_path() / "bench" / "bench_triton.json"
     out_path.parent.mkdir(parents=True, exist_ok=True)

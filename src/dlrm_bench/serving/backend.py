@@ -137,6 +137,9 @@ class ServedModel:
             start = [lambda lo=lo: self.rows_pool.submit(  # type: ignore[union-attr]
                 self.engine.predict, numeric[lo:lo + self.max_pairs], categorical[lo:lo + self.max_pairs])
                 for lo in bounds]
+        if not start:  # requests without pairs
+            self._answer(jobs, np.zeros(0, dtype=np.float32), "")
+            return
         group = Group(jobs, len(start), self._answer)
         for index, launch in enumerate(start):
             self.slots.acquire()

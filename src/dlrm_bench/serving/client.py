@@ -231,6 +231,10 @@ class TritonEngine(Engine):
         ends = np.asarray(ends, dtype=np.int64)
         limit = self.spec.max_batch_pairs if self.spec else int(self.settings.get("batch_size", 16384))
         futures = [self._send(self._inputs(s, e), int((e - s).sum())) for s, e in chunk_ranges(starts, ends, limit)]
+        if not futures:
+            empty: Future[np.ndarray] = Future()
+            empty.set_result(np.zeros(0, dtype=np.float32))
+            return empty
         return futures[0] if len(futures) == 1 else _concatenate(futures)
 
     def predict_ranges(self, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:

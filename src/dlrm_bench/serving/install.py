@@ -31,9 +31,6 @@ class TritonInstall:
     python_backend: Path
     stub: Path
 
-    def version_dir(self) -> Path:
-        return self.binary.parent.parent
-
 
 def python_version() -> str:
     return f"{sys.version_info.major}.{sys.version_info.minor}"
