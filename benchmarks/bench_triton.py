@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -100,6 +101,23 @@ def engine_rate(engine: Engine, pairs: int, mean_pairs: float) -> float:
     start = time.perf_counter()
     engine.predict_ranges(np.array([0]), np.array([pairs]))
     return pairs / (time.perf_counter() - start) / mean_pairs
+
+
+def rotated(items: list[str], shift: int) -> list[str]:
+    """`items` rotated by `shift`: each variant runs first in some repeat (slow drifts in load hit all alike)."""
+    shift %= max(1, len(items))
+    return items[shift:] + items[:shift]
+
+
+def start_burners(count: int) -> list[subprocess.Popen]:
+    """`count` processes spinning on one core each, in this session (the same scheduler group as the engines)."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+
+
+def stop_burners(burners: list[subprocess.Popen]) -> None:
+    for proc in burners:
+        proc.kill()
+        proc.wait()
 
 
 def build_engines(variants: list[str], name: str, ctx: runner.RunContext, settings: dict[str, Any],
@@ -213,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--server-qps", type=float, default=None, help="default: --server-load x measured samples/s")
     p.add_argument("--server-load", type=float, default=0.4,
                    help="Server target as a fraction of the probed throughput (headroom for noisy neighbours)")
+    p.add_argument("--burn", type=int, default=0,
+                   help="busy-loop processes kept running during the measurements: a controlled noisy neighbour")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override an engine/harness setting for every variant (value parsed as JSON if it can be), "
                         "e.g. --set device=cpu --set batch_size=8192")
@@ -231,16 +251,18 @@ def main(argv: list[str] | None = None) -> int:
     mean_pairs = float(ctx.offsets[-1]) / (len(ctx.offsets) - 1)
     engines = build_engines(variants, args.engine, ctx, settings[scenarios[0]], work / "servers")
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {s: {v: [] for v in variants} for s in scenarios}
+    burners: list[subprocess.Popen] = []
     try:
         probe = engines.get("in-process") or next(iter(engines.values()))
         rate = engine_rate(probe, min(len(ctx.split), 65536), mean_pairs)
         qps = {"Offline": rate, "Server": args.server_qps or args.server_load * rate}
         print(f"engine {args.engine}: ~{rate:.1f} samples/s in a direct probe; Server target {qps['Server']:.1f} "
               f"samples/s", flush=True)
+        burners = start_burners(args.burn)
         for repeat in range(args.repeats):
             for scenario in scenarios:
                 duration = args.offline_duration if scenario == "Offline" else args.server_duration
-                for variant in variants:
+                for variant in rotated(variants, repeat):
                     out = work / f"r{repeat}" / scenario / variant
                     result = one_test(ctx, engines[variant], scenario, settings[scenario], duration,
                                       qps[scenario], out)
@@ -248,12 +270,14 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"repeat {repeat} {scenario:<8}{variant:<15}{result['samples_per_second']:>9.1f} samples/s"
                           f"  p99 {result['latency_p99_ms'] or 0:>8.1f} ms", flush=True)
     finally:
+        stop_burners(burners)
         for engine in engines.values():
             engine.close()
     costs = wire_costs(engines, ctx, [min(len(ctx.split), n) for n in (4096, 16384, 262144)])
     summary = summarize(runs)
     print(f"\ndataset {data} ({what}), model {model}, engine {args.engine}, {len(ctx.split):,} pairs, "
-          f"{mean_pairs:.0f} pairs/sample; repeats {args.repeats}; Server target {qps['Server']:.1f} samples/s")
+          f"{mean_pairs:.0f} pairs/sample; repeats {args.repeats}; Server target {qps['Server']:.1f} samples/s; "
+          f"{args.burn} busy neighbour(s)")
     print_table(summary)
     print(f"\n{'request':<15}{'pairs':>9}{'samples':>9}{'bytes':>13}{'build ms':>10}")
     for c in costs:
@@ -263,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
               "loadavg_at_end": os.getloadavg(), "repeats": args.repeats, "pairs_per_sample": mean_pairs,
               "offline_duration_s": args.offline_duration, "server_duration_s": args.server_duration,
               "server_target_qps": qps["Server"], "probe_samples_per_second": rate, "settings": settings,
+              "burners": args.burn,
               "engines": {v: e.describe() for v, e in engines.items()}, "runs": runs, "summary": summary,
               "request_costs": costs,
               "logs": str(work)}

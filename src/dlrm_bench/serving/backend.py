@@ -54,11 +54,14 @@ class Group:
         self.answer = answer
 
     def done(self, index: int, future: "Future[np.ndarray]") -> None:
+        result, error = None, ""
         try:
-            self.results[index] = np.asarray(future.result(), dtype=np.float32).reshape(-1)
+            result = np.asarray(future.result(), dtype=np.float32).reshape(-1)
         except BaseException as exc:  # reported to every client of the group
-            self.error = self.error or f"{type(exc).__name__}: {exc}"
+            error = f"{type(exc).__name__}: {exc}"
         with self.lock:
+            self.results[index] = result
+            self.error = self.error or error
             self.pending -= 1
             last = self.pending == 0
         if last:
@@ -145,9 +148,9 @@ class ServedModel:
             self.slots.acquire()
             try:
                 future = launch()
-            except BaseException:
-                self.slots.release()
-                raise
+            except Exception as exc:  # this batch fails; the group answers every job once all are accounted for
+                future = Future()
+                future.set_exception(exc)
             future.add_done_callback(lambda f, i=index: self._finished(group, i, f))
 
     def _finished(self, group: Group, index: int, future: "Future[np.ndarray]") -> None:
@@ -167,7 +170,8 @@ class ServedModel:
             values = np.ascontiguousarray(predictions[lo:lo + job.pairs])
             lo += job.pairs
             shaped = values.reshape(1, -1) if self.inputs == "ranges" else values.reshape(-1, 1)
-            response = self.pb.InferenceResponse(output_tensors=[self.pb.Tensor.from_dlpack(wire.PREDICTIONS, torch.from_numpy(shaped))])
+            tensor = self.pb.Tensor.from_dlpack(wire.PREDICTIONS, torch.from_numpy(shaped))
+            response = self.pb.InferenceResponse(output_tensors=[tensor])
             job.sender.send(response, flags=self.pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 
     def _send_error(self, sender: Any, message: str) -> None:
