@@ -8,6 +8,7 @@ this interface; it never knows which engine it drives.
 from __future__ import annotations
 
 import abc
+import threading
 from concurrent.futures import Future
 from typing import Any
 
@@ -62,6 +63,29 @@ def chunk_ranges(starts: np.ndarray, ends: np.ndarray, max_pairs: int) -> list[t
         new_ends = np.concatenate([np.minimum(p + max_pairs, e) for p, e in zip(pieces, ends.tolist())])
         starts, ends = new_starts, new_ends
     return [(starts[lo:hi], ends[lo:hi]) for lo, hi in cut_by_pairs(ends - starts, max_pairs)]
+
+
+def join_futures(futures: list["Future[np.ndarray]"]) -> "Future[np.ndarray]":
+    """One future whose result is the concatenation of `futures`' results, in order (the first error wins)."""
+    if len(futures) == 1:
+        return futures[0]
+    out: Future[np.ndarray] = Future()
+    remaining = [len(futures)]
+    lock = threading.Lock()
+
+    def done(_: Future) -> None:
+        with lock:
+            remaining[0] -= 1
+            if remaining[0]:
+                return
+        try:
+            out.set_result(np.concatenate([f.result() for f in futures]))
+        except BaseException as exc:  # handed to the caller through the future
+            out.set_exception(exc)
+
+    for f in futures:
+        f.add_done_callback(done)
+    return out
 
 
 class Engine(abc.ABC):

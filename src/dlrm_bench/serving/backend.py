@@ -1,10 +1,11 @@
 """The served model, inside Triton's Python stub: requests -> engine batches -> one response per request.
 
 `execute` takes the requests Triton's dynamic batcher grouped, merges their pairs, cuts them into engine batches
-of at most `max_batch_pairs` pairs, keeps up to `inflight` batches in the engine (the engine's async path, so a
-CUDA engine overlaps them) and returns at once; when a group's last batch finishes, each request gets its
-predictions through its response sender (from the engine's completion thread). Blocking on the in-flight limit
-is the back-pressure that lets Triton's queue grow and its batcher merge more requests.
+of at most `max_batch_pairs` pairs and keeps up to `inflight` batches in the engine (its async path, so a CUDA
+engine overlaps them). A synchronous engine (reference, cpu) has answered by the time execute() ends: the
+responses are its return value. Otherwise execute() returns at once and each request is answered through its
+response sender when its group's last batch finishes (from the engine's completion thread); blocking on the
+in-flight limit is the back-pressure that lets Triton's queue grow and its batcher merge more requests.
 
 Tensors cross the stub boundary through DLPack: inputs with `np.from_dlpack`, outputs from a torch tensor with
 `Tensor.from_dlpack`. The stub's own numpy bridge (`as_numpy`, `Tensor(name, ndarray)`) reads numpy 2 arrays
@@ -31,11 +32,43 @@ from dlrm_bench.engines.base import chunk_ranges
 from dlrm_bench.serving import protocol as wire
 
 
+class Replies:
+    """The responses of one execute() call. Those ready before execute() ends go back as its return value (one
+    message to Triton: a synchronous engine pays no extra round trip); if some are not, every response goes
+    through its request's response sender (obtained inside execute, as Triton requires), as it becomes ready."""
+
+    def __init__(self, requests: list[Any], pb: Any) -> None:
+        self.requests = requests
+        self.pb = pb
+        self.ready: dict[int, Any] = {}
+        self.senders: list[Any] | None = None
+        self.lock = threading.Lock()
+
+    def put(self, index: int, response: Any) -> None:
+        with self.lock:
+            if self.senders is None:
+                self.ready[index] = response
+                return
+        self.senders[index].send(response, flags=self.pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+
+    def finish(self) -> list[Any] | None:
+        """At the end of execute(): the responses in request order if all are ready, else None (sent later)."""
+        with self.lock:
+            if len(self.ready) == len(self.requests):
+                return [self.ready[i] for i in range(len(self.requests))]
+            self.senders = [request.get_response_sender() for request in self.requests]
+            early, self.ready = self.ready, {}
+        for index, response in early.items():
+            self.senders[index].send(response, flags=self.pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        return None
+
+
 @dataclass
 class Job:
-    """One request: its response sender and its pairs (ranges [k, 2] or rows (numeric, categorical))."""
+    """One request: where its response goes and its pairs (ranges [k, 2] or rows (numeric, categorical))."""
 
-    sender: Any
+    replies: Replies
+    index: int
     pairs: int
     ranges: np.ndarray | None = None
     numeric: np.ndarray | None = None
@@ -85,7 +118,8 @@ class ServedModel:
         self.engine.warmup()
         self.rows_pool = ThreadPoolExecutor(1, thread_name_prefix="rows") if self.inputs == "rows" else None
         info = {"instance": instance_name, "engine": self.engine.describe(), "device": self.engine.device,
-                "inputs": self.inputs, "pid": os.getpid()}
+                "inputs": self.inputs, "pid": os.getpid(), "torch_threads": torch.get_num_threads(),
+                "cpu_affinity": sorted(os.sched_getaffinity(0))}
         save_json(Path(config["info_dir"]) / wire.INSTANCE_INFO.format(index=instance_name), info)
 
     # ------------------------------------------------------------------ requests
@@ -95,14 +129,14 @@ class ServedModel:
             raise ValueError(f"input {name} missing (this server takes '{self.inputs}' requests)")
         return np.array(np.from_dlpack(tensor))  # a copy: the request's memory goes once execute() returns
 
-    def _parse(self, request: Any, sender: Any) -> Job:
+    def _parse(self, request: Any, replies: Replies, index: int) -> Job:
         if self.inputs == "ranges":
             ranges = self._tensor(request, wire.ROW_RANGES).astype(np.int64, copy=False).reshape(-1, 2)
             self._check_ranges(ranges)
-            return Job(sender, int((ranges[:, 1] - ranges[:, 0]).sum()), ranges=ranges)
+            return Job(replies, index, int((ranges[:, 1] - ranges[:, 0]).sum()), ranges=ranges)
         numeric = self._tensor(request, wire.NUMERIC)
         categorical = self._tensor(request, wire.CATEGORICAL)
-        return Job(sender, int(numeric.shape[0]), numeric=numeric, categorical=categorical)
+        return Job(replies, index, int(numeric.shape[0]), numeric=numeric, categorical=categorical)
 
     def _check_ranges(self, ranges: np.ndarray) -> None:
         rows = len(self.split) if self.split is not None else 0
@@ -111,21 +145,21 @@ class ServedModel:
             raise ValueError(f"{wire.ROW_RANGES} must hold [start, end) with 0 <= start < end <= {rows} "
                              f"(the server's test split)")
 
-    def execute(self, requests: list[Any]) -> None:
+    def execute(self, requests: list[Any]) -> list[Any] | None:
+        replies = Replies(requests, self.pb)
         jobs = []
-        for request in requests:
-            sender = request.get_response_sender()
+        for index, request in enumerate(requests):
             try:
-                jobs.append(self._parse(request, sender))
+                jobs.append(self._parse(request, replies, index))
             except Exception as exc:  # a malformed request fails alone
-                self._send_error(sender, f"{type(exc).__name__}: {exc}")
+                replies.put(index, self._error(f"{type(exc).__name__}: {exc}"))
         if jobs:
             try:
                 self._submit(jobs)
-            except Exception as exc:
+            except Exception as exc:  # nothing was launched: every job fails here
                 for job in jobs:
-                    self._send_error(job.sender, f"{type(exc).__name__}: {exc}")
-        return None
+                    replies.put(job.index, self._error(f"{type(exc).__name__}: {exc}"))
+        return replies.finish()
 
     # ------------------------------------------------------------------ engine
     def _submit(self, jobs: list[Job]) -> None:
@@ -163,7 +197,7 @@ class ServedModel:
             got = "no" if predictions is None else str(predictions.shape[0])
             message = error or f"engine returned {got} predictions for {sum(job.pairs for job in jobs)} pairs"
             for job in jobs:
-                self._send_error(job.sender, message)
+                job.replies.put(job.index, self._error(message))
             return
         lo = 0
         for job in jobs:
@@ -171,12 +205,10 @@ class ServedModel:
             lo += job.pairs
             shaped = values.reshape(1, -1) if self.inputs == "ranges" else values.reshape(-1, 1)
             tensor = self.pb.Tensor.from_dlpack(wire.PREDICTIONS, torch.from_numpy(shaped))
-            response = self.pb.InferenceResponse(output_tensors=[tensor])
-            job.sender.send(response, flags=self.pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+            job.replies.put(job.index, self.pb.InferenceResponse(output_tensors=[tensor]))
 
-    def _send_error(self, sender: Any, message: str) -> None:
-        response = self.pb.InferenceResponse(output_tensors=[], error=self.pb.TritonError(message))
-        sender.send(response, flags=self.pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+    def _error(self, message: str) -> Any:
+        return self.pb.InferenceResponse(output_tensors=[], error=self.pb.TritonError(message))
 
     def close(self) -> None:
         if self.rows_pool is not None:

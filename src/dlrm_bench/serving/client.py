@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from dlrm_bench.criteo.dataset import DatasetMeta, Split
-from dlrm_bench.engines.base import Engine, chunk_ranges, contiguous_span, ranges_to_rows
+from dlrm_bench.engines.base import Engine, chunk_ranges, contiguous_span, join_futures, ranges_to_rows
 from dlrm_bench.errors import UserError
 from dlrm_bench.serving import protocol as wire
 from dlrm_bench.serving.repository import ServingSpec, spec_from_settings, write_repository
@@ -235,7 +235,7 @@ class TritonEngine(Engine):
             empty: Future[np.ndarray] = Future()
             empty.set_result(np.zeros(0, dtype=np.float32))
             return empty
-        return futures[0] if len(futures) == 1 else _concatenate(futures)
+        return join_futures(futures)
 
     def predict_ranges(self, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
         return self.predict_ranges_async(starts, ends).result()
@@ -255,28 +255,6 @@ class TritonEngine(Engine):
             item.set_data_from_numpy(array)
             inputs.append(item)
         return self._send(inputs, numeric.shape[0]).result()
-
-
-def _concatenate(futures: "list[Future[np.ndarray]]") -> "Future[np.ndarray]":
-    """A Future of the concatenation of `futures`' results, in order (the first error wins)."""
-    out: Future[np.ndarray] = Future()
-    lock = threading.Lock()
-    remaining = [len(futures)]
-
-    def done(_: Future) -> None:
-        with lock:
-            remaining[0] -= 1
-            last = remaining[0] == 0
-        if not last:
-            return
-        try:
-            out.set_result(np.concatenate([f.result() for f in futures]))
-        except BaseException as exc:
-            out.set_exception(exc)
-
-    for future in futures:
-        future.add_done_callback(done)
-    return out
 
 
 def create_triton_engine(name: str, model_path: Path, meta: DatasetMeta, settings: dict[str, Any] | None,

@@ -22,7 +22,7 @@ import torch
 
 from dlrm_bench.criteo.dataset import Split
 from dlrm_bench.criteo.packing import pack, pack_torch, packing_layout
-from dlrm_bench.engines.base import Engine, chunk_ranges, contiguous_span, ranges_to_rows
+from dlrm_bench.engines.base import Engine, chunk_ranges, contiguous_span, join_futures, ranges_to_rows
 from dlrm_bench.engines.cuda.bottom_mlp import BottomMLP
 from dlrm_bench.engines.cuda.interaction import Interaction
 from dlrm_bench.engines.cuda.table_store import TableStore, build_store
@@ -230,7 +230,7 @@ class CudaEngine(Engine):
             futures = [self._submit_chunk(s, e) for s, e in chunk_ranges(starts, ends, self.max_pairs)]
         if len(futures) == 1:
             return futures[0]
-        return _joined(futures)
+        return join_futures(futures)
 
     def predict_ranges(self, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
         return self.predict_ranges_async(starts, ends).result()
@@ -276,24 +276,3 @@ class CudaEngine(Engine):
         self.numeric_dev = self.categorical_dev = None
         self.tables = self.store = None  # type: ignore[assignment]
         torch.cuda.empty_cache()
-
-
-def _joined(futures: list["Future[np.ndarray]"]) -> "Future[np.ndarray]":
-    """One future whose result is the concatenation of `futures`' results, in order."""
-    out: Future[np.ndarray] = Future()
-    remaining = [len(futures)]
-    lock = threading.Lock()
-
-    def done(_: Future) -> None:
-        with lock:
-            remaining[0] -= 1
-            if remaining[0]:
-                return
-        try:
-            out.set_result(np.concatenate([f.result() for f in futures]))
-        except BaseException as exc:
-            out.set_exception(exc)
-
-    for f in futures:
-        f.add_done_callback(done)
-    return out
