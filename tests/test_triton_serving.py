@@ -175,8 +175,9 @@ def test_triton_runs_give_the_in_process_auc(workspace, tmp_path, monkeypatch, c
                       "--config_ver", "default,triton", "--scenarios", "Offline,Server",
                       "--test_mode", "AccuracyOnly,PerformanceOnly", "--min_duration", "1",
                       "--min_query_count", "40"])
-    out = capsys.readouterr().out
-    assert status == 0, out
+    captured = capsys.readouterr()
+    out = captured.out
+    assert status == 0, out + captured.err
     assert f"gRPC port {busy} on 127.0.0.1 is in use; using" in out
     results = {}
     for path in (workspace["logs"] / "latest").glob("*/dlrm/*/*/*/result.json"):
