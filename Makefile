@@ -78,5 +78,8 @@ run_audit_test05: $(STAMP)
 audit: $(STAMP)
 	$(DLRM) audit --test TEST01,TEST05 $(RUN_ARGS)
 
+serve: $(STAMP)
+	$(DLRM) serve $(RUN_ARGS)
+
 clean:
 	rm -rf build/logs

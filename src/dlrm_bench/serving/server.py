@@ -140,6 +140,7 @@ class TritonServer:
         self.shm_prefix = f"dlrmbench{os.getpid()}x{id(self) & 0xFFFFFF:x}"
         self._lock = threading.Lock()
         self._stopped: subprocess.Popen[bytes] | None = None
+        self._log_start = 0
 
     # ------------------------------------------------------------------ start
     @property
@@ -204,6 +205,7 @@ class TritonServer:
         return auto and any(m in self.log_tail(20).lower() for m in PORT_IN_USE_MARKERS)
 
     def _spawn(self) -> None:
+        self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")
         try:
             self.process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log,
@@ -253,7 +255,7 @@ class TritonServer:
         try:
             with open(self.log_path, "rb") as f:
                 f.seek(0, os.SEEK_END)
-                f.seek(max(0, f.tell() - 64 * 1024))
+                f.seek(max(self._log_start, f.tell() - 64 * 1024))  # this start's lines only
                 text = f.read().decode("utf-8", "replace")
         except OSError:
             return ""
