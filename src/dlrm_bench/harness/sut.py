@@ -1,11 +1,13 @@
 """Systems under test: batch LoadGen's samples into pair batches for an engine, hand results back to LoadGen.
 
-Offline: the whole query is cut, in LoadGen's order, into batches of at most `batch_size` pairs, with
+LoadGen's samples land in a sample queue (sample_queue.py: LoadGen's C API with a C queue, or its Python bindings,
+setting `loadgen_bridge`). One batcher thread takes them out:
+Offline: the whole query, cut in LoadGen's order into batches of at most `batch_size` pairs, with
 `inflight_batches` batches in the engine at once.
-Server and SingleStream: a batcher thread takes queued samples until `batch_size` pairs or `server_max_wait_ms`
-after the oldest one (0 ms: take what is queued now), so latency stays bounded.
-Completion threads (`complete_threads`) build the responses: one float32 prediction per pair of each sample, from
-a buffer that stays alive until `QuerySamplesComplete` returns.
+Server and SingleStream: queued samples until about `batch_size` pairs or `server_max_wait_ms` after the oldest
+one (SingleStream: 0 ms, take what is queued now), so latency stays bounded.
+Completion threads (`complete_threads`) hand the results back: one float32 prediction per pair of each sample,
+from a buffer that stays alive until LoadGen's QuerySamplesComplete returns.
 """
 
 from __future__ import annotations
@@ -14,13 +16,13 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
-import mlperf_loadgen as lg
 import numpy as np
 
 from dlrm_bench.engines.base import Engine, cut_by_pairs
 from dlrm_bench.harness.qsl import SampleLibrary
+from dlrm_bench.harness.sample_queue import SampleQueue, make_queue
 
 
 @dataclass
@@ -57,11 +59,12 @@ class Counters:
 
 
 class Completer:
-    """Hands finished batches back to LoadGen from `threads` worker threads."""
+    """Hands finished batches back to LoadGen (through `queue`) from `threads` worker threads."""
 
-    def __init__(self, threads: int, counters: Counters) -> None:
+    def __init__(self, threads: int, counters: Counters, queue: SampleQueue) -> None:
         self.pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="complete")
         self.counters = counters
+        self.queue = queue
 
     def submit(self, batch: Batch, future: "Future[np.ndarray]", release: threading.Semaphore | None) -> None:
         def done(fut: "Future[np.ndarray]") -> None:
@@ -80,151 +83,87 @@ class Completer:
         finally:
             if release is not None:
                 release.release()
-        complete_batch(batch, predictions)
+        self.queue.complete(batch.ids, batch.ends - batch.starts, predictions)
         self.counters.add(batch)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
 
 
-def complete_batch(batch: Batch, predictions: np.ndarray) -> None:
-    """QuerySamplesComplete for every sample of `batch`; `predictions` (float32 [pairs]) outlives the call."""
-    base = predictions.__array_interface__["data"][0]
-    nbytes = (batch.ends - batch.starts) * 4
-    addresses = base + np.concatenate(([0], np.cumsum(nbytes)[:-1]))
-    response = lg.QuerySampleResponse
-    responses = [response(i, a, n) for i, a, n in zip(batch.ids.tolist(), addresses.tolist(), nbytes.tolist())]
-    lg.QuerySamplesComplete(responses)
+@dataclass(frozen=True)
+class TakePolicy:
+    """How the batcher takes samples from the queue: at most `max_samples`, waiting until `want` are queued or
+    the oldest has waited `max_wait_s`."""
+
+    max_samples: int
+    want: int
+    max_wait_s: float
 
 
-class SUTBase:
-    """Common parts: the engine, the QSL, counters, completion threads, LoadGen handle."""
+OFFLINE_TAKE = 1 << 20
+"""Offline: take up to this many samples at a time (LoadGen issues the whole query at once)."""
 
-    def __init__(self, engine: Engine, qsl: SampleLibrary, settings: dict[str, Any]) -> None:
+
+def take_policy(scenario: str, settings: dict[str, Any], batch_size: int, mean_pairs: float) -> TakePolicy:
+    """Offline: everything queued, at once. Server: about one batch of pairs, or what came within
+    `server_max_wait_ms` of the oldest arrival. SingleStream: whatever is queued, at once."""
+    if scenario == "Offline":
+        return TakePolicy(OFFLINE_TAKE, 1, 0.0)
+    budget = max(1, int(batch_size / max(mean_pairs, 1.0)))
+    wait_ms = 0.0 if scenario == "SingleStream" else float(settings.get("server_max_wait_ms", 1.0))
+    return TakePolicy(budget, budget, wait_ms / 1000.0)
+
+
+class BatchingSUT:
+    """The SUT of every scenario: a batcher thread takes samples from the queue by `policy`, cuts them in
+    LoadGen's order into batches of at most `batch_size` pairs and keeps `inflight_batches` in the engine;
+    completion threads hand the results back."""
+
+    def __init__(self, engine: Engine, qsl: SampleLibrary, settings: dict[str, Any], policy: TakePolicy,
+                 queue: SampleQueue) -> None:
         self.engine = engine
         self.qsl = qsl
         self.batch_size = max(1, int(settings.get("batch_size", 16384)))
         self.inflight = threading.Semaphore(max(1, int(settings.get("inflight_batches", 2))))
+        self.policy = policy
+        self.queue = queue
         self.counters = Counters()
-        self.completer = Completer(int(settings.get("complete_threads", 1)), self.counters)
-        self.handle = None
+        self.completer = Completer(int(settings.get("complete_threads", 1)), self.counters, queue)
+        self.handle: int | None = None
+        self.thread = threading.Thread(target=self._loop, name="batcher", daemon=True)
 
-    def make_batch(self, ids: Sequence[int], indices: Sequence[int]) -> Batch:
-        ids_arr = np.array(ids, dtype=np.uint64)
-        index = np.array(indices, dtype=np.int64)
-        return Batch(ids_arr, index, self.qsl.starts[index], self.qsl.ends[index])
+    def _loop(self) -> None:
+        policy = self.policy
+        while (taken := self.queue.take(policy.max_samples, policy.want, policy.max_wait_s)) is not None:
+            ids, index = taken
+            starts, ends = self.qsl.starts[index], self.qsl.ends[index]
+            for lo, hi in cut_by_pairs(ends - starts, self.batch_size):
+                self.dispatch(Batch(ids[lo:hi], index[lo:hi], starts[lo:hi], ends[lo:hi]))
 
     def dispatch(self, batch: Batch) -> None:
         self.inflight.acquire()
         future = self.engine.predict_ranges_async(batch.starts, batch.ends)
         self.completer.submit(batch, future, self.inflight)
 
-    def issue(self, ids: list[int], indices: list[int]) -> None:
-        """LoadGen's fast issue callback: response ids and QSL sample indices of the new samples."""
-        raise NotImplementedError
-
-    def flush(self) -> None:
-        pass
-
-    def __enter__(self) -> "SUTBase":
-        self.handle = lg.ConstructFastSUT(self.issue, self.flush)
+    def __enter__(self) -> "BatchingSUT":
+        self.handle = self.queue.construct_sut()
+        self.thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self.queue.stop()
+        if self.thread.is_alive():
+            self.thread.join()
         self.completer.close()
         if self.handle is not None:
-            lg.DestroySUT(self.handle)
+            self.queue.destroy_sut(self.handle)
             self.handle = None
-
-    def stop(self) -> None:
-        pass
+        self.queue.close()
 
 
-class OfflineSUT(SUTBase):
-    """One big query: sort, cut into pair batches, keep `inflight_batches` in the engine."""
-
-    def __init__(self, engine: Engine, qsl: SampleLibrary, settings: dict[str, Any]) -> None:
-        super().__init__(engine, qsl, settings)
-        self.thread: threading.Thread | None = None
-
-    def issue(self, ids: list[int], indices: list[int]) -> None:
-        batch = self.make_batch(ids, indices)
-        self.thread = threading.Thread(target=self._run, args=(batch,), name="offline-dispatch", daemon=True)
-        self.thread.start()
-
-    def _run(self, query: Batch) -> None:
-        """Cut the query in LoadGen's order (no sort: the engine gathers rows on the device either way, and the
-        first batch starts at once) into batches of at most batch_size pairs."""
-        for lo, hi in cut_by_pairs(query.ends - query.starts, self.batch_size):
-            self.dispatch(Batch(query.ids[lo:hi], query.index[lo:hi], query.starts[lo:hi], query.ends[lo:hi]))
-
-    def stop(self) -> None:
-        if self.thread is not None:
-            self.thread.join()
-
-
-class DynamicBatchSUT(SUTBase):
-    """Server and SingleStream: arrivals are appended to plain lists (cheap, on LoadGen's thread); a batcher
-    thread takes everything pending once about `batch_size` pairs are waiting or `server_max_wait_ms` after the
-    first arrival, converts it to arrays in one go and dispatches it in batches of at most `batch_size` pairs."""
-
-    def __init__(self, engine: Engine, qsl: SampleLibrary, settings: dict[str, Any]) -> None:
-        super().__init__(engine, qsl, settings)
-        self.max_wait_s = float(settings.get("server_max_wait_ms", 1.0)) / 1000.0
-        self.sample_budget = max(1, int(self.batch_size / max(qsl.mean_pairs_per_sample, 1.0)))
-        self.cond = threading.Condition()
-        self.pending_ids: list[int] = []
-        self.pending_index: list[int] = []
-        self.first_arrival = 0.0
-        self.running = True
-        self.thread = threading.Thread(target=self._loop, name="batcher", daemon=True)
-        self.thread.start()
-
-    def issue(self, ids: list[int], indices: list[int]) -> None:
-        with self.cond:
-            if not self.pending_ids:
-                self.first_arrival = time.perf_counter()
-                self.cond.notify()
-            self.pending_ids.extend(ids)
-            self.pending_index.extend(indices)
-            if len(self.pending_ids) >= self.sample_budget:
-                self.cond.notify()
-
-    def _take(self) -> tuple[list[int], list[int]] | None:
-        """Wait for work, then until the batch is full or the oldest arrival has waited max_wait; None = stop."""
-        with self.cond:
-            while not self.pending_ids and self.running:
-                self.cond.wait()
-            if not self.pending_ids:
-                return None
-            deadline = self.first_arrival + self.max_wait_s
-            while len(self.pending_ids) < self.sample_budget and self.running:
-                remaining = deadline - time.perf_counter()
-                if remaining <= 0:
-                    break
-                self.cond.wait(remaining)
-            taken = (self.pending_ids, self.pending_index)
-            self.pending_ids, self.pending_index = [], []
-            return taken
-
-    def _loop(self) -> None:
-        while (taken := self._take()) is not None:
-            batch = self.make_batch(*taken)
-            for lo, hi in cut_by_pairs(batch.ends - batch.starts, self.batch_size):
-                self.dispatch(Batch(batch.ids[lo:hi], batch.index[lo:hi], batch.starts[lo:hi], batch.ends[lo:hi]))
-
-    def stop(self) -> None:
-        if self.running:
-            with self.cond:
-                self.running = False
-                self.cond.notify()
-            self.thread.join()
-
-
-def make_sut(scenario: str, engine: Engine, qsl: SampleLibrary, settings: dict[str, Any]) -> SUTBase:
-    if scenario == "Offline":
-        return OfflineSUT(engine, qsl, settings)
-    if scenario == "SingleStream":
-        settings = {**settings, "server_max_wait_ms": 0.0}
-    return DynamicBatchSUT(engine, qsl, settings)
+def make_sut(scenario: str, engine: Engine, qsl: SampleLibrary, settings: dict[str, Any]) -> BatchingSUT:
+    """The SUT for `scenario`, on the sample queue `settings['loadgen_bridge']` names (default native)."""
+    batch_size = max(1, int(settings.get("batch_size", 16384)))
+    policy = take_policy(scenario, settings, batch_size, qsl.mean_pairs_per_sample)
+    queue = make_queue(str(settings.get("loadgen_bridge", "native")), policy.want)
+    return BatchingSUT(engine, qsl, settings, policy, queue)

@@ -1,0 +1,212 @@
+/* A native sample queue between LoadGen's C API and the Python harness.
+ *
+ * LoadGen calls `bridge_issue` (registered through mlperf::c::ConstructSUT) on its own threads: the new samples
+ * are appended to one growable queue under a mutex, without Python and without the GIL. The harness's batcher
+ * thread calls `bridge_take` through ctypes (which releases the GIL while it waits): it blocks until samples are
+ * queued, then until `want` samples are queued or `max_wait_s` has passed since the oldest queued arrival, and
+ * copies up to `max_n` of them out. `bridge_complete` builds LoadGen's response records for a finished batch
+ * (one float32 prediction per pair, consecutive samples' predictions back to back in one buffer) and hands them
+ * to LoadGen's QuerySamplesComplete in one call.
+ *
+ * One queue per process: LoadGen runs one test at a time.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct {
+    uint64_t id;    /* LoadGen's response id */
+    uint64_t index; /* QSL sample index */
+} Sample;
+
+/* LoadGen's QuerySampleResponse: id, data address, size in bytes, and (LoadGen >= 4.1) n_tokens. */
+typedef struct {
+    uint64_t id;
+    uint64_t data;
+    uint64_t size;
+    int64_t n_tokens;
+} Response4;
+
+typedef struct {
+    uint64_t id;
+    uint64_t data;
+    uint64_t size;
+} Response3;
+
+typedef void (*CompleteFn)(void *responses, size_t count);
+
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_ready;
+static int g_cond_ready = 0;
+static Sample *g_queue = NULL;
+static size_t g_head = 0, g_tail = 0, g_capacity = 0;
+static size_t g_wake_count = 1;
+static double g_oldest = 0.0;
+static int g_stopped = 0;
+static uint64_t g_issued = 0;
+static CompleteFn g_complete = NULL;
+static int g_response_words = 4;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void init_cond(void) {
+    if (g_cond_ready) return;
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&g_ready, &attr);
+    pthread_condattr_destroy(&attr);
+    g_cond_ready = 1;
+}
+
+/* Prepare for one test: LoadGen's C QuerySamplesComplete, the response record size (3 or 4 words), and how many
+ * queued samples wake the batcher early. Returns 0, or -1 when the queue cannot be allocated. */
+int bridge_reset(void *complete_fn, int response_words, size_t wake_count) {
+    pthread_mutex_lock(&g_lock);
+    init_cond();
+    g_complete = (CompleteFn)complete_fn;
+    g_response_words = response_words == 3 ? 3 : 4;
+    g_wake_count = wake_count ? wake_count : 1;
+    g_head = g_tail = 0;
+    g_stopped = 0;
+    g_issued = 0;
+    if (g_queue == NULL) {
+        g_capacity = 1 << 16;
+        g_queue = (Sample *)malloc(g_capacity * sizeof(Sample));
+    }
+    int rc = g_queue ? 0 : -1;
+    pthread_mutex_unlock(&g_lock);
+    return rc;
+}
+
+/* Make room for `n` more samples at the tail (caller holds the lock). */
+static int reserve(size_t n) {
+    if (g_head > 0 && g_tail + n > g_capacity) {
+        memmove(g_queue, g_queue + g_head, (g_tail - g_head) * sizeof(Sample));
+        g_tail -= g_head;
+        g_head = 0;
+    }
+    if (g_tail + n <= g_capacity) return 0;
+    size_t capacity = g_capacity;
+    while (g_tail + n > capacity) capacity *= 2;
+    Sample *grown = (Sample *)realloc(g_queue, capacity * sizeof(Sample));
+    if (grown == NULL) return -1;
+    g_queue = grown;
+    g_capacity = capacity;
+    return 0;
+}
+
+/* mlperf::c::IssueQueryCallback. */
+void bridge_issue(uintptr_t client_data, const Sample *samples, size_t count) {
+    (void)client_data;
+    pthread_mutex_lock(&g_lock);
+    if (reserve(count) != 0) {
+        /* Out of memory: LoadGen would wait forever for these samples; fail loudly instead. */
+        pthread_mutex_unlock(&g_lock);
+        abort();
+    }
+    size_t queued = g_tail - g_head;
+    if (queued == 0) g_oldest = now_s();
+    memcpy(g_queue + g_tail, samples, count * sizeof(Sample));
+    g_tail += count;
+    g_issued += count;
+    if (queued == 0 || queued + count >= g_wake_count) pthread_cond_signal(&g_ready);
+    pthread_mutex_unlock(&g_lock);
+}
+
+/* mlperf::c::FlushQueriesCallback: nothing is held back, so nothing to flush. */
+void bridge_flush(void) {}
+
+/* Wait for samples and copy up to `max_n` of them to `out`. Returns the count, or -1 once stopped and empty. */
+int64_t bridge_take(Sample *out, size_t max_n, size_t want, double max_wait_s) {
+    pthread_mutex_lock(&g_lock);
+    while (g_tail == g_head && !g_stopped) pthread_cond_wait(&g_ready, &g_lock);
+    if (g_tail == g_head) {
+        pthread_mutex_unlock(&g_lock);
+        return -1;
+    }
+    double deadline = g_oldest + max_wait_s;
+    while (g_tail - g_head < want && !g_stopped) {
+        double left = deadline - now_s();
+        if (left <= 0) break;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        long long ns = (long long)ts.tv_nsec + (long long)(left * 1e9);
+        ts.tv_sec += (time_t)(ns / 1000000000LL);
+        ts.tv_nsec = (long)(ns % 1000000000LL);
+        if (pthread_cond_timedwait(&g_ready, &g_lock, &ts) == ETIMEDOUT) break;
+    }
+    size_t n = g_tail - g_head;
+    if (n > max_n) n = max_n;
+    memcpy(out, g_queue + g_head, n * sizeof(Sample));
+    g_head += n;
+    if (g_head == g_tail) g_head = g_tail = 0;
+    /* Samples left behind keep g_oldest: they are due at once on the next take. */
+    pthread_mutex_unlock(&g_lock);
+    return (int64_t)n;
+}
+
+/* Wake every waiting `bridge_take`; it returns what is still queued, then -1. */
+void bridge_stop(void) {
+    pthread_mutex_lock(&g_lock);
+    init_cond();
+    g_stopped = 1;
+    pthread_cond_broadcast(&g_ready);
+    pthread_mutex_unlock(&g_lock);
+}
+
+/* Samples LoadGen issued since the last reset. */
+uint64_t bridge_issued(void) {
+    pthread_mutex_lock(&g_lock);
+    uint64_t n = g_issued;
+    pthread_mutex_unlock(&g_lock);
+    return n;
+}
+
+/* Complete `n` samples: ids[i] gets pairs[i] float32 predictions starting where sample i-1's ended in
+ * `predictions`. Responses go to LoadGen in chunks of 4096 records. Returns 0, or -1 without a reset. */
+int bridge_complete(const uint64_t *ids, const int64_t *pairs, const float *predictions, size_t n) {
+    enum { CHUNK = 4096 };
+    CompleteFn complete = g_complete;
+    if (complete == NULL) return -1;
+    uint64_t address = (uint64_t)(uintptr_t)predictions;
+    size_t done = 0;
+    if (g_response_words == 4) {
+        Response4 records[CHUNK];
+        while (done < n) {
+            size_t m = n - done < CHUNK ? n - done : CHUNK;
+            for (size_t i = 0; i < m; ++i) {
+                uint64_t bytes = (uint64_t)pairs[done + i] * sizeof(float);
+                records[i].id = ids[done + i];
+                records[i].data = address;
+                records[i].size = bytes;
+                records[i].n_tokens = 0;
+                address += bytes;
+            }
+            complete(records, m);
+            done += m;
+        }
+    } else {
+        Response3 records[CHUNK];
+        while (done < n) {
+            size_t m = n - done < CHUNK ? n - done : CHUNK;
+            for (size_t i = 0; i < m; ++i) {
+                uint64_t bytes = (uint64_t)pairs[done + i] * sizeof(float);
+                records[i].id = ids[done + i];
+                records[i].data = address;
+                records[i].size = bytes;
+                address += bytes;
+            }
+            complete(records, m);
+            done += m;
+        }
+    }
+    return 0;
+}

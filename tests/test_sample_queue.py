@@ -1,0 +1,136 @@
+"""The two LoadGen sample queues (LoadGen's C API + C queue, and its Python bindings) through real LoadGen runs:
+every sample gets exactly its own predictions, in both, in Offline, Server and SingleStream."""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from pathlib import Path
+
+import mlperf_loadgen as lg
+import numpy as np
+import pytest
+
+from dlrm_bench.accuracy import read_accuracy_log
+from dlrm_bench.criteo.dataset import Split
+from dlrm_bench.engines.base import Engine, ranges_to_rows
+from dlrm_bench.errors import UserError
+from dlrm_bench.harness.loadgen_c_api import CApiUnavailable, load_c_api, symbol_values
+from dlrm_bench.harness.loadgen_settings import log_settings
+from dlrm_bench.harness.qsl import SampleLibrary
+from dlrm_bench.harness.sample_queue import NativeSampleQueue, PythonSampleQueue, make_queue
+from dlrm_bench.harness.sut import make_sut
+
+
+class RowEngine(Engine):
+    """Prediction of row r = (r % 997) / 997: every sample's predictions identify its rows."""
+
+    name = "row"
+
+    @property
+    def device(self) -> str:
+        return "cpu"
+
+    def predict(self, numeric: np.ndarray, categorical: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict_ranges_async(self, starts: np.ndarray, ends: np.ndarray) -> "Future[np.ndarray]":
+        future: Future[np.ndarray] = Future()
+        future.set_result((ranges_to_rows(starts, ends) % 997).astype(np.float32) / 997.0)
+        return future
+
+
+def offsets_for(samples: int, seed: int = 0) -> np.ndarray:
+    sizes = np.random.default_rng(seed).integers(1, 700, size=samples)
+    return np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+
+
+def empty_split() -> Split:
+    return Split(Path("."), np.zeros(1, np.float32), np.zeros((1, 13), np.float32), np.zeros((1, 26), np.int32))
+
+
+def accuracy_run(tmp_path: Path, scenario: str, bridge: str, offsets: np.ndarray) -> tuple[str, dict]:
+    ts = lg.TestSettings()
+    ts.scenario = getattr(lg.TestScenario, scenario)
+    ts.mode = lg.TestMode.AccuracyOnly
+    ts.server_target_qps = 2000
+    ts.offline_expected_qps = 2000
+    ts.single_stream_expected_latency_ns = 100_000
+    out = tmp_path / f"{scenario}-{bridge}"
+    out.mkdir()
+    settings = {"batch_size": 5000, "complete_threads": 2, "inflight_batches": 3, "loadgen_bridge": bridge,
+                "server_max_wait_ms": 1.0}
+    with SampleLibrary(empty_split(), offsets, len(offsets) - 1) as qsl, \
+            make_sut(scenario, RowEngine(), qsl, settings) as sut:
+        lg.StartTestWithLogSettings(sut.handle, qsl.handle, ts, log_settings(out), "")
+        kind = sut.queue.kind
+        assert sut.counters.samples == len(offsets) - 1
+    return kind, read_accuracy_log(out / "mlperf_log_accuracy.json")
+
+
+def native_available() -> bool:
+    try:
+        queue = NativeSampleQueue(1)
+    except Exception:  # noqa: BLE001 -- any reason: the test below says which
+        return False
+    queue.close()
+    return True
+
+
+@pytest.mark.parametrize("scenario", ["Offline", "Server", "SingleStream"])
+@pytest.mark.parametrize("bridge", ["native", "python"])
+def test_every_sample_gets_its_own_predictions(tmp_path: Path, scenario: str, bridge: str) -> None:
+    if bridge == "native" and not native_available():
+        pytest.skip("LoadGen's C API is not usable here")
+    samples = 300 if scenario == "SingleStream" else 3000
+    offsets = offsets_for(samples)
+    kind, logged = accuracy_run(tmp_path, scenario, bridge, offsets)
+    assert kind == bridge
+    assert sorted(logged) == list(range(samples))
+    for index, predictions in logged.items():
+        rows = np.arange(offsets[index], offsets[index + 1])
+        np.testing.assert_array_equal(predictions, (rows % 997).astype(np.float32) / 997.0)
+
+
+def test_c_api_found_in_the_installed_loadgen() -> None:
+    api = load_c_api()
+    assert api.response_words in (3, 4)
+    assert len({api.construct_sut, api.destroy_sut, api.query_samples_complete}) == 3
+
+
+def test_not_an_elf_file_is_named(tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.so"
+    bogus.write_bytes(b"not an elf file at all" * 10)
+    with pytest.raises(CApiUnavailable, match="bogus.so: not a 64-bit"):
+        symbol_values(bogus, ["x"])
+
+
+def test_no_compiler_falls_back_to_python(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("PATH", "")
+    monkeypatch.delenv("CC", raising=False)
+    queue = make_queue("native", 1)
+    assert isinstance(queue, PythonSampleQueue)
+    assert "using the Python bindings" in capsys.readouterr().out
+
+
+def test_unknown_bridge_is_a_user_error() -> None:
+    with pytest.raises(UserError, match="loadgen_bridge: expected one of native, python, got 'fast'"):
+        make_queue("fast", 1)
+
+
+def test_take_waits_for_want_or_deadline() -> None:
+    if not native_available():
+        pytest.skip("LoadGen's C API is not usable here")
+    queue = NativeSampleQueue(wake_count=4)
+    try:
+        queue.lib.bridge_issue(0, np.array([[7, 1], [8, 2]], dtype=np.uint64).ctypes.data, 2)
+        ids, index = queue.take(max_samples=10, want=4, max_wait_s=0.05)  # deadline passes with 2 queued
+        assert ids.tolist() == [7, 8] and index.tolist() == [1, 2]
+        queue.lib.bridge_issue(0, np.array([[9, 3], [10, 4], [11, 5]], dtype=np.uint64).ctypes.data, 3)
+        ids, _ = queue.take(max_samples=2, want=1, max_wait_s=0.0)
+        assert ids.tolist() == [9, 10]
+        queue.stop()
+        ids, _ = queue.take(max_samples=10, want=10, max_wait_s=10.0)  # stopped: what is left, at once
+        assert ids.tolist() == [11]
+        assert queue.take(max_samples=10, want=1, max_wait_s=0.0) is None
+    finally:
+        queue.close()
