@@ -3,9 +3,11 @@
 #   STEPS=preset,bench,offline,server  OUT=<folder>  bash benchmarks/gpu_session.sh
 # preset : dlrm-bench make-random-preset (criteo-tb-random: 89,137,319 test pairs + 24 GB int8 model) under build/
 # tests  : the GPU tests (kernels, engine, harness)
+# harness: benchmarks/bench_harness.py (LoadGen + SUT with an instant engine: the harness's own ceiling)
 # bench  : benchmarks/bench_cuda.py --tune (kernels vs roofline, tile configurations)
 # hotcold: benchmarks/bench_hot_cold.py (embedding_weights_on_gpu_part sweep, host-staged inputs +- compression)
-# offline, server : LoadGen PerformanceOnly runs of the cuda engine on criteo-tb-random (MIN_DURATION seconds)
+# offline, server : LoadGen PerformanceOnly runs of the cuda engine on criteo-tb-random (MIN_DURATION seconds),
+#          both in one `dlrm-bench run` (one engine load); RUN_ARGS adds flags (e.g. --server_target_qps N)
 # Wheels missing on the machine (mlcommons-loadgen) are taken from .whl/ if present.
 set -uo pipefail
 source "$(dirname "$0")/device_env.sh"
@@ -18,7 +20,12 @@ if has preset; then
   start=$(date +%s); dlrm make-random-preset 2>&1 | grep -v "it/s\]" | tail -5 | tee -a "$OUT/session.log"; echo "preset: $(( $(date +%s) - start )) s" | tee -a "$OUT/session.log"
 fi
 if has tests; then
-  timeout 400 python3 -m pytest -q -x -p no:cacheprovider tests/test_cuda_kernels.py tests/test_cuda_engine.py tests/test_packing.py 2>&1 | tail -15 | tee -a "$OUT/session.log"
+  timeout 400 python3 -m pytest -q -x -p no:cacheprovider tests/test_cuda_kernels.py tests/test_cuda_engine.py \
+    tests/test_packing.py tests/test_sample_queue.py 2>&1 | tail -15 | tee -a "$OUT/session.log"
+fi
+if has harness; then
+  timeout 200 python3 benchmarks/bench_harness.py --duration 8 --server-qps 300000,600000 --out "$OUT" 2>&1 \
+    | tail -9 | tee -a "$OUT/session.log"
 fi
 if has hotcold; then
   timeout 400 python3 benchmarks/bench_hot_cold.py --out "$OUT" 2>&1 | grep -v "it/s\]" | tail -30 | tee -a "$OUT/session.log"
@@ -26,12 +33,13 @@ fi
 if has bench; then
   timeout 300 python3 benchmarks/bench_cuda.py ${BENCH_ARGS:---tune --batches 262144} --out "$OUT" 2>&1 | tail -22 | tee -a "$OUT/session.log"
 fi
-for scenario in Offline Server; do
-  lower=$(echo "$scenario" | tr 'A-Z' 'a-z')
-  has "$lower" || continue
-  dlrm run --dataset criteo-tb-random --engine cuda --scenarios "$scenario" --test_mode PerformanceOnly \
+scenarios=""
+has offline && scenarios="Offline"
+has server && scenarios="${scenarios:+$scenarios,}Server"
+if [ -n "$scenarios" ]; then
+  dlrm run --dataset criteo-tb-random --engine cuda --scenarios "$scenarios" --test_mode PerformanceOnly \
     --min_duration "$MIN_DURATION" ${RUN_ARGS:-} 2>&1 | grep -v "it/s\]" | tail -25 | tee -a "$OUT/session.log"
-done
+fi
 if [ -d "$MLPERF_SCRATCH_PATH/logs/latest" ]; then
   tar -czf "$OUT/logs.tgz" -C "$MLPERF_SCRATCH_PATH/logs" "$(readlink "$MLPERF_SCRATCH_PATH/logs/latest")" 2>/dev/null
 fi
