@@ -4,6 +4,7 @@ every sample gets exactly its own predictions, in both, in Offline, Server and S
 from __future__ import annotations
 
 from concurrent.futures import Future
+import time
 from pathlib import Path
 
 import mlperf_loadgen as lg
@@ -69,7 +70,7 @@ def accuracy_run(tmp_path: Path, scenario: str, bridge: str, offsets: np.ndarray
 
 def native_available() -> bool:
     try:
-        queue = NativeSampleQueue(1)
+        queue = NativeSampleQueue(np.ones(4, dtype=np.int64), 1)
     except Exception:  # noqa: BLE001 -- any reason: the test below says which
         return False
     queue.close()
@@ -107,30 +108,39 @@ def test_not_an_elf_file_is_named(tmp_path: Path) -> None:
 def test_no_compiler_falls_back_to_python(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     monkeypatch.setenv("PATH", "")
     monkeypatch.delenv("CC", raising=False)
-    queue = make_queue("native", 1)
+    queue = make_queue("native", np.ones(4, dtype=np.int64), 1)
     assert isinstance(queue, PythonSampleQueue)
     assert "using the Python bindings" in capsys.readouterr().out
 
 
 def test_unknown_bridge_is_a_user_error() -> None:
     with pytest.raises(UserError, match="loadgen_bridge: expected one of native, python, got 'fast'"):
-        make_queue("fast", 1)
+        make_queue("fast", np.ones(4, dtype=np.int64), 1)
 
 
-def test_take_waits_for_want_or_deadline() -> None:
-    if not native_available():
+@pytest.mark.parametrize("kind", ["native", "python"])
+def test_take_by_pairs_waits_for_want_or_deadline(kind: str) -> None:
+    """Samples 0..5 have 1, 2, 3, 4, 5, 6 pairs."""
+    if kind == "native" and not native_available():
         pytest.skip("LoadGen's C API is not usable here")
-    queue = NativeSampleQueue(wake_count=4)
+    lengths = np.arange(1, 7, dtype=np.int64)
+    queue = make_queue(kind, lengths, wake_pairs=100)
+    issue = (lambda s: queue.lib.bridge_issue(0, np.ascontiguousarray(s, dtype=np.uint64).ctypes.data, len(s))) \
+        if kind == "native" else (lambda s: queue._issue([int(a) for a, _ in s], [int(b) for _, b in s]))
     try:
-        queue.lib.bridge_issue(0, np.array([[7, 1], [8, 2]], dtype=np.uint64).ctypes.data, 2)
-        ids, index = queue.take(max_samples=10, want=4, max_wait_s=0.05)  # deadline passes with 2 queued
-        assert ids.tolist() == [7, 8] and index.tolist() == [1, 2]
-        queue.lib.bridge_issue(0, np.array([[9, 3], [10, 4], [11, 5]], dtype=np.uint64).ctypes.data, 3)
-        ids, _ = queue.take(max_samples=2, want=1, max_wait_s=0.0)
-        assert ids.tolist() == [9, 10]
+        issue([[7, 0], [8, 1]])  # 3 pairs queued, 10 wanted: the 50 ms deadline passes
+        t0 = time.perf_counter()
+        ids, index = queue.take(max_samples=10, max_pairs=100, want_pairs=10, max_wait_s=0.05)
+        assert time.perf_counter() - t0 >= 0.03
+        assert ids.tolist() == [7, 8] and index.tolist() == [0, 1]
+        issue([[9, 2], [10, 3], [11, 4], [12, 5]])  # 3 + 4 + 5 + 6 pairs
+        ids, _ = queue.take(max_samples=10, max_pairs=8, want_pairs=1, max_wait_s=0.0)
+        assert ids.tolist() == [9, 10]  # 7 pairs; the next sample would make 12
+        ids, _ = queue.take(max_samples=10, max_pairs=2, want_pairs=1, max_wait_s=0.0)
+        assert ids.tolist() == [11]  # over the pair budget alone: taken by itself
         queue.stop()
-        ids, _ = queue.take(max_samples=10, want=10, max_wait_s=10.0)  # stopped: what is left, at once
-        assert ids.tolist() == [11]
-        assert queue.take(max_samples=10, want=1, max_wait_s=0.0) is None
+        ids, _ = queue.take(max_samples=10, max_pairs=100, want_pairs=100, max_wait_s=10.0)  # stopped: at once
+        assert ids.tolist() == [12]
+        assert queue.take(max_samples=10, max_pairs=100, want_pairs=1, max_wait_s=0.0) is None
     finally:
         queue.close()

@@ -41,10 +41,12 @@ class SampleQueue(Protocol):
 
     def destroy_sut(self, handle: int) -> None: ...
 
-    def take(self, max_samples: int, want: int, max_wait_s: float) -> tuple[np.ndarray, np.ndarray] | None:
-        """Block until samples are queued, then until `want` are queued or the oldest has waited `max_wait_s`;
-        return up to `max_samples` of them as (response ids uint64 [n], sample indices int64 [n]), in issue
-        order. None once `stop` was called and the queue is empty."""
+    def take(self, max_samples: int, max_pairs: int, want_pairs: int,
+             max_wait_s: float) -> tuple[np.ndarray, np.ndarray] | None:
+        """Block until samples are queued, then until `want_pairs` pairs are queued or the oldest has waited
+        `max_wait_s`; return the longest prefix of at most `max_samples` samples and `max_pairs` pairs (at least
+        one sample) as (response ids uint64 [n], sample indices int64 [n]), in issue order. None once `stop` was
+        called and the queue is empty."""
 
     def complete(self, ids: np.ndarray, pairs: np.ndarray, predictions: np.ndarray) -> None:
         """Hand finished samples to LoadGen: ids uint64 [n], pairs int64 [n], predictions float32 [sum(pairs)]
@@ -58,15 +60,18 @@ class SampleQueue(Protocol):
 
 
 class PythonSampleQueue:
-    """LoadGen's Python bindings; samples wait in Python lists under a condition variable."""
+    """LoadGen's Python bindings; samples wait in Python lists under a condition variable.
+    lengths: pairs per QSL sample, int64 [samples]; wake_pairs: queued pairs that wake the batcher early."""
 
     kind = "python"
 
-    def __init__(self, wake_count: int) -> None:
-        self.wake_count = max(1, wake_count)
+    def __init__(self, lengths: np.ndarray, wake_pairs: int) -> None:
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        self.wake_pairs = max(1, wake_pairs)
         self.cond = threading.Condition()
         self.ids: list[int] = []
         self.indices: list[int] = []
+        self.queued_pairs = 0
         self.oldest = 0.0
         self.running = True
 
@@ -83,27 +88,33 @@ class PythonSampleQueue:
                 self.cond.notify()
             self.ids.extend(ids)
             self.indices.extend(indices)
-            if len(self.ids) >= self.wake_count:
+            self.queued_pairs += int(self.lengths[indices].sum())
+            if self.queued_pairs >= self.wake_pairs:
                 self.cond.notify()
 
     def _flush(self) -> None:
         pass
 
-    def take(self, max_samples: int, want: int, max_wait_s: float) -> tuple[np.ndarray, np.ndarray] | None:
+    def take(self, max_samples: int, max_pairs: int, want_pairs: int,
+             max_wait_s: float) -> tuple[np.ndarray, np.ndarray] | None:
         with self.cond:
             while not self.ids and self.running:
                 self.cond.wait()
             if not self.ids:
                 return None
             deadline = self.oldest + max_wait_s
-            while len(self.ids) < want and self.running:
+            while self.queued_pairs < want_pairs and self.running:
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0:
                     break
                 self.cond.wait(remaining)
-            ids, indices = self.ids[:max_samples], self.indices[:max_samples]
-            del self.ids[:max_samples], self.indices[:max_samples]
-        return np.array(ids, dtype=np.uint64), np.array(indices, dtype=np.int64)
+            head = np.array(self.indices[:max_samples], dtype=np.int64)
+            pairs = np.cumsum(self.lengths[head])
+            n = max(1, int(np.searchsorted(pairs, max_pairs, side="right")))
+            ids, indices = self.ids[:n], head[:n]
+            del self.ids[:n], self.indices[:n]
+            self.queued_pairs -= int(pairs[n - 1])
+        return np.array(ids, dtype=np.uint64), indices
 
     def complete(self, ids: np.ndarray, pairs: np.ndarray, predictions: np.ndarray) -> None:
         nbytes = np.asarray(pairs, dtype=np.int64) * 4
@@ -124,8 +135,9 @@ class PythonSampleQueue:
 
 def _bind_bridge(lib: ctypes.CDLL) -> ctypes.CDLL:
     ptr, size, i64 = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int64
-    lib.bridge_reset.argtypes, lib.bridge_reset.restype = [ptr, ctypes.c_int, size], ctypes.c_int
-    lib.bridge_take.argtypes, lib.bridge_take.restype = [ptr, size, size, ctypes.c_double], i64
+    u64 = ctypes.c_uint64
+    lib.bridge_reset.argtypes, lib.bridge_reset.restype = [ptr, ctypes.c_int, ptr, size, u64], ctypes.c_int
+    lib.bridge_take.argtypes, lib.bridge_take.restype = [ptr, size, u64, u64, ctypes.c_double], i64
     lib.bridge_complete.argtypes, lib.bridge_complete.restype = [ptr, ptr, ptr, size], ctypes.c_int
     lib.bridge_issue.argtypes, lib.bridge_issue.restype = [ctypes.c_size_t, ptr, size], None
     lib.bridge_stop.argtypes, lib.bridge_stop.restype = [], None
@@ -139,12 +151,14 @@ class NativeSampleQueue:
     kind = "native"
     _active_lock = threading.Lock()
 
-    def __init__(self, wake_count: int) -> None:
+    def __init__(self, lengths: np.ndarray, wake_pairs: int) -> None:
+        self.lengths = np.ascontiguousarray(lengths, dtype=np.int64)  # read by the C queue until close()
         self.api = load_c_api()
         self.lib = _bind_bridge(compile_shared(BRIDGE_SOURCE, ["-std=gnu11", "-pthread"], "loadgen_bridge"))
         if not NativeSampleQueue._active_lock.acquire(blocking=False):
             raise RuntimeError("only one native LoadGen sample queue can be active per process")
-        if self.lib.bridge_reset(self.api.query_samples_complete, self.api.response_words, max(1, wake_count)):
+        if self.lib.bridge_reset(self.api.query_samples_complete, self.api.response_words, self.lengths.ctypes.data,
+                                 len(self.lengths), max(1, wake_pairs)):
             NativeSampleQueue._active_lock.release()
             raise MemoryError("cannot allocate the LoadGen sample queue")
         self.buffer = np.empty((0, 2), dtype=np.uint64)
@@ -163,10 +177,11 @@ class NativeSampleQueue:
     def destroy_sut(self, handle: int) -> None:
         ctypes.CFUNCTYPE(None, ctypes.c_void_p)(self.api.destroy_sut)(handle)
 
-    def take(self, max_samples: int, want: int, max_wait_s: float) -> tuple[np.ndarray, np.ndarray] | None:
+    def take(self, max_samples: int, max_pairs: int, want_pairs: int,
+             max_wait_s: float) -> tuple[np.ndarray, np.ndarray] | None:
         if len(self.buffer) < max_samples:
             self.buffer = np.empty((max_samples, 2), dtype=np.uint64)
-        n = self.lib.bridge_take(self.buffer.ctypes.data, max_samples, want, max_wait_s)
+        n = self.lib.bridge_take(self.buffer.ctypes.data, max_samples, max_pairs, want_pairs, max_wait_s)
         if n < 0:
             return None
         taken = self.buffer[:n]
@@ -189,13 +204,14 @@ class NativeSampleQueue:
             NativeSampleQueue._active_lock.release()
 
 
-def make_queue(kind: str, wake_count: int) -> SampleQueue:
-    """The queue `kind` asks for; "native" falls back to "python" (saying why in one line) when it cannot run."""
+def make_queue(kind: str, lengths: np.ndarray, wake_pairs: int) -> SampleQueue:
+    """The queue `kind` asks for, over QSL samples of `lengths` pairs (int64 [samples]); "native" falls back to
+    "python" (saying why in one line) when it cannot run."""
     if kind not in QUEUE_KINDS:
         raise UserError(f"setting loadgen_bridge: expected one of {', '.join(QUEUE_KINDS)}, got '{kind}'")
     if kind == "native":
         try:
-            return NativeSampleQueue(wake_count)
+            return NativeSampleQueue(lengths, wake_pairs)
         except (CApiUnavailable, NativeBuildError, OSError) as exc:
             print(f"harness: LoadGen's C API is not usable here ({exc}); using the Python bindings", flush=True)
-    return PythonSampleQueue(wake_count)
+    return PythonSampleQueue(lengths, wake_pairs)

@@ -92,11 +92,12 @@ class Completer:
 
 @dataclass(frozen=True)
 class TakePolicy:
-    """How the batcher takes samples from the queue: at most `max_samples`, waiting until `want` are queued or
-    the oldest has waited `max_wait_s`."""
+    """How the batcher takes samples from the queue: at most `max_samples` samples and `max_pairs` pairs,
+    waiting until `want_pairs` pairs are queued or the oldest has waited `max_wait_s`."""
 
     max_samples: int
-    want: int
+    max_pairs: int
+    want_pairs: int
     max_wait_s: float
 
 
@@ -104,14 +105,13 @@ OFFLINE_TAKE = 1 << 20
 """Offline: take up to this many samples at a time (LoadGen issues the whole query at once)."""
 
 
-def take_policy(scenario: str, settings: dict[str, Any], batch_size: int, mean_pairs: float) -> TakePolicy:
-    """Offline: everything queued, at once. Server: about one batch of pairs, or what came within
+def take_policy(scenario: str, settings: dict[str, Any], batch_size: int) -> TakePolicy:
+    """Offline: everything queued, at once. Server: one batch of pairs, or what came within
     `server_max_wait_ms` of the oldest arrival. SingleStream: whatever is queued, at once."""
     if scenario == "Offline":
-        return TakePolicy(OFFLINE_TAKE, 1, 0.0)
-    budget = max(1, int(batch_size / max(mean_pairs, 1.0)))
+        return TakePolicy(OFFLINE_TAKE, 1 << 62, 1, 0.0)
     wait_ms = 0.0 if scenario == "SingleStream" else float(settings.get("server_max_wait_ms", 1.0))
-    return TakePolicy(budget, budget, wait_ms / 1000.0)
+    return TakePolicy(OFFLINE_TAKE, batch_size, batch_size, wait_ms / 1000.0)
 
 
 class BatchingSUT:
@@ -134,7 +134,8 @@ class BatchingSUT:
 
     def _loop(self) -> None:
         policy = self.policy
-        while (taken := self.queue.take(policy.max_samples, policy.want, policy.max_wait_s)) is not None:
+        while (taken := self.queue.take(policy.max_samples, policy.max_pairs, policy.want_pairs,
+                                        policy.max_wait_s)) is not None:
             ids, index = taken
             starts, ends = self.qsl.starts[index], self.qsl.ends[index]
             for lo, hi in cut_by_pairs(ends - starts, self.batch_size):
@@ -164,6 +165,6 @@ class BatchingSUT:
 def make_sut(scenario: str, engine: Engine, qsl: SampleLibrary, settings: dict[str, Any]) -> BatchingSUT:
     """The SUT for `scenario`, on the sample queue `settings['loadgen_bridge']` names (default native)."""
     batch_size = max(1, int(settings.get("batch_size", 16384)))
-    policy = take_policy(scenario, settings, batch_size, qsl.mean_pairs_per_sample)
-    queue = make_queue(str(settings.get("loadgen_bridge", "native")), policy.want)
+    policy = take_policy(scenario, settings, batch_size)
+    queue = make_queue(str(settings.get("loadgen_bridge", "native")), qsl.lengths, policy.want_pairs)
     return BatchingSUT(engine, qsl, settings, policy, queue)

@@ -3,8 +3,8 @@
  * LoadGen calls `bridge_issue` (registered through mlperf::c::ConstructSUT) on its own threads: the new samples
  * are appended to one growable queue under a mutex, without Python and without the GIL. The harness's batcher
  * thread calls `bridge_take` through ctypes (which releases the GIL while it waits): it blocks until samples are
- * queued, then until `want` samples are queued or `max_wait_s` has passed since the oldest queued arrival, and
- * copies up to `max_n` of them out. `bridge_complete` builds LoadGen's response records for a finished batch
+ * queued, then until enough pairs are queued or `max_wait_s` has passed since the oldest queued arrival, and
+ * copies out at most one batch of pairs. `bridge_complete` builds LoadGen's response records for a finished batch
  * (one float32 prediction per pair, consecutive samples' predictions back to back in one buffer) and hands them
  * to LoadGen's QuerySamplesComplete in one call.
  *
@@ -43,7 +43,10 @@ static pthread_cond_t g_ready;
 static int g_cond_ready = 0;
 static Sample *g_queue = NULL;
 static size_t g_head = 0, g_tail = 0, g_capacity = 0;
-static size_t g_wake_count = 1;
+static const int64_t *g_lengths = NULL; /* pairs per QSL sample index */
+static size_t g_num_samples = 0;
+static uint64_t g_queued_pairs = 0;
+static uint64_t g_wake_pairs = 1;
 static double g_oldest = 0.0;
 static int g_stopped = 0;
 static uint64_t g_issued = 0;
@@ -66,14 +69,19 @@ static void init_cond(void) {
     g_cond_ready = 1;
 }
 
-/* Prepare for one test: LoadGen's C QuerySamplesComplete, the response record size (3 or 4 words), and how many
- * queued samples wake the batcher early. Returns 0, or -1 when the queue cannot be allocated. */
-int bridge_reset(void *complete_fn, int response_words, size_t wake_count) {
+/* Prepare for one test: LoadGen's C QuerySamplesComplete, the response record size (3 or 4 words), the pairs of
+ * every QSL sample (int64 [num_samples], kept alive by the caller until the next reset), and how many queued
+ * pairs wake the batcher early. Returns 0, or -1 when the queue cannot be allocated. */
+int bridge_reset(void *complete_fn, int response_words, const int64_t *lengths, size_t num_samples,
+                 uint64_t wake_pairs) {
     pthread_mutex_lock(&g_lock);
     init_cond();
     g_complete = (CompleteFn)complete_fn;
     g_response_words = response_words == 3 ? 3 : 4;
-    g_wake_count = wake_count ? wake_count : 1;
+    g_lengths = lengths;
+    g_num_samples = num_samples;
+    g_wake_pairs = wake_pairs ? wake_pairs : 1;
+    g_queued_pairs = 0;
     g_head = g_tail = 0;
     g_stopped = 0;
     g_issued = 0;
@@ -112,20 +120,30 @@ void bridge_issue(uintptr_t client_data, const Sample *samples, size_t count) {
         pthread_mutex_unlock(&g_lock);
         abort();
     }
-    size_t queued = g_tail - g_head;
-    if (queued == 0) g_oldest = now_s();
+    int was_empty = g_tail == g_head;
+    if (was_empty) g_oldest = now_s();
     memcpy(g_queue + g_tail, samples, count * sizeof(Sample));
+    for (size_t i = 0; i < count; ++i) {
+        size_t index = (size_t)samples[i].index;
+        g_queued_pairs += index < g_num_samples ? (uint64_t)g_lengths[index] : 0;
+    }
     g_tail += count;
     g_issued += count;
-    if (queued == 0 || queued + count >= g_wake_count) pthread_cond_signal(&g_ready);
+    if (was_empty || g_queued_pairs >= g_wake_pairs) pthread_cond_signal(&g_ready);
     pthread_mutex_unlock(&g_lock);
 }
 
 /* mlperf::c::FlushQueriesCallback: nothing is held back, so nothing to flush. */
 void bridge_flush(void) {}
 
-/* Wait for samples and copy up to `max_n` of them to `out`. Returns the count, or -1 once stopped and empty. */
-int64_t bridge_take(Sample *out, size_t max_n, size_t want, double max_wait_s) {
+static uint64_t pairs_of(const Sample *s) {
+    return (size_t)s->index < g_num_samples ? (uint64_t)g_lengths[s->index] : 0;
+}
+
+/* Wait for samples, then until `want_pairs` pairs are queued or the oldest queued sample has waited `max_wait_s`;
+ * copy to `out` the longest prefix of at most `max_n` samples and at most `max_pairs` pairs (at least one
+ * sample). Returns the count, or -1 once stopped and empty. */
+int64_t bridge_take(Sample *out, size_t max_n, uint64_t max_pairs, uint64_t want_pairs, double max_wait_s) {
     pthread_mutex_lock(&g_lock);
     while (g_tail == g_head && !g_stopped) pthread_cond_wait(&g_ready, &g_lock);
     if (g_tail == g_head) {
@@ -133,7 +151,7 @@ int64_t bridge_take(Sample *out, size_t max_n, size_t want, double max_wait_s) {
         return -1;
     }
     double deadline = g_oldest + max_wait_s;
-    while (g_tail - g_head < want && !g_stopped) {
+    while (g_queued_pairs < want_pairs && !g_stopped) {
         double left = deadline - now_s();
         if (left <= 0) break;
         struct timespec ts;
@@ -143,8 +161,15 @@ int64_t bridge_take(Sample *out, size_t max_n, size_t want, double max_wait_s) {
         ts.tv_nsec = (long)(ns % 1000000000LL);
         if (pthread_cond_timedwait(&g_ready, &g_lock, &ts) == ETIMEDOUT) break;
     }
-    size_t n = g_tail - g_head;
-    if (n > max_n) n = max_n;
+    size_t available = g_tail - g_head, n = 0;
+    uint64_t pairs = 0;
+    while (n < available && n < max_n) {
+        uint64_t next = pairs_of(g_queue + g_head + n);
+        if (n > 0 && pairs + next > max_pairs) break;
+        pairs += next;
+        ++n;
+    }
+    g_queued_pairs -= pairs;
     memcpy(out, g_queue + g_head, n * sizeof(Sample));
     g_head += n;
     if (g_head == g_tail) g_head = g_tail = 0;

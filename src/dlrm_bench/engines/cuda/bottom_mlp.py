@@ -17,7 +17,7 @@ K1_PAD = 32
 """Layer-1 input columns in the kernel (13 real, zero-padded: int8 MMA wants K >= 32)."""
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["num_pairs"], do_not_specialize_on_alignment=["x_ptr"])
 def _bottom_mlp_kernel(x_ptr, rows_ptr, x_stride, num_pairs,
                        w1_ptr, s1_ptr, b1_ptr, a1_ptr,
                        w2_ptr, s2_ptr, b2_ptr, a2_ptr,

@@ -255,12 +255,15 @@ class CudaEngine(Engine):
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 
     def warmup(self) -> None:
-        """Compile every kernel variant once (contiguous and indirect rows)."""
+        """Compile every kernel variant before timed work: contiguous rows (at an aligned and an odd start) and
+        indirect rows. Pair counts and input alignment are not specialized on (do_not_specialize), so no batch
+        size met later compiles a new variant mid-run."""
         if self.split is None or len(self.split) == 0:
             return
         n = min(len(self.split), 1024)
         self.predict_ranges(np.array([0]), np.array([n]))
         if n > 2:
+            self.predict_ranges(np.array([1]), np.array([n]))
             self.predict_ranges(np.array([1, 0]), np.array([2, 1]))
 
     def describe(self) -> dict[str, Any]:

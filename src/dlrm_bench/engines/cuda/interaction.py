@@ -21,7 +21,7 @@ SLOTS = 32
 """27 vectors padded to 32 for the MMA."""
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["num_pairs"], do_not_specialize_on_alignment=["cat_ptr"])
 def _interaction_kernel(top_ptr, top_stride, cat_ptr, rows_ptr, cat_stride, num_pairs,
                         tables_ptr, offsets_ptr, mult_ptr, column_ptr, remap_ptr, cold_ptr, unpack_ptr,
                         NUM_TABLES: tl.constexpr, HAS_ROWS: tl.constexpr, HAS_COLD: tl.constexpr,

@@ -33,7 +33,7 @@ def _epilogue(acc, m, n, M, c_ptr, stride_cm, wscale_ptr, bias_ptr, act_ptr, fin
         tl.store(c_ptr + m64[:, None] * stride_cm + n[None, :], q, mask=m_mask[:, None])
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["M"])
 def _linear_int8_kernel(a_ptr, b_ptr, c_ptr, M, N: tl.constexpr, K: tl.constexpr, stride_am, stride_bn, stride_cm,
                         wscale_ptr, bias_ptr, act_ptr, final_w_ptr, final_b,
                         FINAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -67,7 +67,7 @@ def _linear_int8_kernel(a_ptr, b_ptr, c_ptr, M, N: tl.constexpr, K: tl.constexpr
     _epilogue(acc, m, n, M, c_ptr, stride_cm, wscale_ptr, bias_ptr, act_ptr, final_w_ptr, final_b, FINAL)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["M"])
 def _linear_int8_tma_kernel(a_desc, b_desc, c_ptr, M, N: tl.constexpr, K: tl.constexpr, stride_cm,
                             wscale_ptr, bias_ptr, act_ptr, final_w_ptr, final_b,
                             FINAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
