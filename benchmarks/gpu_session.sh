@@ -7,7 +7,8 @@
 # bench  : benchmarks/bench_cuda.py --tune (kernels vs roofline, tile configurations)
 # hotcold: benchmarks/bench_hot_cold.py (embedding_weights_on_gpu_part sweep, host-staged inputs +- compression)
 # offline, server : LoadGen PerformanceOnly runs of the cuda engine on criteo-tb-random (MIN_DURATION seconds),
-#          both in one `dlrm-bench run` (one engine load); RUN_ARGS adds flags (e.g. --server_target_qps N)
+#          both in one `dlrm-bench run` (one engine load); RUN_ARGS adds flags (e.g. --server_target_qps N);
+#          SERVER_QPS_SWEEP="a b" adds one Server run per target. TESTS overrides the test files of `tests`.
 # Wheels missing on the machine (mlcommons-loadgen) are taken from .whl/ if present.
 set -uo pipefail
 source "$(dirname "$0")/device_env.sh"
@@ -20,8 +21,8 @@ if has preset; then
   start=$(date +%s); dlrm make-random-preset 2>&1 | grep -v "it/s\]" | tail -5 | tee -a "$OUT/session.log"; echo "preset: $(( $(date +%s) - start )) s" | tee -a "$OUT/session.log"
 fi
 if has tests; then
-  timeout 400 python3 -m pytest -q -x -p no:cacheprovider tests/test_cuda_kernels.py tests/test_cuda_engine.py \
-    tests/test_packing.py tests/test_sample_queue.py 2>&1 | tail -15 | tee -a "$OUT/session.log"
+  timeout 400 python3 -m pytest -q -x -p no:cacheprovider ${TESTS:-tests/test_cuda_kernels.py tests/test_cuda_engine.py \
+    tests/test_packing.py tests/test_sample_queue.py} 2>&1 | tail -15 | tee -a "$OUT/session.log"
 fi
 if has harness; then
   timeout 200 python3 benchmarks/bench_harness.py --duration 8 --server-qps 300000,600000 --out "$OUT" 2>&1 \
@@ -36,6 +37,13 @@ fi
 scenarios=""
 has offline && scenarios="Offline"
 has server && scenarios="${scenarios:+$scenarios,}Server"
+if [ -n "${SERVER_QPS_SWEEP:-}" ]; then  # Server only, one run per target (one engine load each)
+  for qps in $SERVER_QPS_SWEEP; do
+    dlrm run --dataset criteo-tb-random --engine cuda --scenarios Server --test_mode PerformanceOnly \
+      --min_duration "$MIN_DURATION" --server_target_qps "$qps" ${RUN_ARGS:-} 2>&1 | grep -v "it/s\]" | tail -3 \
+      | tee -a "$OUT/session.log"
+  done
+fi
 if [ -n "$scenarios" ]; then
   dlrm run --dataset criteo-tb-random --engine cuda --scenarios "$scenarios" --test_mode PerformanceOnly \
     --min_duration "$MIN_DURATION" ${RUN_ARGS:-} 2>&1 | grep -v "it/s\]" | tail -25 | tee -a "$OUT/session.log"
