@@ -83,6 +83,8 @@ class CudaEngine(Engine):
                                           [int(c) for c in np.diff(np.append(model.table_offsets,
                                                                              model.tables.shape[0]))])
         self.tables = self.store.hot
+        self.gpu_part = self.store.gpu_part  # kept for describe() after close()
+        self.table_bytes_on_gpu = int(self.store.hot.numel())
         self.bottom = BottomMLP(qm, self.dev)
         cards = list(np.diff(np.append(model.table_offsets, model.tables.shape[0])))
         self.packing = packing_layout(cards) if settings.get("compress_categorical_inputs") else None
@@ -269,9 +271,9 @@ class CudaEngine(Engine):
     def describe(self) -> dict[str, Any]:
         return {"engine": self.name, "device": self.device, "precision": "int8",
                 "gpu_batch_size": self.max_pairs, "start_from_device": self.start_from_device,
-                "embedding_weights_on_gpu_part": self.store.gpu_part,
+                "embedding_weights_on_gpu_part": self.gpu_part,
                 "compress_categorical_inputs": self.packing is not None, "bytes_to_device": self.bytes_to_device,
-                "table_bytes_on_gpu": int(self.store.hot.numel())}
+                "table_bytes_on_gpu": self.table_bytes_on_gpu}
 
     def close(self) -> None:
         self.completer.shutdown(wait=True)
