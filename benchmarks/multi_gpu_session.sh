@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Multi-GPU scaling through LoadGen on the criteo-tb-random preset (run from the repository root on a machine
 # with several GPUs). For each GPU count in $GPU_COUNTS (default "1 2 4"): an Offline run, then a Server run at
-# SERVER_FRACTION (default 0.7) of the Offline samples/s just measured. Writes multi_gpu.json and logs under $OUT.
+# SERVER_FRACTION (default 0.7) of the Offline samples/s just measured; or, with SERVER_PER_GPU_QPS set, both
+# scenarios in one run (one engine load) with the Server target at GPUs x SERVER_PER_GPU_QPS.
+# Writes multi_gpu.json and logs under $OUT.
 set -uo pipefail
 source "$(dirname "$0")/device_env.sh"
 GPU_COUNTS="${GPU_COUNTS:-1 2 4}"
 MIN_DURATION="${MIN_DURATION:-30}"
 SERVER_FRACTION="${SERVER_FRACTION:-0.7}"
-PER_GPU_QPS="${PER_GPU_QPS:-320000}"
+PER_GPU_QPS="${PER_GPU_QPS:-420000}"
 nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader
 [ -f "$MLPERF_SCRATCH_PATH/preprocessed_data/criteo/criteo-tb-random/meta.json" ] || \
   python3 -m dlrm_bench.cli make-random-preset 2>&1 | grep -v "it/s\]" | tail -3
@@ -22,15 +24,22 @@ echo "[]" > "$OUT/multi_gpu.json"
 for n in $GPU_COUNTS; do
   devices=$(seq -s, 0 $((n - 1)))
   qps=$((n * PER_GPU_QPS))
-  CUDA_VISIBLE_DEVICES=$devices python3 -m dlrm_bench.cli run --dataset criteo-tb-random --engine cuda \
-    --scenarios Offline --test_mode PerformanceOnly --min_duration "$MIN_DURATION" --offline_expected_qps "$qps" \
-    2>&1 | grep -v "it/s\]" | tail -4
-  offline=$(newest Offline)
-  sps=$(python3 -c "import json,sys; print(json.loads(sys.argv[1]).get('samples_per_second') or 0)" "$offline")
-  target=$(python3 -c "print(int(float('$sps') * $SERVER_FRACTION) or 1000)")
-  CUDA_VISIBLE_DEVICES=$devices python3 -m dlrm_bench.cli run --dataset criteo-tb-random --engine cuda \
-    --scenarios Server --test_mode PerformanceOnly --min_duration "$MIN_DURATION" --server_target_qps "$target" \
-    2>&1 | grep -v "it/s\]" | tail -4
+  if [ -n "${SERVER_PER_GPU_QPS:-}" ]; then  # both scenarios in one run (one engine load), fixed Server target
+    CUDA_VISIBLE_DEVICES=$devices python3 -m dlrm_bench.cli run --dataset criteo-tb-random --engine cuda \
+      --scenarios Offline,Server --test_mode PerformanceOnly --min_duration "$MIN_DURATION" \
+      --offline_expected_qps "$qps" --server_target_qps $((n * SERVER_PER_GPU_QPS)) 2>&1 | grep -v "it/s\]" | tail -5
+    offline=$(newest Offline)
+  else
+    CUDA_VISIBLE_DEVICES=$devices python3 -m dlrm_bench.cli run --dataset criteo-tb-random --engine cuda \
+      --scenarios Offline --test_mode PerformanceOnly --min_duration "$MIN_DURATION" --offline_expected_qps "$qps" \
+      2>&1 | grep -v "it/s\]" | tail -4
+    offline=$(newest Offline)
+    sps=$(python3 -c "import json,sys; print(json.loads(sys.argv[1]).get('samples_per_second') or 0)" "$offline")
+    target=$(python3 -c "print(int(float('$sps') * $SERVER_FRACTION) or 1000)")
+    CUDA_VISIBLE_DEVICES=$devices python3 -m dlrm_bench.cli run --dataset criteo-tb-random --engine cuda \
+      --scenarios Server --test_mode PerformanceOnly --min_duration "$MIN_DURATION" --server_target_qps "$target" \
+      2>&1 | grep -v "it/s\]" | tail -4
+  fi
   server=$(newest Server)
   python3 - "$OUT/multi_gpu.json" "$n" "$offline" "$server" <<'PY'
 import json, sys
@@ -40,7 +49,7 @@ rows = json.load(open(path))
 rows.append({"gpus": n, "offline": {k: off.get(k) for k in keep}, "server": {k: srv.get(k) for k in keep}})
 json.dump(rows, open(path, "w"), indent=2)
 PY
-  tar -czf "$OUT/logs-${n}gpu.tgz" -C "$MLPERF_SCRATCH_PATH/logs" . 2>/dev/null
+  tar -czf "$OUT/logs-${n}gpu.tgz" -C "$MLPERF_SCRATCH_PATH/logs" "$(readlink "$MLPERF_SCRATCH_PATH/logs/latest")" 2>/dev/null
 done
 python3 - "$OUT/multi_gpu.json" <<'PY'
 import json, sys
