@@ -23,11 +23,12 @@ PY
 echo "[]" > "$OUT/multi_gpu.json"
 for n in $GPU_COUNTS; do
   devices=$(seq -s, 0 $((n - 1)))
+  extra=""; [ "$n" -gt 1 ] && extra="${MULTI_ARGS:-}"  # e.g. --set batch_size=524288 --set gpu_batch_size=524288
   qps=$((n * PER_GPU_QPS))
   if [ -n "${SERVER_PER_GPU_QPS:-}" ]; then  # both scenarios in one run (one engine load), fixed Server target
     CUDA_VISIBLE_DEVICES=$devices python3 -m dlrm_bench.cli run --dataset criteo-tb-random --engine cuda \
       --scenarios Offline,Server --test_mode PerformanceOnly --min_duration "$MIN_DURATION" \
-      --offline_expected_qps "$qps" --server_target_qps $((n * SERVER_PER_GPU_QPS)) 2>&1 | grep -v "it/s\]" | tail -5
+      --offline_expected_qps "$qps" --server_target_qps $((n * SERVER_PER_GPU_QPS)) $extra 2>&1 | grep -v "it/s\]" | tail -5
     offline=$(newest Offline)
   else
     CUDA_VISIBLE_DEVICES=$devices python3 -m dlrm_bench.cli run --dataset criteo-tb-random --engine cuda \
