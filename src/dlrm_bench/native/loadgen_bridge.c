@@ -22,19 +22,8 @@ typedef struct {
     uint64_t index; /* QSL sample index */
 } Sample;
 
-/* LoadGen's QuerySampleResponse: id, data address, size in bytes, and (LoadGen >= 4.1) n_tokens. */
-typedef struct {
-    uint64_t id;
-    uint64_t data;
-    uint64_t size;
-    int64_t n_tokens;
-} Response4;
-
-typedef struct {
-    uint64_t id;
-    uint64_t data;
-    uint64_t size;
-} Response3;
+/* LoadGen's QuerySampleResponse is 3 uint64 words (id, data address, size in bytes), plus int64 n_tokens in
+ * LoadGen >= 4.1: records are written as words (bridge_complete). */
 
 typedef void (*CompleteFn)(void *responses, size_t count);
 
@@ -196,42 +185,28 @@ uint64_t bridge_issued(void) {
 }
 
 /* Complete `n` samples: ids[i] gets pairs[i] float32 predictions starting where sample i-1's ended in
- * `predictions`. Responses go to LoadGen in chunks of 4096 records. Returns 0, or -1 without a reset. */
+ * `predictions`. Responses go to LoadGen in chunks of 4096 records of g_response_words words (id, data address,
+ * size in bytes[, n_tokens = 0]). Returns 0, or -1 without a reset. */
 int bridge_complete(const uint64_t *ids, const int64_t *pairs, const float *predictions, size_t n) {
     enum { CHUNK = 4096 };
     CompleteFn complete = g_complete;
     if (complete == NULL) return -1;
+    const size_t words = (size_t)g_response_words;
+    uint64_t records[CHUNK * 4];
     uint64_t address = (uint64_t)(uintptr_t)predictions;
-    size_t done = 0;
-    if (g_response_words == 4) {
-        Response4 records[CHUNK];
-        while (done < n) {
-            size_t m = n - done < CHUNK ? n - done : CHUNK;
-            for (size_t i = 0; i < m; ++i) {
-                uint64_t bytes = (uint64_t)pairs[done + i] * sizeof(float);
-                records[i].id = ids[done + i];
-                records[i].data = address;
-                records[i].size = bytes;
-                records[i].n_tokens = 0;
-                address += bytes;
-            }
-            complete(records, m);
-            done += m;
+    for (size_t done = 0; done < n;) {
+        size_t m = n - done < CHUNK ? n - done : CHUNK;
+        for (size_t i = 0; i < m; ++i) {
+            uint64_t *record = records + i * words;
+            uint64_t bytes = (uint64_t)pairs[done + i] * sizeof(float);
+            record[0] = ids[done + i];
+            record[1] = address;
+            record[2] = bytes;
+            if (words == 4) record[3] = 0;
+            address += bytes;
         }
-    } else {
-        Response3 records[CHUNK];
-        while (done < n) {
-            size_t m = n - done < CHUNK ? n - done : CHUNK;
-            for (size_t i = 0; i < m; ++i) {
-                uint64_t bytes = (uint64_t)pairs[done + i] * sizeof(float);
-                records[i].id = ids[done + i];
-                records[i].data = address;
-                records[i].size = bytes;
-                address += bytes;
-            }
-            complete(records, m);
-            done += m;
-        }
+        complete(records, m);
+        done += m;
     }
     return 0;
 }
