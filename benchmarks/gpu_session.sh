@@ -6,6 +6,8 @@
 # harness: benchmarks/bench_harness.py (LoadGen + SUT with an instant engine: the harness's own ceiling)
 # bench  : benchmarks/bench_cuda.py --tune (kernels vs roofline, tile configurations)
 # hotcold: benchmarks/bench_hot_cold.py (embedding_weights_on_gpu_part sweep, host-staged inputs +- compression)
+# accuracy: the synthetic-tiny model (generated, preprocessed and trained here when missing) through the cuda engine,
+#          AccuracyOnly with config_ver default and high_accuracy (the AUC ratio against the FP32 reference)
 # offline, server : LoadGen PerformanceOnly runs of the cuda engine on criteo-tb-random (MIN_DURATION seconds),
 #          both in one `dlrm-bench run` (one engine load); RUN_ARGS adds flags (e.g. --server_target_qps N);
 #          SERVER_QPS_SWEEP="a b" adds one Server run per target. TESTS overrides the test files of `tests`.
@@ -33,6 +35,10 @@ if has hotcold; then
 fi
 if has bench; then
   timeout 300 python3 benchmarks/bench_cuda.py ${BENCH_ARGS:---tune --batches 262144} --out "$OUT" 2>&1 | tail -22 | tee -a "$OUT/session.log"
+fi
+if has accuracy; then
+  dlrm run --dataset synthetic-tiny --engine cuda --scenarios Offline --config_ver default,high_accuracy \
+    --test_mode AccuracyOnly 2>&1 | grep -v "it/s\]" | tail -8 | tee -a "$OUT/session.log"
 fi
 scenarios=""
 has offline && scenarios="Offline"
