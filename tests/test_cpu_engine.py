@@ -159,7 +159,13 @@ def test_ranges_through_the_factory(workspace, monkeypatch) -> None:
     np.testing.assert_allclose(raw, whole[:50], atol=1e-6)
     facts = engine.describe()
     assert facts["engine"] == "cpu" and facts["threads"] >= 1 and facts["batch_size"] == 1500
+    assert facts["tables"] == "memory map"
     engine.close()
+    hot = create_engine("cpu", workspace["model"], meta, {"embedding_weights_in_ram_part": 0.3})
+    hot.load(split)  # the dataset's row_frequencies.bin picks the hot rows; the rest stay in the map
+    assert hot.describe()["tables"] == "hot/cold"
+    np.testing.assert_array_equal(hot.predict_ranges(np.array([0]), np.array([len(split)])), whole)
+    hot.close()
 
 
 @needs_onednn

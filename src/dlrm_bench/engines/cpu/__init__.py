@@ -15,4 +15,5 @@ def build(model_path: Path, meta: DatasetMeta, settings: dict[str, Any]) -> Engi
     from dlrm_bench.engines.cpu.engine import CpuEngine
     from dlrm_bench.quant.artifacts import load_int8_model
 
-    return CpuEngine(load_int8_model(model_path, meta), settings)
+    frequencies = meta.directory / "row_frequencies.bin"
+    return CpuEngine(load_int8_model(model_path, meta), settings, frequencies_file=frequencies)

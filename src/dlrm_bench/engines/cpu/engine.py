@@ -23,7 +23,9 @@ So the engine computes the recipe itself (no per-tensor activation variant); it 
 
 Settings (config.json, all optional): "threads" (0 = every core this process may use; sets torch's intra-op
 threads, which is process-wide), "batch_size" (pairs per internal batch, bounds memory: about 3.5 KB a pair),
-"gemm" ("int8" = oneDNN, "fp32" = exact fp32 GEMMs on the same integers), "interaction" ("native" or "torch").
+"gemm" ("int8" = oneDNN, "fp32" = exact fp32 GEMMs on the same integers), "interaction" ("native" or "torch"),
+"embedding_weights_in_ram_part" (0 = every table row read through the read-only memory map of the .bin file, the
+default; p = the hottest p of the rows copied into RAM, the rest through the map; 1 = all copied: table_store.py).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import threading
 import time
 from collections import defaultdict
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
@@ -43,6 +46,8 @@ from dlrm_bench.criteo.schema import NUM_DENSE, NUM_SPARSE
 from dlrm_bench.engines.base import Engine, contiguous_span, ranges_to_rows
 from dlrm_bench.engines.cpu.interaction import TOP_WIDTH, Interaction
 from dlrm_bench.engines.cpu.mlp import GEMMS, BottomMLP, TopMLP, onednn_available
+from dlrm_bench.engines.cpu.table_store import SETTING as RAM_PART_SETTING
+from dlrm_bench.engines.cpu.table_store import build_store
 from dlrm_bench.errors import DataError, UserError
 from dlrm_bench.quant.artifacts import Int8Model
 from dlrm_bench.quant.recipe import quantize_numeric
@@ -86,7 +91,8 @@ class CpuEngine(Engine):
 
     name = "cpu"
 
-    def __init__(self, model: Int8Model, settings: dict[str, Any]) -> None:
+    def __init__(self, model: Int8Model, settings: dict[str, Any], frequencies_file: Path | None = None) -> None:
+        """`frequencies_file`: the dataset's row_frequencies.bin (needed for 0 < embedding_weights_in_ram_part < 1)."""
         super().__init__()
         self.settings = dict(settings)
         self.threads = int(settings.get("threads", 0) or 0) or machine_threads()
@@ -104,7 +110,9 @@ class CpuEngine(Engine):
         self.rows_per_table = np.diff(np.append(offsets, model.tables.shape[0])).astype(np.int64)
         self.model_dir = model.directory
         self.bottom = BottomMLP(qm, self.gemm)
-        self.interaction = Interaction(qm, model.tables, offsets, self.rows_per_table, self.threads,
+        self.store = build_store(model.tables, float(settings.get(RAM_PART_SETTING, 0.0) or 0.0), frequencies_file,
+                                 self.rows_per_table.tolist())
+        self.interaction = Interaction(qm, self.store, offsets, self.rows_per_table, self.threads,
                                        use_native=settings.get("interaction", "native") != "torch")
         self.top = TopMLP(qm, self.gemm)
         self.profile = StageProfile()
@@ -193,7 +201,7 @@ class CpuEngine(Engine):
         return {"engine": self.name, "device": self.device, "precision": f"int8 ({self.gemm} GEMMs)",
                 "threads": self.threads, "batch_size": self.batch_size, "gemm": self.gemm,
                 "interaction": self.interaction.kind, "isa": torch.backends.cpu.get_cpu_capability(),
-                "model_dir": str(self.model_dir)}
+                "tables": self.store.kind, RAM_PART_SETTING: self.store.ram_part, "model_dir": str(self.model_dir)}
 
     def close(self) -> None:
         self.interaction.close()

@@ -11,6 +11,10 @@
  *
  * Returns -1 when every id was in range; else the index (within [lo, hi)) of the first pair with an id < 0 or
  * >= rows[t], whose output row is left unwritten.
+ *
+ * dlrm_interaction_hot is the same with a hot/cold store (engines/cpu/table_store.py): global row g is read from
+ * hot + remap[g] * DIM when remap[g] >= 0 (a compact copy in RAM), else from tables + g * DIM (the memory-mapped
+ * file). The bytes are the same either way, so the output is too.
  */
 #include <math.h>
 #include <stdint.h>
@@ -86,9 +90,19 @@ static void widen_s8(const int8_t *restrict src, int16_t *restrict dst) {
     for (int k = 0; k < DIM; k++) dst[k] = (int16_t)src[k];
 }
 
-int64_t dlrm_interaction(const int8_t *tables, const int64_t *offsets, const int64_t *rows, const int32_t *ids,
-                         const uint8_t *dense, const float *mult, uint8_t *out, int64_t out_stride,
-                         int64_t lo, int64_t hi) {
+/* Row g of the tables: from the hot copy when remap says so (remap NULL: every row from `tables`). */
+static inline const int8_t *row_at(const int8_t *tables, const int8_t *hot, const int32_t *remap, int64_t g) {
+    if (remap) {
+        int32_t r = remap[g];
+        if (r >= 0) return hot + (int64_t)r * DIM;
+    }
+    return tables + g * DIM;
+}
+
+static inline int64_t interaction(const int8_t *tables, const int8_t *hot, const int32_t *remap,
+                                  const int64_t *offsets, const int64_t *rows, const int32_t *ids,
+                                  const uint8_t *dense, const float *mult, uint8_t *out, int64_t out_stride,
+                                  int64_t lo, int64_t hi) {
     int16_t v[VECTORS][DIM] __attribute__((aligned(64)));
     for (int64_t b = lo; b < hi; b++) {
         const int32_t *id = ids + b * TABLES;
@@ -97,7 +111,8 @@ int64_t dlrm_interaction(const int8_t *tables, const int64_t *offsets, const int
         }
         const uint8_t *d = dense + b * DIM;
         widen_u8(d, v[0]);
-        for (int t = 0; t < TABLES; t++) widen_s8(tables + (offsets[t] + (int64_t)id[t]) * DIM, v[t + 1]);
+        for (int t = 0; t < TABLES; t++)
+            widen_s8(row_at(tables, hot, remap, offsets[t] + (int64_t)id[t]), v[t + 1]);
         uint8_t *o = out + b * out_stride;
         memcpy(o, d, DIM);
         uint8_t *pos = o + DIM, *neg = o + DIM + DOTS;
@@ -105,4 +120,16 @@ int64_t dlrm_interaction(const int8_t *tables, const int64_t *offsets, const int
         memset(o + DIM + 2 * DOTS, 0, (size_t)(out_stride - DIM - 2 * DOTS));
     }
     return -1;
+}
+
+int64_t dlrm_interaction(const int8_t *tables, const int64_t *offsets, const int64_t *rows, const int32_t *ids,
+                         const uint8_t *dense, const float *mult, uint8_t *out, int64_t out_stride,
+                         int64_t lo, int64_t hi) {
+    return interaction(tables, NULL, NULL, offsets, rows, ids, dense, mult, out, out_stride, lo, hi);
+}
+
+int64_t dlrm_interaction_hot(const int8_t *tables, const int8_t *hot, const int32_t *remap, const int64_t *offsets,
+                             const int64_t *rows, const int32_t *ids, const uint8_t *dense, const float *mult,
+                             uint8_t *out, int64_t out_stride, int64_t lo, int64_t hi) {
+    return interaction(tables, hot, remap, offsets, rows, ids, dense, mult, out, out_stride, lo, hi);
 }

@@ -20,6 +20,7 @@ import torch
 
 from dlrm_bench.criteo.schema import EMBEDDING_DIM, NUM_INTERACTIONS, NUM_SPARSE
 from dlrm_bench.engines.cpu import native
+from dlrm_bench.engines.cpu.table_store import CpuTableStore
 from dlrm_bench.errors import DataError
 from dlrm_bench.quant.recipe import QuantizedDLRM, interaction_multipliers, interaction_pairs
 
@@ -38,13 +39,14 @@ def _pointer(array: np.ndarray | torch.Tensor) -> int:
 class Interaction:
     """Gathers the 26 rows of each pair from the int8 tables and writes the top-MLP input.
 
-    tables: int8 [R, 128] (a memory map is fine: only touched rows are read); offsets: int64 [26] (first row of each
-    table); rows_per_table: int64 [26].
+    tables: int8 [R, 128] (a memory map is fine: only touched rows are read), or a CpuTableStore (hot rows in RAM,
+    the rest from the map; table_store.py); offsets: int64 [26] (first row of each table); rows_per_table: int64 [26].
     """
 
-    def __init__(self, qm: QuantizedDLRM, tables: np.ndarray, offsets: np.ndarray, rows_per_table: np.ndarray,
-                 threads: int, use_native: bool = True) -> None:
-        self.tables = tables
+    def __init__(self, qm: QuantizedDLRM, tables: np.ndarray | CpuTableStore, offsets: np.ndarray,
+                 rows_per_table: np.ndarray, threads: int, use_native: bool = True) -> None:
+        self.store = tables if isinstance(tables, CpuTableStore) else CpuTableStore(tables)
+        self.tables = self.store.tables
         self.offsets = np.ascontiguousarray(offsets, dtype=np.int64)
         self.rows = np.ascontiguousarray(rows_per_table, dtype=np.int64)
         r, c = interaction_pairs()
@@ -78,9 +80,12 @@ class Interaction:
             self._torch(dense, categorical, out)
 
     def _native_slice(self, dense: torch.Tensor, categorical: np.ndarray, out: torch.Tensor, lo: int, hi: int) -> int:
-        return int(self.lib.dlrm_interaction(_pointer(self.tables), _pointer(self.offsets), _pointer(self.rows),
-                                             _pointer(categorical), _pointer(dense), _pointer(self.mult),
-                                             _pointer(out), out.stride(0), lo, hi))
+        common = (_pointer(self.offsets), _pointer(self.rows), _pointer(categorical), _pointer(dense),
+                  _pointer(self.mult), _pointer(out), out.stride(0), lo, hi)
+        if self.store.remap is None:
+            return int(self.lib.dlrm_interaction(_pointer(self.tables), *common))
+        return int(self.lib.dlrm_interaction_hot(_pointer(self.tables), _pointer(self.store.hot),
+                                                 _pointer(self.store.remap), *common))
 
     def _native(self, dense: torch.Tensor, categorical: np.ndarray, out: torch.Tensor) -> None:
         n = dense.shape[0]
@@ -111,7 +116,7 @@ class Interaction:
         chunk = 2048
         for lo in range(0, dense.shape[0], chunk):
             ids = categorical[lo:lo + chunk].astype(np.int64) + self.offsets[None, :]
-            rows = torch.from_numpy(np.take(self.tables, ids.reshape(-1), axis=0))  # int8 [b * 26, 128]
+            rows = torch.from_numpy(self.store.gather(ids.reshape(-1)))  # int8 [b * 26, 128]
             d = dense[lo:lo + chunk]
             vectors = torch.cat([d.float()[:, None, :], rows.view(d.shape[0], NUM_SPARSE, EMBEDDING_DIM).float()], 1)
             gram = torch.bmm(vectors, vectors.transpose(1, 2)).view(d.shape[0], -1)  # fp32 [b, 729], exact
