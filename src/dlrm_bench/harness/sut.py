@@ -171,8 +171,12 @@ class BatchingSUT:
         self.completer.submit(batch, future, self.inflight)
 
     def __enter__(self) -> "BatchingSUT":
+        try:
+            self.handle = self.queue.construct_sut()
+        except BaseException:
+            self.queue.close()  # a native queue is one per process: free it for the next SUT
+            raise
         self.interpreter.__enter__()
-        self.handle = self.queue.construct_sut()
         self.thread.start()
         return self
 
