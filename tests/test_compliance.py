@@ -214,9 +214,13 @@ def _rewrite_score(src: Path, dst: Path, factor: float, key: str = "Samples per 
 def test_performance_thresholds_on_a_real_summary(audited, tmp_path, test, factor, passed):
     """A real (VALID) Offline summary against a copy whose score is scaled: MLPerf's thresholds."""
     _, base = audited
-    ref = base / "PerformanceOnly" / "mlperf_log_summary.txt"
-    if score(ref)[1] != "VALID":
-        pytest.skip("the baseline run was not VALID on this machine")
+    real = base / "PerformanceOnly" / "mlperf_log_summary.txt"
+    # A short Offline run is VALID only when it outlasts min_duration, which depends on this machine's speed:
+    # pin the copy to VALID, so that only the thresholds are exercised.
+    ref = tmp_path / "ref" / "mlperf_log_summary.txt"
+    ref.parent.mkdir()
+    ref.write_text(real.read_text().replace("Result is : INVALID", "Result is : VALID"))
+    assert score(ref)[1] == "VALID"
     check = compliance.verify_performance(test, ref.parent, _rewrite_score(ref, tmp_path / "t", factor))
     assert check.passed is passed
     assert check.lines[-1] == ("TEST PASS" if passed else "TEST FAIL: Test score invalid")
