@@ -12,8 +12,6 @@ from a buffer that stays alive until LoadGen's QuerySamplesComplete returns.
 
 from __future__ import annotations
 
-import gc
-import sys
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,6 +23,7 @@ import numpy as np
 from dlrm_bench.engines.base import Engine, cut_by_pairs
 from dlrm_bench.harness.qsl import SampleLibrary
 from dlrm_bench.harness.sample_queue import SampleQueue, make_queue
+from dlrm_bench.interpreter import DEFAULT_SWITCH_INTERVAL_MS, QuietInterpreter
 
 
 @dataclass
@@ -116,27 +115,6 @@ def take_policy(scenario: str, settings: dict[str, Any], batch_size: int) -> Tak
     return TakePolicy(OFFLINE_TAKE, batch_size, batch_size, wait_ms / 1000.0)
 
 
-class QuietInterpreter:
-    """For the duration of a test: existing objects frozen out of the garbage collector's reach (gc.freeze: no
-    long collection pauses over the engine's and libraries' objects) and a short GIL switch interval, so a
-    thread woken by a finished batch is not kept waiting up to Python's default 5 ms by a busy one."""
-
-    def __init__(self, switch_interval_ms: float) -> None:
-        self.switch_interval_s = max(switch_interval_ms, 0.01) / 1000.0
-        self.saved = sys.getswitchinterval()
-
-    def __enter__(self) -> "QuietInterpreter":
-        gc.collect()
-        gc.freeze()
-        self.saved = sys.getswitchinterval()
-        sys.setswitchinterval(self.switch_interval_s)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        sys.setswitchinterval(self.saved)
-        gc.unfreeze()
-
-
 class BatchingSUT:
     """The SUT of every scenario: a batcher thread takes samples from the queue by `policy`, cuts them in
     LoadGen's order into batches of at most `batch_size` pairs and keeps `inflight_batches` in the engine;
@@ -154,7 +132,7 @@ class BatchingSUT:
         self.completer = Completer(int(settings.get("complete_threads", 1)), self.counters, queue)
         self.handle: int | None = None
         self.thread = threading.Thread(target=self._loop, name="batcher", daemon=True)
-        self.interpreter = QuietInterpreter(float(settings.get("gil_switch_interval_ms", 0.5)))
+        self.interpreter = QuietInterpreter(float(settings.get("gil_switch_interval_ms", DEFAULT_SWITCH_INTERVAL_MS)))
 
     def _loop(self) -> None:
         policy = self.policy

@@ -29,6 +29,7 @@ from dlrm_bench.atomic import save_json
 from dlrm_bench.criteo.dataset import load_meta, open_split
 from dlrm_bench.engines import create_engine
 from dlrm_bench.engines.base import chunk_ranges
+from dlrm_bench.interpreter import DEFAULT_SWITCH_INTERVAL_MS, QuietInterpreter
 from dlrm_bench.serving import protocol as wire
 
 
@@ -116,6 +117,8 @@ class ServedModel:
         if self.split is not None:
             self.engine.load(self.split)
         self.engine.warmup()
+        self.quiet = QuietInterpreter(float(config["settings"].get("gil_switch_interval_ms",
+                                                                 DEFAULT_SWITCH_INTERVAL_MS))).__enter__()
         self.rows_pool = ThreadPoolExecutor(1, thread_name_prefix="rows") if self.inputs == "rows" else None
         info = {"instance": instance_name, "engine": self.engine.describe(), "device": self.engine.device,
                 "inputs": self.inputs, "pid": os.getpid(), "torch_threads": torch.get_num_threads(),
@@ -214,3 +217,4 @@ class ServedModel:
         if self.rows_pool is not None:
             self.rows_pool.shutdown(wait=True)
         self.engine.close()
+        self.quiet.__exit__()
