@@ -29,47 +29,20 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # tests.conftest (fixture dataset writer)
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 from dlrm_bench.criteo.dataset import Split, load_meta, open_split  # noqa: E402
 from dlrm_bench.criteo.schema import CRITEO_TB_TEST_PAIRS, CRITEO_TB_TEST_SAMPLES  # noqa: E402
+from bench_inputs import pick_inputs  # noqa: E402
 from dlrm_bench.engines import create_engine  # noqa: E402
 from dlrm_bench.engines.base import Engine  # noqa: E402
-from dlrm_bench.paths import models_dir, preprocessed_dir, scratch_path  # noqa: E402
+from dlrm_bench.paths import scratch_path  # noqa: E402
 
 MLPERF_PAIRS_PER_SAMPLE = CRITEO_TB_TEST_PAIRS / CRITEO_TB_TEST_SAMPLES
 STAGE_OPS = {"bottom": 2 * (16 * 512 + 512 * 256 + 256 * 128), "interaction": 2 * 351 * 128,
              "top_l.0": 2 * 832 * 1024, "top_l.2": 2 * 1024 * 1024, "top_l.4": 2 * 1024 * 512,
              "top_l.6+8": 2 * (512 * 256 + 256)}
 """Integer ops per pair each stage performs (top_l.0 as the engine runs it: K = 830 padded to 832)."""
-
-
-def fixture_inputs(pairs: int) -> tuple[Path, Path]:
-    """A fixture dataset (tests/conftest.py writer) and a randomly initialised full-size DLRM, under build/bench/."""
-    from dlrm_bench.model.checkpoint import save_checkpoint
-    from dlrm_bench.model.dlrm import DLRM, init_reference
-    from tests.conftest import TINY_CARDINALITIES, write_preprocessed_dataset
-
-    root = scratch_path() / "bench" / "cpu_fixture"
-    data, model_path = root / f"data_{pairs}", root / "model.pt"
-    if not (data / "meta.json").exists():
-        write_preprocessed_dataset(data, test_rows=pairs, num_days=1, rows_per_day=1000, calibration_rows=4096,
-                                   max_sample=540, name=f"cpu-bench-fixture-{pairs}")
-    if not model_path.exists():
-        model = DLRM(TINY_CARDINALITIES)
-        init_reference(model, torch.Generator().manual_seed(0))
-        save_checkpoint(model_path, model.state_dict())
-    return data, model_path
-
-
-def pick_inputs(args: argparse.Namespace) -> tuple[Path, Path, str]:
-    """(dataset dir, model, what it is): the arguments, else synthetic-tiny, else a fixture."""
-    if args.dataset_dir and args.model:
-        return args.dataset_dir, args.model, "given"
-    tiny, tiny_model = preprocessed_dir("synthetic-tiny"), models_dir() / "synthetic-tiny.pt"
-    if (tiny / "meta.json").exists() and tiny_model.exists():
-        return tiny, tiny_model, "synthetic-tiny"
-    data, model = fixture_inputs(args.pairs)
-    return data, model, "fixture (tests/conftest.py writer, random full-size MLPs, tiny tables)"
 
 
 def timed(fn: Callable[[], Any]) -> float:
@@ -159,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
 
-    data, model_path, what = pick_inputs(args)
+    data, model_path, what = pick_inputs(args, "cpu", 4096)
     meta = load_meta(data)
     split = open_split(data / "test")
     pairs = min(args.pairs, len(split))

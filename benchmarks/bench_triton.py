@@ -32,48 +32,19 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # tests.conftest (fixture dataset writer)
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 from dlrm_bench.cli import _parser as cli_parser  # noqa: E402
+from bench_inputs import pick_inputs  # noqa: E402
 from dlrm_bench.engines import create_engine  # noqa: E402
 from dlrm_bench.engines.base import Engine  # noqa: E402
 from dlrm_bench.harness import config as cfg  # noqa: E402
 from dlrm_bench.harness import runner  # noqa: E402
 from dlrm_bench.harness.loadgen_settings import Overrides  # noqa: E402
-from dlrm_bench.paths import models_dir, preprocessed_dir, scratch_path  # noqa: E402
+from dlrm_bench.paths import scratch_path  # noqa: E402
 from dlrm_bench.serving.client import TritonEngine  # noqa: E402
 
 VARIANTS = ("in-process", "triton-ranges", "triton-rows")
-
-
-def fixture_inputs(pairs: int) -> tuple[Path, Path]:
-    """A fixture dataset (tests/conftest.py writer; samples of 1..540 pairs, mean ~270 like MLPerf's trace) and a
-    randomly initialised DLRM with full-size MLPs and tiny tables, under build/bench/."""
-    import torch
-
-    from dlrm_bench.model.checkpoint import save_checkpoint
-    from dlrm_bench.model.dlrm import DLRM, init_reference
-    from tests.conftest import TINY_CARDINALITIES, write_preprocessed_dataset
-
-    root = scratch_path() / "bench" / "triton_fixture"
-    data, model_path = root / f"data_{pairs}", root / "model.pt"
-    if not (data / "meta.json").exists():
-        write_preprocessed_dataset(data, test_rows=pairs, num_days=1, rows_per_day=1000, calibration_rows=1024,
-                                   max_sample=540, name=f"triton-bench-fixture-{pairs}")
-    if not model_path.exists():
-        model = DLRM(TINY_CARDINALITIES)
-        init_reference(model, torch.Generator().manual_seed(0))
-        save_checkpoint(model_path, model.state_dict())
-    return data, model_path
-
-
-def pick_inputs(args: argparse.Namespace) -> tuple[Path, Path, str]:
-    if args.dataset_dir and args.model:
-        return args.dataset_dir, args.model, "given"
-    tiny, tiny_model = preprocessed_dir("synthetic-tiny"), models_dir() / "synthetic-tiny.pt"
-    if (tiny / "meta.json").exists() and tiny_model.exists():
-        return tiny, tiny_model, "synthetic-tiny"
-    data, model = fixture_inputs(args.pairs)
-    return data, model, "fixture (tests/conftest.py writer, random full-size MLPs, tiny tables)"
 
 
 def parse_sets(items: list[str]) -> dict[str, Any]:
@@ -243,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown := set(variants) - set(VARIANTS):
         p.error(f"unknown variants {sorted(unknown)}: choose from {', '.join(VARIANTS)}")
 
-    data, model, what = pick_inputs(args)
+    data, model, what = pick_inputs(args, "triton", 1024)
     work = scratch_path() / "bench" / "triton_logs" / time.strftime("%Y%m%d-%H%M%S")
     ctx = make_context(data, model, work / "logs")
     settings = {s: {**cfg.scenario_settings(s, "triton", args.engine, ctx.system), **parse_sets(args.set)}

@@ -37,7 +37,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -440,8 +440,6 @@ def main(args: argparse.Namespace) -> int:
     passes, 1 otherwise."""
     from dlrm_bench.harness import config as cfg
     from dlrm_bench.harness import runner
-    from dlrm_bench.harness.logs import update_latest
-    from dlrm_bench.report import results_table
 
     if args.benchmarks.lower() != "dlrm":
         raise UserError(f"unknown benchmark '{args.benchmarks}': this system runs only dlrm")
@@ -454,19 +452,13 @@ def main(args: argparse.Namespace) -> int:
         print(f"note: audit ignores --test_mode={args.test_mode}: the tests are performance runs, compared with "
               f"the PerformanceOnly (and, for TEST01, AccuracyOnly) runs", flush=True)
     ctx = runner.make_context(argparse.Namespace(**{**vars(args), "audit": None}))
-    engines = runner.EngineCache(ctx)
-    results: list[dict[str, Any]] = []
-    try:
+
+    def runs(engines: "runner.EngineCache") -> Iterator[dict[str, Any]]:
         for config_ver in config_vers:
             for scenario in scenarios:
                 base = baselines(ctx, engines, args, scenario, config_ver, tests)
-                results += [r for r in base.results.values() if not args.results]
-                results += [run_test(ctx, engines, args, scenario, config_ver, t, base) for t in tests]
-    finally:
-        engines.close()
-        if results:
-            update_latest(ctx.root.parent, ctx.root)
-    print()
-    print(results_table(results))
-    print(f"\nlogs: {ctx.root}")
+                yield from (r for r in base.results.values() if not args.results)
+                yield from (run_test(ctx, engines, args, scenario, config_ver, t, base) for t in tests)
+
+    results = runner.run_and_report(ctx, runs)
     return 0 if all(r.get("compliance_passed", True) for r in results) else 1

@@ -8,7 +8,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable, Iterator
 
 import mlperf_loadgen as lg
 import numpy as np
@@ -195,20 +195,13 @@ def make_context(args: argparse.Namespace) -> RunContext:
     return RunContext(system, meta, model_path, split, offsets, root, overrides, load_rules(), audit)
 
 
-def main(args: argparse.Namespace) -> int:
-    if args.benchmarks.lower() != "dlrm":
-        raise UserError(f"unknown benchmark '{args.benchmarks}': this system runs only dlrm")
-    scenarios = cfg.parse_choices(args.scenarios, cfg.SCENARIOS, "scenario")
-    config_vers = cfg.parse_choices(args.config_ver, cfg.CONFIG_VERS, "config_ver")
-    modes = cfg.parse_choices(args.test_mode, cfg.TEST_MODES, "test_mode")
-    ctx = make_context(args)
+def run_and_report(ctx: RunContext, runs: Callable[[EngineCache], Iterable[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Collect the results `runs` yields (engines built once, closed at the end), point build/logs/latest at this
+    run folder when anything ran (also after an error), and print the results table."""
     engines = EngineCache(ctx)
-    results = []
+    results: list[dict[str, Any]] = []
     try:
-        for config_ver in config_vers:
-            for scenario in scenarios:
-                for mode in modes:
-                    results.append(run_one(ctx, engines, args, scenario, config_ver, mode))
+        results.extend(runs(engines))
     finally:
         engines.close()
         if results:
@@ -216,5 +209,23 @@ def main(args: argparse.Namespace) -> int:
     print()
     print(results_table(results))
     print(f"\nlogs: {ctx.root}")
+    return results
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.benchmarks.lower() != "dlrm":
+        raise UserError(f"unknown benchmark '{args.benchmarks}': this system runs only dlrm")
+    scenarios = cfg.parse_choices(args.scenarios, cfg.SCENARIOS, "scenario")
+    config_vers = cfg.parse_choices(args.config_ver, cfg.CONFIG_VERS, "config_ver")
+    modes = cfg.parse_choices(args.test_mode, cfg.TEST_MODES, "test_mode")
+    ctx = make_context(args)
+
+    def runs(engines: EngineCache) -> Iterator[dict[str, Any]]:
+        for config_ver in config_vers:
+            for scenario in scenarios:
+                for mode in modes:
+                    yield run_one(ctx, engines, args, scenario, config_ver, mode)
+
+    results = run_and_report(ctx, runs)
     failed = [r for r in results if r["test_mode"] == "AccuracyOnly" and r.get("accuracy_passed") is False]
     return 1 if failed else 0

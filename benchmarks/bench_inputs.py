@@ -1,0 +1,42 @@
+"""Inputs the CPU-side benchmarks share: the given dataset and model, else synthetic-tiny, else a fixture."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from dlrm_bench.paths import models_dir, preprocessed_dir, scratch_path
+
+
+def fixture_inputs(pairs: int, kind: str, calibration_rows: int) -> tuple[Path, Path]:
+    """A fixture dataset (tests/conftest.py writer; the repository root must be on sys.path) and a randomly
+    initialised DLRM with full-size MLPs and tiny tables, under build/bench/<kind>_fixture/."""
+    import torch
+
+    from dlrm_bench.model.checkpoint import save_checkpoint
+    from dlrm_bench.model.dlrm import DLRM, init_reference
+    from tests.conftest import TINY_CARDINALITIES, write_preprocessed_dataset
+
+    root = scratch_path() / "bench" / f"{kind}_fixture"
+    data, model_path = root / f"data_{pairs}", root / "model.pt"
+    if not (data / "meta.json").exists():
+        write_preprocessed_dataset(data, test_rows=pairs, num_days=1, rows_per_day=1000,
+                                   calibration_rows=calibration_rows, max_sample=540,
+                                   name=f"{kind}-bench-fixture-{pairs}")
+    if not model_path.exists():
+        model = DLRM(TINY_CARDINALITIES)
+        init_reference(model, torch.Generator().manual_seed(0))
+        save_checkpoint(model_path, model.state_dict())
+    return data, model_path
+
+
+def pick_inputs(args: argparse.Namespace, kind: str, calibration_rows: int) -> tuple[Path, Path, str]:
+    """(dataset dir, model, what it is): --dataset-dir and --model, else synthetic-tiny, else a fixture of
+    --pairs pairs."""
+    if args.dataset_dir and args.model:
+        return args.dataset_dir, args.model, "given"
+    tiny, tiny_model = preprocessed_dir("synthetic-tiny"), models_dir() / "synthetic-tiny.pt"
+    if (tiny / "meta.json").exists() and tiny_model.exists():
+        return tiny, tiny_model, "synthetic-tiny"
+    data, model = fixture_inputs(args.pairs, kind, calibration_rows)
+    return data, model, "fixture (tests/conftest.py writer, random full-size MLPs, tiny tables)"
