@@ -11,11 +11,7 @@ from dlrm_bench.paths import models_dir, preprocessed_dir, scratch_path
 def fixture_inputs(pairs: int, kind: str, calibration_rows: int) -> tuple[Path, Path]:
     """A fixture dataset (tests/conftest.py writer; the repository root must be on sys.path) and a randomly
     initialised DLRM with full-size MLPs and tiny tables, under build/bench/<kind>_fixture/."""
-    import torch
-
-    from dlrm_bench.model.checkpoint import save_checkpoint
-    from dlrm_bench.model.dlrm import DLRM, init_reference
-    from tests.conftest import TINY_CARDINALITIES, write_preprocessed_dataset
+    from tests.conftest import save_random_model, write_preprocessed_dataset
 
     root = scratch_path() / "bench" / f"{kind}_fixture"
     data, model_path = root / f"data_{pairs}", root / "model.pt"
@@ -24,9 +20,7 @@ def fixture_inputs(pairs: int, kind: str, calibration_rows: int) -> tuple[Path, 
                                    calibration_rows=calibration_rows, max_sample=540,
                                    name=f"{kind}-bench-fixture-{pairs}")
     if not model_path.exists():
-        model = DLRM(TINY_CARDINALITIES)
-        init_reference(model, torch.Generator().manual_seed(0))
-        save_checkpoint(model_path, model.state_dict())
+        save_random_model(model_path)
     return data, model_path
 
 

@@ -86,6 +86,18 @@ def _write_row_frequencies(path: Path, cardinalities: Sequence[int], day_dirs: l
             f.write(table.tobytes())
 
 
+def save_random_model(path: Path, cardinalities: Sequence[int] = TINY_CARDINALITIES, seed: int = 0) -> Path:
+    """A reference-initialised DLRM (full-size MLPs, tables of `cardinalities`) saved as a checkpoint at `path`."""
+    import torch
+
+    from dlrm_bench.model.checkpoint import save_checkpoint
+    from dlrm_bench.model.dlrm import DLRM, init_reference
+
+    model = DLRM(list(cardinalities))
+    init_reference(model, torch.Generator().manual_seed(seed))
+    return save_checkpoint(path, model.state_dict())
+
+
 def write_preprocessed_dataset(root: Path, *, cardinalities: Sequence[int] = TINY_CARDINALITIES,
                                num_days: int = 2, rows_per_day: int = 2000, test_rows: int = 1000,
                                calibration_rows: int = 200, seed: int = 0, signal: float = 1.0,

@@ -11,21 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from dlrm_bench.cli import main as cli
 from dlrm_bench.criteo.dataset import load_meta
 from dlrm_bench.errors import UserError
-from dlrm_bench.model.checkpoint import save_checkpoint
-from dlrm_bench.model.dlrm import DLRM, init_reference
 from dlrm_bench.quant import artifacts, calibration, tables
-from tests.conftest import TINY_CARDINALITIES, write_preprocessed_dataset
-
-
-def save_model(path: Path, cardinalities, seed: int) -> Path:
-    model = DLRM(list(cardinalities))
-    init_reference(model, torch.Generator().manual_seed(seed))
-    return save_checkpoint(path, model.state_dict())
+from tests.conftest import TINY_CARDINALITIES, save_random_model, write_preprocessed_dataset
 
 
 def expected_tables(model: Path, tmp: Path) -> bytes:
@@ -45,7 +36,7 @@ def scratch(tmp_path, monkeypatch) -> Path:
 
 def test_new_weights_rebuild_split_files_and_refuse_the_old_cache(scratch, capsys):
     data = write_preprocessed_dataset(scratch / "data", num_days=1, rows_per_day=200, test_rows=300)
-    model = save_model(scratch / "models" / "mine.pt", TINY_CARDINALITIES, seed=1)
+    model = save_random_model(scratch / "models" / "mine.pt", TINY_CARDINALITIES, seed=1)
     flags = ["--dataset-dir", str(data), "--model", str(model)]
     folder = artifacts.derived_dir(model)
     assert cli(["calibrate", *flags]) == 0  # first use: split files + cache
@@ -53,7 +44,7 @@ def test_new_weights_rebuild_split_files_and_refuse_the_old_cache(scratch, capsy
     cache = folder / calibration.CACHE_FILE
     assert json.loads(cache.read_text())["model_key"] == first_key
 
-    save_model(model, TINY_CARDINALITIES, seed=2)  # new weights under the same name
+    save_random_model(model, TINY_CARDINALITIES, seed=2)  # new weights under the same name
     capsys.readouterr()
     assert cli(["generate-engines", *flags]) == 0
     assert "rebuilding (the checkpoint changed)" in capsys.readouterr().out
@@ -71,10 +62,10 @@ def test_new_weights_rebuild_split_files_and_refuse_the_old_cache(scratch, capsy
 
 def test_new_weights_with_the_derived_folder_removed(scratch):
     data = write_preprocessed_dataset(scratch / "data", num_days=1, rows_per_day=200, test_rows=300)
-    model = save_model(scratch / "m.pt", TINY_CARDINALITIES, seed=1)
+    model = save_random_model(scratch / "m.pt", TINY_CARDINALITIES, seed=1)
     flags = ["--dataset-dir", str(data), "--model", str(model)]
     assert cli(["calibrate", *flags]) == 0
-    save_model(model, TINY_CARDINALITIES, seed=3)
+    save_random_model(model, TINY_CARDINALITIES, seed=3)
     shutil.rmtree(artifacts.derived_dir(model))
     assert cli(["calibrate", *flags]) == 0  # regenerates the split files, then calibrates
     folder = artifacts.derived_dir(model)
@@ -86,10 +77,10 @@ def test_engine_start_rebuilds_the_split_but_not_the_calibration(scratch):
     """The int8 engines' loader: a replaced checkpoint gets new split files on the spot, but the old cache is an
     error naming it (never recomputed behind the user's back, never used)."""
     data = write_preprocessed_dataset(scratch / "data", num_days=1, rows_per_day=200, test_rows=300)
-    model = save_model(scratch / "m.pt", TINY_CARDINALITIES, seed=1)
+    model = save_random_model(scratch / "m.pt", TINY_CARDINALITIES, seed=1)
     meta = load_meta(data)
     artifacts.load_int8_model(model, meta)  # computes the missing cache once
-    save_model(model, TINY_CARDINALITIES, seed=4)
+    save_random_model(model, TINY_CARDINALITIES, seed=4)
     with pytest.raises(UserError, match="stale"):
         artifacts.load_int8_model(model, meta)
     assert (artifacts.derived_dir(model) / tables.TABLES_FILE).read_bytes() == expected_tables(model, scratch)
@@ -99,7 +90,7 @@ def test_new_data_same_tables_refuses_the_cache_until_recalibrated(scratch, caps
     """A dataset preprocessed again with other content (same name, same table sizes): the calibration cache of
     the earlier version is refused by name; `calibrate` fixes it. Another dataset's cache is used with a note."""
     data = write_preprocessed_dataset(scratch / "data", num_days=1, rows_per_day=200, test_rows=300, seed=0)
-    model = save_model(scratch / "m.pt", TINY_CARDINALITIES, seed=1)
+    model = save_random_model(scratch / "m.pt", TINY_CARDINALITIES, seed=1)
     flags = ["--dataset-dir", str(data), "--model", str(model)]
     assert cli(["calibrate", *flags]) == 0
     cache = artifacts.derived_dir(model) / calibration.CACHE_FILE
@@ -139,7 +130,7 @@ def test_new_raw_days_preprocess_recalibrate_run(scratch, capsys):
            "100000", "--workers", "1"]
     assert cli(pre) == 0
     meta = load_meta(out)
-    model = save_model(scratch / "m.pt", meta.cardinalities, seed=7)
+    model = save_random_model(scratch / "m.pt", meta.cardinalities, seed=7)
     flags = ["--dataset-dir", str(out), "--model", str(model)]
     assert cli(["calibrate", *flags]) == 0
     old_calibration = np.load(out / "calibration" / "numeric_fp32.npy")

@@ -21,11 +21,10 @@ from dlrm_bench.engines.cpu.interaction import TOP_WIDTH, Interaction
 from dlrm_bench.engines.cpu.mlp import BottomMLP, onednn_available
 from dlrm_bench.engines.reference import ReferenceEngine
 from dlrm_bench.errors import DataError
-from dlrm_bench.model.checkpoint import save_checkpoint
-from dlrm_bench.model.dlrm import DLRM, init_reference
+from dlrm_bench.model.dlrm import DLRM
 from dlrm_bench.quant.artifacts import Int8Model
 from dlrm_bench.quant.recipe import emulate_bottom, emulate_forward, quantize_numeric
-from tests.conftest import TINY_CARDINALITIES, write_preprocessed_dataset
+from tests.conftest import TINY_CARDINALITIES, save_random_model, write_preprocessed_dataset
 from tests.quant_fixtures import random_inputs, random_quantized
 
 CARDS = list(TINY_CARDINALITIES)
@@ -137,9 +136,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("cpu")
     data = write_preprocessed_dataset(root / "data", test_rows=4000, num_days=1, rows_per_day=500,
                                       calibration_rows=1000, max_sample=60)
-    model = DLRM(TINY_CARDINALITIES)
-    init_reference(model, torch.Generator().manual_seed(1))
-    return {"root": root, "data": data, "model": save_checkpoint(root / "model.pt", model.state_dict())}
+    return {"root": root, "data": data, "model": save_random_model(root / "model.pt", seed=1)}
 
 
 @needs_onednn

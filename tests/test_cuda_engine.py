@@ -13,11 +13,9 @@ import torch
 from dlrm_bench.cli import main as cli
 from dlrm_bench.criteo.dataset import load_meta, open_split
 from dlrm_bench.engines import create_engine
-from dlrm_bench.model.checkpoint import save_checkpoint
-from dlrm_bench.model.dlrm import DLRM, init_reference
 from dlrm_bench.quant.artifacts import load_int8_model
 from dlrm_bench.quant.recipe import emulate_forward
-from tests.conftest import TINY_CARDINALITIES, write_preprocessed_dataset
+from tests.conftest import save_random_model, write_preprocessed_dataset
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -28,9 +26,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("cuda")
     data = write_preprocessed_dataset(root / "data", test_rows=5000, num_days=1, rows_per_day=500,
                                       calibration_rows=2000, max_sample=60)
-    model = DLRM(TINY_CARDINALITIES)
-    init_reference(model, torch.Generator().manual_seed(1))
-    return {"root": root, "data": data, "model": save_checkpoint(root / "model.pt", model.state_dict())}
+    return {"root": root, "data": data, "model": save_random_model(root / "model.pt", seed=1)}
 
 
 def test_engine_matches_int8_emulation(workspace, monkeypatch) -> None:

@@ -12,15 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from sklearn.metrics import roc_auc_score
 
 from dlrm_bench.cli import main as cli
 from dlrm_bench.criteo.dataset import load_meta, open_split
 from dlrm_bench.engines import create_engine
 from dlrm_bench.model.checkpoint import save_checkpoint
-from dlrm_bench.model.dlrm import DLRM, init_reference
-from tests.conftest import TINY_CARDINALITIES, write_preprocessed_dataset
+from dlrm_bench.model.dlrm import DLRM
+from tests.conftest import TINY_CARDINALITIES, save_random_model, write_preprocessed_dataset
 
 RESULT_FIELDS = ("scenario", "config_ver", "test_mode", "engine", "device", "dataset", "dataset_dir", "model_path",
                  "samples_per_second", "pairs_per_second", "result_valid", "latency_p99_ms", "auc",
@@ -31,9 +30,7 @@ RESULT_FIELDS = ("scenario", "config_ver", "test_mode", "engine", "device", "dat
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("e2e")
     data = write_preprocessed_dataset(root / "data", test_rows=3000, num_days=1, rows_per_day=500, max_sample=40)
-    model = DLRM(TINY_CARDINALITIES)
-    init_reference(model, torch.Generator().manual_seed(0))
-    ckpt = save_checkpoint(root / "model.pt", model.state_dict())
+    ckpt = save_random_model(root / "model.pt")
     return {"root": root, "data": data, "model": ckpt, "logs": root / "logs"}
 
 

@@ -9,14 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from dlrm_bench import plots
 from dlrm_bench.cli import main as cli
 from dlrm_bench.harness.logs import read_detail_log
-from dlrm_bench.model.checkpoint import save_checkpoint
-from dlrm_bench.model.dlrm import DLRM, init_reference
-from tests.conftest import TINY_CARDINALITIES, write_preprocessed_dataset
+from tests.conftest import save_random_model, write_preprocessed_dataset
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -26,9 +23,7 @@ def logs(tmp_path_factory) -> Path:
     """Two `run` invocations into one log root: Offline (performance + accuracy), then Server performance."""
     root = tmp_path_factory.mktemp("report")
     data = write_preprocessed_dataset(root / "data", test_rows=1500, num_days=1, rows_per_day=200, max_sample=30)
-    model = DLRM(TINY_CARDINALITIES)
-    init_reference(model, torch.Generator().manual_seed(0))
-    ckpt = save_checkpoint(root / "model.pt", model.state_dict())
+    ckpt = save_random_model(root / "model.pt")
     mp = pytest.MonkeyPatch()
     mp.setenv("MLPERF_SCRATCH_PATH", str(root / "scratch"))
     base = ["run", "--dataset-dir", str(data), "--model", str(ckpt), "--engine", "reference",

@@ -19,19 +19,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from dlrm_bench.cli import main as cli
 from dlrm_bench.engines import create_engine
 from dlrm_bench.criteo.dataset import load_meta, open_split
 from dlrm_bench.errors import UserError
-from dlrm_bench.model.checkpoint import save_checkpoint
-from dlrm_bench.model.dlrm import DLRM, init_reference
 from dlrm_bench.serving import protocol as wire
 from dlrm_bench.serving.install import TritonInstall, find_triton, stub_environment
 from dlrm_bench.serving.repository import config_pbtxt, spec_from_settings, write_repository
 from dlrm_bench.serving.server import TritonServer, group_members, resolve_port
-from tests.conftest import TINY_CARDINALITIES, write_preprocessed_dataset
+from tests.conftest import save_random_model, write_preprocessed_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 DLRM_BENCH = [sys.executable, "-m", "dlrm_bench.cli"]
@@ -52,9 +49,7 @@ needs_triton = pytest.mark.skipif(not _have_triton(), reason="tritonserver (nvid
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("triton")
     data = write_preprocessed_dataset(root / "data", test_rows=3000, num_days=1, rows_per_day=300, max_sample=40)
-    model = DLRM(TINY_CARDINALITIES)
-    init_reference(model, torch.Generator().manual_seed(0))
-    ckpt = save_checkpoint(root / "model.pt", model.state_dict())
+    ckpt = save_random_model(root / "model.pt")
     return {"root": root, "data": data, "model": ckpt, "logs": root / "logs"}
 
 
