@@ -13,6 +13,7 @@ symbol table (a stripped build) or lacks one of the functions; the harness then 
 from __future__ import annotations
 
 import ctypes
+import functools
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,8 +95,9 @@ def response_words() -> int:
     return 4
 
 
+@functools.lru_cache(maxsize=1)
 def load_c_api() -> LoadGenCApi:
-    """Locate LoadGen's C API in the loaded extension; raises CApiUnavailable."""
+    """Locate LoadGen's C API in the loaded extension (once per process); raises CApiUnavailable."""
     path = Path(lg.__file__)
     values = symbol_values(path, [ANCHOR, *SYMBOLS.values()])
     missing = [name for name in [ANCHOR, *SYMBOLS.values()] if name not in values]

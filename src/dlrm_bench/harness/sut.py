@@ -120,11 +120,11 @@ class BatchingSUT:
     LoadGen's order into batches of at most `batch_size` pairs and keeps `inflight_batches` in the engine;
     completion threads hand the results back."""
 
-    def __init__(self, engine: Engine, qsl: SampleLibrary, settings: dict[str, Any], policy: TakePolicy,
-                 queue: SampleQueue) -> None:
+    def __init__(self, engine: Engine, qsl: SampleLibrary, settings: dict[str, Any], batch_size: int,
+                 policy: TakePolicy, queue: SampleQueue) -> None:
         self.engine = engine
         self.qsl = qsl
-        self.batch_size = max(1, int(settings.get("batch_size", 16384)))
+        self.batch_size = batch_size
         self.inflight = threading.Semaphore(max(1, int(settings.get("inflight_batches", 2))))
         self.policy = policy
         self.queue = queue
@@ -132,7 +132,8 @@ class BatchingSUT:
         self.completer = Completer(int(settings.get("complete_threads", 1)), self.counters, queue)
         self.handle: int | None = None
         self.thread = threading.Thread(target=self._loop, name="batcher", daemon=True)
-        self.interpreter = QuietInterpreter(float(settings.get("gil_switch_interval_ms", DEFAULT_SWITCH_INTERVAL_MS)))
+        switch_ms = float(settings.get("gil_switch_interval_ms", DEFAULT_SWITCH_INTERVAL_MS))
+        self.interpreter = QuietInterpreter(switch_ms)
 
     def _loop(self) -> None:
         policy = self.policy
@@ -175,4 +176,4 @@ def make_sut(scenario: str, engine: Engine, qsl: SampleLibrary, settings: dict[s
     batch_size = max(1, int(settings.get("batch_size", 16384)))
     policy = take_policy(scenario, settings, batch_size)
     queue = make_queue(str(settings.get("loadgen_bridge", "native")), qsl.lengths, policy.want_pairs)
-    return BatchingSUT(engine, qsl, settings, policy, queue)
+    return BatchingSUT(engine, qsl, settings, batch_size, policy, queue)
