@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from dlrm_bench.criteo.frequencies import write_row_frequencies
+from dlrm_bench.criteo.frequencies import hottest_rows, write_row_frequencies
 from dlrm_bench.engines.cpu import native, table_store
 from dlrm_bench.engines.cpu.engine import CpuEngine
 from dlrm_bench.engines.cpu.mlp import onednn_available
-from dlrm_bench.engines.cpu.table_store import build_store, copy_rows, hot_rows
+from dlrm_bench.engines.cpu.table_store import build_store, copy_rows
 from dlrm_bench.engines.cuda.table_store import hot_row_mask
 from dlrm_bench.errors import UserError
 from dlrm_bench.quant.artifacts import Int8Model
@@ -49,10 +49,17 @@ def engine(m: dict, tables: np.ndarray, settings: dict) -> CpuEngine:
                      frequencies_file=m["root"] / "row_frequencies.bin")
 
 
-@pytest.mark.parametrize("part", [0.001, 0.1, 0.37, 0.999])
-def test_hot_rows_are_the_cuda_stores_ranking(mapped, part: float) -> None:
-    want = np.flatnonzero(hot_row_mask(mapped["freqs"], part, torch.device("cpu")).numpy())
-    np.testing.assert_array_equal(hot_rows(mapped["freqs"], part), want)
+@pytest.mark.parametrize("part", [0.001, 0.1, 0.37, 0.999, 1.0])
+def test_hottest_rows_against_a_full_stable_sort(mapped, part: float) -> None:
+    """The partition-based ranking (shared by the CPU and CUDA stores) against the plain definition: each table's
+    counts over its total, highest first, ties to the lower global row id."""
+    scores = np.concatenate([np.asarray(c, np.float32) / np.float32(np.sum(c, dtype=np.float64))
+                             for c in mapped["freqs"]])
+    keep = int(np.ceil(part * scores.size))
+    want = np.sort(np.argsort(-scores, kind="stable")[:keep])
+    np.testing.assert_array_equal(hottest_rows(mapped["freqs"], part), want)
+    mask = hot_row_mask(mapped["freqs"], part, torch.device("cpu")).numpy()
+    np.testing.assert_array_equal(np.flatnonzero(mask), want)
 
 
 def test_chunked_copies_read_the_file(mapped, monkeypatch) -> None:
@@ -76,7 +83,7 @@ def test_default_store_is_the_read_only_map(mapped) -> None:
 
 def test_hot_store_layout(mapped) -> None:
     store = build_store(mapped["rows"], 0.2, mapped["root"] / "row_frequencies.bin", CARDS)
-    ids = hot_rows(mapped["freqs"], 0.2)
+    ids = hottest_rows(mapped["freqs"], 0.2)
     assert store.kind == "hot/cold" and store.hot.shape == (ids.size, 128)
     assert store.ram_part == pytest.approx(0.2, abs=1e-3)
     np.testing.assert_array_equal(store.remap[ids], np.arange(ids.size))

@@ -20,14 +20,13 @@ once with plain reads (not through the map, so its pages are not charged to the 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 
-from dlrm_bench.criteo.frequencies import read_row_frequencies
+from dlrm_bench.criteo.frequencies import hottest_rows, read_row_frequencies
 from dlrm_bench.errors import UserError
 from dlrm_bench.quant.tables import advise_random
 
@@ -73,34 +72,6 @@ class CpuTableStore:
             hits += int(np.count_nonzero(self.remap[rows] >= 0))
             total += rows.size
         return hits / max(total, 1)
-
-
-def hot_rows(frequencies: Sequence[np.ndarray], part: float) -> np.ndarray:
-    """Sorted global row ids int64 [ceil(part * R)]: the rows with the highest normalised frequency (ties: lower id).
-
-    The same set as engines/cuda/table_store.hot_row_mask, found with a partition instead of a full sort (two
-    float32 [R] arrays at the peak instead of a sort's ~5 GB for the full model).
-    """
-    total_rows = sum(int(f.shape[0]) for f in frequencies)
-    scores = np.empty(total_rows, dtype=np.float32)
-    at = 0
-    for counts in frequencies:
-        total = float(np.sum(counts, dtype=np.float64))
-        part_scores = scores[at:at + counts.shape[0]]
-        if total > 0:
-            np.divide(counts, np.float32(total), out=part_scores, dtype=np.float32)
-        else:
-            part_scores[:] = 0.0
-        at += counts.shape[0]
-    keep = min(math.ceil(part * total_rows), total_rows)
-    if keep == 0:
-        return np.empty(0, dtype=np.int64)
-    if keep == total_rows:
-        return np.arange(total_rows, dtype=np.int64)
-    threshold = np.partition(scores, total_rows - keep)[total_rows - keep]  # the keep-th largest score
-    above = np.flatnonzero(scores > threshold)
-    ties = np.flatnonzero(scores == threshold)[:keep - above.size]
-    return np.sort(np.concatenate([above, ties])).astype(np.int64, copy=False)
 
 
 def _chunks(tables: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
@@ -160,7 +131,7 @@ def build_store(tables: np.ndarray, part: float, frequencies_file: Path | None =
     if (cardinalities is not None and sizes != [int(c) for c in cardinalities]) or sum(sizes) != tables.shape[0]:
         raise UserError(f"{frequencies_file}: table sizes {sizes[:3]}... do not match the model's "
                         f"{list(cardinalities or [])[:3]}... ({tables.shape[0]} rows)")
-    ids = hot_rows(freqs, part)
+    ids = hottest_rows(freqs, part)
     del freqs
     remap = np.full(tables.shape[0], -1, dtype=np.int32)
     remap[ids] = np.arange(ids.shape[0], dtype=np.int32)

@@ -10,14 +10,13 @@ their rows in global row order. The same bytes are read either way, so predictio
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from dlrm_bench.criteo.frequencies import read_row_frequencies
+from dlrm_bench.criteo.frequencies import hottest_rows, read_row_frequencies
 from dlrm_bench.errors import UserError
 
 CHUNK_ROWS = 1 << 22
@@ -59,16 +58,8 @@ class TableStore:
 
 def hot_row_mask(frequencies: list[np.ndarray], part: float, device: torch.device) -> torch.Tensor:
     """bool [R_total] on `device`: the ceil(part * R) rows with the highest normalised frequency (ties: lower id)."""
-    normalised = []
-    for counts in frequencies:
-        c = torch.as_tensor(np.asarray(counts, dtype=np.float32))
-        total = float(c.sum())
-        normalised.append(c / total if total > 0 else torch.zeros_like(c))
-    scores = torch.cat(normalised).to(device)
-    keep = math.ceil(part * scores.numel())
-    order = torch.sort(-scores, stable=True).indices  # stable: equal scores stay in row-id order
-    mask = torch.zeros(scores.numel(), dtype=torch.bool, device=device)
-    mask[order[:keep]] = True
+    mask = torch.zeros(sum(int(f.shape[0]) for f in frequencies), dtype=torch.bool, device=device)
+    mask[torch.from_numpy(hottest_rows(frequencies, part)).to(device)] = True
     return mask
 
 
