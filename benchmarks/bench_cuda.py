@@ -151,10 +151,10 @@ def layer_costs() -> dict[str, tuple[float, float]]:
     return costs
 
 
-def bench_batch(qm, tables, offsets, cards, device, n: int, peak_bw: float) -> dict:
+def bench_batch(qm, tables, offsets, cards, device, n: int, peak_bw: float, top_configs=None) -> dict:
     numeric = torch.randint(-20, 127, (n, 13), dtype=torch.int8, device=device)
     cat = skewed_ids(cards, n, device, 100 + n)
-    bottom, inter, top = BottomMLP(qm, device), Interaction(qm, tables, offsets), TopMLP(qm, device)
+    bottom, inter, top = BottomMLP(qm, device), Interaction(qm, tables, offsets), TopMLP(qm, device, top_configs)
     top_in = torch.zeros(n, TOP_INPUT_PAD, dtype=torch.int8, device=device)
     buffers = [torch.empty(n, w, dtype=torch.int8, device=device) for w in top.widths]
     probs = torch.empty(n, device=device)
@@ -229,41 +229,82 @@ def torch_fp16_baseline(cards: list[int], device: torch.device, n: int, tables: 
     return n / (ms / 1e3)
 
 
-def tune(qm, tables, offsets, cards, device, n: int) -> dict:
-    """Time candidate tile configurations of every kernel at batch n; returns the timings (TOPS / ms)."""
+GEMM_TILES = [(128, 256, 128, 8, 3), (128, 256, 128, 8, 4), (128, 128, 128, 8, 4)]
+"""(block_m, block_n, block_k, num_warps, num_stages) of the TMA GEMM candidates."""
+GEMM_FLAGS = {"": {}, "store": {"tma_store": True}, "store+sub": {"tma_store": True, "subtile": True},
+              "ws": {"warp_specialize": True}, "ws+store": {"warp_specialize": True, "tma_store": True},
+              "ws+store+sub": {"warp_specialize": True, "tma_store": True, "subtile": True}}
+"""Epilogue / scheduling variants of top_mlp.GemmConfig tried on every tile."""
+
+
+def gemm_candidates(final: bool, n: int, flag_names: list[str]) -> dict[str, "GemmConfig"]:
+    """The pointer kernel, then every TMA tile with each of the GEMM_FLAGS variants named in flag_names
+    ("none" = plain TMA)."""
     from dlrm_bench.engines.cuda.top_mlp import GemmConfig
-    out: dict = {"top": {}, "bottom": {}, "interaction": {}, "cublas_int_mm_tops": {}}
+    out = {"pointer 128x256x128 s3": GemmConfig(128, min(256, n), 128, 8, 8, 3)}
+    for bm, bn, bk, warps, stages in GEMM_TILES:
+        if final and bn != n:
+            continue
+        for name, flags in GEMM_FLAGS.items():
+            if (name or "none") not in flag_names or (final and "store" in name):
+                continue
+            key = f"tma {bm}x{bn}x{bk} w{warps} s{stages}" + (f" {name}" if name else "")
+            out[key] = GemmConfig(bm, bn, bk, 8, warps, stages, tma=True, **flags)
+    return out
+
+
+def tune_top(qm, device, n: int, flag_names: list[str]) -> dict:
+    """Every GEMM candidate on each top layer at batch n: TOPS, and whether its output equals the default's."""
     top = TopMLP(qm, device)
+    defaults = list(top.configs)
     shapes = [(w.shape[1], w.shape[0]) for w in top.w]
-    candidates = [GemmConfig(128, 256, 128, 8, 8, 3), GemmConfig(128, 256, 128, 8, 8, 4),
-                  GemmConfig(128, 128, 128, 8, 4, 4), GemmConfig(128, 128, 128, 8, 8, 4),
-                  GemmConfig(256, 128, 128, 8, 8, 3), GemmConfig(128, 256, 64, 8, 8, 4),
-                  GemmConfig(128, 256, 64, 8, 8, 4), GemmConfig(64, 256, 128, 8, 4, 4),
-                  GemmConfig(128, 256, 128, 8, 8, 3, True), GemmConfig(128, 256, 128, 8, 8, 4, True),
-                  GemmConfig(128, 256, 64, 8, 8, 4, True), GemmConfig(128, 128, 128, 8, 8, 4, True),
-                  GemmConfig(256, 128, 128, 8, 8, 3, True), GemmConfig(128, 256, 128, 1, 8, 3, True)]
+    out: dict = {"top": {}, "cublas_int_mm_tops": {}, "best": [], "best_configs": []}
     for i, (k, nn) in enumerate(shapes):
         final = i == len(shapes) - 1
         x = torch.randint(-50, 50, (n, k), dtype=torch.int8, device=device)
-        dst = torch.empty(n, dtype=torch.float32, device=device) if final else torch.empty(n, nn, dtype=torch.int8, device=device)
+
+        def fresh() -> torch.Tensor:
+            return (torch.zeros(n, dtype=torch.float32, device=device) if final
+                    else torch.zeros(n, nn, dtype=torch.int8, device=device))
+
+        reference = fresh()
+        top.configs[i] = defaults[i]
+        top.layer(i, x, reference, n)
         res = {}
-        for cfg in candidates:
-            if final and cfg.block_n != nn:
-                continue
-            if cfg.block_n > nn:
-                continue
+        for key, cfg in gemm_candidates(final, nn, flag_names).items():
             top.configs[i] = cfg
+            dst = fresh()
             try:
+                top.layer(i, x, dst, n)
+                torch.cuda.synchronize()
+                diff = float((dst.float() - reference.float()).abs().max())
                 ms = timed(lambda: top.layer(i, x, dst, n), 10)
-                res[str(cfg)] = 2 * k * nn * n / (ms / 1e3) / 1e12
-            except Exception as exc:  # out of resources etc.
-                res[str(cfg)] = f"failed: {type(exc).__name__}"
+                res[key] = {"tops": 2 * k * nn * n / (ms / 1e3) / 1e12, "ms": ms, "max_diff": diff}
+            except Exception as exc:  # out of resources, unsupported on this Triton, ...
+                res[key] = {"failed": f"{type(exc).__name__}: {str(exc)[:300]}"}
+            print(f"  top {k}x{nn} {key}: {res[key]}", flush=True)
+        top.configs[i] = defaults[i]
         out["top"][f"{k}x{nn}"] = res
         w = torch.randint(-50, 50, (k, nn), dtype=torch.int8, device=device)
         ms = timed(lambda: torch._int_mm(x, w), 10)
         out["cublas_int_mm_tops"][f"{k}x{nn}"] = 2 * k * nn * n / (ms / 1e3) / 1e12
-        print(f"top {k}x{nn}: best {max((v for v in res.values() if isinstance(v, float)), default=0):.0f} TOPS, "
+        good = [(v["tops"], key) for key, v in res.items() if "tops" in v and v["max_diff"] <= (1e-5 if final else 1)]
+        best = max(good, default=(0.0, ""))
+        out["best"].append(best[1])
+        out["best_configs"].append(gemm_candidates(final, nn, flag_names).get(best[1], defaults[i]))
+        print(f"top {k}x{nn}: best {best}, "
               f"cuBLAS _int_mm {out['cublas_int_mm_tops'][f'{k}x{nn}']:.0f} TOPS", flush=True)
+    return out
+
+
+def tune(qm, tables, offsets, cards, device, n: int, parts: str = "top,bottom,interaction",
+         gemm_flags: str = ",".join(name or "none" for name in GEMM_FLAGS)) -> dict:
+    """Time candidate tile configurations of the kernels named in `parts` at batch n (TOPS / ms)."""
+    out: dict = {"bottom": {}, "interaction": {}}
+    if "top" in parts:
+        out.update(tune_top(qm, device, n, gemm_flags.split(",")))
+    if "bottom" not in parts and "interaction" not in parts:
+        return out
     numeric = torch.randint(-20, 127, (n, 13), dtype=torch.int8, device=device)
     top_in = torch.zeros(n, TOP_INPUT_PAD, dtype=torch.int8, device=device)
     for bm, chunk, warps in [(64, 64, 4), (128, 64, 8), (128, 128, 8), (64, 128, 4), (256, 64, 8), (128, 64, 4)]:
@@ -291,6 +332,11 @@ def main() -> int:
     ap.add_argument("--batches", default="16384,65536,131072,262144")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "build/bench")))
     ap.add_argument("--tune", action="store_true", help="also time candidate tile configurations")
+    ap.add_argument("--tune-parts", default="top,bottom,interaction", help="kernels --tune times")
+    ap.add_argument("--gemm-flags", default=",".join(name or "none" for name in GEMM_FLAGS),
+                    help="GEMM variants --tune tries on each tile (names of GEMM_FLAGS; none = plain TMA)")
+    ap.add_argument("--apply-best", action="store_true",
+                    help="time the batches with the fastest top-MLP GEMM configuration --tune found per layer")
     args = ap.parse_args()
     device = torch.device("cuda")
     cards = [max(1, int(c * args.rows_scale)) for c in CRITEO_TB_CARDINALITIES]
@@ -304,11 +350,16 @@ def main() -> int:
     report["build_seconds"] = time.time() - t0
     report["correctness"] = check_correctness(qm, tables, offsets, cards, device)
     print(json.dumps(report["correctness"]), flush=True)
+    top_configs = None
     if args.tune:
-        report["tuning"] = tune(qm, tables, offsets, cards, device, 262144)
+        report["tuning"] = tune(qm, tables, offsets, cards, device, 262144, args.tune_parts, args.gemm_flags)
+        if args.apply_best and report["tuning"].get("best_configs"):
+            top_configs = report["tuning"].pop("best_configs")
+            report["top_configs_used"] = [str(c) for c in top_configs]
+        report["tuning"].pop("best_configs", None)
     report["batches"] = []
     for n in [int(x) for x in args.batches.split(",")]:
-        res = bench_batch(qm, tables, offsets, cards, device, n, report["copy_gbps"])
+        res = bench_batch(qm, tables, offsets, cards, device, n, report["copy_gbps"], top_configs)
         report["batches"].append(res)
         print(f"batch {n}: {res['pairs_per_second'] / 1e6:.1f} M pairs/s "
               f"({res['samples_per_second_at_270']:,.0f} samples/s at 270 pairs)", flush=True)

@@ -73,20 +73,25 @@ def test_interaction_matches_emulation(model, batch: int, indirect: bool, iters:
     assert_int8_close(top_in, want)
 
 
+GEMM_VARIANTS = {"plain": {}, "tma": {"tma": True}, "tma_store": {"tma": True, "tma_store": True},
+                 "tma_store_subtile": {"tma": True, "tma_store": True, "subtile": True},
+                 "warp_specialized": {"tma": True, "tma_store": True, "warp_specialize": True},
+                 "not_flattened": {"tma": True, "flatten": False}}
+"""GEMM kernel variants (top_mlp.GemmConfig flags); in the interpreter warp specialization is a no-op."""
+
+
 @pytest.mark.parametrize("batch", SIZES)
-@pytest.mark.parametrize("tma", [False, True])
-def test_top_mlp_matches_emulation(model, batch: int, tma: bool) -> None:
-    if tma and INTERPRETED:
-        pytest.skip("the TMA (tensor descriptor) variant needs a Hopper GPU")
+@pytest.mark.parametrize("variant", list(GEMM_VARIANTS))
+def test_top_mlp_matches_emulation(model, batch: int, variant: str) -> None:
     _, qm, _, _ = model
     g = torch.Generator().manual_seed(batch)
     top_in = torch.randint(-40, 40, (batch, 512), generator=g, dtype=torch.int8)
     top_in[:, 479:] = 0
     want = emulate_top(qm, top_in)
     top = TopMLP(qm, DEVICE)
-    if tma:
-        for cfg in top.configs:
-            cfg.tma = True
+    for cfg in top.configs:
+        for flag, value in GEMM_VARIANTS[variant].items():
+            setattr(cfg, flag, value)
     buffers = [torch.empty(batch, w, dtype=torch.int8, device=DEVICE) for w in top.widths]
     probs = torch.empty(batch, dtype=torch.float32, device=DEVICE)
     top(top_in.to(DEVICE), buffers, probs, batch)

@@ -67,19 +67,31 @@ def _linear_int8_kernel(a_ptr, b_ptr, c_ptr, M, N: tl.constexpr, K: tl.constexpr
     _epilogue(acc, m, n, M, c_ptr, stride_cm, wscale_ptr, bias_ptr, act_ptr, final_w_ptr, final_b, FINAL)
 
 
+@triton.jit
+def _requantized_tile(acc, n, wscale_ptr, bias_ptr, act_ptr):
+    """int32 tile [BLOCK_M, W] of columns n -> int8 requant(relu(acc * wscale + bias), act)."""
+    y = acc.to(tl.float32) * tl.load(wscale_ptr + n)[None, :] + tl.load(bias_ptr + n)[None, :]
+    return requantize(tl.maximum(y, 0.0), tl.load(act_ptr + n)[None, :])
+
+
 @triton.jit(do_not_specialize=["M"])
-def _linear_int8_tma_kernel(a_desc, b_desc, c_ptr, M, N: tl.constexpr, K: tl.constexpr, stride_cm,
+def _linear_int8_tma_kernel(a_desc, b_desc, c_desc, c_ptr, M, N: tl.constexpr, K: tl.constexpr, stride_cm,
                             wscale_ptr, bias_ptr, act_ptr, final_w_ptr, final_b,
                             FINAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                            BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, NUM_SMS: tl.constexpr):
+                            BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, NUM_SMS: tl.constexpr,
+                            TMA_STORE: tl.constexpr, SUBTILE: tl.constexpr, WARP_SPECIALIZE: tl.constexpr,
+                            FLATTEN: tl.constexpr):
     """The same layer as _linear_int8_kernel, persistent (one program per SM walks the tiles) with operands
     fetched by the Hopper bulk tensor copy engine (TMA descriptors: a [M, K] blocks [BLOCK_M, BLOCK_K], b [N, K]
-    blocks [BLOCK_N, BLOCK_K]; rows past M read as zeros)."""
+    blocks [BLOCK_N, BLOCK_K]; rows past M read as zeros).
+    TMA_STORE (not FINAL): the int8 tile leaves through c_desc (c [M, N], blocks [BLOCK_M, BLOCK_N] or, with
+    SUBTILE, two [BLOCK_M, BLOCK_N / 2] halves requantized and stored one after the other); rows past M are
+    clipped by the copy engine. WARP_SPECIALIZE: Triton splits loads and MMA/epilogue into warp groups."""
     start = tl.program_id(0)
-    num_m = tl.cdiv(M, BLOCK_M)
+    num_m = (M + BLOCK_M - 1) // BLOCK_M
     num_n = N // BLOCK_N
     num_tiles = num_m * num_n
-    for tile in tl.range(start, num_tiles, NUM_SMS, flatten=True):
+    for tile in tl.range(start, num_tiles, NUM_SMS, flatten=FLATTEN, warp_specialize=WARP_SPECIALIZE):
         group = tile // (GROUP_M * num_n)
         first_m = group * GROUP_M
         rows_in_group = tl.minimum(num_m - first_m, GROUP_M)
@@ -92,8 +104,20 @@ def _linear_int8_tma_kernel(a_desc, b_desc, c_ptr, M, N: tl.constexpr, K: tl.con
             a = a_desc.load([off_m, kk])
             b = b_desc.load([off_n, kk])
             acc = tl.dot(a, b.T, acc, out_dtype=tl.int32)
-        _epilogue(acc, off_m + tl.arange(0, BLOCK_M), off_n + tl.arange(0, BLOCK_N), M, c_ptr, stride_cm,
-                  wscale_ptr, bias_ptr, act_ptr, final_w_ptr, final_b, FINAL)
+        if TMA_STORE:
+            if SUBTILE:
+                halves = tl.permute(tl.reshape(acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1))
+                acc0, acc1 = tl.split(halves)
+                n0 = off_n + tl.arange(0, BLOCK_N // 2)
+                c_desc.store([off_m, off_n], _requantized_tile(acc0, n0, wscale_ptr, bias_ptr, act_ptr))
+                c_desc.store([off_m, off_n + BLOCK_N // 2],
+                             _requantized_tile(acc1, n0 + BLOCK_N // 2, wscale_ptr, bias_ptr, act_ptr))
+            else:
+                n = off_n + tl.arange(0, BLOCK_N)
+                c_desc.store([off_m, off_n], _requantized_tile(acc, n, wscale_ptr, bias_ptr, act_ptr))
+        else:
+            _epilogue(acc, off_m + tl.arange(0, BLOCK_M), off_n + tl.arange(0, BLOCK_N), M, c_ptr, stride_cm,
+                      wscale_ptr, bias_ptr, act_ptr, final_w_ptr, final_b, FINAL)
 
 
 @dataclass
@@ -105,6 +129,10 @@ class GemmConfig:
     num_warps: int = 8
     num_stages: int = 3
     tma: bool = False
+    tma_store: bool = False
+    subtile: bool = False
+    warp_specialize: bool = False
+    flatten: bool = True
 
 
 def default_config(n: int, final: bool) -> GemmConfig:
@@ -139,7 +167,7 @@ class TopMLP:
         w, cfg = self.w[i], self.configs[i]
         n, k = w.shape
         final = i == len(self.w) - 1
-        if cfg.tma and not INTERPRETED:
+        if cfg.tma:
             self._layer_tma(i, x, out, num_pairs, cfg, final)
             return
         grid = (triton.cdiv(num_pairs, cfg.block_m) * (n // cfg.block_n),)
@@ -157,16 +185,26 @@ class TopMLP:
         n, k = w.shape
         a_desc = TensorDescriptor(x, [num_pairs, k], [x.stride(0), 1], [cfg.block_m, cfg.block_k])
         b_desc = TensorDescriptor.from_tensor(w, [cfg.block_n, cfg.block_k])
+        tma_store = cfg.tma_store and not final
+        c_desc = a_desc
+        if tma_store:
+            c_block = [cfg.block_m, cfg.block_n // 2 if cfg.subtile else cfg.block_n]
+            c_desc = TensorDescriptor(out, [num_pairs, n], [out.stride(0), 1], c_block)
         tiles = triton.cdiv(num_pairs, cfg.block_m) * (n // cfg.block_n)
         grid = (min(self.num_sms, tiles),)
         _linear_int8_tma_kernel[grid](
-            a_desc, b_desc, out, num_pairs, n, k, out.stride(0) if not final else 1,
+            a_desc, b_desc, c_desc, out, num_pairs, n, k, out.stride(0) if not final else 1,
             self.s[i], self.b[i], self.a[i] if not final else self.s[i], self.final_w, self.final_b,
             FINAL=final, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m,
-            NUM_SMS=self.num_sms, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+            NUM_SMS=self.num_sms, TMA_STORE=tma_store, SUBTILE=cfg.subtile and tma_store,
+            WARP_SPECIALIZE=cfg.warp_specialize, FLATTEN=cfg.flatten,
+            num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
     @property
     def num_sms(self) -> int:
+        """Programs of a persistent launch: the GPU's SM count (3 in the interpreter, so programs loop)."""
+        if INTERPRETED:
+            return 3
         return torch.cuda.get_device_properties(self.final_w.device).multi_processor_count
 
     def __call__(self, top_in: torch.Tensor, buffers: list[torch.Tensor], probs: torch.Tensor,

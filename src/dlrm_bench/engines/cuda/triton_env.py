@@ -20,6 +20,27 @@ import triton.language as tl  # noqa: E402
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
 
+def _interpreter_scalar_index() -> None:
+    """Triton 3.6's interpreter holds runtime scalars (kernel arguments, program ids) as 1-element arrays and
+    turns them into Python ints with `int(array)`, which numpy 2 refuses for arrays of rank > 0. Loops whose
+    bounds are runtime values (the persistent GEMM's `tl.range(pid, tiles, NUM_SMS)`) then fail in the
+    interpreter only. Re-install `tensor.__index__` to read the single element."""
+    import numpy as np
+    from triton.runtime import interpreter
+
+    original = interpreter._patch_lang_tensor
+
+    def patch_lang_tensor(tensor, scope):  # type: ignore[no-untyped-def]
+        original(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(np.asarray(self.handle.data).reshape(-1)[0]))
+
+    interpreter._patch_lang_tensor = patch_lang_tensor
+
+
+if INTERPRETED:
+    _interpreter_scalar_index()
+
+
 if INTERPRETED:
     @triton.jit
     def round_half_even(x):
