@@ -76,7 +76,8 @@ def test_interaction_matches_emulation(model, batch: int, indirect: bool, iters:
 GEMM_VARIANTS = {"plain": {}, "tma": {"tma": True}, "tma_store": {"tma": True, "tma_store": True},
                  "tma_store_subtile": {"tma": True, "tma_store": True, "subtile": True},
                  "warp_specialized": {"tma": True, "tma_store": True, "warp_specialize": True},
-                 "not_flattened": {"tma": True, "flatten": False}}
+                 "not_flattened": {"tma": True, "flatten": False},
+                 "folded_epilogue": {"tma": True, "tma_store": True, "epilogue": "folded"}}
 """GEMM kernel variants (top_mlp.GemmConfig flags); in the interpreter warp specialization is a no-op."""
 
 
@@ -95,8 +96,28 @@ def test_top_mlp_matches_emulation(model, batch: int, variant: str) -> None:
     buffers = [torch.empty(batch, w, dtype=torch.int8, device=DEVICE) for w in top.widths]
     probs = torch.empty(batch, dtype=torch.float32, device=DEVICE)
     top(top_in.to(DEVICE), buffers, probs, batch)
-    tol = 1e-6 if INTERPRETED else 2e-2
+    tol = 1e-6 if INTERPRETED and variant != "folded_epilogue" else 2e-2
     assert torch.allclose(probs.cpu(), want, atol=tol), float((probs.cpu() - want).abs().max())
+
+
+@pytest.mark.parametrize("batch", SIZES)
+def test_folded_epilogue_is_within_one_step(model, batch: int) -> None:
+    """The folded epilogue (one multiply-add per element) against the recipe's requantization, layer by layer."""
+    from dlrm_bench.quant.recipe import int8_linear, requantize
+
+    _, qm, _, _ = model
+    g = torch.Generator().manual_seed(batch + 1)
+    x = torch.randint(-40, 40, (batch, 512), generator=g, dtype=torch.int8)
+    top = TopMLP(qm, DEVICE)
+    for i, width in enumerate(top.widths):
+        for flag, value in GEMM_VARIANTS["folded_epilogue"].items():
+            setattr(top.configs[i], flag, value)
+        out = torch.empty(batch, width, dtype=torch.int8, device=DEVICE)
+        top.layer(i, x.to(DEVICE), out, batch)
+        want = requantize(int8_linear(x, qm.top[i]), qm.top[i].act_inv)
+        diff = (out.cpu().to(torch.int16) - want.to(torch.int16)).abs()
+        assert int(diff.max()) <= 1 and float((diff > 0).float().mean()) < 0.01
+        x = want
 
 
 @pytest.mark.parametrize("part", [0.05, 0.5])

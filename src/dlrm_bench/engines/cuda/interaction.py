@@ -26,7 +26,8 @@ def _interaction_kernel(top_ptr, top_stride, cat_ptr, rows_ptr, cat_stride, num_
                         tables_ptr, offsets_ptr, mult_ptr, column_ptr, remap_ptr, cold_ptr, unpack_ptr,
                         NUM_TABLES: tl.constexpr, HAS_ROWS: tl.constexpr, HAS_COLD: tl.constexpr,
                         PACKED: tl.constexpr,
-                        BLOCK_P: tl.constexpr, ITERS: tl.constexpr, NUM_STAGES: tl.constexpr):
+                        BLOCK_P: tl.constexpr, ITERS: tl.constexpr, NUM_STAGES: tl.constexpr,
+                        PROBE_NO_SCATTER: tl.constexpr = False):
     """top: int8 [num_pairs, top_stride] (dense in columns 0..127, dots written to 128..478);
     cat: int32 [*, cat_stride] ids; rows: int64 [num_pairs] (if HAS_ROWS) picks cat's rows;
     tables: int8 [R_total, 128]; offsets: int64 [NUM_TABLES] first row of each table;
@@ -36,7 +37,9 @@ def _interaction_kernel(top_ptr, top_stride, cat_ptr, rows_ptr, cat_stride, num_
     PACKED: cat holds the 16-word compressed ids (criteo/packing.py); unpack: int64 [4, 32] per slot (word,
     shift, width mask, straddles) and each id is unpacked here, in registers.
     Each program handles ITERS blocks of BLOCK_P pairs in a software-
-    pipelined loop (NUM_STAGES), so the gathers of the next block are in flight while this one computes."""
+    pipelined loop (NUM_STAGES), so the gathers of the next block are in flight while this one computes.
+    PROBE_NO_SCATTER (benchmarks only, wrong output): instead of scattering the 351 entries, store one byte per
+    pair (the sum of its row of entries) in column 479, to time the gather and the MMA without the scatter."""
     pid = tl.program_id(0)
     s = tl.arange(0, 32)
     d = tl.arange(0, 128)
@@ -84,8 +87,12 @@ def _interaction_kernel(top_ptr, top_stride, cat_ptr, rows_ptr, cat_stride, num_
         vectors = tl.where((s == 0)[None, :, None], dense[:, None, :], vectors)
         gram = tl.dot(vectors, tl.trans(vectors, (0, 2, 1)), out_dtype=tl.int32)
         q = requantize(gram.to(tl.float32), mult[None, :, :])
-        tl.store(top_ptr + p64[:, None, None] * top_stride + column[None, :, :], q,
-                 mask=pmask[:, None, None] & (column >= 0)[None, :, :])
+        if PROBE_NO_SCATTER:
+            probe = tl.sum(tl.sum(q.to(tl.int32), axis=2), axis=1)
+            tl.store(top_ptr + p64 * top_stride + 479, probe.to(tl.int8), mask=pmask)
+        else:
+            tl.store(top_ptr + p64[:, None, None] * top_stride + column[None, :, :], q,
+                     mask=pmask[:, None, None] & (column >= 0)[None, :, :])
 
 
 def interaction_tables(qm: QuantizedDLRM) -> dict[str, torch.Tensor]:
@@ -116,7 +123,7 @@ class Interaction:
 
     def __init__(self, qm: QuantizedDLRM, tables: "torch.Tensor | TableStore", table_offsets: torch.Tensor,
                  block_p: int = 4, num_warps: int = 4, iters: int = 1, num_stages: int = 1,
-                 packing: PackingLayout | None = None) -> None:
+                 packing: PackingLayout | None = None, probe_no_scatter: bool = False) -> None:
         store = tables if isinstance(tables, TableStore) else TableStore(tables)
         device = store.device
         self.consts = {k: v.to(device) for k, v in interaction_tables(qm).items()}
@@ -125,6 +132,7 @@ class Interaction:
         self.offsets = table_offsets.to(device=device, dtype=torch.int64)
         self.block_p, self.num_warps, self.iters, self.num_stages = block_p, num_warps, iters, num_stages
         self.unpack = unpack_table(packing).to(device) if packing is not None else None
+        self.probe_no_scatter = probe_no_scatter
 
     def __call__(self, categorical: torch.Tensor, rows: torch.Tensor | None, num_pairs: int,
                  top_in: torch.Tensor) -> None:
@@ -141,4 +149,4 @@ class Interaction:
             NUM_TABLES=NUM_SPARSE, HAS_ROWS=rows is not None, HAS_COLD=self.store.remap is not None,
             PACKED=self.unpack is not None,
             BLOCK_P=self.block_p, ITERS=self.iters,
-            NUM_STAGES=self.num_stages, num_warps=self.num_warps)
+            NUM_STAGES=self.num_stages, PROBE_NO_SCATTER=self.probe_no_scatter, num_warps=self.num_warps)

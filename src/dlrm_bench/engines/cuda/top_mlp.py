@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from dlrm_bench.engines.cuda.triton_env import INTERPRETED, requantize, tl, triton
+from dlrm_bench.engines.cuda.triton_env import INTERPRETED, requantize, round_half_even, tl, triton
 from dlrm_bench.quant.recipe import QuantizedDLRM
 
 
@@ -67,10 +67,22 @@ def _linear_int8_kernel(a_ptr, b_ptr, c_ptr, M, N: tl.constexpr, K: tl.constexpr
     _epilogue(acc, m, n, M, c_ptr, stride_cm, wscale_ptr, bias_ptr, act_ptr, final_w_ptr, final_b, FINAL)
 
 
+EPILOGUES = {"exact": 0, "folded": 1, "raw": 2}
+"""TMA-store epilogues. exact: requant(relu(acc * wscale + bias), act), as quant/recipe.py writes it.
+folded: one multiply-add with the scales folded per channel (acc * (wscale * act) + bias * act), clamped to
+[0, 127] and rounded: the same value up to float rounding (rarely one int8 step apart). raw: acc cast to int8,
+no scaling: a wrong result, only for measuring the main loop without its epilogue (benchmarks)."""
+
+
 @triton.jit
-def _requantized_tile(acc, n, wscale_ptr, bias_ptr, act_ptr):
-    """int32 tile [BLOCK_M, W] of columns n -> int8 requant(relu(acc * wscale + bias), act)."""
+def _requantized_tile(acc, n, wscale_ptr, bias_ptr, act_ptr, EPILOGUE: tl.constexpr):
+    """int32 tile [BLOCK_M, W] of columns n -> int8 (EPILOGUES; folded: wscale_ptr / bias_ptr hold the folded
+    multiplier and offset)."""
+    if EPILOGUE == 2:
+        return acc.to(tl.int8)
     y = acc.to(tl.float32) * tl.load(wscale_ptr + n)[None, :] + tl.load(bias_ptr + n)[None, :]
+    if EPILOGUE == 1:
+        return tl.minimum(tl.maximum(round_half_even(y), 0.0), 127.0).to(tl.int8)
     return requantize(tl.maximum(y, 0.0), tl.load(act_ptr + n)[None, :])
 
 
@@ -80,7 +92,7 @@ def _linear_int8_tma_kernel(a_desc, b_desc, c_desc, c_ptr, M, N: tl.constexpr, K
                             FINAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                             BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, NUM_SMS: tl.constexpr,
                             TMA_STORE: tl.constexpr, SUBTILE: tl.constexpr, WARP_SPECIALIZE: tl.constexpr,
-                            FLATTEN: tl.constexpr):
+                            FLATTEN: tl.constexpr, EPILOGUE: tl.constexpr):
     """The same layer as _linear_int8_kernel, persistent (one program per SM walks the tiles) with operands
     fetched by the Hopper bulk tensor copy engine (TMA descriptors: a [M, K] blocks [BLOCK_M, BLOCK_K], b [N, K]
     blocks [BLOCK_N, BLOCK_K]; rows past M read as zeros).
@@ -109,12 +121,12 @@ def _linear_int8_tma_kernel(a_desc, b_desc, c_desc, c_ptr, M, N: tl.constexpr, K
                 halves = tl.permute(tl.reshape(acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1))
                 acc0, acc1 = tl.split(halves)
                 n0 = off_n + tl.arange(0, BLOCK_N // 2)
-                c_desc.store([off_m, off_n], _requantized_tile(acc0, n0, wscale_ptr, bias_ptr, act_ptr))
+                c_desc.store([off_m, off_n], _requantized_tile(acc0, n0, wscale_ptr, bias_ptr, act_ptr, EPILOGUE))
                 c_desc.store([off_m, off_n + BLOCK_N // 2],
-                             _requantized_tile(acc1, n0 + BLOCK_N // 2, wscale_ptr, bias_ptr, act_ptr))
+                             _requantized_tile(acc1, n0 + BLOCK_N // 2, wscale_ptr, bias_ptr, act_ptr, EPILOGUE))
             else:
                 n = off_n + tl.arange(0, BLOCK_N)
-                c_desc.store([off_m, off_n], _requantized_tile(acc, n, wscale_ptr, bias_ptr, act_ptr))
+                c_desc.store([off_m, off_n], _requantized_tile(acc, n, wscale_ptr, bias_ptr, act_ptr, EPILOGUE))
         else:
             _epilogue(acc, off_m + tl.arange(0, BLOCK_M), off_n + tl.arange(0, BLOCK_N), M, c_ptr, stride_cm,
                       wscale_ptr, bias_ptr, act_ptr, final_w_ptr, final_b, FINAL)
@@ -133,6 +145,7 @@ class GemmConfig:
     subtile: bool = False
     warp_specialize: bool = False
     flatten: bool = True
+    epilogue: str = "exact"
 
 
 def default_config(n: int, final: bool) -> GemmConfig:
@@ -153,6 +166,8 @@ class TopMLP:
         self.s = [layer.w_scale.float().to(device) for layer in qm.top]
         self.b = [layer.bias.float().to(device) for layer in qm.top]
         self.a = [layer.act_inv.to(device) for layer in qm.top[:-1]]
+        self.folded_mul = [(layer.w_scale.float() * layer.act_inv).to(device) for layer in qm.top[:-1]]
+        self.folded_add = [(layer.bias.float() * layer.act_inv).to(device) for layer in qm.top[:-1]]
         self.final_w = qm.final_weight.float().to(device)
         self.final_b = float(qm.final_bias)
         last = len(self.w) - 1
@@ -192,12 +207,14 @@ class TopMLP:
             c_desc = TensorDescriptor(out, [num_pairs, n], [out.stride(0), 1], c_block)
         tiles = triton.cdiv(num_pairs, cfg.block_m) * (n // cfg.block_n)
         grid = (min(self.num_sms, tiles),)
+        epilogue = EPILOGUES[cfg.epilogue] if tma_store else 0
+        scale, offset = (self.folded_mul[i], self.folded_add[i]) if epilogue == 1 else (self.s[i], self.b[i])
         _linear_int8_tma_kernel[grid](
             a_desc, b_desc, c_desc, out, num_pairs, n, k, out.stride(0) if not final else 1,
-            self.s[i], self.b[i], self.a[i] if not final else self.s[i], self.final_w, self.final_b,
+            scale, offset, self.a[i] if not final else self.s[i], self.final_w, self.final_b,
             FINAL=final, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m,
             NUM_SMS=self.num_sms, TMA_STORE=tma_store, SUBTILE=cfg.subtile and tma_store,
-            WARP_SPECIALIZE=cfg.warp_specialize, FLATTEN=cfg.flatten,
+            WARP_SPECIALIZE=cfg.warp_specialize, FLATTEN=cfg.flatten, EPILOGUE=epilogue,
             num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
     @property
