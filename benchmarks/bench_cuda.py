@@ -229,8 +229,8 @@ def torch_fp16_baseline(cards: list[int], device: torch.device, n: int, tables: 
     return n / (ms / 1e3)
 
 
-GEMM_TILES = [(128, 256, 128, 8, 3), (128, 256, 128, 8, 4)]
-"""(block_m, block_n, block_k, num_warps, num_stages) of the TMA GEMM candidates."""
+GEMM_TILES = [(128, 256, 128, 8, 3, 1), (128, 256, 128, 8, 4, 1)]
+"""(block_m, block_n, block_k, num_warps, num_stages, programs_per_sm) of the TMA GEMM candidates."""
 GEMM_FLAGS = {"": {}, "store": {"tma_store": True}, "store+sub": {"tma_store": True, "subtile": True},
               "ws": {"warp_specialize": True}, "ws+store": {"warp_specialize": True, "tma_store": True},
               "ws+store+sub": {"warp_specialize": True, "tma_store": True, "subtile": True},
@@ -240,21 +240,27 @@ GEMM_FLAGS = {"": {}, "store": {"tma_store": True}, "store+sub": {"tma_store": T
               "ws+store+raw": {"warp_specialize": True, "tma_store": True, "epilogue": "raw"}}
 """Epilogue / scheduling variants of top_mlp.GemmConfig tried on every tile ("raw" = no epilogue math, a wrong
 result: the main loop's own speed; never picked as best)."""
+TWO_PER_SM_TILES = [(128, 128, 128, 4, 3, 2), (128, 128, 64, 4, 4, 2), (128, 128, 128, 8, 3, 2),
+                    (64, 256, 128, 4, 2, 2)]
+"""Smaller tiles with two programs per SM (shared memory and registers for two), so one program's epilogue can
+overlap the other's main loop; tried with the flags in TWO_PER_SM_FLAGS."""
+TWO_PER_SM_FLAGS = ["store+folded", "store+raw"]
 
 
 def gemm_candidates(final: bool, n: int, flag_names: list[str]) -> dict[str, "GemmConfig"]:
     """The pointer kernel, then every TMA tile with each of the GEMM_FLAGS variants named in flag_names
-    ("none" = plain TMA)."""
+    ("none" = plain TMA), then the two-per-SM tiles (not for the final layer)."""
     from dlrm_bench.engines.cuda.top_mlp import GemmConfig
     out = {"pointer 128x256x128 s3": GemmConfig(128, min(256, n), 128, 8, 8, 3)}
-    for bm, bn, bk, warps, stages in GEMM_TILES:
-        if final and bn != n:
+    tiles = [(t, name) for t in GEMM_TILES for name in GEMM_FLAGS if (name or "none") in flag_names]
+    if not final:
+        tiles += [(t, name) for t in TWO_PER_SM_TILES for name in TWO_PER_SM_FLAGS if name in flag_names]
+    for (bm, bn, bk, warps, stages, per_sm), name in tiles:
+        if (final and (bn != n or "store" in name)) or bn > n:
             continue
-        for name, flags in GEMM_FLAGS.items():
-            if (name or "none") not in flag_names or (final and "store" in name):
-                continue
-            key = f"tma {bm}x{bn}x{bk} w{warps} s{stages}" + (f" {name}" if name else "")
-            out[key] = GemmConfig(bm, bn, bk, 8, warps, stages, tma=True, **flags)
+        key = f"tma {bm}x{bn}x{bk} w{warps} s{stages}" + (f" x{per_sm}/SM" if per_sm > 1 else "") + \
+            (f" {name}" if name else "")
+        out[key] = GemmConfig(bm, bn, bk, 8, warps, stages, tma=True, programs_per_sm=per_sm, **GEMM_FLAGS[name])
     return out
 
 
@@ -330,6 +336,14 @@ def tune(qm, tables, offsets, cards, device, n: int, parts: str = "top,bottom,in
     for bp, warps in [(4, 4), (8, 4), (8, 8)]:
         op = Interaction(qm, tables, offsets, bp, warps, probe_no_scatter=True)
         out["interaction"][f"{bp}/{warps}/1/1 no scatter (probe)"] = timed(lambda: op(cat, None, n, top_in), 10)
+    for bp, warps, iters, stages in [(4, 4, 1, 1), (2, 2, 1, 1), (8, 4, 1, 1), (8, 8, 1, 1), (4, 4, 4, 2),
+                                     (16, 8, 1, 1)]:
+        op = Interaction(qm, tables, offsets, bp, warps, iters, stages, gather_store=True)
+        key = f"{bp}/{warps}/{iters}/{stages} gather store"
+        try:
+            out["interaction"][key] = timed(lambda: op(cat, None, n, top_in), 10)
+        except Exception as exc:
+            out["interaction"][key] = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
     print("bottom ms:", out["bottom"], "\ninteraction ms:", out["interaction"], flush=True)
     return out
 

@@ -146,6 +146,7 @@ class GemmConfig:
     warp_specialize: bool = False
     flatten: bool = True
     epilogue: str = "exact"
+    programs_per_sm: int = 1
 
 
 def default_config(n: int, final: bool) -> GemmConfig:
@@ -206,14 +207,15 @@ class TopMLP:
             c_block = [cfg.block_m, cfg.block_n // 2 if cfg.subtile else cfg.block_n]
             c_desc = TensorDescriptor(out, [num_pairs, n], [out.stride(0), 1], c_block)
         tiles = triton.cdiv(num_pairs, cfg.block_m) * (n // cfg.block_n)
-        grid = (min(self.num_sms, tiles),)
+        programs = self.num_sms * cfg.programs_per_sm  # a constant stride: no recompiles for small batches
+        grid = (min(programs, tiles),)
         epilogue = EPILOGUES[cfg.epilogue] if tma_store else 0
         scale, offset = (self.folded_mul[i], self.folded_add[i]) if epilogue == 1 else (self.s[i], self.b[i])
         _linear_int8_tma_kernel[grid](
             a_desc, b_desc, c_desc, out, num_pairs, n, k, out.stride(0) if not final else 1,
             scale, offset, self.a[i] if not final else self.s[i], self.final_w, self.final_b,
             FINAL=final, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m,
-            NUM_SMS=self.num_sms, TMA_STORE=tma_store, SUBTILE=cfg.subtile and tma_store,
+            NUM_SMS=programs, TMA_STORE=tma_store, SUBTILE=cfg.subtile and tma_store,
             WARP_SPECIALIZE=cfg.warp_specialize, FLATTEN=cfg.flatten, EPILOGUE=epilogue,
             num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
