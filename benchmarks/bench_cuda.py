@@ -245,6 +245,8 @@ TWO_PER_SM_TILES = [(128, 128, 128, 4, 3, 2), (128, 128, 64, 4, 4, 2), (128, 128
 """Smaller tiles with two programs per SM (shared memory and registers for two), so one program's epilogue can
 overlap the other's main loop; tried with the flags in TWO_PER_SM_FLAGS."""
 TWO_PER_SM_FLAGS = ["store+folded", "store+raw"]
+FINAL_TWO_PER_SM_TILES = [(64, 256, 128, 4, 2, 2), (64, 256, 64, 4, 3, 2)]
+"""The final layer's tile spans all 256 columns: 64-row tiles fit two programs per SM."""
 
 
 def gemm_candidates(final: bool, n: int, flag_names: list[str]) -> dict[str, "GemmConfig"]:
@@ -255,6 +257,8 @@ def gemm_candidates(final: bool, n: int, flag_names: list[str]) -> dict[str, "Ge
     tiles = [(t, name) for t in GEMM_TILES for name in GEMM_FLAGS if (name or "none") in flag_names]
     if not final:
         tiles += [(t, name) for t in TWO_PER_SM_TILES for name in TWO_PER_SM_FLAGS if name in flag_names]
+    else:
+        tiles += [(t, "") for t in FINAL_TWO_PER_SM_TILES]
     for (bm, bn, bk, warps, stages, per_sm), name in tiles:
         if (final and (bn != n or "store" in name)) or bn > n:
             continue
@@ -336,14 +340,6 @@ def tune(qm, tables, offsets, cards, device, n: int, parts: str = "top,bottom,in
     for bp, warps in [(4, 4), (8, 4), (8, 8)]:
         op = Interaction(qm, tables, offsets, bp, warps, probe_no_scatter=True)
         out["interaction"][f"{bp}/{warps}/1/1 no scatter (probe)"] = timed(lambda: op(cat, None, n, top_in), 10)
-    for bp, warps, iters, stages in [(4, 4, 1, 1), (2, 2, 1, 1), (8, 4, 1, 1), (8, 8, 1, 1), (4, 4, 4, 2),
-                                     (16, 8, 1, 1)]:
-        op = Interaction(qm, tables, offsets, bp, warps, iters, stages, gather_store=True)
-        key = f"{bp}/{warps}/{iters}/{stages} gather store"
-        try:
-            out["interaction"][key] = timed(lambda: op(cat, None, n, top_in), 10)
-        except Exception as exc:
-            out["interaction"][key] = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
     print("bottom ms:", out["bottom"], "\ninteraction ms:", out["interaction"], flush=True)
     return out
 

@@ -60,8 +60,7 @@ def test_bottom_mlp_matches_emulation(model, batch: int, indirect: bool) -> None
 @pytest.mark.parametrize("batch", SIZES)
 @pytest.mark.parametrize("indirect", [False, True])
 @pytest.mark.parametrize("iters", [1, 3])
-@pytest.mark.parametrize("gather_store", [False, True])
-def test_interaction_matches_emulation(model, batch: int, indirect: bool, iters: int, gather_store: bool) -> None:
+def test_interaction_matches_emulation(model, batch: int, indirect: bool, iters: int) -> None:
     _, qm, tables, offsets = model
     numeric, cat = random_inputs(batch + 100, batch + 5, CARDS)
     rows = torch.randperm(batch + 5)[:batch] if indirect else torch.arange(batch)
@@ -69,8 +68,7 @@ def test_interaction_matches_emulation(model, batch: int, indirect: bool, iters:
     want = emulate_interaction(qm, dense, gather_rows(tables, offsets, cat[rows]))
     top_in = torch.zeros(batch, 512, dtype=torch.int8, device=DEVICE)
     top_in[:, :128] = dense.to(DEVICE)
-    op = Interaction(qm, tables.to(DEVICE), offsets, iters=iters, num_stages=2 if iters > 1 else 1,
-                     gather_store=gather_store)
+    op = Interaction(qm, tables.to(DEVICE), offsets, iters=iters, num_stages=2 if iters > 1 else 1)
     op(cat.to(DEVICE), rows.to(DEVICE) if indirect else None, batch, top_in)
     assert_int8_close(top_in, want)
 

@@ -19,18 +19,15 @@ from dlrm_bench.quant.recipe import QuantizedDLRM, interaction_multipliers, inte
 
 SLOTS = 32
 """27 vectors padded to 32 for the MMA."""
-TOP_WIDTH = 512
-"""Columns of the top-MLP input row (128 dense + 351 dots + zero padding)."""
 
 
 @triton.jit(do_not_specialize=["num_pairs"], do_not_specialize_on_alignment=["cat_ptr"])
 def _interaction_kernel(top_ptr, top_stride, cat_ptr, rows_ptr, cat_stride, num_pairs,
                         tables_ptr, offsets_ptr, mult_ptr, column_ptr, remap_ptr, cold_ptr, unpack_ptr,
-                        source_ptr, column_mult_ptr,
                         NUM_TABLES: tl.constexpr, HAS_ROWS: tl.constexpr, HAS_COLD: tl.constexpr,
                         PACKED: tl.constexpr,
                         BLOCK_P: tl.constexpr, ITERS: tl.constexpr, NUM_STAGES: tl.constexpr,
-                        GATHER_STORE: tl.constexpr, PROBE_NO_SCATTER: tl.constexpr = False):
+                        PROBE_NO_SCATTER: tl.constexpr = False):
     """top: int8 [num_pairs, top_stride] (dense in columns 0..127, dots written to 128..478);
     cat: int32 [*, cat_stride] ids; rows: int64 [num_pairs] (if HAS_ROWS) picks cat's rows;
     tables: int8 [R_total, 128]; offsets: int64 [NUM_TABLES] first row of each table;
@@ -39,10 +36,6 @@ def _interaction_kernel(top_ptr, top_stride, cat_ptr, rows_ptr, cat_stride, num_
     gives each global row's place (>= 0 hot row, < 0 row -r-1 of cold, pinned host memory read over the bus).
     PACKED: cat holds the 16-word compressed ids (criteo/packing.py); unpack: int64 [4, 32] per slot (word,
     shift, width mask, straddles) and each id is unpacked here, in registers.
-    GATHER_STORE: instead of scattering the 32 x 32 tile through `column`, pick each output column's entry
-    with an in-register gather (source: int32 [512], the flat (i * 32 + j) entry of column c; column_mult: fp32
-    [512], its multiplier, 0 where the column stays zero) and store columns 128..511 of each row contiguously
-    (needs top_stride >= 512; columns 479..511 are written as zeros).
     Each program handles ITERS blocks of BLOCK_P pairs in a software-
     pipelined loop (NUM_STAGES), so the gathers of the next block are in flight while this one computes.
     PROBE_NO_SCATTER (benchmarks only, wrong output): instead of scattering the 351 entries, store one byte per
@@ -56,9 +49,6 @@ def _interaction_kernel(top_ptr, top_stride, cat_ptr, rows_ptr, cat_stride, num_
     grid2 = s[:, None] * 32 + s[None, :]
     mult = tl.load(mult_ptr + grid2)
     column = tl.load(column_ptr + grid2)
-    o = tl.arange(0, 512)
-    source = tl.load(source_ptr + o)
-    column_mult = tl.load(column_mult_ptr + o)
     for it in tl.range(0, ITERS, num_stages=NUM_STAGES):
         p = (pid * ITERS + it) * BLOCK_P + tl.arange(0, BLOCK_P)
         pmask = p < num_pairs
@@ -96,37 +86,24 @@ def _interaction_kernel(top_ptr, top_stride, cat_ptr, rows_ptr, cat_stride, num_
         dense = tl.load(top_ptr + p64[:, None] * top_stride + d[None, :], mask=pmask[:, None], other=0)
         vectors = tl.where((s == 0)[None, :, None], dense[:, None, :], vectors)
         gram = tl.dot(vectors, tl.trans(vectors, (0, 2, 1)), out_dtype=tl.int32)
-        if GATHER_STORE:
-            picked = tl.gather(tl.reshape(gram, [BLOCK_P, 1024]),
-                               tl.broadcast_to(source[None, :], [BLOCK_P, 512]), axis=1)
-            packed = requantize(picked.to(tl.float32), column_mult[None, :])
-            tl.store(top_ptr + p64[:, None] * top_stride + o[None, :], packed,
-                     mask=pmask[:, None] & (o >= 128)[None, :])
+        q = requantize(gram.to(tl.float32), mult[None, :, :])
+        if PROBE_NO_SCATTER:
+            probe = tl.sum(tl.sum(q.to(tl.int32), axis=2), axis=1)
+            tl.store(top_ptr + p64 * top_stride + 479, probe.to(tl.int8), mask=pmask)
         else:
-            q = requantize(gram.to(tl.float32), mult[None, :, :])
-            if PROBE_NO_SCATTER:
-                probe = tl.sum(tl.sum(q.to(tl.int32), axis=2), axis=1)
-                tl.store(top_ptr + p64 * top_stride + 479, probe.to(tl.int8), mask=pmask)
-            else:
-                tl.store(top_ptr + p64[:, None, None] * top_stride + column[None, :, :], q,
-                         mask=pmask[:, None, None] & (column >= 0)[None, :, :])
+            tl.store(top_ptr + p64[:, None, None] * top_stride + column[None, :, :], q,
+                     mask=pmask[:, None, None] & (column >= 0)[None, :, :])
 
 
 def interaction_tables(qm: QuantizedDLRM) -> dict[str, torch.Tensor]:
     """mult fp32 [32, 32] (recipe.interaction_multipliers, zero-padded) and column int32 [32, 32] (output column
-    of each entry or -1); for the gather store, source int32 [512] (flat entry i * 32 + j of each output column,
-    0 where none) and column_mult fp32 [512] (that entry's multiplier, 0 where none)."""
+    of each entry or -1)."""
     mult = torch.zeros(SLOTS, SLOTS)
     mult[:NUM_SPARSE + 1, :NUM_SPARSE + 1] = interaction_multipliers(qm)
     r, c = interaction_pairs()
     column = torch.full((SLOTS, SLOTS), -1, dtype=torch.int32)
-    out_cols = EMBEDDING_DIM + torch.arange(r.numel())
-    column[r, c] = out_cols.to(torch.int32)
-    source = torch.zeros(TOP_WIDTH, dtype=torch.int32)
-    source[out_cols] = (r * SLOTS + c).to(torch.int32)
-    column_mult = torch.zeros(TOP_WIDTH)
-    column_mult[out_cols] = mult[r, c]
-    return {"mult": mult, "column": column, "source": source, "column_mult": column_mult}
+    column[r, c] = (EMBEDDING_DIM + torch.arange(r.numel())).to(torch.int32)
+    return {"mult": mult, "column": column}
 
 
 def unpack_table(layout: PackingLayout) -> torch.Tensor:
@@ -146,8 +123,7 @@ class Interaction:
 
     def __init__(self, qm: QuantizedDLRM, tables: "torch.Tensor | TableStore", table_offsets: torch.Tensor,
                  block_p: int = 4, num_warps: int = 4, iters: int = 1, num_stages: int = 1,
-                 packing: PackingLayout | None = None, probe_no_scatter: bool = False,
-                 gather_store: bool = False) -> None:
+                 packing: PackingLayout | None = None, probe_no_scatter: bool = False) -> None:
         store = tables if isinstance(tables, TableStore) else TableStore(tables)
         device = store.device
         self.consts = {k: v.to(device) for k, v in interaction_tables(qm).items()}
@@ -157,15 +133,12 @@ class Interaction:
         self.block_p, self.num_warps, self.iters, self.num_stages = block_p, num_warps, iters, num_stages
         self.unpack = unpack_table(packing).to(device) if packing is not None else None
         self.probe_no_scatter = probe_no_scatter
-        self.gather_store = gather_store
 
     def __call__(self, categorical: torch.Tensor, rows: torch.Tensor | None, num_pairs: int,
                  top_in: torch.Tensor) -> None:
         """categorical: int32 [N, 26] (or [N, 16] packed, when built with a packing layout); rows: int64
         [num_pairs] or None; top_in: int8 [>= num_pairs, 512] holding the dense vector in columns 0..127;
-        columns 128..478 are written (with gather_store also 479..511, as zeros)."""
-        if self.gather_store and top_in.stride(0) < TOP_WIDTH:
-            raise ValueError(f"gather_store writes {TOP_WIDTH} columns per row; top_in has {top_in.stride(0)}")
+        columns 128..478 are written."""
         grid = (triton.cdiv(num_pairs, self.block_p * self.iters),)
         _interaction_kernel[grid](
             top_in, top_in.stride(0), categorical, rows if rows is not None else categorical,
@@ -173,9 +146,7 @@ class Interaction:
             self.store.remap if self.store.remap is not None else self.offsets,
             self.store.cold if self.store.cold is not None else self.tables,
             self.unpack if self.unpack is not None else self.offsets,
-            self.consts["source"], self.consts["column_mult"],
             NUM_TABLES=NUM_SPARSE, HAS_ROWS=rows is not None, HAS_COLD=self.store.remap is not None,
             PACKED=self.unpack is not None,
             BLOCK_P=self.block_p, ITERS=self.iters,
-            NUM_STAGES=self.num_stages, GATHER_STORE=self.gather_store, PROBE_NO_SCATTER=self.probe_no_scatter,
-            num_warps=self.num_warps)
+            NUM_STAGES=self.num_stages, PROBE_NO_SCATTER=self.probe_no_scatter, num_warps=self.num_warps)

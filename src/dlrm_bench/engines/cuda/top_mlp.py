@@ -150,12 +150,14 @@ class GemmConfig:
 
 
 def default_config(n: int, final: bool) -> GemmConfig:
-    """Tile sizes per layer shape (tuned on an H100 by benchmarks/bench_cuda.py; small in the interpreter)."""
+    """Tile sizes per layer shape (tuned on an H100 by benchmarks/bench_cuda.py --tune; small in the interpreter).
+    Hidden layers: persistent TMA GEMM, 128 x 128 tiles, two programs per SM (one's epilogue overlaps the
+    other's main loop), folded epilogue, TMA stores. Final layer: its tile spans all 256 columns."""
     if INTERPRETED:
         return GemmConfig(16, n if final else 64, 64, 4, 4, 1)
     if final:
         return GemmConfig(128, n, 128, 8, 8, 3)
-    return GemmConfig(128, 256 if n >= 256 else n, 128, 8, 8, 3, tma=True)
+    return GemmConfig(128, 128, 128, 8, 4, 3, tma=True, tma_store=True, epilogue="folded", programs_per_sm=2)
 
 
 class TopMLP:
