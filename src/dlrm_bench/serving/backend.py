@@ -1,11 +1,12 @@
 """The served model, inside Triton's Python stub: requests -> engine batches -> one response per request.
 
-`execute` takes the requests Triton's dynamic batcher grouped, merges their pairs, cuts them into engine batches
-of at most `max_batch_pairs` pairs and keeps up to `inflight` batches in the engine (its async path, so a CUDA
-engine overlaps them). A synchronous engine (reference, cpu) has answered by the time execute() ends: the
-responses are its return value. Otherwise execute() returns at once and each request is answered through its
-response sender when its group's last batch finishes (from the engine's completion thread); blocking on the
-in-flight limit is the back-pressure that lets Triton's queue grow and its batcher merge more requests.
+`execute` takes the requests Triton's dynamic batcher grouped, packs them whole into engine batches of at most
+`max_batch_pairs` pairs (a larger request gets batches of its own: `plan_batches`) and keeps up to `inflight`
+batches in the engine (its async path, so a CUDA engine overlaps them). A synchronous engine (reference, cpu) has
+answered by the time execute() ends: the responses are its return value. Otherwise execute() returns at once and
+each request is answered through its response sender as soon as the batches holding its own pairs finish (from
+the engine's completion thread), not when the whole group has; blocking on the in-flight limit is the
+back-pressure that lets Triton's queue grow and its batcher merge more requests.
 
 Tensors cross the stub boundary through DLPack: inputs with `np.from_dlpack`, outputs from a torch tensor with
 `Tensor.from_dlpack`. The stub's own numpy bridge (`as_numpy`, `Tensor(name, ndarray)`) reads numpy 2 arrays
@@ -18,9 +19,9 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -66,7 +67,8 @@ class Replies:
 
 @dataclass
 class Job:
-    """One request: where its response goes and its pairs (ranges [k, 2] or rows (numeric, categorical))."""
+    """One request: where its response goes and its pairs (ranges [k, 2] or rows (numeric, categorical)); the
+    predictions of its pieces as their batches finish."""
 
     replies: Replies
     index: int
@@ -74,33 +76,54 @@ class Job:
     ranges: np.ndarray | None = None
     numeric: np.ndarray | None = None
     categorical: np.ndarray | None = None
+    parts: list[np.ndarray | None] = field(default_factory=list)
+    pending: int = 0
+    error: str = ""
 
 
-class Group:
-    """The batches of one execute(): collects their predictions in order, answers every job when all are in."""
+@dataclass
+class Piece:
+    """Pairs of one job inside one engine batch: its part number, and its ranges [k, 2] or rows [lo, hi)."""
 
-    def __init__(self, jobs: list[Job], batches: int, answer: Callable[[list[Job], np.ndarray | None, str], None]):
-        self.jobs = jobs
-        self.results: list[np.ndarray | None] = [None] * batches
-        self.error = ""
-        self.pending = batches
-        self.lock = threading.Lock()
-        self.answer = answer
+    job: Job
+    part: int
+    pairs: int
+    ranges: np.ndarray | None = None
+    lo: int = 0
+    hi: int = 0
 
-    def done(self, index: int, future: "Future[np.ndarray]") -> None:
-        result, error = None, ""
-        try:
-            result = np.asarray(future.result(), dtype=np.float32).reshape(-1)
-        except BaseException as exc:  # reported to every client of the group
-            error = f"{type(exc).__name__}: {exc}"
-        with self.lock:
-            self.results[index] = result
-            self.error = self.error or error
-            self.pending -= 1
-            last = self.pending == 0
-        if last:
-            merged = None if self.error else np.concatenate(self.results)  # type: ignore[arg-type]
-            self.answer(self.jobs, merged, self.error)
+
+def plan_batches(jobs: list[Job], max_pairs: int) -> list[list[Piece]]:
+    """Engine batches of at most `max_pairs` pairs: jobs packed whole, in order; a job larger than that gets
+    batches of its own (cut into pieces of at most `max_pairs`). So a request waits only for the batches that
+    hold its own pairs, never for the rest of what Triton's batcher grouped with it. Sets each job's `parts`."""
+    batches: list[list[Piece]] = []
+    current: list[Piece] = []
+    current_pairs = 0
+    for job in jobs:
+        if current and current_pairs + job.pairs > max_pairs:
+            batches.append(current)
+            current, current_pairs = [], 0
+        if job.pairs > max_pairs:
+            batches.extend([piece] for piece in _split(job, max_pairs))
+            continue
+        job.parts, job.pending = [None], 1
+        current.append(Piece(job, 0, job.pairs, ranges=job.ranges, lo=0, hi=job.pairs))
+        current_pairs += job.pairs
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _split(job: Job, max_pairs: int) -> list[Piece]:
+    if job.ranges is not None:
+        chunks = chunk_ranges(job.ranges[:, 0], job.ranges[:, 1], max_pairs)
+        pieces = [Piece(job, k, int((e - s).sum()), ranges=np.stack([s, e], axis=1)) for k, (s, e) in enumerate(chunks)]
+    else:
+        pieces = [Piece(job, k, min(max_pairs, job.pairs - lo), lo=lo, hi=min(job.pairs, lo + max_pairs))
+                  for k, lo in enumerate(range(0, job.pairs, max_pairs))]
+    job.parts, job.pending = [None] * len(pieces), len(pieces)
+    return pieces
 
 
 class ServedModel:
@@ -111,6 +134,7 @@ class ServedModel:
         self.inputs = config["inputs"]
         self.max_pairs = int(config["max_batch_pairs"])
         self.slots = threading.BoundedSemaphore(int(config["inflight"]))
+        self.lock = threading.Lock()
         meta = load_meta(Path(config["dataset_dir"]))
         self.engine = create_engine(config["engine"], Path(config["model_path"]), meta, config["settings"])
         self.split = open_split(Path(config["split_dir"])) if config.get("split_dir") else None
@@ -166,49 +190,59 @@ class ServedModel:
 
     # ------------------------------------------------------------------ engine
     def _submit(self, jobs: list[Job]) -> None:
-        if self.inputs == "ranges":
-            ranges = np.concatenate([job.ranges for job in jobs])  # type: ignore[misc]
-            chunks = chunk_ranges(ranges[:, 0], ranges[:, 1], self.max_pairs)
-            start = [lambda s=s, e=e: self.engine.predict_ranges_async(s, e) for s, e in chunks]
-        else:
-            numeric = np.concatenate([job.numeric for job in jobs])  # type: ignore[misc]
-            categorical = np.concatenate([job.categorical for job in jobs])  # type: ignore[misc]
-            bounds = range(0, numeric.shape[0], self.max_pairs)
-            start = [lambda lo=lo: self.rows_pool.submit(  # type: ignore[union-attr]
-                self.engine.predict, numeric[lo:lo + self.max_pairs], categorical[lo:lo + self.max_pairs])
-                for lo in bounds]
-        if not start:  # requests without pairs
-            self._answer(jobs, np.zeros(0, dtype=np.float32), "")
-            return
-        group = Group(jobs, len(start), self._answer)
-        for index, launch in enumerate(start):
+        for job in [job for job in jobs if job.pairs == 0]:  # requests without pairs
+            self._answer(job, np.zeros(0, dtype=np.float32), "")
+        for batch in plan_batches([job for job in jobs if job.pairs > 0], self.max_pairs):
             self.slots.acquire()
             try:
-                future = launch()
-            except Exception as exc:  # this batch fails; the group answers every job once all are accounted for
+                future = self._launch(batch)
+            except Exception as exc:  # this batch fails; its jobs are answered with the error
                 future = Future()
                 future.set_exception(exc)
-            future.add_done_callback(lambda f, i=index: self._finished(group, i, f))
+            future.add_done_callback(lambda f, b=batch: self._finished(b, f))
 
-    def _finished(self, group: Group, index: int, future: "Future[np.ndarray]") -> None:
+    def _launch(self, batch: list[Piece]) -> "Future[np.ndarray]":
+        if self.inputs == "ranges":
+            ranges = np.concatenate([piece.ranges for piece in batch])  # type: ignore[misc]
+            return self.engine.predict_ranges_async(ranges[:, 0], ranges[:, 1])
+        numeric = np.concatenate([piece.job.numeric[piece.lo:piece.hi] for piece in batch])  # type: ignore[index]
+        categorical = np.concatenate([piece.job.categorical[piece.lo:piece.hi]  # type: ignore[index]
+                                      for piece in batch])
+        return self.rows_pool.submit(self.engine.predict, numeric, categorical)  # type: ignore[union-attr]
+
+    def _finished(self, batch: list[Piece], future: "Future[np.ndarray]") -> None:
+        """One batch done: hand each piece its predictions; answer each job whose last piece this was."""
         self.slots.release()
-        group.done(index, future)
+        predictions, error = None, ""
+        try:
+            predictions = np.asarray(future.result(), dtype=np.float32).reshape(-1)
+            if predictions.shape[0] != sum(piece.pairs for piece in batch):
+                raise RuntimeError(f"engine returned {predictions.shape[0]} predictions for "
+                                   f"{sum(piece.pairs for piece in batch)} pairs")
+        except BaseException as exc:  # reported to every request with pairs in this batch
+            predictions, error = None, f"{type(exc).__name__}: {exc}"
+        lo = 0
+        for piece in batch:
+            job = piece.job
+            with self.lock:
+                job.parts[piece.part] = None if predictions is None else predictions[lo:lo + piece.pairs]
+                job.error = job.error or error
+                job.pending -= 1
+                complete = job.pending == 0
+            lo += piece.pairs
+            if complete:
+                merged = None if job.error else np.concatenate(job.parts)  # type: ignore[arg-type]
+                self._answer(job, merged, job.error)
 
     # ------------------------------------------------------------------ responses
-    def _answer(self, jobs: list[Job], predictions: np.ndarray | None, error: str) -> None:
-        if predictions is None or predictions.shape[0] != sum(job.pairs for job in jobs):
-            got = "no" if predictions is None else str(predictions.shape[0])
-            message = error or f"engine returned {got} predictions for {sum(job.pairs for job in jobs)} pairs"
-            for job in jobs:
-                job.replies.put(job.index, self._error(message))
+    def _answer(self, job: Job, predictions: np.ndarray | None, error: str) -> None:
+        if predictions is None:
+            job.replies.put(job.index, self._error(error or "engine returned no predictions"))
             return
-        lo = 0
-        for job in jobs:
-            values = np.ascontiguousarray(predictions[lo:lo + job.pairs])
-            lo += job.pairs
-            shaped = values.reshape(1, -1) if self.inputs == "ranges" else values.reshape(-1, 1)
-            tensor = self.pb.Tensor.from_dlpack(wire.PREDICTIONS, torch.from_numpy(shaped))
-            job.replies.put(job.index, self.pb.InferenceResponse(output_tensors=[tensor]))
+        values = np.ascontiguousarray(predictions)
+        shaped = values.reshape(1, -1) if self.inputs == "ranges" else values.reshape(-1, 1)
+        tensor = self.pb.Tensor.from_dlpack(wire.PREDICTIONS, torch.from_numpy(shaped))
+        job.replies.put(job.index, self.pb.InferenceResponse(output_tensors=[tensor]))
 
     def _error(self, message: str) -> Any:
         return self.pb.InferenceResponse(output_tensors=[], error=self.pb.TritonError(message))
