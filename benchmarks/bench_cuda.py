@@ -315,33 +315,51 @@ def tune_top(qm, device, n: int, flag_names: list[str]) -> dict:
 def tune(qm, tables, offsets, cards, device, n: int, parts: str = "top,bottom,interaction",
          gemm_flags: str = ",".join(name or "none" for name in GEMM_FLAGS)) -> dict:
     """Time candidate tile configurations of the kernels named in `parts` at batch n (TOPS / ms)."""
-    out: dict = {"bottom": {}, "interaction": {}}
+    out: dict = {}
     if "top" in parts:
         out.update(tune_top(qm, device, n, gemm_flags.split(",")))
-    if "bottom" not in parts and "interaction" not in parts:
-        return out
-    numeric = torch.randint(-20, 127, (n, 13), dtype=torch.int8, device=device)
     top_in = torch.zeros(n, TOP_INPUT_PAD, dtype=torch.int8, device=device)
-    for bm, chunk, warps in [(64, 64, 4), (128, 64, 8), (128, 128, 8), (64, 128, 4), (256, 64, 8), (128, 64, 4)]:
-        op = BottomMLP(qm, device, bm, chunk, warps)
+    if "bottom" in parts:
+        out["bottom"] = tune_bottom(qm, device, n, top_in)
+    if "interaction" in parts:
+        out["interaction"] = tune_interaction(qm, tables, offsets, cards, device, n, top_in)
+    print("bottom ms:", out.get("bottom"), "\ninteraction ms:", out.get("interaction"), flush=True)
+    return out
+
+
+def tune_bottom(qm, device, n: int, top_in: torch.Tensor) -> dict:
+    """ms of the fused bottom MLP per (rows per program, chunk, warps, pipeline stages)."""
+    numeric = torch.randint(-20, 127, (n, 13), dtype=torch.int8, device=device)
+    res = {}
+    for bm, chunk, warps, stages in [(64, 128, 4, 1), (64, 64, 4, 1), (128, 64, 8, 1), (64, 128, 4, 2),
+                                     (64, 64, 4, 2), (64, 64, 4, 3), (128, 64, 8, 2), (128, 128, 8, 2),
+                                     (32, 128, 4, 2), (64, 128, 8, 2)]:
+        op = BottomMLP(qm, device, bm, chunk, warps, stages)
+        key = f"{bm}/{chunk}/{warps}/s{stages}"
         try:
-            out["bottom"][f"{bm}/{chunk}/{warps}"] = timed(lambda: op(numeric, None, n, top_in), 10)
+            res[key] = timed(lambda: op(numeric, None, n, top_in), 10)
         except Exception as exc:
-            out["bottom"][f"{bm}/{chunk}/{warps}"] = f"failed: {type(exc).__name__}"
+            res[key] = f"failed: {type(exc).__name__}"
+    return res
+
+
+def tune_interaction(qm, tables, offsets, cards, device, n: int, top_in: torch.Tensor) -> dict:
+    """ms of the gather + interaction per (pairs per program, warps, iterations, stages), and the no-scatter
+    probe."""
     cat = skewed_ids(cards, n, device, 5)
+    res = {}
     for bp, warps, iters, stages in [(4, 4, 1, 1), (2, 2, 1, 1), (2, 4, 1, 1), (4, 4, 4, 2), (4, 4, 8, 3),
                                      (4, 4, 16, 3), (2, 2, 8, 3), (8, 4, 4, 2), (4, 8, 8, 2), (4, 4, 32, 4)]:
         op = Interaction(qm, tables, offsets, bp, warps, iters, stages)
         key = f"{bp}/{warps}/{iters}/{stages}"
         try:
-            out["interaction"][key] = timed(lambda: op(cat, None, n, top_in), 10)
+            res[key] = timed(lambda: op(cat, None, n, top_in), 10)
         except Exception as exc:
-            out["interaction"][key] = f"failed: {type(exc).__name__}"
+            res[key] = f"failed: {type(exc).__name__}"
     for bp, warps in [(4, 4), (8, 4), (8, 8)]:
         op = Interaction(qm, tables, offsets, bp, warps, probe_no_scatter=True)
-        out["interaction"][f"{bp}/{warps}/1/1 no scatter (probe)"] = timed(lambda: op(cat, None, n, top_in), 10)
-    print("bottom ms:", out["bottom"], "\ninteraction ms:", out["interaction"], flush=True)
-    return out
+        res[f"{bp}/{warps}/1/1 no scatter (probe)"] = timed(lambda: op(cat, None, n, top_in), 10)
+    return res
 
 
 def main() -> int:

@@ -45,14 +45,15 @@ def assert_int8_close(got: torch.Tensor, want: torch.Tensor) -> None:
 
 @pytest.mark.parametrize("batch", SIZES)
 @pytest.mark.parametrize("indirect", [False, True])
-def test_bottom_mlp_matches_emulation(model, batch: int, indirect: bool) -> None:
+@pytest.mark.parametrize("stages", [1, 2])
+def test_bottom_mlp_matches_emulation(model, batch: int, indirect: bool, stages: int) -> None:
     _, qm, _, _ = model
     numeric, _ = random_inputs(batch, batch + 5, CARDS)
     x = quantize_numeric(numeric)
     rows = torch.randperm(batch + 5)[:batch] if indirect else None
     want = emulate_bottom(qm, x[rows] if indirect else x[:batch])
     out = torch.zeros(batch, 512, dtype=torch.int8, device=DEVICE)
-    BottomMLP(qm, DEVICE)(x.to(DEVICE), None if rows is None else rows.to(DEVICE), batch, out)
+    BottomMLP(qm, DEVICE, num_stages=stages)(x.to(DEVICE), None if rows is None else rows.to(DEVICE), batch, out)
     assert_int8_close(out[:, :128], want)
     assert int(out[:, 128:].abs().sum()) == 0
 

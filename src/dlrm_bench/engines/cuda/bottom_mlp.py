@@ -23,11 +23,13 @@ def _bottom_mlp_kernel(x_ptr, rows_ptr, x_stride, num_pairs,
                        w2_ptr, s2_ptr, b2_ptr, a2_ptr,
                        w3_ptr, s3_ptr, b3_ptr, a3_ptr,
                        out_ptr, out_stride,
-                       K_IN: tl.constexpr, HAS_ROWS: tl.constexpr, BLOCK_M: tl.constexpr, CHUNK: tl.constexpr):
+                       K_IN: tl.constexpr, HAS_ROWS: tl.constexpr, BLOCK_M: tl.constexpr, CHUNK: tl.constexpr,
+                       NUM_STAGES: tl.constexpr):
     """x: int8 [*, x_stride] (13 used); rows: int64 [num_pairs] (if HAS_ROWS) picks x's rows;
     w1: int8 [512, 32], w2: int8 [256, 512], w3: int8 [128, 256] ([N, K]: K-major, as Hopper's 8-bit MMA
     wants its B operand); s*, b*: fp32 per channel; a*: fp32 per channel, 1 / activation scale;
-    out: int8 [num_pairs, out_stride], columns 0..127 written."""
+    out: int8 [num_pairs, out_stride], columns 0..127 written. NUM_STAGES > 1 software-pipelines the chunk loop
+    (the next chunk's weights load while this one multiplies)."""
     pid = tl.program_id(0)
     p = pid * BLOCK_M + tl.arange(0, BLOCK_M)
     pmask = p < num_pairs
@@ -39,7 +41,7 @@ def _bottom_mlp_kernel(x_ptr, rows_ptr, x_stride, num_pairs,
     x = tl.load(x_ptr + r[:, None] * x_stride + k[None, :], mask=pmask[:, None] & (k[None, :] < K_IN), other=0)
     n2 = tl.arange(0, 256)
     acc2 = tl.zeros([BLOCK_M, 256], dtype=tl.int32)
-    for c in range(0, 512, CHUNK):
+    for c in tl.range(0, 512, CHUNK, num_stages=NUM_STAGES):
         n1 = c + tl.arange(0, CHUNK)
         w1 = tl.load(w1_ptr + n1[None, :] * 32 + k[:, None])
         h1 = tl.dot(x, w1, out_dtype=tl.int32).to(tl.float32) * tl.load(s1_ptr + n1)[None, :] \
@@ -61,7 +63,7 @@ class BottomMLP:
     """Device copies of the bottom layers in the kernel's layout, and the launcher."""
 
     def __init__(self, qm: QuantizedDLRM, device: torch.device, block_m: int = 64, chunk: int = 128,
-                 num_warps: int = 4) -> None:
+                 num_warps: int = 4, num_stages: int = 1) -> None:
         l1, l2, l3 = qm.bottom
         w1 = torch.zeros(512, K1_PAD, dtype=torch.int8)
         w1[:, : l1.weight.shape[1]] = l1.weight
@@ -69,7 +71,7 @@ class BottomMLP:
         self.s = [layer.w_scale.float().to(device) for layer in qm.bottom]
         self.b = [layer.bias.float().to(device) for layer in qm.bottom]
         self.a = [layer.act_inv.to(device) for layer in qm.bottom]
-        self.block_m, self.chunk, self.num_warps = block_m, chunk, num_warps
+        self.block_m, self.chunk, self.num_warps, self.num_stages = block_m, chunk, num_warps, num_stages
 
     def __call__(self, numeric_int8: torch.Tensor, rows: torch.Tensor | None, num_pairs: int,
                  out: torch.Tensor) -> None:
@@ -83,4 +85,4 @@ class BottomMLP:
             self.w[2], self.s[2], self.b[2], self.a[2],
             out, out.stride(0),
             K_IN=min(numeric_int8.shape[1], 16), HAS_ROWS=rows is not None, BLOCK_M=self.block_m,
-            CHUNK=self.chunk, num_warps=self.num_warps)
+            CHUNK=self.chunk, NUM_STAGES=self.num_stages, num_warps=self.num_warps)
