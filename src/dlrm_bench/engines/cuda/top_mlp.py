@@ -4,6 +4,10 @@ Layers 479(512) -> 1024 -> 1024 -> 512 write int8 activations (per-channel scale
 512 -> 256 keeps its ReLU output in fp32 registers and finishes the model in its epilogue: the 256 -> 1 dot
 product, the bias and the sigmoid, writing one fp32 probability per pair. That layer's tile spans all 256
 columns, so one program owns whole rows.
+
+The hidden layers run a persistent GEMM whose operands arrive by TMA; by default two programs share each SM, so
+one program's epilogue (scale, ReLU, requantize, TMA store) runs while the other's tensor-core main loop does.
+`GemmConfig` holds every variant `benchmarks/bench_cuda.py --tune` compares.
 """
 
 from __future__ import annotations
@@ -134,6 +138,11 @@ def _linear_int8_tma_kernel(a_desc, b_desc, c_desc, c_ptr, M, N: tl.constexpr, K
 
 @dataclass
 class GemmConfig:
+    """One layer's kernel. block_*: tile; group_m: M tiles walked per N column (L2 reuse); tma: the persistent TMA
+    kernel (else one program per tile with pointer loads); tma_store: int8 tiles leave through a TMA descriptor
+    (subtile: as two halves); warp_specialize / flatten: Triton's loop options; epilogue: EPILOGUES key (TMA
+    store only); programs_per_sm: persistent programs per SM (2 needs tiles whose buffers fit twice)."""
+
     block_m: int
     block_n: int
     block_k: int
