@@ -10,6 +10,7 @@ engine's measured throughput), so their p99 latencies compare directly.
     .venv/bin/python benchmarks/bench_triton.py                          # synthetic-tiny if built, else a fixture
     .venv/bin/python benchmarks/bench_triton.py --engine cpu --repeats 3 --offline-duration 20 --server-duration 30
     .venv/bin/python benchmarks/bench_triton.py --dataset-dir D --model M --variants in-process,triton-ranges
+    .venv/bin/python benchmarks/bench_triton.py --set triton_trace=true ...   # + where each request's time goes
 
 Writes build/bench/bench_triton.json (or --out) and the LoadGen logs under build/bench/triton_logs/.
 """
@@ -43,6 +44,7 @@ from dlrm_bench.harness import runner  # noqa: E402
 from dlrm_bench.harness.loadgen_settings import Overrides  # noqa: E402
 from dlrm_bench.paths import scratch_path  # noqa: E402
 from dlrm_bench.serving.client import TritonEngine  # noqa: E402
+from dlrm_bench.serving.trace import format_summary, summarize as summarize_trace  # noqa: E402
 
 VARIANTS = ("in-process", "triton-ranges", "triton-rows")
 
@@ -114,10 +116,15 @@ def one_test(ctx: runner.RunContext, engine: Engine, scenario: str, settings: di
                           offline_expected_qps=qps if scenario == "Offline" else None)
     run_ctx = dataclasses.replace(ctx, overrides=overrides)
     out.mkdir(parents=True, exist_ok=True)
+    began = time.perf_counter()
     m = runner.run_loadgen(run_ctx, engine, scenario, "PerformanceOnly", settings, out)
-    return {"samples_per_second": m["samples_per_second"], "pairs_per_second": m["pairs_per_second"],
-            "latency_p99_ms": m.get("latency_p99_ms"), "result_valid": m.get("result_valid"),
-            "wall_seconds": m["wall_seconds"], "loadavg_1min_after": os.getloadavg()[0], "log_dir": str(out)}
+    result = {"samples_per_second": m["samples_per_second"], "pairs_per_second": m["pairs_per_second"],
+              "latency_p99_ms": m.get("latency_p99_ms"), "result_valid": m.get("result_valid"),
+              "wall_seconds": m["wall_seconds"], "loadavg_1min_after": os.getloadavg()[0], "log_dir": str(out)}
+    if isinstance(engine, TritonEngine) and engine.trace_dir is not None:
+        result["trace"] = summarize_trace(engine.trace_dir, began, time.perf_counter())
+        print(f"{scenario} request phases through Triton (serving/trace.py):\n{format_summary(result['trace'])}")
+    return result
 
 
 def wire_costs(engines: dict[str, Engine], ctx: runner.RunContext, batch_pairs: list[int],

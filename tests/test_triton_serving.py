@@ -340,3 +340,25 @@ def test_serve_names_a_busy_port(workspace, monkeypatch, capsys) -> None:
     err = capsys.readouterr().err
     assert status == 2 and f"gRPC port {busy} on 127.0.0.1 is already in use" in err
     assert "Traceback" not in err
+
+
+@needs_triton
+def test_traced_requests_carry_timestamps_from_both_sides(workspace, tmp_path) -> None:
+    """triton_trace: the client and the model inside tritonserver stamp every request (serving/trace.py)."""
+    from dlrm_bench.serving.client import TritonEngine
+    from dlrm_bench.serving.trace import PHASES, summarize
+
+    meta = load_meta(workspace["data"])
+    engine = TritonEngine("reference", workspace["model"], meta, {"batch_size": 2048, "triton_trace": True},
+                          tmp_path / "work")
+    try:
+        engine.load(open_split(workspace["data"] / "test"))
+        starts = np.arange(0, 40, 4)
+        for lo in range(0, 10, 2):
+            engine.predict_ranges_async(starts[lo:lo + 2], starts[lo:lo + 2] + 3).result(timeout=120)
+    finally:
+        engine.close()
+    summary = summarize(engine.trace_dir)
+    assert summary["requests"] == 5, summary
+    for phase in PHASES:
+        assert summary[phase]["count"] == 5 and summary[phase]["median_ms"] >= 0, (phase, summary)

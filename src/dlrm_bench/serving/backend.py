@@ -32,6 +32,7 @@ from dlrm_bench.engines import create_engine
 from dlrm_bench.engines.base import chunk_ranges
 from dlrm_bench.interpreter import DEFAULT_SWITCH_INTERVAL_MS, QuietInterpreter
 from dlrm_bench.serving import protocol as wire
+from dlrm_bench.serving.trace import RequestTrace
 
 
 class Replies:
@@ -79,6 +80,7 @@ class Job:
     parts: list[np.ndarray | None] = field(default_factory=list)
     pending: int = 0
     error: str = ""
+    request_id: str = ""
 
 
 @dataclass
@@ -135,6 +137,8 @@ class ServedModel:
         self.max_pairs = int(config["max_batch_pairs"])
         self.slots = threading.BoundedSemaphore(int(config["inflight"]))
         self.lock = threading.Lock()
+        trace_dir = config.get("trace_dir")
+        self.trace = RequestTrace(Path(trace_dir) / f"stub-{instance_name}.jsonl" if trace_dir else None)
         meta = load_meta(Path(config["dataset_dir"]))
         self.engine = create_engine(config["engine"], Path(config["model_path"]), meta, config["settings"])
         self.split = open_split(Path(config["split_dir"])) if config.get("split_dir") else None
@@ -157,13 +161,18 @@ class ServedModel:
         return np.array(np.from_dlpack(tensor))  # a copy: the request's memory goes once execute() returns
 
     def _parse(self, request: Any, replies: Replies, index: int) -> Job:
+        if self.trace.enabled:
+            self.trace.mark(request.request_id(), "execute")
         if self.inputs == "ranges":
             ranges = self._tensor(request, wire.ROW_RANGES).astype(np.int64, copy=False).reshape(-1, 2)
             self._check_ranges(ranges)
-            return Job(replies, index, int((ranges[:, 1] - ranges[:, 0]).sum()), ranges=ranges)
-        numeric = self._tensor(request, wire.NUMERIC)
-        categorical = self._tensor(request, wire.CATEGORICAL)
-        return Job(replies, index, int(numeric.shape[0]), numeric=numeric, categorical=categorical)
+            job = Job(replies, index, int((ranges[:, 1] - ranges[:, 0]).sum()), ranges=ranges)
+        else:
+            numeric = self._tensor(request, wire.NUMERIC)
+            categorical = self._tensor(request, wire.CATEGORICAL)
+            job = Job(replies, index, int(numeric.shape[0]), numeric=numeric, categorical=categorical)
+        job.request_id = request.request_id() if self.trace.enabled else ""
+        return job
 
     def _check_ranges(self, ranges: np.ndarray) -> None:
         rows = len(self.split) if self.split is not None else 0
@@ -202,6 +211,8 @@ class ServedModel:
             future.add_done_callback(lambda f, b=batch: self._finished(b, f))
 
     def _launch(self, batch: list[Piece]) -> "Future[np.ndarray]":
+        for piece in batch:
+            self.trace.mark(piece.job.request_id, "launch", first=True)
         if self.inputs == "ranges":
             ranges = np.concatenate([piece.ranges for piece in batch])  # type: ignore[misc]
             return self.engine.predict_ranges_async(ranges[:, 0], ranges[:, 1])
@@ -231,6 +242,7 @@ class ServedModel:
                 complete = job.pending == 0
             lo += piece.pairs
             if complete:
+                self.trace.mark(job.request_id, "engine_done")
                 merged = None if job.error else np.concatenate(job.parts)  # type: ignore[arg-type]
                 self._answer(job, merged, job.error)
 
@@ -243,6 +255,7 @@ class ServedModel:
         shaped = values.reshape(1, -1) if self.inputs == "ranges" else values.reshape(-1, 1)
         tensor = self.pb.Tensor.from_dlpack(wire.PREDICTIONS, torch.from_numpy(shaped))
         job.replies.put(job.index, self.pb.InferenceResponse(output_tensors=[tensor]))
+        self.trace.finish(job.request_id, "answered")
 
     def _error(self, message: str) -> Any:
         return self.pb.InferenceResponse(output_tensors=[], error=self.pb.TritonError(message))
@@ -251,4 +264,5 @@ class ServedModel:
         if self.rows_pool is not None:
             self.rows_pool.shutdown(wait=True)
         self.engine.close()
+        self.trace.close()
         self.quiet.__exit__()

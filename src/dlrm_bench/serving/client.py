@@ -12,6 +12,7 @@ ends normally and then fails with it).
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 import threading
@@ -26,8 +27,9 @@ from dlrm_bench.criteo.dataset import DatasetMeta, Split
 from dlrm_bench.engines.base import Engine, chunk_ranges, contiguous_span, join_futures, ranges_to_rows
 from dlrm_bench.errors import UserError
 from dlrm_bench.serving import protocol as wire
-from dlrm_bench.serving.repository import ServingSpec, spec_from_settings, write_repository
+from dlrm_bench.serving.repository import ServingSpec, spec_from_settings, trace_dir, write_repository
 from dlrm_bench.serving.server import ServerOptions, TritonServer, describe_exit
+from dlrm_bench.serving.trace import RequestTrace
 
 DEATH_GRACE_S = 2.0
 """After a lost connection, how long to wait for the server process to be seen exiting before blaming gRPC."""
@@ -83,6 +85,9 @@ class TritonEngine(Engine):
         self._closing = threading.Event()
         self._watchdog: threading.Thread | None = None
         self.timeout_s = float(self.settings.get("triton_request_timeout_s", 600.0))
+        self.trace_dir = trace_dir(self.workdir) if self.settings.get("triton_trace") else None
+        self.trace = RequestTrace(self.trace_dir / "client.jsonl" if self.trace_dir else None)
+        self._request_ids = itertools.count()
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -131,6 +136,7 @@ class TritonEngine(Engine):
             self.server.stop()
         if self._watchdog is not None:
             self._watchdog.join(timeout=5)
+        self.trace.close()
 
     def describe(self) -> dict[str, Any]:
         server = self.server
@@ -199,8 +205,10 @@ class TritonEngine(Engine):
         import tritonclient.grpc as grpcclient
 
         future: Future[np.ndarray] = Future()
+        request_id = str(next(self._request_ids))
 
         def callback(result: Any, error: Exception | None) -> None:
+            self.trace.finish(request_id, "received")
             if error is not None:
                 future.set_exception(self._explain(error))
                 return
@@ -218,7 +226,8 @@ class TritonEngine(Engine):
             future.set_exception(RuntimeError("Triton engine: load() a split before predicting"))
             return future
         try:
-            self.client.async_infer(wire.MODEL_NAME, inputs, callback,
+            self.trace.mark(request_id, "sent")
+            self.client.async_infer(wire.MODEL_NAME, inputs, callback, request_id=request_id,
                                     outputs=[grpcclient.InferRequestedOutput(wire.PREDICTIONS)],
                                     client_timeout=self.timeout_s)
         except Exception as exc:

@@ -13,6 +13,8 @@ Settings read from the scenario config (all optional):
   triton_max_queue_delay_us how long Triton's batcher waits for more requests (default 0: the client batches)
   triton_max_requests       ranges: requests one execute() may take (Triton's max_batch_size; default 64)
   inflight_batches          engine batches a model instance keeps in flight (default 2)
+  triton_trace              true: client and model write per-request timestamps under <workdir>/trace
+                            (serving/trace.py; benchmarks/bench_triton.py --trace summarizes them)
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class ServingSpec:
     max_requests: int = 64
     inflight: int = 2
     info_dir: str = ""
+    trace_dir: str = ""
     sys_path: list[str] = field(default_factory=stub_sys_path)
 
     def check(self) -> None:
@@ -61,6 +64,11 @@ class ServingSpec:
         for name in ("max_batch_pairs", "instances", "max_requests", "inflight"):
             if int(getattr(self, name)) < 1:
                 raise UserError(f"Triton serving: {name} must be at least 1, got {getattr(self, name)}")
+
+
+def trace_dir(workdir: Path) -> Path:
+    """Where a served run's request timestamps go (setting triton_trace)."""
+    return Path(workdir) / "trace"
 
 
 def instance_kind(engine: str, settings: dict[str, Any]) -> str:
@@ -83,7 +91,8 @@ def spec_from_settings(engine: str, model_path: Path, dataset_dir: Path, split_d
         instances=int(settings.get("triton_instances", 1)), kind=instance_kind(engine, settings),
         max_queue_delay_us=int(settings.get("triton_max_queue_delay_us", 0)),
         max_requests=int(settings.get("triton_max_requests", 64)),
-        inflight=int(settings.get("inflight_batches", 2)), info_dir=str(Path(info_dir).resolve()))
+        inflight=int(settings.get("inflight_batches", 2)), info_dir=str(Path(info_dir).resolve()),
+        trace_dir=str(trace_dir(Path(info_dir).parent).resolve()) if settings.get("triton_trace") else "")
     spec.check()
     return spec
 
