@@ -14,7 +14,7 @@
 # Wheels missing on the machine (mlcommons-loadgen) are taken from .whl/ if present.
 set -uo pipefail
 source "$(dirname "$0")/device_env.sh"
-STEPS="${STEPS:-preset,offline,server}"
+STEPS="${STEPS-preset,offline,server}"  # unset: these; empty: none (e.g. only SERVER_QPS_SWEEP)
 MIN_DURATION="${MIN_DURATION:-60}"
 has() { [[ ",$STEPS," == *",$1,"* ]]; }
 dlrm() { python3 -m dlrm_bench.cli "$@"; }
