@@ -27,6 +27,7 @@ from dlrm_bench.criteo.dataset import DatasetMeta, Split
 from dlrm_bench.engines.base import Engine, chunk_ranges, contiguous_span, join_futures, ranges_to_rows
 from dlrm_bench.errors import UserError
 from dlrm_bench.serving import protocol as wire
+from dlrm_bench.serving.output_regions import OutputRegions, Region
 from dlrm_bench.serving.repository import ServingSpec, spec_from_settings, trace_dir, write_repository
 from dlrm_bench.serving.server import ServerOptions, TritonServer, describe_exit
 from dlrm_bench.serving.trace import RequestTrace
@@ -88,6 +89,7 @@ class TritonEngine(Engine):
         self.trace_dir = trace_dir(self.workdir) if self.settings.get("triton_trace") else None
         self.trace = RequestTrace(self.trace_dir / "client.jsonl" if self.trace_dir else None)
         self._request_ids = itertools.count()
+        self.regions: OutputRegions | None = None
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -107,6 +109,9 @@ class TritonEngine(Engine):
               f"{self.spec.kind.upper()} instance(s)); log {self.workdir / 'server.log'}", flush=True)
         self.server = start_server(self.spec, self.workdir, self.options)
         self.client = grpcclient.InferenceServerClient(self.server.grpc_url)
+        if self.settings.get("triton_output_shm", True):
+            count = int(self.settings.get("inflight_batches", 2)) + 2
+            self.regions = OutputRegions(self.client, count, 4 * self.spec.max_batch_pairs)
         self.instances = read_instance_info(Path(self.spec.info_dir))
         print(f"triton: model '{wire.MODEL_NAME}' ready on gRPC {self.server.grpc_url} "
               f"(pid {self.server.pid})", flush=True)
@@ -126,6 +131,9 @@ class TritonEngine(Engine):
 
     def close(self) -> None:
         self._closing.set()
+        if self.regions is not None:
+            self.regions.close()
+            self.regions = None
         if self.client is not None:
             try:
                 self.client.close()
@@ -207,32 +215,51 @@ class TritonEngine(Engine):
         future: Future[np.ndarray] = Future()
         request_id = str(next(self._request_ids))
 
+        region = self.regions.take(4 * pairs) if self.regions is not None and pairs else None
+        output = grpcclient.InferRequestedOutput(wire.PREDICTIONS)
+        if region is not None:
+            output.set_shared_memory(region.name, 4 * pairs)
+
         def callback(result: Any, error: Exception | None) -> None:
             self.trace.finish(request_id, "received")
             if error is not None:
+                self._give_back(region)
                 future.set_exception(self._explain(error))
                 return
-            values = result.as_numpy(wire.PREDICTIONS)
+            values = self._predictions(result, region, pairs)
             if values is None or values.size != pairs:
                 got = "no" if values is None else values.size
                 future.set_exception(UserError(f"Triton returned {got} predictions for {pairs} pairs"))
                 return
             future.set_result(np.ascontiguousarray(values.reshape(-1), dtype=np.float32))
 
-        if self.failure:
-            future.set_exception(UserError(self.failure))
-            return future
-        if self.client is None:
-            future.set_exception(RuntimeError("Triton engine: load() a split before predicting"))
+        if self.failure or self.client is None:
+            self._give_back(region)
+            future.set_exception(UserError(self.failure) if self.failure else
+                                 RuntimeError("Triton engine: load() a split before predicting"))
             return future
         try:
             self.trace.mark(request_id, "sent")
-            self.client.async_infer(wire.MODEL_NAME, inputs, callback, request_id=request_id,
-                                    outputs=[grpcclient.InferRequestedOutput(wire.PREDICTIONS)],
+            self.client.async_infer(wire.MODEL_NAME, inputs, callback, request_id=request_id, outputs=[output],
                                     client_timeout=self.timeout_s)
         except Exception as exc:
+            self._give_back(region)
             future.set_exception(self._explain(exc))
         return future
+
+    def _predictions(self, result: Any, region: Region | None, pairs: int) -> np.ndarray | None:
+        """The response's predictions: read from the shared-memory region the server wrote (then freed for the
+        next request), or from the message."""
+        if region is None:
+            return result.as_numpy(wire.PREDICTIONS)
+        try:
+            return region.read(pairs) if result.get_output(wire.PREDICTIONS) is not None else None
+        finally:
+            self._give_back(region)
+
+    def _give_back(self, region: Region | None) -> None:
+        if region is not None and self.regions is not None:
+            self.regions.give_back(region)
 
     def predict_ranges_async(self, starts: np.ndarray, ends: np.ndarray) -> "Future[np.ndarray]":
         """One request per at most `batch_size` pairs (the SUTs already cut batches that size)."""

@@ -13,6 +13,7 @@ Settings read from the scenario config (all optional):
   triton_max_queue_delay_us how long Triton's batcher waits for more requests (default 0: the client batches)
   triton_max_requests       ranges: requests one execute() may take (Triton's max_batch_size; default 64)
   inflight_batches          engine batches a model instance keeps in flight (default 2)
+  triton_output_shm         true (default): predictions come back through shared memory (serving/output_regions.py)
   triton_trace              true: client and model write per-request timestamps under <workdir>/trace
                             (serving/trace.py; benchmarks/bench_triton.py --trace summarizes them)
 """
