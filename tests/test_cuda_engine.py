@@ -90,3 +90,31 @@ def test_loadgen_accuracy_run_on_cuda(workspace, monkeypatch) -> None:
     assert len(results) == 4
     acc = [r for r in results if r["test_mode"] == "AccuracyOnly"]
     assert all(r["auc_ratio"] > 0.99 for r in acc), [r["auc_ratio"] for r in acc]
+
+
+def test_cuda_graph_replays_match_kernel_launches(workspace, monkeypatch) -> None:
+    """cuda_graphs: full batches with row indirection replay each bundle's recorded graph; the predictions are
+    those of launching the kernels one by one, and a new split drops the graphs (they hold its addresses)."""
+    monkeypatch.setenv("MLPERF_SCRATCH_PATH", str(workspace["root"]))
+    meta = load_meta(workspace["data"])
+    split = open_split(workspace["data"] / "test")
+    rng = np.random.default_rng(3)
+    starts = np.sort(rng.choice(len(split) - 8, 600, replace=False))
+    ends = starts + rng.integers(1, 8, starts.size)
+    ends = np.minimum(ends, np.append(starts[1:], len(split)))  # non-overlapping, non-contiguous samples
+    results = {}
+    for graphs in (False, True):
+        engine = create_engine("cuda", workspace["model"], meta,
+                               {"gpu_batch_size": 1024, "gpu_num_bundles": 2, "cuda_graphs": graphs,
+                                "cuda_graph_min_fill": 0.5})
+        engine.load(split)
+        engine.warmup()
+        results[graphs] = engine.predict_ranges(starts, ends)
+        if graphs:
+            assert engine.graph_batches > 0
+            engine.load(split)  # a new binding: graphs dropped, recorded again by warmup
+            assert not engine.graphs_ready
+            engine.warmup()
+            np.testing.assert_array_equal(engine.predict_ranges(starts, ends), results[True])
+        engine.close()
+    np.testing.assert_array_equal(results[True], results[False])

@@ -6,7 +6,11 @@ memory. `gpu_num_bundles` bundles (buffers + a CUDA stream each) let batch i+1's
 batch i's; `complete_threads` threads wait for each bundle's event and hand the results back.
 
 Settings (config.json): gpu_batch_size, gpu_num_bundles, complete_threads, start_from_device (the test set's
-int8 inputs live on the GPU; otherwise each batch is staged through pinned host memory), device_index.
+int8 inputs live on the GPU; otherwise each batch is staged through pinned host memory), device_index,
+cuda_graphs (default false; with start_from_device: each bundle records its three stages and the copy back for a
+full batch once, at warmup, as a CUDA graph, and replays it for every batch with row indirection and at least
+`cuda_graph_min_fill` (default 0.98) x gpu_batch_size pairs; the pairs past the batch read stale, valid rows and
+their results are not returned. Smaller or contiguous batches launch the kernels one by one).
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ class Bundle:
         self.hidden = [torch.empty(max_pairs, w, dtype=torch.int8, device=device) for w in widths]
         self.probs = torch.empty(max_pairs, dtype=torch.float32, device=device)
         self.probs_host = torch.empty(max_pairs, dtype=torch.float32, pin_memory=True)
-        self.rows = torch.empty(max_pairs, dtype=torch.int64, device=device)
+        self.rows = torch.zeros(max_pairs, dtype=torch.int64, device=device)  # always valid row indices
         self.ranges = torch.empty(2, max_pairs, dtype=torch.int64, device=device)
         self.ranges_host = torch.empty(2, max_pairs, dtype=torch.int64, pin_memory=True)
         self.numeric_host = torch.empty(max_pairs, 13, dtype=torch.int8, pin_memory=True)
@@ -60,6 +64,7 @@ class Bundle:
         self.numeric = torch.empty(max_pairs, 13, dtype=torch.int8, device=device)
         self.categorical = torch.empty(max_pairs, cat_width, dtype=torch.int32, device=device)
         self.done = torch.cuda.Event()
+        self.graph: torch.cuda.CUDAGraph | None = None
 
 
 class CudaEngine(Engine):
@@ -105,6 +110,10 @@ class CudaEngine(Engine):
                                           thread_name_prefix="cuda-stage")
         self.bytes_to_device = 0
         self.lock = threading.Lock()
+        self.use_graphs = bool(settings.get("cuda_graphs", False)) and self.start_from_device
+        self.graph_min_pairs = int(float(settings.get("cuda_graph_min_fill", 0.98)) * self.max_pairs)
+        self.graph_batches = 0
+        self.graphs_ready = False
 
     @property
     def device(self) -> str:
@@ -114,6 +123,7 @@ class CudaEngine(Engine):
         """Bind the split; with start_from_device its int8 inputs go to the GPU (copied from `resident`, another
         GPU's copy, when given)."""
         super().load(split)
+        self._drop_graphs()
         if resident is not None and self.start_from_device:
             self.numeric_dev, self.categorical_dev = (t.to(self.dev) for t in resident)
             return
@@ -144,13 +154,52 @@ class CudaEngine(Engine):
 
     def _run(self, b: Bundle, numeric: torch.Tensor, categorical: torch.Tensor, rows: torch.Tensor | None,
              n: int) -> None:
-        """Enqueue the three stages for n pairs on the bundle's stream and the D2H copy of the result."""
+        """Enqueue the three stages for n pairs on the bundle's stream and the D2H copy of the result (a replay
+        of the bundle's CUDA graph when the batch qualifies)."""
         with torch.cuda.stream(b.stream):
-            self.bottom(numeric, rows, n, b.top_in)
-            self.interaction(categorical, rows, n, b.top_in)
-            self.top(b.top_in, b.hidden, b.probs, n)
-            b.probs_host[:n].copy_(b.probs[:n], non_blocking=True)
+            if b.graph is not None and rows is not None and n >= self.graph_min_pairs:
+                b.graph.replay()
+                self.graph_batches += 1
+            else:
+                self._stages(b, numeric, categorical, rows, n)
             b.done.record(b.stream)
+
+    def _stages(self, b: Bundle, numeric: torch.Tensor, categorical: torch.Tensor, rows: torch.Tensor | None,
+                n: int) -> None:
+        """The kernels and the copy back, on the current stream."""
+        self.bottom(numeric, rows, n, b.top_in)
+        self.interaction(categorical, rows, n, b.top_in)
+        self.top(b.top_in, b.hidden, b.probs, n)
+        b.probs_host[:n].copy_(b.probs[:n], non_blocking=True)
+
+    def _take_all_bundles(self) -> list[Bundle]:
+        """Every bundle, out of the queue (only while no batch is in flight); put them back after."""
+        return [self.bundles.get() for _ in range(self.bundles.qsize())]
+
+    def _drop_graphs(self) -> None:
+        """Forget the recorded graphs: they hold the addresses of the previous split's device inputs."""
+        bundles = self._take_all_bundles()
+        for b in bundles:
+            b.graph = None
+            self.bundles.put(b)
+        self.graphs_ready = False
+
+    def _capture_graphs(self) -> None:
+        """Record every bundle's full-batch pipeline (row indirection over the resident test set) as a CUDA
+        graph. The kernels must have been compiled already (warmup ran them)."""
+        bundles = self._take_all_bundles()
+        try:
+            with torch.cuda.device(self.dev):
+                torch.cuda.synchronize(self.dev)
+                for b in bundles:
+                    graph = torch.cuda.CUDAGraph()
+                    with torch.cuda.graph(graph, stream=b.stream, capture_error_mode="thread_local"):
+                        self._stages(b, self.numeric_dev, self.categorical_dev, b.rows, self.max_pairs)
+                    b.graph = graph
+                torch.cuda.synchronize(self.dev)
+        finally:
+            for b in bundles:
+                self.bundles.put(b)
 
     def _stage_inputs(self, b: Bundle, starts: np.ndarray, ends: np.ndarray,
                       n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -267,16 +316,21 @@ class CudaEngine(Engine):
         if n > 2:
             self.predict_ranges(np.array([1]), np.array([n]))
             self.predict_ranges(np.array([1, 0]), np.array([2, 1]))
+        if self.use_graphs and self.numeric_dev is not None and not self.graphs_ready:
+            self._capture_graphs()
+            self.graphs_ready = True
 
     def describe(self) -> dict[str, Any]:
         return {"engine": self.name, "device": self.device, "precision": "int8",
                 "gpu_batch_size": self.max_pairs, "start_from_device": self.start_from_device,
                 "embedding_weights_on_gpu_part": self.gpu_part,
                 "compress_categorical_inputs": self.packing is not None, "bytes_to_device": self.bytes_to_device,
-                "table_bytes_on_gpu": self.table_bytes_on_gpu}
+                "table_bytes_on_gpu": self.table_bytes_on_gpu, "cuda_graphs": self.use_graphs,
+                "graph_batches": self.graph_batches}
 
     def close(self) -> None:
         self.completer.shutdown(wait=True)
+        self._drop_graphs()
         self.staging.shutdown(wait=True)
         self.numeric_dev = self.categorical_dev = None
         self.tables = self.store = None  # type: ignore[assignment]
