@@ -47,3 +47,14 @@ def test_rows_jobs_are_cut_into_row_slices() -> None:
     assert [[(p.job.index, p.lo, p.hi) for p in b] for b in batches] == [
         [(0, 0, 4)], [(0, 4, 5)], [(1, 0, 4)], [(1, 4, 8)], [(1, 8, 9)], [(2, 0, 3)]]
     assert all(sum(p.pairs for p in b) <= 4 for b in batches)
+
+
+def test_model_inflight_defaults_to_the_clients_and_can_differ(tmp_path) -> None:
+    from dlrm_bench.serving.repository import spec_from_settings
+
+    def spec(settings: dict) -> int:
+        return spec_from_settings("cpu", tmp_path, tmp_path, tmp_path, settings, tmp_path / "info").inflight
+
+    assert spec({}) == 2
+    assert spec({"inflight_batches": 6}) == 6
+    assert spec({"inflight_batches": 6, "triton_model_inflight": 3}) == 3

@@ -12,7 +12,11 @@ Settings read from the scenario config (all optional):
                             "cpu" or "gpu"
   triton_max_queue_delay_us how long Triton's batcher waits for more requests (default 0: the client batches)
   triton_max_requests       ranges: requests one execute() may take (Triton's max_batch_size; default 64)
-  inflight_batches          engine batches a model instance keeps in flight (default 2)
+  inflight_batches          the client's requests in flight (the SUT's limit), and by default also the engine
+                            batches a model instance keeps in flight (default 2)
+  triton_model_inflight     engine batches a model instance keeps in flight, when it should differ from the
+                            client's requests in flight (more requests out than batches in the engine keep the
+                            engine fed while answers travel back)
   triton_output_shm         true (default): predictions come back through shared memory (serving/output_regions.py)
   triton_trace              true: client and model write per-request timestamps under <workdir>/trace
                             (serving/trace.py; benchmarks/bench_triton.py --trace summarizes them)
@@ -92,7 +96,8 @@ def spec_from_settings(engine: str, model_path: Path, dataset_dir: Path, split_d
         instances=int(settings.get("triton_instances", 1)), kind=instance_kind(engine, settings),
         max_queue_delay_us=int(settings.get("triton_max_queue_delay_us", 0)),
         max_requests=int(settings.get("triton_max_requests", 64)),
-        inflight=int(settings.get("inflight_batches", 2)), info_dir=str(Path(info_dir).resolve()),
+        inflight=int(settings.get("triton_model_inflight", settings.get("inflight_batches", 2))),
+        info_dir=str(Path(info_dir).resolve()),
         trace_dir=str(trace_dir(Path(info_dir).parent).resolve()) if settings.get("triton_trace") else "")
     spec.check()
     return spec
