@@ -9,7 +9,8 @@
 # accuracy: the synthetic-tiny model (generated, preprocessed and trained here when missing) through the cuda engine,
 #          AccuracyOnly with config_ver default and high_accuracy (the AUC ratio against the FP32 reference)
 # triton : benchmarks/triton_device_session.sh (needs build/carry from make_device_carry.sh): in-process vs Triton
-#          on criteo-tb-random, Offline + Server at TRITON_QPS (default 300000), with per-request phase times
+#          on criteo-tb-random, Offline + Server at TRITON_QPS (default 300000), with per-request phase times;
+#          TRITON_EXTRA adds bench_triton flags (e.g. "--set inflight_batches=6 --set triton_model_inflight=3")
 # offline, server : LoadGen PerformanceOnly runs of the cuda engine on criteo-tb-random (MIN_DURATION seconds),
 #          both in one `dlrm-bench run` (one engine load); RUN_ARGS adds flags (e.g. --server_target_qps N);
 #          SERVER_QPS_SWEEP="a b" adds one Server run per target. TESTS overrides the test files of `tests`.
@@ -46,7 +47,7 @@ if has triton; then
   STEP=bench BENCH_TIMEOUT="${TRITON_TIMEOUT:-420}" BENCH_ARGS="--engine cuda --dataset-dir \
 build/preprocessed_data/criteo/criteo-tb-random --model build/models/dlrm/criteo-tb-random \
 --variants in-process,triton-ranges --repeats 1 --offline-duration 15 --server-duration 25 \
---server-qps ${TRITON_QPS:-300000} --set triton_trace=true" bash "$(dirname "$0")/triton_device_session.sh" \
+--server-qps ${TRITON_QPS:-300000} --set triton_trace=true ${TRITON_EXTRA:-}" bash "$(dirname "$0")/triton_device_session.sh" \
     2>&1 | tail -40 | tee -a "$OUT/session.log"
 fi
 scenarios=""
