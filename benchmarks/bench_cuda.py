@@ -231,9 +231,8 @@ def torch_fp16_baseline(cards: list[int], device: torch.device, n: int, tables: 
 
 GEMM_TILES = [(128, 256, 128, 8, 3, 1), (128, 256, 128, 8, 4, 1)]
 """(block_m, block_n, block_k, num_warps, num_stages, programs_per_sm) of the TMA GEMM candidates."""
-GEMM_FLAGS = {"": {}, "store": {"tma_store": True}, "store+sub": {"tma_store": True, "subtile": True},
+GEMM_FLAGS = {"": {}, "store": {"tma_store": True},
               "ws": {"warp_specialize": True}, "ws+store": {"warp_specialize": True, "tma_store": True},
-              "ws+store+sub": {"warp_specialize": True, "tma_store": True, "subtile": True},
               "store+folded": {"tma_store": True, "epilogue": "folded"},
               "ws+store+folded": {"warp_specialize": True, "tma_store": True, "epilogue": "folded"},
               "store+raw": {"tma_store": True, "epilogue": "raw"},

@@ -75,7 +75,6 @@ def test_interaction_matches_emulation(model, batch: int, indirect: bool, iters:
 
 
 GEMM_VARIANTS = {"plain": {}, "tma": {"tma": True}, "tma_store": {"tma": True, "tma_store": True},
-                 "tma_store_subtile": {"tma": True, "tma_store": True, "subtile": True},
                  "warp_specialized": {"tma": True, "tma_store": True, "warp_specialize": True},
                  "not_flattened": {"tma": True, "flatten": False},
                  "folded_epilogue": {"tma": True, "tma_store": True, "epilogue": "folded"},

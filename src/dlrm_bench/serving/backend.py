@@ -161,8 +161,8 @@ class ServedModel:
         return np.array(np.from_dlpack(tensor))  # a copy: the request's memory goes once execute() returns
 
     def _parse(self, request: Any, replies: Replies, index: int) -> Job:
-        if self.trace.enabled:
-            self.trace.mark(request.request_id(), "execute")
+        request_id = request.request_id() if self.trace.enabled else ""
+        self.trace.mark(request_id, "execute")
         if self.inputs == "ranges":
             ranges = self._tensor(request, wire.ROW_RANGES).astype(np.int64, copy=False).reshape(-1, 2)
             self._check_ranges(ranges)
@@ -171,7 +171,7 @@ class ServedModel:
             numeric = self._tensor(request, wire.NUMERIC)
             categorical = self._tensor(request, wire.CATEGORICAL)
             job = Job(replies, index, int(numeric.shape[0]), numeric=numeric, categorical=categorical)
-        job.request_id = request.request_id() if self.trace.enabled else ""
+        job.request_id = request_id
         return job
 
     def _check_ranges(self, ranges: np.ndarray) -> None:
@@ -250,11 +250,11 @@ class ServedModel:
     def _answer(self, job: Job, predictions: np.ndarray | None, error: str) -> None:
         if predictions is None:
             job.replies.put(job.index, self._error(error or "engine returned no predictions"))
-            return
-        values = np.ascontiguousarray(predictions)
-        shaped = values.reshape(1, -1) if self.inputs == "ranges" else values.reshape(-1, 1)
-        tensor = self.pb.Tensor.from_dlpack(wire.PREDICTIONS, torch.from_numpy(shaped))
-        job.replies.put(job.index, self.pb.InferenceResponse(output_tensors=[tensor]))
+        else:
+            values = np.ascontiguousarray(predictions)
+            shaped = values.reshape(1, -1) if self.inputs == "ranges" else values.reshape(-1, 1)
+            tensor = self.pb.Tensor.from_dlpack(wire.PREDICTIONS, torch.from_numpy(shaped))
+            job.replies.put(job.index, self.pb.InferenceResponse(output_tensors=[tensor]))
         self.trace.finish(job.request_id, "answered")
 
     def _error(self, message: str) -> Any:

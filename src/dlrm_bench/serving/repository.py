@@ -19,7 +19,7 @@ Settings read from the scenario config (all optional):
                             engine fed while answers travel back)
   triton_output_shm         true (default): predictions come back through shared memory (serving/output_regions.py)
   triton_trace              true: client and model write per-request timestamps under <workdir>/trace
-                            (serving/trace.py; benchmarks/bench_triton.py --trace summarizes them)
+                            (serving/trace.py; bench_triton.py --set triton_trace=true summarizes them)
 """
 
 from __future__ import annotations

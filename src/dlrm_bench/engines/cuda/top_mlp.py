@@ -95,14 +95,13 @@ def _linear_int8_tma_kernel(a_desc, b_desc, c_desc, c_ptr, M, N: tl.constexpr, K
                             wscale_ptr, bias_ptr, act_ptr, final_w_ptr, final_b,
                             FINAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                             BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, NUM_SMS: tl.constexpr,
-                            TMA_STORE: tl.constexpr, SUBTILE: tl.constexpr, WARP_SPECIALIZE: tl.constexpr,
+                            TMA_STORE: tl.constexpr, WARP_SPECIALIZE: tl.constexpr,
                             FLATTEN: tl.constexpr, EPILOGUE: tl.constexpr):
     """The same layer as _linear_int8_kernel, persistent (one program per SM walks the tiles) with operands
     fetched by the Hopper bulk tensor copy engine (TMA descriptors: a [M, K] blocks [BLOCK_M, BLOCK_K], b [N, K]
     blocks [BLOCK_N, BLOCK_K]; rows past M read as zeros).
-    TMA_STORE (not FINAL): the int8 tile leaves through c_desc (c [M, N], blocks [BLOCK_M, BLOCK_N] or, with
-    SUBTILE, two [BLOCK_M, BLOCK_N / 2] halves requantized and stored one after the other); rows past M are
-    clipped by the copy engine. WARP_SPECIALIZE: Triton splits loads and MMA/epilogue into warp groups."""
+    TMA_STORE (not FINAL): the int8 tile leaves through c_desc (c [M, N], blocks [BLOCK_M, BLOCK_N]); rows past
+    M are clipped by the copy engine. WARP_SPECIALIZE: Triton splits loads and MMA/epilogue into warp groups."""
     start = tl.program_id(0)
     num_m = (M + BLOCK_M - 1) // BLOCK_M
     num_n = N // BLOCK_N
@@ -121,16 +120,8 @@ def _linear_int8_tma_kernel(a_desc, b_desc, c_desc, c_ptr, M, N: tl.constexpr, K
             b = b_desc.load([off_n, kk])
             acc = tl.dot(a, b.T, acc, out_dtype=tl.int32)
         if TMA_STORE:
-            if SUBTILE:
-                halves = tl.permute(tl.reshape(acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1))
-                acc0, acc1 = tl.split(halves)
-                n0 = off_n + tl.arange(0, BLOCK_N // 2)
-                c_desc.store([off_m, off_n], _requantized_tile(acc0, n0, wscale_ptr, bias_ptr, act_ptr, EPILOGUE))
-                c_desc.store([off_m, off_n + BLOCK_N // 2],
-                             _requantized_tile(acc1, n0 + BLOCK_N // 2, wscale_ptr, bias_ptr, act_ptr, EPILOGUE))
-            else:
-                n = off_n + tl.arange(0, BLOCK_N)
-                c_desc.store([off_m, off_n], _requantized_tile(acc, n, wscale_ptr, bias_ptr, act_ptr, EPILOGUE))
+            n = off_n + tl.arange(0, BLOCK_N)
+            c_desc.store([off_m, off_n], _requantized_tile(acc, n, wscale_ptr, bias_ptr, act_ptr, EPILOGUE))
         else:
             _epilogue(acc, off_m + tl.arange(0, BLOCK_M), off_n + tl.arange(0, BLOCK_N), M, c_ptr, stride_cm,
                       wscale_ptr, bias_ptr, act_ptr, final_w_ptr, final_b, FINAL)
@@ -139,9 +130,9 @@ def _linear_int8_tma_kernel(a_desc, b_desc, c_desc, c_ptr, M, N: tl.constexpr, K
 @dataclass
 class GemmConfig:
     """One layer's kernel. block_*: tile; group_m: M tiles walked per N column (L2 reuse); tma: the persistent TMA
-    kernel (else one program per tile with pointer loads); tma_store: int8 tiles leave through a TMA descriptor
-    (subtile: as two halves); warp_specialize / flatten: Triton's loop options; epilogue: EPILOGUES key (TMA
-    store only); programs_per_sm: persistent programs per SM (2 needs tiles whose buffers fit twice)."""
+    kernel (else one program per tile with pointer loads); tma_store: int8 tiles leave through a TMA descriptor;
+    warp_specialize / flatten: Triton's loop options; epilogue: EPILOGUES key (TMA store only);
+    programs_per_sm: persistent programs per SM (2 needs tiles whose buffers fit twice)."""
 
     block_m: int
     block_n: int
@@ -151,7 +142,6 @@ class GemmConfig:
     num_stages: int = 3
     tma: bool = False
     tma_store: bool = False
-    subtile: bool = False
     warp_specialize: bool = False
     flatten: bool = True
     epilogue: str = "exact"
@@ -215,8 +205,7 @@ class TopMLP:
         tma_store = cfg.tma_store and not final
         c_desc = a_desc
         if tma_store:
-            c_block = [cfg.block_m, cfg.block_n // 2 if cfg.subtile else cfg.block_n]
-            c_desc = TensorDescriptor(out, [num_pairs, n], [out.stride(0), 1], c_block)
+            c_desc = TensorDescriptor(out, [num_pairs, n], [out.stride(0), 1], [cfg.block_m, cfg.block_n])
         tiles = triton.cdiv(num_pairs, cfg.block_m) * (n // cfg.block_n)
         programs = self.num_sms * cfg.programs_per_sm  # a constant stride: no recompiles for small batches
         grid = (min(programs, tiles),)
@@ -226,7 +215,7 @@ class TopMLP:
             a_desc, b_desc, c_desc, out, num_pairs, n, k, out.stride(0) if not final else 1,
             scale, offset, self.a[i] if not final else self.s[i], self.final_w, self.final_b,
             FINAL=final, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m,
-            NUM_SMS=programs, TMA_STORE=tma_store, SUBTILE=cfg.subtile and tma_store,
+            NUM_SMS=programs, TMA_STORE=tma_store,
             WARP_SPECIALIZE=cfg.warp_specialize, FLATTEN=cfg.flatten, EPILOGUE=epilogue,
             num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
