@@ -179,18 +179,66 @@ def summarize(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, dic
     return out
 
 
+def parse_targets(text: str | None) -> list[float]:
+    """'350000,420000' -> [350000.0, 420000.0]; None or '' -> []."""
+    return [float(t) for t in (text or "").split(",") if t.strip()]
+
+
+def test_plan(scenarios: list[str], offline_qps: float, server_targets: list[float]) -> list[tuple[str, str, float]]:
+    """(label, scenario, target samples/s) of each test in a repeat: Offline once, Server once per target
+    (labelled 'Server <target>' when there are several)."""
+    plan = []
+    for scenario in scenarios:
+        if scenario == "Offline":
+            plan.append(("Offline", "Offline", offline_qps))
+            continue
+        for target in server_targets:
+            label = "Server" if len(server_targets) == 1 else f"Server {target:.0f}"
+            plan.append((label, "Server", target))
+    return plan
+
+
+def server_capacity(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, dict[str, Any]]:
+    """Per variant: the highest Server target whose runs were all VALID (MLPerf's Server result is the highest
+    target that holds the latency bound), and its ratio to in-process's."""
+    best: dict[str, float | None] = {}
+    for label, by_variant in runs.items():
+        if not label.startswith("Server"):
+            continue
+        for variant, results in by_variant.items():
+            best.setdefault(variant, None)
+            if results and all(r["result_valid"] for r in results):
+                target = float(results[0]["target_qps"])
+                best[variant] = max(best[variant] or 0.0, target)
+    base = best.get("in-process")
+    return {variant: {"highest_valid_target_qps": value,
+                      "ratio": (value / base) if value is not None and base else None}
+            for variant, value in best.items()}
+
+
+def print_capacity(capacity: dict[str, dict[str, Any]]) -> None:
+    if not capacity:
+        return
+    print(f"\n{'Server capacity':<24}{'highest VALID target':>22}{'x in-process':>14}")
+    for variant, row in capacity.items():
+        value = row["highest_valid_target_qps"]
+        ratio = f"{row['ratio']:>14.3f}" if row["ratio"] is not None else f"{'-':>14}"
+        shown = f"{value:>22,.0f}" if value is not None else f"{'none VALID':>22}"
+        print(f"{'  ' + variant:<24}{shown}{ratio}")
+
+
 def _ratio(row: dict[str, Any], key: str) -> str:
     return f"{row[key]:>9.3f}" if key in row else f"{'-':>9}"
 
 
 def print_table(summary: dict[str, dict[str, dict[str, Any]]]) -> None:
     """Medians; x = ratio to in-process (of the medians, and the median of the per-repeat ratios)."""
-    print(f"\n{'scenario':<9}{'variant':<15}{'samples/s':>11}{'pairs/s':>11}{'p99 ms':>10}{'x thru':>9}"
+    print(f"\n{'scenario':<15}{'variant':<15}{'samples/s':>11}{'pairs/s':>11}{'p99 ms':>10}{'x thru':>9}"
           f"{'x thru/r':>9}{'x p99':>9}{'x p99/r':>9}  valid")
     for scenario, rows in summary.items():
         for variant, row in rows.items():
             p99 = f"{row['latency_p99_ms']:>10.1f}" if row["latency_p99_ms"] is not None else f"{'-':>10}"
-            print(f"{scenario:<9}{variant:<15}{row['samples_per_second']:>11,.1f}{row['pairs_per_second']:>11,.0f}"
+            print(f"{scenario:<15}{variant:<15}{row['samples_per_second']:>11,.1f}{row['pairs_per_second']:>11,.0f}"
                   f"{p99}{_ratio(row, 'throughput_ratio')}{_ratio(row, 'throughput_ratio_paired')}"
                   f"{_ratio(row, 'p99_ratio')}{_ratio(row, 'p99_ratio_paired')}  {row['valid']}")
 
@@ -206,7 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--offline-duration", type=float, default=20.0, help="LoadGen min_duration, seconds")
     p.add_argument("--server-duration", type=float, default=30.0)
-    p.add_argument("--server-qps", type=float, default=None, help="default: --server-load x measured samples/s")
+    p.add_argument("--server-qps", default=None,
+                   help="Server target samples/s, or a comma list (a sweep: each variant at each target, and the "
+                        "highest VALID target per variant); default: --server-load x measured samples/s")
     p.add_argument("--server-load", type=float, default=0.4,
                    help="Server target as a fraction of the probed throughput (headroom for noisy neighbours)")
     p.add_argument("--burn", type=int, default=0,
@@ -228,35 +278,41 @@ def main(argv: list[str] | None = None) -> int:
                 for s in scenarios}
     mean_pairs = float(ctx.offsets[-1]) / (len(ctx.offsets) - 1)
     engines = build_engines(variants, args.engine, ctx, settings[scenarios[0]], work / "servers")
-    runs: dict[str, dict[str, list[dict[str, Any]]]] = {s: {v: [] for v in variants} for s in scenarios}
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    server_targets: list[float] = []
     burners: list[subprocess.Popen] = []
     try:
         probe = engines.get("in-process") or next(iter(engines.values()))
         rate = engine_rate(probe, min(len(ctx.split), 65536), mean_pairs)
-        qps = {"Offline": rate, "Server": args.server_qps or args.server_load * rate}
-        print(f"engine {args.engine}: ~{rate:.1f} samples/s in a direct probe; Server target {qps['Server']:.1f} "
-              f"samples/s", flush=True)
+        server_targets = parse_targets(args.server_qps) or [args.server_load * rate]
+        tests = test_plan(scenarios, rate, server_targets)
+        runs = {label: {v: [] for v in variants} for label, _, _ in tests}
+        print(f"engine {args.engine}: ~{rate:.1f} samples/s in a direct probe; Server target(s) "
+              f"{', '.join(f'{q:.1f}' for q in server_targets)} samples/s", flush=True)
         burners = start_burners(args.burn)
         for repeat in range(args.repeats):
-            for scenario in scenarios:
+            for label, scenario, target in tests:
                 duration = args.offline_duration if scenario == "Offline" else args.server_duration
                 for variant in rotated(variants, repeat):
-                    out = work / f"r{repeat}" / scenario / variant
-                    result = one_test(ctx, engines[variant], scenario, settings[scenario], duration,
-                                      qps[scenario], out)
-                    runs[scenario][variant].append(result)
-                    print(f"repeat {repeat} {scenario:<8}{variant:<15}{result['samples_per_second']:>9.1f} samples/s"
-                          f"  p99 {result['latency_p99_ms'] or 0:>8.1f} ms", flush=True)
+                    out = work / f"r{repeat}" / label.replace(" ", "_") / variant
+                    result = one_test(ctx, engines[variant], scenario, settings[scenario], duration, target, out)
+                    result["target_qps"] = target
+                    runs[label][variant].append(result)
+                    print(f"repeat {repeat} {label:<15}{variant:<15}{result['samples_per_second']:>11.1f} samples/s"
+                          f"  p99 {result['latency_p99_ms'] or 0:>8.1f} ms  valid {result['result_valid']}",
+                          flush=True)
     finally:
         stop_burners(burners)
         for engine in engines.values():
             engine.close()
+    capacity = server_capacity(runs) if len(server_targets) > 1 else {}
     costs = wire_costs(engines, ctx, [min(len(ctx.split), n) for n in (4096, 16384, 262144)])
     summary = summarize(runs)
     print(f"\ndataset {data} ({what}), model {model}, engine {args.engine}, {len(ctx.split):,} pairs, "
-          f"{mean_pairs:.0f} pairs/sample; repeats {args.repeats}; Server target {qps['Server']:.1f} samples/s; "
+          f"{mean_pairs:.0f} pairs/sample; repeats {args.repeats}; Server target(s) {server_targets} samples/s; "
           f"{args.burn} busy neighbour(s)")
     print_table(summary)
+    print_capacity(capacity)
     print(f"\n{'request':<15}{'pairs':>9}{'samples':>9}{'bytes':>13}{'build ms':>10}")
     for c in costs:
         print(f"{c['variant']:<15}{c['pairs']:>9,}{c['samples']:>9,}{c['bytes']:>13,}{c['build_ms']:>10.2f}")
@@ -264,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
               "machine": platform.processor() or platform.machine(), "cores_visible": os.cpu_count(),
               "loadavg_at_end": os.getloadavg(), "repeats": args.repeats, "pairs_per_sample": mean_pairs,
               "offline_duration_s": args.offline_duration, "server_duration_s": args.server_duration,
-              "server_target_qps": qps["Server"], "probe_samples_per_second": rate, "settings": settings,
+              "server_target_qps": server_targets, "server_capacity": capacity, "probe_samples_per_second": rate, "settings": settings,
               "burners": args.burn,
               "engines": {v: e.describe() for v, e in engines.items()}, "runs": runs, "summary": summary,
               "request_costs": costs,

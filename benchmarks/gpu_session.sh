@@ -9,7 +9,8 @@
 # accuracy: the synthetic-tiny model (generated, preprocessed and trained here when missing) through the cuda engine,
 #          AccuracyOnly with config_ver default and high_accuracy (the AUC ratio against the FP32 reference)
 # triton : benchmarks/triton_device_session.sh (needs build/carry from make_device_carry.sh): in-process vs Triton
-#          on criteo-tb-random, Offline + Server at TRITON_QPS (default 300000), with per-request phase times;
+#          on criteo-tb-random, Offline + Server at TRITON_QPS (default 300000; a comma list sweeps), with
+#          per-request phase times;
 #          TRITON_EXTRA adds bench_triton flags (e.g. "--set inflight_batches=6 --set triton_model_inflight=3")
 # offline, server : LoadGen PerformanceOnly runs of the cuda engine on criteo-tb-random (MIN_DURATION seconds),
 #          both in one `dlrm-bench run` (one engine load); RUN_ARGS adds flags (e.g. --server_target_qps N);

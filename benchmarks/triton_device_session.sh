@@ -2,7 +2,8 @@
 # Device-machine session for the Triton serving path. Build the carry first (here): bash benchmarks/make_device_carry.sh
 # then, on the device machine (carry [".whl", "build/carry"]):
 #   STEP=bench BENCH_ARGS="--engine cuda --dataset-dir ... --model ... --variants in-process,triton-ranges" \
-#     bash benchmarks/triton_device_session.sh        (STEP=tests: the Triton tests; BENCH_TIMEOUT: seconds)
+#     bash benchmarks/triton_device_session.sh        (STEP=tests: the Triton tests; BENCH_TIMEOUT: seconds;
+#     BENCH_NAME: the JSON file name under $OUT, default bench_triton)
 set -u
 export PYTHONUNBUFFERED=1
 python3 --version; nproc; nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
@@ -15,7 +16,7 @@ python3 -c "import sysconfig; print('LIBDIR', sysconfig.get_config_var('LIBDIR')
 python3 -c "import tritonclient.grpc, sklearn, matplotlib; from dlrm_bench.serving.install import find_triton; print(find_triton())" || exit 1
 STEP="${STEP:-bench}"
 if [ "$STEP" = bench ]; then
-  timeout ${BENCH_TIMEOUT:-520} python3 benchmarks/bench_triton.py ${BENCH_ARGS:-} --out "$OUT/bench_triton.json" 2>&1 | grep -v "it/s\]" | tail -40
+  timeout ${BENCH_TIMEOUT:-520} python3 benchmarks/bench_triton.py ${BENCH_ARGS:-} --out "$OUT/${BENCH_NAME:-bench_triton}.json" 2>&1 | grep -v "it/s\]" | tail -40
   cp -r build/bench/triton_logs "$OUT/" 2>/dev/null; true
 fi
 if [ "$STEP" = tests ]; then
