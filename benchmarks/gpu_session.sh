@@ -49,7 +49,7 @@ if has triton; then
 build/preprocessed_data/criteo/criteo-tb-random --model build/models/dlrm/criteo-tb-random \
 --variants in-process,triton-ranges --repeats 1 --offline-duration 15 --server-duration 25 \
 --server-qps ${TRITON_QPS:-300000} --set triton_trace=true ${TRITON_EXTRA:-}" bash "$(dirname "$0")/triton_device_session.sh" \
-    2>&1 | tail -40 | tee -a "$OUT/session.log"
+    2>&1 | tee "$OUT/triton.log" | tail -40 | tee -a "$OUT/session.log"
 fi
 scenarios=""
 has offline && scenarios="Offline"

@@ -16,7 +16,7 @@ python3 -c "import sysconfig; print('LIBDIR', sysconfig.get_config_var('LIBDIR')
 python3 -c "import tritonclient.grpc, sklearn, matplotlib; from dlrm_bench.serving.install import find_triton; print(find_triton())" || exit 1
 STEP="${STEP:-bench}"
 if [ "$STEP" = bench ]; then
-  timeout ${BENCH_TIMEOUT:-520} python3 benchmarks/bench_triton.py ${BENCH_ARGS:-} --out "$OUT/${BENCH_NAME:-bench_triton}.json" 2>&1 | grep -v "it/s\]" | tail -40
+  timeout ${BENCH_TIMEOUT:-520} python3 benchmarks/bench_triton.py ${BENCH_ARGS:-} --out "$OUT/${BENCH_NAME:-bench_triton}.json" 2>&1 | grep -v "it/s\]" | tail -70
   cp -r build/bench/triton_logs "$OUT/" 2>/dev/null; true
 fi
 if [ "$STEP" = tests ]; then
