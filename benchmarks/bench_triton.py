@@ -257,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--server-qps", default=None,
                    help="Server target samples/s, or a comma list (a sweep: each variant at each target, and the "
                         "highest VALID target per variant); default: --server-load x measured samples/s")
+    p.add_argument("--offline-qps", type=float, default=None,
+                   help="Offline expected samples/s (LoadGen sizes the query from it); default: the system "
+                        "config's offline_expected_qps, else the probe")
     p.add_argument("--server-load", type=float, default=0.4,
                    help="Server target as a fraction of the probed throughput (headroom for noisy neighbours)")
     p.add_argument("--burn", type=int, default=0,
@@ -285,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
         probe = engines.get("in-process") or next(iter(engines.values()))
         rate = engine_rate(probe, min(len(ctx.split), 65536), mean_pairs)
         server_targets = parse_targets(args.server_qps) or [args.server_load * rate]
-        tests = test_plan(scenarios, rate, server_targets)
+        offline_qps = args.offline_qps or float(settings.get("Offline", {}).get("offline_expected_qps") or rate)
+        tests = test_plan(scenarios, offline_qps, server_targets)
         runs = {label: {v: [] for v in variants} for label, _, _ in tests}
         print(f"engine {args.engine}: ~{rate:.1f} samples/s in a direct probe; Server target(s) "
               f"{', '.join(f'{q:.1f}' for q in server_targets)} samples/s", flush=True)
