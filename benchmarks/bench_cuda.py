@@ -419,4 +419,6 @@ def print_table(report: dict) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from bench_inputs import run_main  # noqa: E402
+
+    sys.exit(run_main(main))

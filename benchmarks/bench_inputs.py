@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+from typing import Callable
 
 from dlrm_bench.paths import models_dir, preprocessed_dir, scratch_path
 
@@ -34,3 +36,19 @@ def pick_inputs(args: argparse.Namespace, kind: str, calibration_rows: int) -> t
         return tiny, tiny_model, "synthetic-tiny"
     data, model = fixture_inputs(args.pairs, kind, calibration_rows)
     return data, model, "fixture (tests/conftest.py writer, random full-size MLPs, tiny tables)"
+
+
+def run_main(main: Callable[[], int]) -> int:
+    """A benchmark's exit status, with a bad input (UserError: missing preset, unreadable file...) or Ctrl-C
+    reported in one line instead of a traceback."""
+    from dlrm_bench.errors import UserError
+
+    name = Path(sys.argv[0]).name
+    try:
+        return main()
+    except UserError as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted", file=sys.stderr)
+        return 130

@@ -5,7 +5,9 @@ Every variant runs the project's own LoadGen path (harness.runner.run_loadgen: t
 ranges of the server's memory-mapped test split) and `triton-rows` (requests carry the gathered float32/int32
 rows). The variants alternate within each repeat, so a noisy neighbour slows them alike; the table gives medians
 and the ratio to in-process. Server runs all use one target QPS (default: --server-load x the in-process
-engine's measured throughput), so their p99 latencies compare directly.
+engine's measured throughput), so their p99 latencies compare directly; a comma list of targets sweeps them and
+reports each variant's highest VALID target (MLPerf's Server result). `--sequential` keeps one engine on the
+device at a time (all runs of one variant, then the next) instead of loading every variant at once.
 
     .venv/bin/python benchmarks/bench_triton.py                          # synthetic-tiny if built, else a fixture
     .venv/bin/python benchmarks/bench_triton.py --engine cpu --repeats 3 --offline-duration 20 --server-duration 30
@@ -107,6 +109,45 @@ def build_engines(variants: list[str], name: str, ctx: runner.RunContext, settin
         engine.load(ctx.split)
         engine.warmup()
     return engines
+
+
+class EngineSet:
+    """The variants' engines, built on first use. sequential: one engine on the device at a time (the one in use;
+    the others are closed), so no variant runs beside another's idle engine and its memory."""
+
+    def __init__(self, variants: list[str], name: str, ctx: runner.RunContext, settings: dict[str, Any],
+                 workdir: Path, sequential: bool) -> None:
+        self.name, self.ctx, self.settings, self.workdir, self.sequential = name, ctx, settings, workdir, sequential
+        self.engines: dict[str, Engine] = {}
+        self.open: set[str] = set()
+        if not sequential:
+            self.engines = build_engines(variants, name, ctx, settings, workdir)
+            self.open = set(variants)
+
+    def get(self, variant: str) -> Engine:
+        if variant not in self.open:
+            for other in sorted(self.open):
+                self.engines[other].close()
+            self.open.clear()
+            self.engines[variant] = build_engines([variant], self.name, self.ctx, self.settings,
+                                                  self.workdir)[variant]
+            self.open.add(variant)
+        return self.engines[variant]
+
+    def close(self) -> None:
+        for variant in sorted(self.open):
+            self.engines[variant].close()
+        self.open.clear()
+
+
+def schedule(variants: list[str], tests: list[tuple[str, str, float]], repeats: int,
+             sequential: bool) -> list[tuple[int, tuple[str, str, float], str]]:
+    """(repeat, test, variant) in run order. Interleaved: variants alternate within each test, the first one
+    rotating per repeat (slow drifts in load hit all alike). Sequential: every run of one variant, then the next
+    (one engine load per variant)."""
+    if sequential:
+        return [(r, t, v) for v in variants for r in range(repeats) for t in tests]
+    return [(r, t, v) for r in range(repeats) for t in tests for v in rotated(variants, r)]
 
 
 def one_test(ctx: runner.RunContext, engine: Engine, scenario: str, settings: dict[str, Any], duration: float,
@@ -264,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="Server target as a fraction of the probed throughput (headroom for noisy neighbours)")
     p.add_argument("--burn", type=int, default=0,
                    help="busy-loop processes kept running during the measurements: a controlled noisy neighbour")
+    p.add_argument("--sequential", action="store_true",
+                   help="one engine on the device at a time: all runs of a variant, then the next (default: all "
+                        "engines loaded, variants alternating within each test)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override an engine/harness setting for every variant (value parsed as JSON if it can be), "
                         "e.g. --set device=cpu --set batch_size=8192")
@@ -280,12 +324,14 @@ def main(argv: list[str] | None = None) -> int:
     settings = {s: {**cfg.scenario_settings(s, "triton", args.engine, ctx.system), **parse_sets(args.set)}
                 for s in scenarios}
     mean_pairs = float(ctx.offsets[-1]) / (len(ctx.offsets) - 1)
-    engines = build_engines(variants, args.engine, ctx, settings[scenarios[0]], work / "servers")
+    build_settings = settings[scenarios[0]]
+    loaded = EngineSet(variants, args.engine, ctx, build_settings, work / "servers", args.sequential)
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
     server_targets: list[float] = []
     burners: list[subprocess.Popen] = []
     try:
-        probe = engines.get("in-process") or next(iter(engines.values()))
+        probe = loaded.get(variants[0] if args.sequential else ("in-process" if "in-process" in variants
+                                                                 else variants[0]))
         rate = engine_rate(probe, min(len(ctx.split), 65536), mean_pairs)
         server_targets = parse_targets(args.server_qps) or [args.server_load * rate]
         offline_qps = args.offline_qps or float(settings.get("Offline", {}).get("offline_expected_qps") or rate)
@@ -294,21 +340,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"engine {args.engine}: ~{rate:.1f} samples/s in a direct probe; Server target(s) "
               f"{', '.join(f'{q:.1f}' for q in server_targets)} samples/s", flush=True)
         burners = start_burners(args.burn)
-        for repeat in range(args.repeats):
-            for label, scenario, target in tests:
-                duration = args.offline_duration if scenario == "Offline" else args.server_duration
-                for variant in rotated(variants, repeat):
-                    out = work / f"r{repeat}" / label.replace(" ", "_") / variant
-                    result = one_test(ctx, engines[variant], scenario, settings[scenario], duration, target, out)
-                    result["target_qps"] = target
-                    runs[label][variant].append(result)
-                    print(f"repeat {repeat} {label:<15}{variant:<15}{result['samples_per_second']:>11.1f} samples/s"
-                          f"  p99 {result['latency_p99_ms'] or 0:>8.1f} ms  valid {result['result_valid']}",
-                          flush=True)
+        for repeat, (label, scenario, target), variant in schedule(variants, tests, args.repeats, args.sequential):
+            duration = args.offline_duration if scenario == "Offline" else args.server_duration
+            out = work / f"r{repeat}" / label.replace(" ", "_") / variant
+            result = one_test(ctx, loaded.get(variant), scenario, settings[scenario], duration, target, out)
+            result["target_qps"] = target
+            runs[label][variant].append(result)
+            print(f"repeat {repeat} {label:<15}{variant:<15}{result['samples_per_second']:>11.1f} samples/s"
+                  f"  p99 {result['latency_p99_ms'] or 0:>8.1f} ms  valid {result['result_valid']}", flush=True)
     finally:
         stop_burners(burners)
-        for engine in engines.values():
-            engine.close()
+        loaded.close()
+    engines = loaded.engines
     capacity = server_capacity(runs) if len(server_targets) > 1 else {}
     costs = wire_costs(engines, ctx, [min(len(ctx.split), n) for n in (4096, 16384, 262144)])
     summary = summarize(runs)
@@ -337,4 +380,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from bench_inputs import run_main  # noqa: E402
+
+    sys.exit(run_main(main))

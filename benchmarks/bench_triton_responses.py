@@ -71,4 +71,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from bench_inputs import run_main  # noqa: E402
+
+    sys.exit(run_main(main))

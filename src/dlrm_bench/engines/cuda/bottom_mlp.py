@@ -63,7 +63,7 @@ class BottomMLP:
     """Device copies of the bottom layers in the kernel's layout, and the launcher."""
 
     def __init__(self, qm: QuantizedDLRM, device: torch.device, block_m: int = 64, chunk: int = 128,
-                 num_warps: int = 4, num_stages: int = 1) -> None:
+                 num_warps: int = 4, num_stages: int = 2) -> None:
         l1, l2, l3 = qm.bottom
         w1 = torch.zeros(512, K1_PAD, dtype=torch.int8)
         w1[:, : l1.weight.shape[1]] = l1.weight
