@@ -95,15 +95,21 @@ def stop_burners(burners: list[subprocess.Popen]) -> None:
         proc.wait()
 
 
+def variant_settings(settings: dict[str, Any], variant: str, triton_sets: dict[str, Any]) -> dict[str, Any]:
+    """A variant's settings: the Triton variants add `triton_sets` (--triton-set) to the shared ones."""
+    return settings if variant == "in-process" else {**settings, **triton_sets}
+
+
 def build_engines(variants: list[str], name: str, ctx: runner.RunContext, settings: dict[str, Any],
-                  workdir: Path) -> dict[str, Engine]:
+                  workdir: Path, triton_sets: dict[str, Any] | None = None) -> dict[str, Engine]:
     engines: dict[str, Engine] = {}
     for variant in variants:
         if variant == "in-process":
             engine: Engine = create_engine(name, ctx.model_path, ctx.meta, settings)
         else:
             fmt = variant.split("-", 1)[1]
-            engine = TritonEngine(name, ctx.model_path, ctx.meta, {**settings, "triton_inputs": fmt},
+            engine = TritonEngine(name, ctx.model_path, ctx.meta,
+                                  {**variant_settings(settings, variant, triton_sets or {}), "triton_inputs": fmt},
                                   workdir / variant)
         engines[variant] = engine
         engine.load(ctx.split)
@@ -116,12 +122,13 @@ class EngineSet:
     the others are closed), so no variant runs beside another's idle engine and its memory."""
 
     def __init__(self, variants: list[str], name: str, ctx: runner.RunContext, settings: dict[str, Any],
-                 workdir: Path, sequential: bool) -> None:
+                 workdir: Path, sequential: bool, triton_sets: dict[str, Any]) -> None:
         self.name, self.ctx, self.settings, self.workdir, self.sequential = name, ctx, settings, workdir, sequential
+        self.triton_sets = triton_sets
         self.engines: dict[str, Engine] = {}
         self.open: set[str] = set()
         if not sequential:
-            self.engines = build_engines(variants, name, ctx, settings, workdir)
+            self.engines = build_engines(variants, name, ctx, settings, workdir, triton_sets)
             self.open = set(variants)
 
     def get(self, variant: str) -> Engine:
@@ -130,7 +137,7 @@ class EngineSet:
                 self.engines[other].close()
             self.open.clear()
             self.engines[variant] = build_engines([variant], self.name, self.ctx, self.settings,
-                                                  self.workdir)[variant]
+                                                  self.workdir, self.triton_sets)[variant]
             self.open.add(variant)
         return self.engines[variant]
 
@@ -311,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override an engine/harness setting for every variant (value parsed as JSON if it can be), "
                         "e.g. --set device=cpu --set batch_size=8192")
+    p.add_argument("--triton-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="like --set, for the Triton variants only (client and server), e.g. "
+                        "--triton-set inflight_batches=4 --triton-set triton_model_inflight=3")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -325,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
                 for s in scenarios}
     mean_pairs = float(ctx.offsets[-1]) / (len(ctx.offsets) - 1)
     build_settings = settings[scenarios[0]]
-    loaded = EngineSet(variants, args.engine, ctx, build_settings, work / "servers", args.sequential)
+    triton_sets = parse_sets(args.triton_set)
+    loaded = EngineSet(variants, args.engine, ctx, build_settings, work / "servers", args.sequential, triton_sets)
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
     server_targets: list[float] = []
     burners: list[subprocess.Popen] = []
@@ -343,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
         for repeat, (label, scenario, target), variant in schedule(variants, tests, args.repeats, args.sequential):
             duration = args.offline_duration if scenario == "Offline" else args.server_duration
             out = work / f"r{repeat}" / label.replace(" ", "_") / variant
-            result = one_test(ctx, loaded.get(variant), scenario, settings[scenario], duration, target, out)
+            result = one_test(ctx, loaded.get(variant), scenario, variant_settings(settings[scenario], variant,
+                                                                                   triton_sets), duration, target, out)
             result["target_qps"] = target
             runs[label][variant].append(result)
             print(f"repeat {repeat} {label:<15}{variant:<15}{result['samples_per_second']:>11.1f} samples/s"
@@ -368,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
               "loadavg_at_end": os.getloadavg(), "repeats": args.repeats, "pairs_per_sample": mean_pairs,
               "offline_duration_s": args.offline_duration, "server_duration_s": args.server_duration,
               "server_target_qps": server_targets, "server_capacity": capacity, "probe_samples_per_second": rate, "settings": settings,
-              "burners": args.burn,
+              "burners": args.burn, "triton_sets": triton_sets,
               "engines": {v: e.describe() for v, e in engines.items()}, "runs": runs, "summary": summary,
               "request_costs": costs,
               "logs": str(work)}

@@ -128,6 +128,11 @@ def _split(job: Job, max_pairs: int) -> list[Piece]:
     return pieces
 
 
+def _joined(parts: list[np.ndarray | None]) -> np.ndarray:
+    """A job's predictions from its pieces, in order; a job in one piece (the usual case) is not copied."""
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)  # type: ignore[return-value,arg-type]
+
+
 class ServedModel:
     """The project's engine behind Triton (config: serving.json, written by serving/repository.py)."""
 
@@ -243,7 +248,7 @@ class ServedModel:
             lo += piece.pairs
             if complete:
                 self.trace.mark(job.request_id, "engine_done")
-                merged = None if job.error else np.concatenate(job.parts)  # type: ignore[arg-type]
+                merged = None if job.error else _joined(job.parts)
                 self._answer(job, merged, job.error)
 
     # ------------------------------------------------------------------ responses
