@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from dlrm_bench import plots
+from dlrm_bench.harness import batch_stamps
 from dlrm_bench.cli import main as cli
 from dlrm_bench.harness.logs import read_detail_log
 from tests.conftest import save_random_model, write_preprocessed_dataset
@@ -53,6 +54,31 @@ def test_every_run_folder_gets_its_plots(logs):
         assert timeline[:, 1].sum() == result["samples_processed"] and timeline[:, 2].sum() == result["pairs_processed"]
         assert timeline[-1, 0] <= result["wall_seconds"]
     assert (folders[("Server", "PerformanceOnly")] / "latency.png").read_bytes()[:8] == PNG
+
+
+def test_every_batch_is_stamped_in_order_and_summarized(logs):
+    for folder in run_folders(logs).values():
+        stamps = np.load(folder / batch_stamps.BATCHES_FILE)
+        result = json.loads((folder / "result.json").read_text())
+        assert stamps.shape[1] == len(batch_stamps.STAMPS) + 2
+        assert stamps[:, 4].sum() == result["samples_processed"] and stamps[:, 5].sum() == result["pairs_processed"]
+        assert np.all(stamps[:, 0] > 0) and np.all(np.diff(stamps[:, :4], axis=1) >= 0)  # taken <= sent <= ...
+        phases = result["sut_batch_phases"]
+        assert phases["total_max_ms"] >= phases["total_p99_ms"] >= phases["total_median_ms"] > 0
+        assert phases["longest_completion_gap_ms"] <= 1e3 * result["wall_seconds"]
+
+
+def test_batch_phase_summary_finds_a_stall() -> None:
+    rows = [(t, t + 0.001, t + 0.003, t + 0.004, 10, 2700) for t in np.arange(0.0, 1.0, 0.01)]
+    rows.append((2.0, 2.0005, 2.0025, 2.0035, 10, 2700))  # nothing completes for ~1 s before this one
+    array = batch_stamps.as_array(rows, -1.0)
+    assert array[0, 0] == 1.0 and array.shape == (101, 6)
+    summary = batch_stamps.summarize(array)
+    assert summary["dispatch_median_ms"] == pytest.approx(1.0)
+    assert summary["engine_max_ms"] == pytest.approx(2.0)
+    assert summary["total_median_ms"] == pytest.approx(4.0)
+    assert summary["longest_completion_gap_ms"] == pytest.approx(1e3 * (2.0035 - 0.994), rel=1e-6)
+    assert batch_stamps.summarize(batch_stamps.as_array([], 0.0)) == {}
 
 
 def test_throughput_series_and_percentiles(logs):

@@ -24,6 +24,7 @@ from dlrm_bench.errors import UserError
 from dlrm_bench.harness import config as cfg
 from dlrm_bench.harness.loadgen_settings import (Overrides, build_test_settings, describe_test_settings,
                                                  load_rules, log_settings)
+from dlrm_bench.harness import batch_stamps
 from dlrm_bench.harness.logs import loadgen_metrics, make_run_root, read_detail_log, run_dir, update_latest
 from dlrm_bench.harness.qsl import SampleLibrary
 from dlrm_bench.harness.sut import make_sut
@@ -107,6 +108,7 @@ def run_loadgen(ctx: RunContext, engine: Engine, scenario: str, mode: str, setti
         wall = time.perf_counter() - t0
     counters = sut.counters
     save_timeline(out, counters.timeline, t0)
+    sut_phases = batch_stamps.summarize(batch_stamps.save(out, counters.stamps, t0))
     if counters.errors:
         raise UserError(f"{engine.name} engine failed during the {scenario} run: {counters.errors[0]}")
     metrics = loadgen_metrics(read_detail_log(out / "mlperf_log_detail.txt"), scenario)
@@ -120,6 +122,7 @@ def run_loadgen(ctx: RunContext, engine: Engine, scenario: str, mode: str, setti
         "wall_seconds": wall,
         "loadgen_settings": describe_test_settings(ts),
         "shortened_run": ts.min_duration_ms < int(ctx.rules["min_duration_ms"]),
+        "sut_batch_phases": sut_phases,
     })
     if mode == "AccuracyOnly":
         for key in ("samples_per_second", "pairs_per_second", "result_valid", "result_validity"):

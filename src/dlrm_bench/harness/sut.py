@@ -34,6 +34,7 @@ class Batch:
     index: np.ndarray
     starts: np.ndarray
     ends: np.ndarray
+    stamps: list[float] = field(default_factory=list)  # perf_counter at batch_stamps.STAMPS
 
     @property
     def pairs(self) -> int:
@@ -42,7 +43,8 @@ class Batch:
 
 @dataclass
 class Counters:
-    """Totals, plus one (perf_counter time, samples, pairs) entry per completed batch (for the throughput plot)."""
+    """Totals, plus one (perf_counter time, samples, pairs) entry per completed batch (for the throughput plot)
+    and its stamps (harness/batch_stamps.py)."""
 
     samples: int = 0
     pairs: int = 0
@@ -50,13 +52,17 @@ class Counters:
     errors: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     timeline: list[tuple[float, int, int]] = field(default_factory=list)
+    stamps: list[tuple[float, ...]] = field(default_factory=list)
 
     def add(self, batch: Batch) -> None:
+        now = time.perf_counter()
         with self.lock:
             self.samples += len(batch.ids)
             self.pairs += batch.pairs
             self.batches += 1
-            self.timeline.append((time.perf_counter(), len(batch.ids), batch.pairs))
+            self.timeline.append((now, len(batch.ids), batch.pairs))
+            if len(batch.stamps) == 3:  # taken, sent, engine_done
+                self.stamps.append((*batch.stamps, now, len(batch.ids), batch.pairs))
 
 
 class Completer:
@@ -69,6 +75,7 @@ class Completer:
 
     def submit(self, batch: Batch, future: "Future[np.ndarray]", release: threading.Semaphore | None) -> None:
         def done(fut: "Future[np.ndarray]") -> None:
+            batch.stamps.append(time.perf_counter())
             self.pool.submit(self._complete, batch, fut, release)
 
         future.add_done_callback(done)
@@ -139,14 +146,16 @@ class BatchingSUT:
         policy = self.policy
         while (taken := self.queue.take(policy.max_samples, policy.max_pairs, policy.want_pairs,
                                         policy.max_wait_s)) is not None:
+            now = time.perf_counter()
             ids, index = taken
             starts, ends = self.qsl.starts[index], self.qsl.ends[index]
             for lo, hi in cut_by_pairs(ends - starts, self.batch_size):
-                self.dispatch(Batch(ids[lo:hi], index[lo:hi], starts[lo:hi], ends[lo:hi]))
+                self.dispatch(Batch(ids[lo:hi], index[lo:hi], starts[lo:hi], ends[lo:hi], [now]))
 
     def dispatch(self, batch: Batch) -> None:
         self.inflight.acquire()
         future = self.engine.predict_ranges_async(batch.starts, batch.ends)
+        batch.stamps.append(time.perf_counter())
         self.completer.submit(batch, future, self.inflight)
 
     def __enter__(self) -> "BatchingSUT":
