@@ -168,7 +168,8 @@ def one_test(ctx: runner.RunContext, engine: Engine, scenario: str, settings: di
     m = runner.run_loadgen(run_ctx, engine, scenario, "PerformanceOnly", settings, out)
     result = {"samples_per_second": m["samples_per_second"], "pairs_per_second": m["pairs_per_second"],
               "latency_p99_ms": m.get("latency_p99_ms"), "result_valid": m.get("result_valid"),
-              "wall_seconds": m["wall_seconds"], "loadavg_1min_after": os.getloadavg()[0], "log_dir": str(out)}
+              "wall_seconds": m["wall_seconds"], "loadavg_1min_after": os.getloadavg()[0], "log_dir": str(out),
+              "sut_batch_phases": m.get("sut_batch_phases")}
     if isinstance(engine, TritonEngine) and engine.trace_dir is not None:
         result["trace"] = summarize_trace(engine.trace_dir, began, time.perf_counter())
         print(f"{scenario} request phases through Triton (serving/trace.py):\n{format_summary(result['trace'])}")
@@ -358,8 +359,12 @@ def main(argv: list[str] | None = None) -> int:
                                                                                    triton_sets), duration, target, out)
             result["target_qps"] = target
             runs[label][variant].append(result)
+            phases = result["sut_batch_phases"] or {}
             print(f"repeat {repeat} {label:<15}{variant:<15}{result['samples_per_second']:>11.1f} samples/s"
-                  f"  p99 {result['latency_p99_ms'] or 0:>8.1f} ms  valid {result['result_valid']}", flush=True)
+                  f"  p99 {result['latency_p99_ms'] or 0:>8.1f} ms  valid {result['result_valid']}"
+                  f"  (SUT batches p99: dispatch {phases.get('dispatch_p99_ms', 0):.1f}, engine "
+                  f"{phases.get('engine_p99_ms', 0):.1f} ms; longest completion gap "
+                  f"{phases.get('longest_completion_gap_ms', 0):.1f} ms)", flush=True)
     finally:
         stop_burners(burners)
         loaded.close()
