@@ -17,7 +17,8 @@ if importlib.util.find_spec("triton") is None:
 
 from dlrm_bench.engines.cuda.triton_env import INTERPRETED  # noqa: E402  (first: sets the interpreter up)
 from dlrm_bench.engines.cuda.bottom_mlp import BottomMLP  # noqa: E402
-from dlrm_bench.engines.cuda.interaction import Interaction  # noqa: E402
+from dlrm_bench.engines.cuda.interaction import (Interaction, layout_columns, permute_top_weight,  # noqa: E402
+                                                  to_layout)
 from dlrm_bench.engines.cuda.top_mlp import TopMLP  # noqa: E402
 from dlrm_bench.quant.recipe import (emulate_bottom, emulate_interaction, emulate_top, gather_rows,  # noqa: E402
                                      quantize_numeric)
@@ -72,6 +73,67 @@ def test_interaction_matches_emulation(model, batch: int, indirect: bool, iters:
     op = Interaction(qm, tables.to(DEVICE), offsets, iters=iters, num_stages=2 if iters > 1 else 1)
     op(cat.to(DEVICE), rows.to(DEVICE) if indirect else None, batch, top_in)
     assert_int8_close(top_in, want)
+
+
+@pytest.mark.parametrize("batch", SIZES)
+@pytest.mark.parametrize("indirect", [False, True])
+def test_paired_interaction_layout_matches_emulation(model, batch: int, indirect: bool) -> None:
+    """The "paired" layout: every entry lands in its column; the dense part is untouched."""
+    _, qm, tables, offsets = model
+    numeric, cat = random_inputs(batch + 100, batch + 5, CARDS)
+    rows = torch.randperm(batch + 5)[:batch] if indirect else torch.arange(batch)
+    dense = emulate_bottom(qm, quantize_numeric(numeric[rows]))
+    want = to_layout(emulate_interaction(qm, dense, gather_rows(tables, offsets, cat[rows])), "paired")
+    top_in = torch.zeros(batch, 512, dtype=torch.int8, device=DEVICE)
+    top_in[:, :128] = dense.to(DEVICE)
+    op = Interaction(qm, tables.to(DEVICE), offsets, layout="paired")
+    op(cat.to(DEVICE), rows.to(DEVICE) if indirect else None, batch, top_in)
+    used = torch.cat([torch.arange(128), layout_columns("paired")])  # the rest: diagonals, zero weights
+    assert_int8_close(top_in[:, used], want[:, used])
+    assert int(top_in[:, 492:].abs().max()) == 0
+
+
+def test_permuted_weight_gives_the_same_products() -> None:
+    """x in the recipe's order times W == the same x in the paired columns (anything in the spare columns)
+    times the permuted W, exactly."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randint(-127, 128, (33, 512), generator=g, dtype=torch.int8)
+    x[:, 479:] = 0
+    w = torch.randint(-127, 128, (64, 512), generator=g, dtype=torch.int8)
+    w[:, 479:] = 0
+    x_paired = to_layout(x, "paired")
+    spare = torch.ones(512, dtype=torch.bool)
+    spare[:128] = False
+    spare[layout_columns("paired")] = False
+    assert int(spare.sum()) == 512 - 128 - 351
+    x_paired[:, spare] = torch.randint(-127, 128, (33, int(spare.sum())), generator=g, dtype=torch.int8)
+    want = x.long() @ w.long().T
+    assert torch.equal(x_paired.long() @ permute_top_weight(w, "paired").long().T, want)
+    assert torch.equal(to_layout(x, "triangle"), x) and torch.equal(permute_top_weight(w, "triangle"), w)
+
+
+def test_unknown_interaction_layout_is_named(model) -> None:
+    from dlrm_bench.errors import UserError
+
+    _, qm, tables, offsets = model
+    with pytest.raises(UserError, match="interaction_layout 'diagonal'"):
+        Interaction(qm, tables.to(DEVICE), offsets, layout="diagonal")
+
+
+@pytest.mark.parametrize("batch", SIZES)
+def test_top_mlp_reads_the_paired_layout(model, batch: int) -> None:
+    """TopMLP built for the paired layout, on the paired input, predicts what the default does on the recipe's."""
+    _, qm, _, _ = model
+    g = torch.Generator().manual_seed(batch + 2)
+    top_in = torch.randint(-40, 40, (batch, 512), generator=g, dtype=torch.int8)
+    top_in[:, 479:] = 0
+    probs = {}
+    for layout, x in (("triangle", top_in), ("paired", to_layout(top_in, "paired"))):
+        top = TopMLP(qm, DEVICE, interaction_layout=layout)
+        buffers = [torch.empty(batch, w, dtype=torch.int8, device=DEVICE) for w in top.widths]
+        probs[layout] = torch.empty(batch, dtype=torch.float32, device=DEVICE)
+        top(x.to(DEVICE), buffers, probs[layout], batch)
+    assert torch.equal(probs["paired"], probs["triangle"])
 
 
 GEMM_VARIANTS = {"plain": {}, "tma": {"tma": True}, "tma_store": {"tma": True, "tma_store": True},

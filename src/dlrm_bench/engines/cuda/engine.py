@@ -93,8 +93,10 @@ class CudaEngine(Engine):
         self.bottom = BottomMLP(qm, self.dev)
         cards = list(np.diff(np.append(model.table_offsets, model.tables.shape[0])))
         self.packing = packing_layout(cards) if settings.get("compress_categorical_inputs") else None
-        self.interaction = Interaction(qm, self.store, torch.from_numpy(model.table_offsets), packing=self.packing)
-        self.top = TopMLP(qm, self.dev)
+        self.interaction_layout = str(settings.get("interaction_layout", "triangle"))
+        self.interaction = Interaction(qm, self.store, torch.from_numpy(model.table_offsets), packing=self.packing,
+                                       layout=self.interaction_layout)
+        self.top = TopMLP(qm, self.dev, interaction_layout=self.interaction_layout)
         self.arange = torch.arange(self.max_pairs, dtype=torch.int64, device=self.dev)
         self.bundles: "queue.SimpleQueue[Bundle]" = queue.SimpleQueue()
         for _ in range(max(1, int(settings.get("gpu_num_bundles", 2)))):
@@ -326,7 +328,7 @@ class CudaEngine(Engine):
                 "embedding_weights_on_gpu_part": self.gpu_part,
                 "compress_categorical_inputs": self.packing is not None, "bytes_to_device": self.bytes_to_device,
                 "table_bytes_on_gpu": self.table_bytes_on_gpu, "cuda_graphs": self.use_graphs,
-                "graph_batches": self.graph_batches}
+                "graph_batches": self.graph_batches, "interaction_layout": self.interaction_layout}
 
     def close(self) -> None:
         self.completer.shutdown(wait=True)

@@ -4,7 +4,15 @@ One program handles BLOCK_P pairs. Per pair it loads the 26 int8 table rows (128
 big table tensor; no fp copy, nothing written back) and the int8 dense vector into a [32, 128] tile (slot 0 =
 dense, 1..26 = tables, 27..31 = zero), forms the 32 x 32 integer Gram matrix with one batched int8 MMA, applies
 the scales after the integer dot and requantizes each of the 351 lower-triangle entries in one multiply (s_i * s_j over its
-column's scale) and scatters them into columns 128..478 of the top-MLP input row (512 wide, int8).
+column's scale) and scatters them into the top-MLP input row (512 wide, int8), in one of two column layouts:
+
+- "triangle" (the recipe's order): entry (i, j), j < i, at column 128 + i(i-1)/2 + j, columns 128..478. Each entry
+  is its own one-byte store (the columns come from a table, so the compiler can prove no two are adjacent).
+- "paired": row i's entries start at an even column, 128 + 2 F(i) with F(i) = sum over k < i of ceil(k / 2), and
+  take ceil(i / 2) * 2 columns (an odd row also writes its diagonal, into a column whose top-MLP weights are
+  zero): columns 128..491. The columns are arithmetic and pair-aligned, so each thread stores two bytes at once
+  (half the store instructions, seen in the sm_90 PTX: 16 st.global.b16 instead of 32 st.global.b8 per thread).
+  The top MLP's first-layer weights are permuted to match (`permute_top_weight`); the predictions are the same.
 """
 
 from __future__ import annotations
@@ -14,11 +22,13 @@ import torch
 from dlrm_bench.criteo.schema import EMBEDDING_DIM, NUM_SPARSE
 from dlrm_bench.criteo.packing import PackingLayout
 from dlrm_bench.engines.cuda.table_store import TableStore
+from dlrm_bench.errors import UserError
 from dlrm_bench.engines.cuda.triton_env import requantize, tl, triton
 from dlrm_bench.quant.recipe import QuantizedDLRM, interaction_multipliers, interaction_pairs
 
 SLOTS = 32
 """27 vectors padded to 32 for the MMA."""
+LAYOUTS = ("triangle", "paired")
 
 
 @triton.jit(do_not_specialize=["num_pairs"], do_not_specialize_on_alignment=["cat_ptr"])
@@ -27,7 +37,7 @@ def _interaction_kernel(top_ptr, top_stride, cat_ptr, rows_ptr, cat_stride, num_
                         NUM_TABLES: tl.constexpr, HAS_ROWS: tl.constexpr, HAS_COLD: tl.constexpr,
                         PACKED: tl.constexpr,
                         BLOCK_P: tl.constexpr, ITERS: tl.constexpr, NUM_STAGES: tl.constexpr,
-                        PROBE_NO_SCATTER: tl.constexpr = False):
+                        PROBE_NO_SCATTER: tl.constexpr = False, PAIRED: tl.constexpr = False):
     """top: int8 [num_pairs, top_stride] (dense in columns 0..127, dots written to 128..478);
     cat: int32 [*, cat_stride] ids; rows: int64 [num_pairs] (if HAS_ROWS) picks cat's rows;
     tables: int8 [R_total, 128]; offsets: int64 [NUM_TABLES] first row of each table;
@@ -39,7 +49,8 @@ def _interaction_kernel(top_ptr, top_stride, cat_ptr, rows_ptr, cat_stride, num_
     Each program handles ITERS blocks of BLOCK_P pairs in a software-
     pipelined loop (NUM_STAGES), so the gathers of the next block are in flight while this one computes.
     PROBE_NO_SCATTER (benchmarks only, wrong output): instead of scattering the 351 entries, store one byte per
-    pair (the sum of its row of entries) in column 479, to time the gather and the MMA without the scatter."""
+    pair (the sum of its row of entries) in column 479, to time the gather and the MMA without the scatter.
+    PAIRED: the "paired" column layout (module docstring); `column` is then not read."""
     pid = tl.program_id(0)
     s = tl.arange(0, 32)
     d = tl.arange(0, 128)
@@ -48,7 +59,14 @@ def _interaction_kernel(top_ptr, top_stride, cat_ptr, rows_ptr, cat_stride, num_
     first = tl.load(offsets_ptr + t, mask=is_table, other=0)
     grid2 = s[:, None] * 32 + s[None, :]
     mult = tl.load(mult_ptr + grid2)
-    column = tl.load(column_ptr + grid2)
+    if PAIRED:
+        half = (s - 1) // 2  # F(i) = half * (half + 1) for odd i - 1, (half + 1)^2 for even i - 1 (i >= 1)
+        row_start = 128 + 2 * tl.where((s - 1) % 2 == 0, half * (half + 1), (half + 1) * (half + 1))
+        column = row_start[:, None] + s[None, :]
+        written = (s[None, :] < ((s + 1) // 2 * 2)[:, None]) & ((s >= 1) & (s <= NUM_TABLES))[:, None]
+    else:
+        column = tl.load(column_ptr + grid2)
+        written = column >= 0
     for it in tl.range(0, ITERS, num_stages=NUM_STAGES):
         p = (pid * ITERS + it) * BLOCK_P + tl.arange(0, BLOCK_P)
         pmask = p < num_pairs
@@ -92,7 +110,7 @@ def _interaction_kernel(top_ptr, top_stride, cat_ptr, rows_ptr, cat_stride, num_
             tl.store(top_ptr + p64 * top_stride + 479, probe.to(tl.int8), mask=pmask)
         else:
             tl.store(top_ptr + p64[:, None, None] * top_stride + column[None, :, :], q,
-                     mask=pmask[:, None, None] & (column >= 0)[None, :, :])
+                     mask=pmask[:, None, None] & written[None, :, :])
 
 
 def interaction_tables(qm: QuantizedDLRM) -> dict[str, torch.Tensor]:
@@ -104,6 +122,44 @@ def interaction_tables(qm: QuantizedDLRM) -> dict[str, torch.Tensor]:
     column = torch.full((SLOTS, SLOTS), -1, dtype=torch.int32)
     column[r, c] = (EMBEDDING_DIM + torch.arange(r.numel())).to(torch.int32)
     return {"mult": mult, "column": column}
+
+
+def paired_columns() -> torch.Tensor:
+    """int64 [351]: the "paired" layout's column of each lower-triangle entry, in the recipe's order
+    (interaction_pairs)."""
+    r, c = interaction_pairs()
+    half = (r - 1) // 2
+    start = EMBEDDING_DIM + 2 * torch.where((r - 1) % 2 == 0, half * (half + 1), (half + 1) * (half + 1))
+    return start + c
+
+
+def layout_columns(layout: str) -> torch.Tensor:
+    """int64 [351]: where `layout` puts each lower-triangle entry (recipe order) in the top-MLP input row."""
+    if layout not in LAYOUTS:
+        raise UserError(f"interaction_layout '{layout}': choose one of {', '.join(LAYOUTS)}")
+    if layout == "paired":
+        return paired_columns()
+    return EMBEDDING_DIM + torch.arange(interaction_pairs()[0].numel())
+
+
+def to_layout(top_in: torch.Tensor, layout: str) -> torch.Tensor:
+    """A top-MLP input in the recipe's order, int8 [B, 512] -> the same values in `layout`'s columns (the
+    dense part stays; unused columns are 0)."""
+    out = torch.zeros_like(top_in)
+    out[:, :EMBEDDING_DIM] = top_in[:, :EMBEDDING_DIM]
+    cols = layout_columns(layout).to(top_in.device)
+    out[:, cols] = top_in[:, EMBEDDING_DIM:EMBEDDING_DIM + cols.numel()]
+    return out
+
+
+def permute_top_weight(weight: torch.Tensor, layout: str) -> torch.Tensor:
+    """The top MLP's first-layer weight, int8 [N, 512] in the recipe's column order -> its columns where
+    `layout` puts the inputs (zero where no entry lands), so x_layout @ W_layout^T == x @ W^T exactly."""
+    out = torch.zeros_like(weight)
+    out[:, :EMBEDDING_DIM] = weight[:, :EMBEDDING_DIM]
+    cols = layout_columns(layout).to(weight.device)
+    out[:, cols] = weight[:, EMBEDDING_DIM:EMBEDDING_DIM + cols.numel()]
+    return out
 
 
 def unpack_table(layout: PackingLayout) -> torch.Tensor:
@@ -123,7 +179,8 @@ class Interaction:
 
     def __init__(self, qm: QuantizedDLRM, tables: "torch.Tensor | TableStore", table_offsets: torch.Tensor,
                  block_p: int = 4, num_warps: int = 4, iters: int = 1, num_stages: int = 1,
-                 packing: PackingLayout | None = None, probe_no_scatter: bool = False) -> None:
+                 packing: PackingLayout | None = None, probe_no_scatter: bool = False,
+                 layout: str = "triangle") -> None:
         store = tables if isinstance(tables, TableStore) else TableStore(tables)
         device = store.device
         self.consts = {k: v.to(device) for k, v in interaction_tables(qm).items()}
@@ -133,6 +190,8 @@ class Interaction:
         self.block_p, self.num_warps, self.iters, self.num_stages = block_p, num_warps, iters, num_stages
         self.unpack = unpack_table(packing).to(device) if packing is not None else None
         self.probe_no_scatter = probe_no_scatter
+        layout_columns(layout)  # names a wrong layout here, not at the first batch
+        self.layout = layout
 
     def __call__(self, categorical: torch.Tensor, rows: torch.Tensor | None, num_pairs: int,
                  top_in: torch.Tensor) -> None:
@@ -149,4 +208,5 @@ class Interaction:
             NUM_TABLES=NUM_SPARSE, HAS_ROWS=rows is not None, HAS_COLD=self.store.remap is not None,
             PACKED=self.unpack is not None,
             BLOCK_P=self.block_p, ITERS=self.iters,
-            NUM_STAGES=self.num_stages, PROBE_NO_SCATTER=self.probe_no_scatter, num_warps=self.num_warps)
+            NUM_STAGES=self.num_stages, PROBE_NO_SCATTER=self.probe_no_scatter, PAIRED=self.layout == "paired",
+            num_warps=self.num_warps)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from dlrm_bench.engines.cuda.triton_env import INTERPRETED, requantize, round_half_even, tl, triton
+from dlrm_bench.engines.cuda.interaction import permute_top_weight
 from dlrm_bench.quant.recipe import QuantizedDLRM
 
 
@@ -163,8 +164,12 @@ class TopMLP:
     """Device weights of the four int8 top layers (+ the fp32 final vector) and the launchers."""
 
     def __init__(self, qm: QuantizedDLRM, device: torch.device,
-                 configs: list[GemmConfig] | None = None) -> None:
+                 configs: list[GemmConfig] | None = None, interaction_layout: str = "triangle") -> None:
+        """interaction_layout: the columns the interaction kernel writes (interaction.LAYOUTS); the first
+        layer's weight columns are permuted to match."""
         self.w = [layer.weight.contiguous().to(device) for layer in qm.top]  # int8 [N, K]
+        if interaction_layout != "triangle":
+            self.w[0] = permute_top_weight(self.w[0], interaction_layout).contiguous()
         self.s = [layer.w_scale.float().to(device) for layer in qm.top]
         self.b = [layer.bias.float().to(device) for layer in qm.top]
         self.a = [layer.act_inv.to(device) for layer in qm.top[:-1]]
