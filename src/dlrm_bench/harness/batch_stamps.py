@@ -5,7 +5,8 @@ got an in-flight slot and the engine call returned (`sent`: for a synchronous en
 that is after computing), when the engine's future resolved (`engine_done`) and
 when its results were handed back to LoadGen (`completed`). A run writes them as `sut_batches.npy`, float64
 [batches, 6]: the four stamps in seconds since the test started, then samples and pairs; result.json gets the
-phase summary (`summarize`).
+phase summary (`summarize`). Offline takes the whole query at once, so all its batches share one `taken` and
+`dispatch` there is mostly the wait behind earlier batches; the phases speak of Server's batches.
 """
 
 from __future__ import annotations
