@@ -41,14 +41,6 @@ def pick_inputs(args: argparse.Namespace, kind: str, calibration_rows: int) -> t
 def run_main(main: Callable[[], int]) -> int:
     """A benchmark's exit status, with a bad input (UserError: missing preset, unreadable file...) or Ctrl-C
     reported in one line instead of a traceback."""
-    from dlrm_bench.errors import UserError
+    from dlrm_bench.errors import exit_status
 
-    name = Path(sys.argv[0]).name
-    try:
-        return main()
-    except UserError as exc:
-        print(f"{name}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{name}: interrupted", file=sys.stderr)
-        return 130
+    return exit_status(Path(sys.argv[0]).name, main)

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from dlrm_bench.errors import UserError
+from dlrm_bench.errors import exit_status
 
 SCALES = ("tiny", "small", "full-day")
 
@@ -190,16 +190,12 @@ def _resolve(target: str) -> Callable[[argparse.Namespace], int | None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
+
+    def command() -> int | None:
         _resolve("dlrm_bench.preflight:run")(args)
-        status = _resolve(args.func)(args)
-    except UserError as exc:
-        print(f"dlrm-bench {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"dlrm-bench {args.command}: interrupted", file=sys.stderr)
-        return 130
-    return int(status or 0)
+        return _resolve(args.func)(args)
+
+    return exit_status(f"dlrm-bench {args.command}", command)
 
 
 if __name__ == "__main__":
