@@ -177,6 +177,8 @@ class TopMLP:
         self.folded_add = [(layer.bias.float() * layer.act_inv).to(device) for layer in qm.top[:-1]]
         self.final_w = qm.final_weight.float().to(device)
         self.final_b = float(qm.final_bias)
+        # programs of a persistent launch: the GPU's SM count, looked up once (3 in the interpreter, so programs loop)
+        self.num_sms = 3 if INTERPRETED else torch.cuda.get_device_properties(self.final_w.device).multi_processor_count
         last = len(self.w) - 1
         self.configs = configs or [default_config(w.shape[0], i == last) for i, w in enumerate(self.w)]
 
@@ -224,12 +226,6 @@ class TopMLP:
             WARP_SPECIALIZE=cfg.warp_specialize, FLATTEN=cfg.flatten, EPILOGUE=epilogue,
             num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
-    @property
-    def num_sms(self) -> int:
-        """Programs of a persistent launch: the GPU's SM count (3 in the interpreter, so programs loop)."""
-        if INTERPRETED:
-            return 3
-        return torch.cuda.get_device_properties(self.final_w.device).multi_processor_count
 
     def __call__(self, top_in: torch.Tensor, buffers: list[torch.Tensor], probs: torch.Tensor,
                  num_pairs: int) -> None:
