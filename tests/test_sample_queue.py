@@ -3,7 +3,10 @@ every sample gets exactly its own predictions, in both, in Offline, Server and S
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 import time
 from pathlib import Path
 
@@ -144,3 +147,122 @@ def test_take_by_pairs_waits_for_want_or_deadline(kind: str) -> None:
         assert queue.take(max_samples=10, max_pairs=100, want_pairs=1, max_wait_s=0.0) is None
     finally:
         queue.close()
+
+
+class ScriptedQueue:
+    """A sample queue fed by the test: each `take` returns the next scripted (ids, indices) and records when it
+    was called; `complete` records the ids. Only the batcher's order of calls is under test here; the real
+    queues are tested against LoadGen above."""
+
+    kind = "scripted"
+
+    def __init__(self, takes: list[list[int]]) -> None:
+        self.script = [np.asarray(t, dtype=np.int64) for t in takes]
+        self.takes = 0
+        self.completed: list[int] = []
+        self.stopped = threading.Event()
+
+    def construct_sut(self) -> int:
+        return 0
+
+    def destroy_sut(self, handle: int) -> None:
+        pass
+
+    def take(self, max_samples: int, max_pairs: int, want_pairs: int, max_wait_s: float):
+        self.takes += 1
+        if self.script:
+            index = self.script.pop(0)
+            return index.astype(np.uint64), index
+        self.stopped.wait()
+        return None
+
+    def complete(self, ids: np.ndarray, pairs: np.ndarray, predictions: np.ndarray) -> None:
+        self.completed.extend(int(i) for i in ids)
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def close(self) -> None:
+        pass
+
+
+class HeldEngine(RowEngine):
+    """Answers each batch only when the test releases it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: list[tuple[Future, np.ndarray, np.ndarray]] = []
+        self.opened = False
+        self.lock = threading.Lock()
+
+    def predict_ranges_async(self, starts: np.ndarray, ends: np.ndarray) -> "Future[np.ndarray]":
+        future: Future[np.ndarray] = Future()
+        with self.lock:
+            self.pending.append((future, starts, ends))
+            if self.opened:
+                self.release(len(self.pending) - 1)
+        return future
+
+    def release(self, number: int) -> None:
+        future, starts, ends = self.pending[number]
+        if not future.done():
+            future.set_result(np.zeros(int((ends - starts).sum()), dtype=np.float32))
+
+    def open(self) -> None:
+        """Answer everything from now on (so a failing test still lets the SUT shut down)."""
+        with self.lock:
+            self.opened = True
+            for number in range(len(self.pending)):
+                self.release(number)
+
+
+@contextmanager
+def held_sut(queue: ScriptedQueue, engine: HeldEngine, offsets: np.ndarray, scenario: str, batch_size: int,
+             settings: dict) -> Iterator[None]:
+    from dlrm_bench.harness.sut import BatchingSUT, take_policy
+
+    with SampleLibrary(empty_split(), offsets, len(offsets) - 1) as qsl:
+        with BatchingSUT(engine, qsl, settings, batch_size, take_policy(scenario, settings, batch_size), queue):
+            try:
+                yield
+            finally:
+                engine.open()
+                wait_for(lambda: len(queue.completed) == len(offsets) - 1)
+
+
+def wait_for(condition, timeout: float = 5.0) -> None:
+    deadline = time.perf_counter() + timeout
+    while not condition():
+        assert time.perf_counter() < deadline, "timed out"
+        time.sleep(0.001)
+
+
+def test_batcher_takes_samples_only_when_an_engine_slot_is_free() -> None:
+    """With one batch in flight allowed, the batcher must leave the queue alone until that batch completes, so
+    the samples arriving meanwhile go out together (a loaded Server sends full batches)."""
+    queue = ScriptedQueue([[0, 1], [2], [3, 4, 5]])
+    engine = HeldEngine()
+    with held_sut(queue, engine, offsets_for(6), "Server", 1 << 20, {"inflight_batches": 1}):
+        wait_for(lambda: len(engine.pending) == 1)
+        time.sleep(0.1)  # time enough for a batcher that takes before it has a slot
+        assert queue.takes == 1
+        engine.release(0)
+        wait_for(lambda: len(engine.pending) == 2)
+        time.sleep(0.05)
+        assert queue.takes == 2
+    assert queue.completed == [0, 1, 2, 3, 4, 5]
+
+
+def test_offline_query_cut_into_batches_keeps_the_inflight_limit() -> None:
+    """One take cut into several batches (6 samples of 10 pairs, 20 pairs a batch): each batch after the first
+    waits for its own slot."""
+    queue = ScriptedQueue([[0, 1, 2, 3, 4, 5]])
+    engine = HeldEngine()
+    offsets = np.arange(0, 61, 10, dtype=np.int64)
+    with held_sut(queue, engine, offsets, "Offline", 20, {"inflight_batches": 2}):
+        wait_for(lambda: len(engine.pending) == 2)
+        time.sleep(0.05)
+        assert len(engine.pending) == 2  # the third batch waits for a slot
+        engine.release(0)
+        wait_for(lambda: len(engine.pending) == 3)
+    assert queue.completed == [0, 1, 2, 3, 4, 5]

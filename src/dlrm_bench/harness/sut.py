@@ -4,8 +4,8 @@ LoadGen's samples land in a sample queue (sample_queue.py: LoadGen's C API with 
 setting `loadgen_bridge`). One batcher thread takes them out:
 Offline: the whole query, cut in LoadGen's order into batches of at most `batch_size` pairs, with
 `inflight_batches` batches in the engine at once.
-Server and SingleStream: queued samples until about `batch_size` pairs or `server_max_wait_ms` after the oldest
-one (SingleStream: 0 ms, take what is queued now), so latency stays bounded.
+Server and SingleStream: once an engine slot is free, queued samples until about `batch_size` pairs or
+`server_max_wait_ms` after the oldest one (SingleStream: 0 ms, take what is queued now), so latency stays bounded.
 Completion threads (`complete_threads`) hand the results back: one float32 prediction per pair of each sample,
 from a buffer that stays alive until LoadGen's QuerySamplesComplete returns.
 """
@@ -143,17 +143,26 @@ class BatchingSUT:
         self.interpreter = QuietInterpreter(switch_ms)
 
     def _loop(self) -> None:
+        """Wait for a free engine slot first, then take samples: while every slot is busy the samples gather in
+        the queue, so a loaded Server sends full batches instead of one taken `server_max_wait_ms` after its
+        oldest sample and then held until a slot frees (which alternated small and large batches)."""
         policy = self.policy
-        while (taken := self.queue.take(policy.max_samples, policy.max_pairs, policy.want_pairs,
-                                        policy.max_wait_s)) is not None:
+        while True:
+            self.inflight.acquire()
+            taken = self.queue.take(policy.max_samples, policy.max_pairs, policy.want_pairs, policy.max_wait_s)
+            if taken is None:
+                self.inflight.release()
+                return
             now = time.perf_counter()
             ids, index = taken
             starts, ends = self.qsl.starts[index], self.qsl.ends[index]
-            for lo, hi in cut_by_pairs(ends - starts, self.batch_size):
+            for number, (lo, hi) in enumerate(cut_by_pairs(ends - starts, self.batch_size)):
+                if number:  # the first batch has the slot taken above
+                    self.inflight.acquire()
                 self.dispatch(Batch(ids[lo:hi], index[lo:hi], starts[lo:hi], ends[lo:hi], [now]))
 
     def dispatch(self, batch: Batch) -> None:
-        self.inflight.acquire()
+        """Send `batch` to the engine; the caller holds one `inflight` slot, released when it completes."""
         future = self.engine.predict_ranges_async(batch.starts, batch.ends)
         batch.stamps.append(time.perf_counter())
         self.completer.submit(batch, future, self.inflight)
