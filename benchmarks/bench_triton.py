@@ -157,6 +157,13 @@ def schedule(variants: list[str], tests: list[tuple[str, str, float]], repeats: 
     return [(r, t, v) for r in range(repeats) for t in tests for v in rotated(variants, r)]
 
 
+def pauses_line(result: dict[str, Any]) -> str:
+    """The interpreter's pauses of one run in a few words (interpreter.QuietInterpreter.summary)."""
+    p = result.get("interpreter_pauses") or {}
+    return (f"gc {p.get('gc0_collections', 0)}/{p.get('gc1_collections', 0)}/{p.get('gc2_collections', 0)} "
+            f"max {p.get('gc_max_ms', 0):.1f} ms, stalls {p.get('stalls', 0)} max {p.get('stall_max_ms', 0):.1f} ms")
+
+
 def one_test(ctx: runner.RunContext, engine: Engine, scenario: str, settings: dict[str, Any], duration: float,
              qps: float, out: Path) -> dict[str, Any]:
     overrides = Overrides(min_duration_s=duration, min_query_count=1,
@@ -169,7 +176,7 @@ def one_test(ctx: runner.RunContext, engine: Engine, scenario: str, settings: di
     result = {"samples_per_second": m["samples_per_second"], "pairs_per_second": m["pairs_per_second"],
               "latency_p99_ms": m.get("latency_p99_ms"), "result_valid": m.get("result_valid"),
               "wall_seconds": m["wall_seconds"], "loadavg_1min_after": os.getloadavg()[0], "log_dir": str(out),
-              "sut_batch_phases": m.get("sut_batch_phases")}
+              "sut_batch_phases": m.get("sut_batch_phases"), "interpreter_pauses": m.get("interpreter_pauses")}
     if isinstance(engine, TritonEngine) and engine.trace_dir is not None:
         result["trace"] = summarize_trace(engine.trace_dir, began, time.perf_counter())
         print(f"{scenario} request phases through Triton (serving/trace.py):\n{format_summary(result['trace'])}")
@@ -364,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"  p99 {result['latency_p99_ms'] or 0:>8.1f} ms  valid {result['result_valid']}"
                   f"  (SUT batches p99: dispatch {phases.get('dispatch_p99_ms', 0):.1f}, engine "
                   f"{phases.get('engine_p99_ms', 0):.1f} ms; longest completion gap "
-                  f"{phases.get('longest_completion_gap_ms', 0):.1f} ms)", flush=True)
+                  f"{phases.get('longest_completion_gap_ms', 0):.1f} ms; {pauses_line(result)})", flush=True)
     finally:
         stop_burners(burners)
         loaded.close()

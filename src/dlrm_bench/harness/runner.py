@@ -123,6 +123,7 @@ def run_loadgen(ctx: RunContext, engine: Engine, scenario: str, mode: str, setti
         "loadgen_settings": describe_test_settings(ts),
         "shortened_run": ts.min_duration_ms < int(ctx.rules["min_duration_ms"]),
         "sut_batch_phases": sut_phases,
+        "interpreter_pauses": sut.interpreter.summary(t0),
     })
     if mode == "AccuracyOnly":
         for key in ("samples_per_second", "pairs_per_second", "result_valid", "result_validity"):

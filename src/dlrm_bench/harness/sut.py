@@ -140,7 +140,8 @@ class BatchingSUT:
         self.handle: int | None = None
         self.thread = threading.Thread(target=self._loop, name="batcher", daemon=True)
         switch_ms = float(settings.get("gil_switch_interval_ms", DEFAULT_SWITCH_INTERVAL_MS))
-        self.interpreter = QuietInterpreter(switch_ms)
+        self.interpreter = QuietInterpreter(switch_ms, str(settings.get("gc_during_test", "frozen")),
+                                            watch=bool(settings.get("stall_watch", True)))
 
     def _loop(self) -> None:
         """Wait for a free engine slot first, then take samples: while every slot is busy the samples gather in
