@@ -161,7 +161,15 @@ def pauses_line(result: dict[str, Any]) -> str:
     """The interpreter's pauses of one run in a few words (interpreter.QuietInterpreter.summary)."""
     p = result.get("interpreter_pauses") or {}
     return (f"gc {p.get('gc0_collections', 0)}/{p.get('gc1_collections', 0)}/{p.get('gc2_collections', 0)} "
-            f"max {p.get('gc_max_ms', 0):.1f} ms, stalls {p.get('stalls', 0)} max {p.get('stall_max_ms', 0):.1f} ms")
+            f"max {p.get('gc_max_ms', 0):.1f} ms, stalls {p.get('stalls', 0)} max {p.get('stall_max_ms', 0):.1f} ms"
+            + submit_line(result.get("engine_submit_phases") or {}))
+
+
+def submit_line(phases: dict[str, float]) -> str:
+    """The engine's submit phases (engines/cuda/engine.py SUBMIT_PHASES): max ms and count over 5 ms."""
+    names = sorted({key.rsplit("_", 2)[0] for key in phases if key.endswith("_max_ms")})
+    return "".join(f"; {name} max {phases[name + '_max_ms']:.1f} ms ({phases[name + '_over_5ms']:.0f} > 5 ms)"
+                   for name in names)
 
 
 def one_test(ctx: runner.RunContext, engine: Engine, scenario: str, settings: dict[str, Any], duration: float,
@@ -176,7 +184,8 @@ def one_test(ctx: runner.RunContext, engine: Engine, scenario: str, settings: di
     result = {"samples_per_second": m["samples_per_second"], "pairs_per_second": m["pairs_per_second"],
               "latency_p99_ms": m.get("latency_p99_ms"), "result_valid": m.get("result_valid"),
               "wall_seconds": m["wall_seconds"], "loadavg_1min_after": os.getloadavg()[0], "log_dir": str(out),
-              "sut_batch_phases": m.get("sut_batch_phases"), "interpreter_pauses": m.get("interpreter_pauses")}
+              "sut_batch_phases": m.get("sut_batch_phases"), "interpreter_pauses": m.get("interpreter_pauses"),
+              "engine_submit_phases": m.get("engine_submit_phases")}
     if isinstance(engine, TritonEngine) and engine.trace_dir is not None:
         result["trace"] = summarize_trace(engine.trace_dir, began, time.perf_counter())
         print(f"{scenario} request phases through Triton (serving/trace.py):\n{format_summary(result['trace'])}")

@@ -102,6 +102,7 @@ def run_loadgen(ctx: RunContext, engine: Engine, scenario: str, mode: str, setti
     if ctx.audit:
         apply_audit_settings(ts, ctx.audit, scenario)  # the test05 keys LoadGen 6 does not take from the file
     audit = ctx.audit if ctx.audit else out / "no-audit.config"
+    engine.submit_phases()  # forget the warm-up's
     with SampleLibrary(ctx.split, ctx.offsets, qsl_count) as qsl, make_sut(scenario, engine, qsl, settings) as sut:
         t0 = time.perf_counter()
         lg.StartTestWithLogSettings(sut.handle, qsl.handle, ts, log_settings(out), str(audit))
@@ -124,6 +125,7 @@ def run_loadgen(ctx: RunContext, engine: Engine, scenario: str, mode: str, setti
         "shortened_run": ts.min_duration_ms < int(ctx.rules["min_duration_ms"]),
         "sut_batch_phases": sut_phases,
         "interpreter_pauses": sut.interpreter.summary(t0),
+        "engine_submit_phases": engine.submit_phases(),
     })
     if mode == "AccuracyOnly":
         for key in ("samples_per_second", "pairs_per_second", "result_valid", "result_validity"):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from pathlib import Path
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -34,6 +35,8 @@ from dlrm_bench.engines.cuda.top_mlp import TopMLP
 from dlrm_bench.quant.artifacts import Int8Model
 from dlrm_bench.quant.recipe import TOP_INPUT_PAD, quantize_numeric
 
+SUBMIT_PHASES = ("bundle_wait", "stage", "launch")
+"""What `CudaEngine.submit_phases` times in each batch's submit call."""
 COPY_ROWS = 1 << 22
 """Rows per host-to-device chunk when uploading arrays."""
 
@@ -116,6 +119,7 @@ class CudaEngine(Engine):
         self.graph_min_pairs = int(float(settings.get("cuda_graph_min_fill", 0.98)) * self.max_pairs)
         self.graph_batches = 0
         self.graphs_ready = False
+        self.submit_stamps: list[tuple[float, float, float]] = []  # seconds per SUBMIT_PHASES, per batch
 
     @property
     def device(self) -> str:
@@ -256,16 +260,35 @@ class CudaEngine(Engine):
 
     def _submit_chunk(self, starts: np.ndarray, ends: np.ndarray) -> "Future[np.ndarray]":
         n = int((ends - starts).sum())
+        began = time.perf_counter()
         b = self.bundles.get()
+        got_bundle = time.perf_counter()
         try:
             with torch.cuda.device(self.dev):  # Triton launches on the current device: make it this engine's
                 b.stream.wait_stream(torch.cuda.current_stream(self.dev))
                 numeric, categorical, rows = self._stage_inputs(b, starts, ends, n)
+                staged = time.perf_counter()
                 self._run(b, numeric, categorical, rows, n)
         except BaseException:
             self.bundles.put(b)
             raise
+        self.submit_stamps.append((got_bundle - began, staged - got_bundle, time.perf_counter() - staged))
         return self.completer.submit(self._finish, b, n)
+
+    def submit_phases(self) -> dict[str, float]:
+        """Per submitted batch since the last call: waiting for a free bundle, staging its inputs (row indices
+        or host copies), launching its kernels; median / p99 / max ms and how many took over 5 ms."""
+        stamps, self.submit_stamps = self.submit_stamps, []
+        if not stamps:
+            return {}
+        ms = 1e3 * np.asarray(stamps, dtype=np.float64)
+        out: dict[str, float] = {"batches": float(len(ms))}
+        for column, phase in enumerate(SUBMIT_PHASES):
+            out[f"{phase}_median_ms"] = float(np.median(ms[:, column]))
+            out[f"{phase}_p99_ms"] = float(np.percentile(ms[:, column], 99))
+            out[f"{phase}_max_ms"] = float(ms[:, column].max())
+            out[f"{phase}_over_5ms"] = float((ms[:, column] > 5.0).sum())
+        return out
 
     def _finish(self, b: Bundle, n: int) -> np.ndarray:
         try:
