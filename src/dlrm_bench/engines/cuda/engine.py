@@ -60,8 +60,9 @@ class Bundle:
         self.probs = torch.empty(max_pairs, dtype=torch.float32, device=device)
         self.probs_host = torch.empty(max_pairs, dtype=torch.float32, pin_memory=True)
         self.rows = torch.zeros(max_pairs, dtype=torch.int64, device=device)  # always valid row indices
-        self.ranges = torch.empty(2, max_pairs, dtype=torch.int64, device=device)
-        self.ranges_host = torch.empty(2, max_pairs, dtype=torch.int64, pin_memory=True)
+        # a batch's sample starts then lengths, packed: [0, k) and [k, 2k) (one contiguous copy to the GPU)
+        self.ranges = torch.empty(2 * max_pairs, dtype=torch.int64, device=device)
+        self.ranges_host = torch.empty(2 * max_pairs, dtype=torch.int64, pin_memory=True)
         self.numeric_host = torch.empty(max_pairs, 13, dtype=torch.int8, pin_memory=True)
         self.categorical_host = torch.empty(max_pairs, cat_width, dtype=torch.int32, pin_memory=True)
         self.numeric = torch.empty(max_pairs, 13, dtype=torch.int8, device=device)
@@ -249,11 +250,12 @@ class CudaEngine(Engine):
         """Expand the sample ranges into pair row indices on the GPU: only 2 x samples int64 cross the bus.
         rows[j] = j + (start of j's sample - offset of that sample in the batch)."""
         k = len(starts)
-        b.ranges_host[0, :k].copy_(torch.from_numpy(starts))
-        b.ranges_host[1, :k].copy_(torch.from_numpy(ends - starts))
+        packed = b.ranges_host[:2 * k].numpy()
+        packed[:k] = starts
+        np.subtract(ends, starts, out=packed[k:])
         with torch.cuda.stream(b.stream):
-            b.ranges[:, :k].copy_(b.ranges_host[:, :k], non_blocking=True)
-            first, length = b.ranges[0, :k], b.ranges[1, :k]
+            b.ranges[:2 * k].copy_(b.ranges_host[:2 * k], non_blocking=True)
+            first, length = b.ranges[:k], b.ranges[k:2 * k]
             shift = first - (torch.cumsum(length, 0) - length)
             torch.add(torch.repeat_interleave(shift, length, output_size=n), self.arange[:n], out=b.rows[:n])
         return b.rows[:n]
