@@ -378,7 +378,7 @@ def main() -> int:
     ap.add_argument("--batches", default="16384,65536,131072,262144")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "build/bench")))
     ap.add_argument("--tune", action="store_true", help="also time candidate tile configurations")
-    ap.add_argument("--interaction-layout", default="triangle", choices=("triangle", "paired"),
+    ap.add_argument("--interaction-layout", default="paired", choices=("triangle", "paired"),
                     help="the interaction's output columns (engines/cuda/interaction.py) for the correctness check "
                          "and the end-to-end batches")
     ap.add_argument("--tune-parts", default="top,bottom,interaction", help="kernels --tune times")

@@ -29,7 +29,7 @@ from dlrm_bench.criteo.dataset import Split
 from dlrm_bench.criteo.packing import pack, pack_torch, packing_layout
 from dlrm_bench.engines.base import Engine, chunk_ranges, contiguous_span, join_futures, ranges_to_rows
 from dlrm_bench.engines.cuda.bottom_mlp import BottomMLP
-from dlrm_bench.engines.cuda.interaction import Interaction
+from dlrm_bench.engines.cuda.interaction import DEFAULT_LAYOUT, Interaction
 from dlrm_bench.engines.cuda.table_store import TableStore, build_store
 from dlrm_bench.engines.cuda.top_mlp import TopMLP
 from dlrm_bench.quant.artifacts import Int8Model
@@ -97,7 +97,7 @@ class CudaEngine(Engine):
         self.bottom = BottomMLP(qm, self.dev)
         cards = list(np.diff(np.append(model.table_offsets, model.tables.shape[0])))
         self.packing = packing_layout(cards) if settings.get("compress_categorical_inputs") else None
-        self.interaction_layout = str(settings.get("interaction_layout", "triangle"))
+        self.interaction_layout = str(settings.get("interaction_layout", DEFAULT_LAYOUT))
         self.interaction = Interaction(qm, self.store, torch.from_numpy(model.table_offsets), packing=self.packing,
                                        layout=self.interaction_layout)
         self.top = TopMLP(qm, self.dev, interaction_layout=self.interaction_layout)
