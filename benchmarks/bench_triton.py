@@ -7,7 +7,9 @@ rows). The variants alternate within each repeat, so a noisy neighbour slows the
 and the ratio to in-process. Server runs all use one target QPS (default: --server-load x the in-process
 engine's measured throughput), so their p99 latencies compare directly; a comma list of targets sweeps them and
 reports each variant's highest VALID target (MLPerf's Server result). `--sequential` keeps one engine on the
-device at a time (all runs of one variant, then the next) instead of loading every variant at once.
+device at a time (all runs of one variant, then the next) instead of loading every variant at once. As with
+`dlrm-bench run`, the in-process variant takes config_ver `default`'s settings and the Triton variants
+config_ver `triton`'s (e.g. more requests in flight); --triton-set adds to the latter.
 
     .venv/bin/python benchmarks/bench_triton.py                          # synthetic-tiny if built, else a fixture
     .venv/bin/python benchmarks/bench_triton.py --engine cpu --repeats 3 --offline-duration 20 --server-duration 30
@@ -93,6 +95,13 @@ def stop_burners(burners: list[subprocess.Popen]) -> None:
     for proc in burners:
         proc.kill()
         proc.wait()
+
+
+def triton_config(scenario: str, engine: str, system: Any, shared: dict[str, Any]) -> dict[str, Any]:
+    """What config_ver `triton` sets differently from `default` for this system (e.g. more requests in
+    flight): the Triton variants run with it, the in-process one with `default`, as `dlrm-bench run` would."""
+    triton = cfg.scenario_settings(scenario, "triton", engine, system)
+    return {key: value for key, value in triton.items() if shared.get(key) != value}
 
 
 def variant_settings(settings: dict[str, Any], variant: str, triton_sets: dict[str, Any]) -> dict[str, Any]:
@@ -348,11 +357,13 @@ def main(argv: list[str] | None = None) -> int:
     data, model, what = pick_inputs(args, "triton", 1024)
     work = scratch_path() / "bench" / "triton_logs" / time.strftime("%Y%m%d-%H%M%S")
     ctx = make_context(data, model, work / "logs")
-    settings = {s: {**cfg.scenario_settings(s, "triton", args.engine, ctx.system), **parse_sets(args.set)}
+    settings = {s: {**cfg.scenario_settings(s, "default", args.engine, ctx.system), **parse_sets(args.set)}
                 for s in scenarios}
+    triton_by_scenario = {s: {**triton_config(s, args.engine, ctx.system, settings[s]), **parse_sets(args.triton_set)}
+                          for s in scenarios}
     mean_pairs = float(ctx.offsets[-1]) / (len(ctx.offsets) - 1)
     build_settings = settings[scenarios[0]]
-    triton_sets = parse_sets(args.triton_set)
+    triton_sets = triton_by_scenario[scenarios[0]]
     loaded = EngineSet(variants, args.engine, ctx, build_settings, work / "servers", args.sequential, triton_sets)
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
     server_targets: list[float] = []
@@ -371,8 +382,9 @@ def main(argv: list[str] | None = None) -> int:
         for repeat, (label, scenario, target), variant in schedule(variants, tests, args.repeats, args.sequential):
             duration = args.offline_duration if scenario == "Offline" else args.server_duration
             out = work / f"r{repeat}" / label.replace(" ", "_") / variant
-            result = one_test(ctx, loaded.get(variant), scenario, variant_settings(settings[scenario], variant,
-                                                                                   triton_sets), duration, target, out)
+            result = one_test(ctx, loaded.get(variant), scenario,
+                              variant_settings(settings[scenario], variant, triton_by_scenario[scenario]),
+                              duration, target, out)
             result["target_qps"] = target
             runs[label][variant].append(result)
             phases = result["sut_batch_phases"] or {}
@@ -402,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
               "offline_duration_s": args.offline_duration, "server_duration_s": args.server_duration,
               "server_target_qps": server_targets, "server_capacity": capacity, "probe_samples_per_second": rate,
               "settings": settings,
-              "burners": args.burn, "triton_sets": triton_sets,
+              "burners": args.burn, "triton_sets": triton_by_scenario,
               "engines": {v: e.describe() for v, e in engines.items()}, "runs": runs, "summary": summary,
               "request_costs": costs,
               "logs": str(work)}

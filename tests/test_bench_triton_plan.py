@@ -66,3 +66,18 @@ def test_triton_only_settings_leave_in_process_alone() -> None:
     assert bt.variant_settings(shared, "triton-ranges", {"inflight_batches": 4}) == {"inflight_batches": 4,
                                                                                        "batch_size": 262144}
     assert shared["inflight_batches"] == 3
+
+
+def test_triton_variants_take_config_ver_triton_and_in_process_default() -> None:
+    """On an H100 the shipped configs give Triton more requests in flight; the in-process run keeps default's."""
+    from dlrm_bench.harness import config as cfg
+    from dlrm_bench.harness.system import SystemInfo
+
+    h100 = SystemInfo("Test CPU", 16, ("NVIDIA H100 80GB HBM3",))
+    for scenario in ("Offline", "Server"):
+        shared = cfg.scenario_settings(scenario, "default", "cuda", h100)
+        extra = bt.triton_config(scenario, "cuda", h100, shared)
+        assert extra["inflight_batches"] > shared["inflight_batches"]
+        assert all(shared.get(key) != value for key, value in extra.items())
+        triton = bt.variant_settings(shared, "triton-ranges", extra)
+        assert triton == cfg.scenario_settings(scenario, "triton", "cuda", h100)
