@@ -1,8 +1,9 @@
 """Per-batch timestamps of the SUT, to see where a sample's wait goes when LoadGen's tail latency jumps.
 
-Every batch is stamped (time.perf_counter) when the batcher took its samples from the queue (`taken`), when it
-got an in-flight slot and the engine call returned (`sent`: for a synchronous engine such as cpu or reference
-that is after computing), when the engine's future resolved (`engine_done`) and
+Every batch is stamped (time.perf_counter) when the batcher took its samples from the queue (`taken`; it waits
+for a free in-flight slot before taking), when the engine call returned (`sent`: for a synchronous engine such as
+cpu or reference that is after computing; after the first batch of an Offline query, also the wait for a slot),
+when the engine's future resolved (`engine_done`) and
 when its results were handed back to LoadGen (`completed`). A run writes them as `sut_batches.npy`, float64
 [batches, 6]: the four stamps in seconds since the test started, then samples and pairs; result.json gets the
 phase summary (`summarize`). Offline takes the whole query at once, so all its batches share one `taken` and
