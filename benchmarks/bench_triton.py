@@ -171,7 +171,9 @@ def pauses_line(result: dict[str, Any]) -> str:
     p = result.get("interpreter_pauses") or {}
     return (f"gc {p.get('gc0_collections', 0)}/{p.get('gc1_collections', 0)}/{p.get('gc2_collections', 0)} "
             f"max {p.get('gc_max_ms', 0):.1f} ms, stalls {p.get('stalls', 0)} max {p.get('stall_max_ms', 0):.1f} ms"
-            + submit_line(result.get("engine_submit_phases") or {}))
+            + submit_line(result.get("engine_submit_phases") or {})
+            + f"; host steal {100 * (result.get('host_cpu') or {}).get('steal_share', 0.0):.1f}%, "
+            f"preempted {(result.get('host_cpu') or {}).get('involuntary_switches', 0):.0f}x")
 
 
 def submit_line(phases: dict[str, float]) -> str:
@@ -194,7 +196,7 @@ def one_test(ctx: runner.RunContext, engine: Engine, scenario: str, settings: di
               "latency_p99_ms": m.get("latency_p99_ms"), "result_valid": m.get("result_valid"),
               "wall_seconds": m["wall_seconds"], "loadavg_1min_after": os.getloadavg()[0], "log_dir": str(out),
               "sut_batch_phases": m.get("sut_batch_phases"), "interpreter_pauses": m.get("interpreter_pauses"),
-              "engine_submit_phases": m.get("engine_submit_phases")}
+              "engine_submit_phases": m.get("engine_submit_phases"), "host_cpu": m.get("host_cpu")}
     if isinstance(engine, TritonEngine) and engine.trace_dir is not None:
         result["trace"] = summarize_trace(engine.trace_dir, began, time.perf_counter())
         print(f"{scenario} request phases through Triton (serving/trace.py):\n{format_summary(result['trace'])}")

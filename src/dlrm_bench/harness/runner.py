@@ -25,6 +25,7 @@ from dlrm_bench.harness import config as cfg
 from dlrm_bench.harness.loadgen_settings import (Overrides, build_test_settings, describe_test_settings,
                                                  load_rules, log_settings)
 from dlrm_bench.harness import batch_stamps
+from dlrm_bench.harness.host_stats import HostSample, host_delta
 from dlrm_bench.harness.logs import loadgen_metrics, make_run_root, read_detail_log, run_dir, update_latest
 from dlrm_bench.harness.qsl import SampleLibrary
 from dlrm_bench.harness.sut import make_sut
@@ -105,7 +106,9 @@ def run_loadgen(ctx: RunContext, engine: Engine, scenario: str, mode: str, setti
     engine.submit_phases()  # forget the warm-up's
     with SampleLibrary(ctx.split, ctx.offsets, qsl_count) as qsl, make_sut(scenario, engine, qsl, settings) as sut:
         t0 = time.perf_counter()
+        host_before = HostSample()
         lg.StartTestWithLogSettings(sut.handle, qsl.handle, ts, log_settings(out), str(audit))
+        host_cpu = host_delta(host_before, HostSample())
         wall = time.perf_counter() - t0
     counters = sut.counters
     save_timeline(out, counters.timeline, t0)
@@ -126,6 +129,7 @@ def run_loadgen(ctx: RunContext, engine: Engine, scenario: str, mode: str, setti
         "sut_batch_phases": sut_phases,
         "interpreter_pauses": sut.interpreter.summary(t0),
         "engine_submit_phases": engine.submit_phases(),
+        "host_cpu": host_cpu,
     })
     if mode == "AccuracyOnly":
         for key in ("samples_per_second", "pairs_per_second", "result_valid", "result_validity"):

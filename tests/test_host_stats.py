@@ -1,0 +1,39 @@
+"""host_stats: /proc/stat parsing and the deltas result.json's `host_cpu` holds."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dlrm_bench.harness.host_stats import CPU_FIELDS, HostSample, host_delta, read_cpu_ticks
+
+
+def test_cpu_line_is_read_by_field(tmp_path: Path) -> None:
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  10 1 20 300 4 0 2 7 0 0\ncpu0 5 0 10 150 2 0 1 3 0 0\nintr 1\n")
+    assert read_cpu_ticks(stat) == dict(zip(CPU_FIELDS, [10, 1, 20, 300, 4, 0, 2, 7]))
+    assert read_cpu_ticks(tmp_path / "missing") == {}
+    (tmp_path / "odd").write_text("intr 1\n")
+    assert read_cpu_ticks(tmp_path / "odd") == {}
+
+
+def test_delta_in_seconds_with_the_steal_share() -> None:
+    hertz = os.sysconf("SC_CLK_TCK")
+    before = HostSample(wall=1.0, ticks=dict.fromkeys(CPU_FIELDS, 0), voluntary=5, involuntary=1)
+    after_ticks = dict.fromkeys(CPU_FIELDS, 0) | {"user": 3 * hertz, "idle": 6 * hertz, "steal": hertz}
+    after = HostSample(wall=6.0, ticks=after_ticks, voluntary=9, involuntary=4)
+    delta = host_delta(before, after)
+    assert delta["wall_s"] == 5.0
+    assert delta["user_s"] == 3.0 and delta["steal_s"] == 1.0
+    assert delta["steal_share"] == 0.1
+    assert delta["voluntary_switches"] == 4 and delta["involuntary_switches"] == 3
+
+
+def test_a_real_sample_moves_forward() -> None:
+    before = HostSample()
+    sum(range(2_000_000))
+    delta = host_delta(before, HostSample())
+    assert delta["wall_s"] > 0
+    if before.ticks:  # Linux
+        assert all(delta[f"{name}_s"] >= 0 for name in CPU_FIELDS)
+        assert 0.0 <= delta["steal_share"] <= 1.0
