@@ -42,7 +42,8 @@ def test_engine_matches_int8_emulation(workspace, monkeypatch) -> None:
                 {"start_from_device": True, "compress_categorical_inputs": True},
                 {"start_from_device": True, "embedding_weights_on_gpu_part": 0.3},
                 {"start_from_device": False, "embedding_weights_on_gpu_part": 0.05},
-                {"start_from_device": True}]  # the default layout (paired)
+                {"start_from_device": True},  # the default layout (paired)
+                {"start_from_device": True, "row_index_kernel": True}]
     for variant in variants:
         engine = create_engine("cuda", workspace["model"], meta,
                                {"gpu_batch_size": 1024, "gpu_num_bundles": 3, "complete_threads": 2, **variant})

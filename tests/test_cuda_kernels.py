@@ -19,6 +19,7 @@ from dlrm_bench.engines.cuda.triton_env import INTERPRETED  # noqa: E402  (first
 from dlrm_bench.engines.cuda.bottom_mlp import BottomMLP  # noqa: E402
 from dlrm_bench.engines.cuda.interaction import (Interaction, layout_columns, permute_top_weight,  # noqa: E402
                                                   to_layout)
+from dlrm_bench.engines.cuda.row_index import expand_rows, pack_ranges, search_steps  # noqa: E402
 from dlrm_bench.engines.cuda.top_mlp import TopMLP  # noqa: E402
 from dlrm_bench.quant.recipe import (emulate_bottom, emulate_interaction, emulate_top, gather_rows,  # noqa: E402
                                      quantize_numeric)
@@ -230,3 +231,23 @@ def test_packed_ids_are_unpacked_in_the_kernel(model, indirect: bool) -> None:
         Interaction(qm, tables.to(DEVICE), offsets, packing=lay)(ids.to(DEVICE), None if rows is None else rows.to(DEVICE), batch, top_in)
         outs.append(top_in.cpu())
     assert torch.equal(outs[0], outs[1])
+
+
+@pytest.mark.parametrize("lengths", [[1], [5], [3, 1, 4], [1] * 300, [700, 1, 2, 699, 100], "random"])
+def test_row_index_kernel_matches_the_ranges(lengths) -> None:
+    """One sample, single-pair samples, odd counts, batches over one program's block, unsorted starts."""
+    import numpy as np
+
+    from dlrm_bench.engines.base import ranges_to_rows
+
+    rng = np.random.default_rng(len(str(lengths)))
+    lengths = rng.integers(1, 700, size=40) if lengths == "random" else np.asarray(lengths)
+    starts = rng.integers(0, 10_000, size=len(lengths)).astype(np.int64)
+    ends = starts + lengths
+    packed = np.empty(2 * len(starts) + 1, dtype=np.int64)
+    n = pack_ranges(starts, ends, packed)
+    assert n == int(lengths.sum())
+    rows = torch.full((n + 5,), -1, dtype=torch.int64, device=DEVICE)
+    expand_rows(torch.from_numpy(packed).to(DEVICE), len(starts), rows, n, search_steps(262144))
+    np.testing.assert_array_equal(rows[:n].cpu().numpy(), ranges_to_rows(starts, ends))
+    assert (rows[n:].cpu() == -1).all()  # nothing past the batch is written

@@ -30,6 +30,7 @@ from dlrm_bench.criteo.packing import pack, pack_torch, packing_layout
 from dlrm_bench.engines.base import Engine, chunk_ranges, contiguous_span, join_futures, ranges_to_rows
 from dlrm_bench.engines.cuda.bottom_mlp import BottomMLP
 from dlrm_bench.engines.cuda.interaction import DEFAULT_LAYOUT, Interaction
+from dlrm_bench.engines.cuda.row_index import expand_rows, pack_ranges, search_steps
 from dlrm_bench.engines.cuda.table_store import TableStore, build_store
 from dlrm_bench.engines.cuda.top_mlp import TopMLP
 from dlrm_bench.quant.artifacts import Int8Model
@@ -60,9 +61,10 @@ class Bundle:
         self.probs = torch.empty(max_pairs, dtype=torch.float32, device=device)
         self.probs_host = torch.empty(max_pairs, dtype=torch.float32, pin_memory=True)
         self.rows = torch.zeros(max_pairs, dtype=torch.int64, device=device)  # always valid row indices
-        # a batch's sample starts then lengths, packed: [0, k) and [k, 2k) (one contiguous copy to the GPU)
-        self.ranges = torch.empty(2 * max_pairs, dtype=torch.int64, device=device)
-        self.ranges_host = torch.empty(2 * max_pairs, dtype=torch.int64, pin_memory=True)
+        # a batch's sample starts then lengths (or prefix offsets: row_index.pack_ranges), packed in one buffer
+        # that crosses the bus in one contiguous copy
+        self.ranges = torch.empty(2 * max_pairs + 1, dtype=torch.int64, device=device)
+        self.ranges_host = torch.empty(2 * max_pairs + 1, dtype=torch.int64, pin_memory=True)
         self.numeric_host = torch.empty(max_pairs, 13, dtype=torch.int8, pin_memory=True)
         self.categorical_host = torch.empty(max_pairs, cat_width, dtype=torch.int32, pin_memory=True)
         self.numeric = torch.empty(max_pairs, 13, dtype=torch.int8, device=device)
@@ -121,6 +123,8 @@ class CudaEngine(Engine):
         self.graph_batches = 0
         self.graphs_ready = False
         self.submit_stamps: list[tuple[float, float, float]] = []  # seconds per SUBMIT_PHASES, per batch
+        # row_index_kernel: expand sample ranges into row indices with one Triton kernel (row_index.py)
+        self.row_search_steps = search_steps(self.max_pairs) if settings.get("row_index_kernel") else 0
 
     @property
     def device(self) -> str:
@@ -248,8 +252,15 @@ class CudaEngine(Engine):
 
     def _device_rows(self, b: Bundle, starts: np.ndarray, ends: np.ndarray, n: int) -> torch.Tensor:
         """Expand the sample ranges into pair row indices on the GPU: only 2 x samples int64 cross the bus.
-        rows[j] = j + (start of j's sample - offset of that sample in the batch)."""
+        rows[j] = j + (start of j's sample - offset of that sample in the batch); with `row_index_kernel`, in one
+        Triton kernel (row_index.py), else with PyTorch operations."""
         k = len(starts)
+        if self.row_search_steps:
+            pack_ranges(starts, ends, b.ranges_host[:2 * k + 1].numpy())
+            with torch.cuda.stream(b.stream):
+                b.ranges[:2 * k + 1].copy_(b.ranges_host[:2 * k + 1], non_blocking=True)
+                expand_rows(b.ranges, k, b.rows, n, self.row_search_steps)
+            return b.rows[:n]
         packed = b.ranges_host[:2 * k].numpy()
         packed[:k] = starts
         np.subtract(ends, starts, out=packed[k:])
