@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import sys
+from collections import deque
 import threading
 import time
 from typing import Any
@@ -18,6 +19,8 @@ off: also gc.disable() for the test (cycles made during it are collected when it
 WATCH_INTERVAL_S = 0.002
 """How often the stall watchdog wakes; it records a wake-up later than `WATCH_LATE_S` past this."""
 WATCH_LATE_S = 0.004
+KEPT = 100_000
+"""Collections and stalls remembered (the most recent), so a long-lived model instance never grows."""
 
 
 class QuietInterpreter:
@@ -27,7 +30,8 @@ class QuietInterpreter:
     Python's default 5 ms by a busy one. Used by the harness for the duration of a LoadGen test and by the Triton
     backend for the life of its model instance.
 
-    `pauses` records every garbage collection while entered: (perf_counter start, generation, seconds).
+    `pauses` records every garbage collection while entered (the last KEPT): (perf_counter start, generation,
+    seconds).
     With `watch=True` a daemon thread sleeps WATCH_INTERVAL_S at a time and records in `stalls` each wake-up
     that came more than WATCH_LATE_S late ((perf_counter when it should have woken, seconds late)): time the
     interpreter gave no thread of this process (a collection, or a thread holding the GIL in C code)."""
@@ -39,8 +43,8 @@ class QuietInterpreter:
         self.switch_interval_s = max(float(switch_interval_ms), 0.01) / 1000.0
         self.collector = collector
         self.saved = sys.getswitchinterval()
-        self.pauses: list[tuple[float, int, float]] = []
-        self.stalls: list[tuple[float, float]] = []
+        self.pauses: deque[tuple[float, int, float]] = deque(maxlen=KEPT)
+        self.stalls: deque[tuple[float, float]] = deque(maxlen=KEPT)
         self._gc_started = 0.0
         self._watch = watch
         self._stop = threading.Event()

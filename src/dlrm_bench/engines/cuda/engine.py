@@ -33,6 +33,7 @@ from dlrm_bench.engines.cuda.interaction import DEFAULT_LAYOUT, Interaction
 from dlrm_bench.engines.cuda.row_index import expand_rows, pack_ranges, search_steps
 from dlrm_bench.engines.cuda.table_store import TableStore, build_store
 from dlrm_bench.engines.cuda.top_mlp import TopMLP
+from dlrm_bench.engines.phase_times import PhaseTimes
 from dlrm_bench.quant.artifacts import Int8Model
 from dlrm_bench.quant.recipe import TOP_INPUT_PAD, quantize_numeric
 
@@ -122,7 +123,7 @@ class CudaEngine(Engine):
         self.graph_min_pairs = int(float(settings.get("cuda_graph_min_fill", 0.98)) * self.max_pairs)
         self.graph_batches = 0
         self.graphs_ready = False
-        self.submit_stamps: list[tuple[float, float, float]] = []  # seconds per SUBMIT_PHASES, per batch
+        self.submit_times = PhaseTimes(SUBMIT_PHASES)
         # row_index_kernel: expand sample ranges into row indices with one Triton kernel (row_index.py)
         self.row_search_steps = search_steps(self.max_pairs) if settings.get("row_index_kernel") else 0
 
@@ -285,23 +286,13 @@ class CudaEngine(Engine):
         except BaseException:
             self.bundles.put(b)
             raise
-        self.submit_stamps.append((got_bundle - began, staged - got_bundle, time.perf_counter() - staged))
+        self.submit_times.add((got_bundle - began, staged - got_bundle, time.perf_counter() - staged))
         return self.completer.submit(self._finish, b, n)
 
     def submit_phases(self) -> dict[str, float]:
         """Per submitted batch since the last call: waiting for a free bundle, staging its inputs (row indices
-        or host copies), launching its kernels; median / p99 / max ms and how many took over 5 ms."""
-        stamps, self.submit_stamps = self.submit_stamps, []
-        if not stamps:
-            return {}
-        ms = 1e3 * np.asarray(stamps, dtype=np.float64)
-        out: dict[str, float] = {"batches": float(len(ms))}
-        for column, phase in enumerate(SUBMIT_PHASES):
-            out[f"{phase}_median_ms"] = float(np.median(ms[:, column]))
-            out[f"{phase}_p99_ms"] = float(np.percentile(ms[:, column], 99))
-            out[f"{phase}_max_ms"] = float(ms[:, column].max())
-            out[f"{phase}_over_5ms"] = float((ms[:, column] > 5.0).sum())
-        return out
+        or host copies), launching its kernels (phase_times.PhaseTimes.summary)."""
+        return self.submit_times.summary()
 
     def _finish(self, b: Bundle, n: int) -> np.ndarray:
         try:
