@@ -351,17 +351,13 @@ def tune_interaction(qm, tables, offsets, cards, device, n: int, top_in: torch.T
     probe."""
     cat = skewed_ids(cards, n, device, 5)
     res = {}
-    for bp, warps, iters, stages in [(4, 4, 1, 1), (2, 2, 1, 1), (2, 4, 1, 1), (4, 4, 4, 2), (4, 4, 8, 3),
-                                     (4, 4, 16, 3), (2, 2, 8, 3), (8, 4, 4, 2), (4, 8, 8, 2), (4, 4, 32, 4)]:
-        op = Interaction(qm, tables, offsets, bp, warps, iters, stages)
-        key = f"{bp}/{warps}/{iters}/{stages}"
-        try:
-            res[key] = timed(lambda: op(cat, None, n, top_in), 10)
-        except Exception as exc:
-            res[key] = f"failed: {type(exc).__name__}"
-    for bp, warps, iters, stages in [(4, 4, 1, 1), (4, 4, 8, 3), (8, 4, 4, 2)]:
-        op = Interaction(qm, tables, offsets, bp, warps, iters, stages, layout="paired")
-        key = f"{bp}/{warps}/{iters}/{stages} paired"
+    tiles = [(4, 4, 1, 1), (2, 2, 1, 1), (2, 4, 1, 1), (4, 4, 4, 2), (4, 4, 8, 3), (4, 4, 16, 3), (2, 2, 8, 3),
+             (8, 4, 4, 2), (4, 8, 8, 2), (4, 4, 32, 4)]
+    variants = [(tile, "triangle") for tile in tiles] + [(tile, "paired") for tile in
+                                                          [(4, 4, 1, 1), (4, 4, 8, 3), (8, 4, 4, 2)]]
+    for (bp, warps, iters, stages), layout in variants:
+        op = Interaction(qm, tables, offsets, bp, warps, iters, stages, layout=layout)
+        key = f"{bp}/{warps}/{iters}/{stages}" + (" paired" if layout == "paired" else "")
         try:
             res[key] = timed(lambda: op(cat, None, n, top_in), 10)
         except Exception as exc:

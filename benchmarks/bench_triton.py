@@ -166,14 +166,21 @@ def schedule(variants: list[str], tests: list[tuple[str, str, float]], repeats: 
     return [(r, t, v) for r in range(repeats) for t in tests for v in rotated(variants, r)]
 
 
-def pauses_line(result: dict[str, Any]) -> str:
-    """The interpreter's pauses of one run in a few words (interpreter.QuietInterpreter.summary)."""
+def diagnostics_line(result: dict[str, Any]) -> str:
+    """Where one run's time went, in a few words: the SUT's batch phases (harness/batch_stamps.py), the
+    interpreter's pauses (interpreter.QuietInterpreter.summary), the engine's submit phases and the host's CPU
+    steal (harness/host_stats.py)."""
+    phases = result.get("sut_batch_phases") or {}
     p = result.get("interpreter_pauses") or {}
-    return (f"gc {p.get('gc0_collections', 0)}/{p.get('gc1_collections', 0)}/{p.get('gc2_collections', 0)} "
+    host = result.get("host_cpu") or {}
+    return (f"SUT batches p99: dispatch {phases.get('dispatch_p99_ms', 0):.1f}, engine "
+            f"{phases.get('engine_p99_ms', 0):.1f} ms; longest completion gap "
+            f"{phases.get('longest_completion_gap_ms', 0):.1f} ms; "
+            f"gc {p.get('gc0_collections', 0)}/{p.get('gc1_collections', 0)}/{p.get('gc2_collections', 0)} "
             f"max {p.get('gc_max_ms', 0):.1f} ms, stalls {p.get('stalls', 0)} max {p.get('stall_max_ms', 0):.1f} ms"
             + submit_line(result.get("engine_submit_phases") or {})
-            + f"; host steal {100 * (result.get('host_cpu') or {}).get('steal_share', 0.0):.1f}%, "
-            f"preempted {(result.get('host_cpu') or {}).get('involuntary_switches', 0):.0f}x")
+            + f"; host steal {100 * host.get('steal_share', 0.0):.1f}%, "
+            f"preempted {host.get('involuntary_switches', 0):.0f}x")
 
 
 def submit_line(phases: dict[str, float]) -> str:
@@ -389,12 +396,9 @@ def main(argv: list[str] | None = None) -> int:
                               duration, target, out)
             result["target_qps"] = target
             runs[label][variant].append(result)
-            phases = result["sut_batch_phases"] or {}
             print(f"repeat {repeat} {label:<15}{variant:<15}{result['samples_per_second']:>11.1f} samples/s"
                   f"  p99 {result['latency_p99_ms'] or 0:>8.1f} ms  valid {result['result_valid']}"
-                  f"  (SUT batches p99: dispatch {phases.get('dispatch_p99_ms', 0):.1f}, engine "
-                  f"{phases.get('engine_p99_ms', 0):.1f} ms; longest completion gap "
-                  f"{phases.get('longest_completion_gap_ms', 0):.1f} ms; {pauses_line(result)})", flush=True)
+                  f"  ({diagnostics_line(result)})", flush=True)
     finally:
         stop_burners(burners)
         loaded.close()

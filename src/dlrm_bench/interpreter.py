@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import gc
 import sys
-from collections import deque
 import threading
 import time
+from collections import deque
 from typing import Any
 
 from dlrm_bench.errors import UserError

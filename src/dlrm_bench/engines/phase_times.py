@@ -17,6 +17,12 @@ SLOW_MS = 5.0
 """A phase longer than this counts in `<phase>_over_5ms`."""
 
 
+def ms_summary(name: str, ms: np.ndarray) -> dict[str, float]:
+    """`<name>_median_ms`, `<name>_p99_ms`, `<name>_max_ms` of durations in milliseconds (non-empty)."""
+    return {f"{name}_median_ms": float(np.median(ms)), f"{name}_p99_ms": float(np.percentile(ms, 99)),
+            f"{name}_max_ms": float(ms.max())}
+
+
 class PhaseTimes:
     """Durations (seconds) of `phases` per batch; `summary` reports in milliseconds and starts over."""
 
@@ -48,9 +54,8 @@ class PhaseTimes:
             ms = 1e3 * self.ring[:min(self.count, len(self.ring))]
             out: dict[str, float] = {"batches": float(self.count)}
             for column, phase in enumerate(self.phases):
-                out[f"{phase}_median_ms"] = float(np.median(ms[:, column]))
-                out[f"{phase}_p99_ms"] = float(np.percentile(ms[:, column], 99))
-                out[f"{phase}_max_ms"] = float(1e3 * self.max[column])
+                out.update(ms_summary(phase, ms[:, column]))
+                out[f"{phase}_max_ms"] = float(1e3 * self.max[column])  # exact, beyond the window
                 out[f"{phase}_over_5ms"] = float(self.slow[column])
             self._reset()
         return out

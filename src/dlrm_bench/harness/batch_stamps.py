@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from dlrm_bench.atomic import save_npy
+from dlrm_bench.engines.phase_times import ms_summary
 
 STAMPS = ("taken", "sent", "engine_done", "completed")
 PHASES = {"dispatch": ("taken", "sent"), "engine": ("sent", "engine_done"),
@@ -46,10 +47,7 @@ def summarize(array: np.ndarray) -> dict[str, float]:
     out: dict[str, float] = {}
     column = {name: k for k, name in enumerate(STAMPS)}
     for phase, (start, end) in PHASES.items():
-        ms = 1e3 * (array[:, column[end]] - array[:, column[start]])
-        out[f"{phase}_median_ms"] = float(np.median(ms))
-        out[f"{phase}_p99_ms"] = float(np.percentile(ms, 99))
-        out[f"{phase}_max_ms"] = float(ms.max())
+        out.update(ms_summary(phase, 1e3 * (array[:, column[end]] - array[:, column[start]])))
     completions = np.sort(array[:, column["completed"]])
     out["longest_completion_gap_ms"] = float(1e3 * np.diff(completions).max()) if len(completions) > 1 else 0.0
     return out

@@ -145,24 +145,20 @@ def layout_columns(layout: str) -> torch.Tensor:
     return EMBEDDING_DIM + torch.arange(interaction_pairs()[0].numel())
 
 
-def to_layout(top_in: torch.Tensor, layout: str) -> torch.Tensor:
-    """A top-MLP input in the recipe's order, int8 [B, 512] -> the same values in `layout`'s columns (the
-    dense part stays; unused columns are 0)."""
-    out = torch.zeros_like(top_in)
-    out[:, :EMBEDDING_DIM] = top_in[:, :EMBEDDING_DIM]
-    cols = layout_columns(layout).to(top_in.device)
-    out[:, cols] = top_in[:, EMBEDDING_DIM:EMBEDDING_DIM + cols.numel()]
+def to_layout(rows: torch.Tensor, layout: str) -> torch.Tensor:
+    """[B, 512] in the recipe's column order -> the same values in `layout`'s columns (the dense part stays;
+    unused columns are 0). For a top-MLP input row, and for the first top layer's weight [N, 512]."""
+    out = torch.zeros_like(rows)
+    out[:, :EMBEDDING_DIM] = rows[:, :EMBEDDING_DIM]
+    cols = layout_columns(layout).to(rows.device)
+    out[:, cols] = rows[:, EMBEDDING_DIM:EMBEDDING_DIM + cols.numel()]
     return out
 
 
 def permute_top_weight(weight: torch.Tensor, layout: str) -> torch.Tensor:
-    """The top MLP's first-layer weight, int8 [N, 512] in the recipe's column order -> its columns where
-    `layout` puts the inputs (zero where no entry lands), so x_layout @ W_layout^T == x @ W^T exactly."""
-    out = torch.zeros_like(weight)
-    out[:, :EMBEDDING_DIM] = weight[:, :EMBEDDING_DIM]
-    cols = layout_columns(layout).to(weight.device)
-    out[:, cols] = weight[:, EMBEDDING_DIM:EMBEDDING_DIM + cols.numel()]
-    return out
+    """The top MLP's first-layer weight, int8 [N, 512], with its columns moved where `layout` puts the inputs
+    (zero where no entry lands), so x_layout @ W_layout^T == x @ W^T exactly: the same remap as the inputs."""
+    return to_layout(weight, layout)
 
 
 def unpack_table(layout: PackingLayout) -> torch.Tensor:

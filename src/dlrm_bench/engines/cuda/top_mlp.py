@@ -226,7 +226,6 @@ class TopMLP:
             WARP_SPECIALIZE=cfg.warp_specialize, FLATTEN=cfg.flatten, EPILOGUE=epilogue,
             num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
-
     def __call__(self, top_in: torch.Tensor, buffers: list[torch.Tensor], probs: torch.Tensor,
                  num_pairs: int) -> None:
         """top_in: int8 [>= num_pairs, 512]; buffers: int8 [>= num_pairs, width] per hidden layer;
