@@ -95,8 +95,10 @@ def test_loadgen_accuracy_run_on_cuda(workspace, monkeypatch) -> None:
 
 
 def test_cuda_graph_replays_match_kernel_launches(workspace, monkeypatch) -> None:
-    """cuda_graphs: full batches with row indirection replay each bundle's recorded graph; the predictions are
-    those of launching the kernels one by one, and a new split drops the graphs (they hold its addresses)."""
+    """cuda_graphs: every batch replays its bundle's graph of the smallest size bucket that holds it (the row
+    expansion recorded inside); the predictions are those of launching the kernels one by one, for scattered
+    samples over several chunks, a contiguous span, a single pair and a batch of exactly one bucket; a new split
+    drops the graphs (they hold its addresses)."""
     monkeypatch.setenv("MLPERF_SCRATCH_PATH", str(workspace["root"]))
     meta = load_meta(workspace["data"])
     split = open_split(workspace["data"] / "test")
@@ -104,19 +106,24 @@ def test_cuda_graph_replays_match_kernel_launches(workspace, monkeypatch) -> Non
     starts = np.sort(rng.choice(len(split) - 8, 600, replace=False))
     ends = starts + rng.integers(1, 8, starts.size)
     ends = np.minimum(ends, np.append(starts[1:], len(split)))  # non-overlapping, non-contiguous samples
+    requests = [(starts, ends), (np.array([10]), np.array([1034])), (np.array([4999]), np.array([5000])),
+                (np.array([300, 7]), np.array([500, 63]))]  # 1,024 pairs, 1 pair, 256 pairs (one bucket)
     results = {}
     for graphs in (False, True):
         engine = create_engine("cuda", workspace["model"], meta,
                                {"gpu_batch_size": 1024, "gpu_num_bundles": 2, "cuda_graphs": graphs,
-                                "cuda_graph_min_fill": 0.5})
+                                "cuda_graph_buckets": 4})
         engine.load(split)
         engine.warmup()
-        results[graphs] = engine.predict_ranges(starts, ends)
+        results[graphs] = [engine.predict_ranges(s, e) for s, e in requests]
         if graphs:
-            assert engine.graph_batches > 0
+            assert engine.describe()["cuda_graph_sizes"] == [256, 512, 768, 1024]
+            assert engine.graph_batches >= len(requests) + 2  # the first request is 3+ chunks
             engine.load(split)  # a new binding: graphs dropped, recorded again by warmup
             assert not engine.graphs_ready
             engine.warmup()
-            np.testing.assert_array_equal(engine.predict_ranges(starts, ends), results[True])
+            for (s, e), want in zip(requests, results[True]):
+                np.testing.assert_array_equal(engine.predict_ranges(s, e), want)
         engine.close()
-    np.testing.assert_array_equal(results[True], results[False])
+    for got, want in zip(results[True], results[False]):
+        np.testing.assert_array_equal(got, want)

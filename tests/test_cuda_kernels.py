@@ -19,7 +19,7 @@ from dlrm_bench.engines.cuda.triton_env import INTERPRETED  # noqa: E402  (first
 from dlrm_bench.engines.cuda.bottom_mlp import BottomMLP  # noqa: E402
 from dlrm_bench.engines.cuda.interaction import (Interaction, layout_columns, permute_top_weight,  # noqa: E402
                                                   to_layout)
-from dlrm_bench.engines.cuda.row_index import expand_rows, pack_ranges, search_steps  # noqa: E402
+from dlrm_bench.engines.cuda.row_index import expand_rows, pack_ranges, packed_length, search_steps  # noqa: E402
 from dlrm_bench.engines.cuda.top_mlp import TopMLP  # noqa: E402
 from dlrm_bench.quant.recipe import (emulate_bottom, emulate_interaction, emulate_top, gather_rows,  # noqa: E402
                                      quantize_numeric)
@@ -235,19 +235,33 @@ def test_packed_ids_are_unpacked_in_the_kernel(model, indirect: bool) -> None:
 
 @pytest.mark.parametrize("lengths", [[1], [5], [3, 1, 4], [1] * 300, [700, 1, 2, 699, 100], "random"])
 def test_row_index_kernel_matches_the_ranges(lengths) -> None:
-    """One sample, single-pair samples, odd counts, batches over one program's block, unsorted starts."""
+    """One sample, single-pair samples, odd counts, batches over one program's block, unsorted starts; rows past
+    the batch: row 0 up to the rows asked for (a CUDA graph's bucket), nothing written beyond."""
     import numpy as np
 
     from dlrm_bench.engines.base import ranges_to_rows
 
     rng = np.random.default_rng(len(str(lengths)))
     lengths = rng.integers(1, 700, size=40) if lengths == "random" else np.asarray(lengths)
-    starts = rng.integers(0, 10_000, size=len(lengths)).astype(np.int64)
+    starts = rng.integers(1, 10_000, size=len(lengths)).astype(np.int64)
     ends = starts + lengths
-    packed = np.empty(2 * len(starts) + 1, dtype=np.int64)
+    packed = np.full(packed_length(len(starts)) + 3, -7, dtype=np.int64)
     n = pack_ranges(starts, ends, packed)
-    assert n == int(lengths.sum())
-    rows = torch.full((n + 5,), -1, dtype=torch.int64, device=DEVICE)
-    expand_rows(torch.from_numpy(packed).to(DEVICE), len(starts), rows, n, search_steps(262144))
-    np.testing.assert_array_equal(rows[:n].cpu().numpy(), ranges_to_rows(starts, ends))
-    assert (rows[n:].cpu() == -1).all()  # nothing past the batch is written
+    assert n == int(lengths.sum()) and packed[0] == len(starts) and packed[1] == n
+    assert (packed[packed_length(len(starts)):] == -7).all()
+    packed_dev = torch.from_numpy(packed).to(DEVICE)
+    for extra in (0, 1, 1100):
+        rows = torch.full((n + extra + 5,), -1, dtype=torch.int64, device=DEVICE)
+        expand_rows(packed_dev, rows, n + extra, search_steps(262144))
+        got = rows.cpu().numpy()
+        np.testing.assert_array_equal(got[:n], ranges_to_rows(starts, ends))
+        assert (got[n:n + extra] == 0).all()
+        assert (got[n + extra:] == -1).all()  # nothing past the rows asked for is written
+
+@pytest.mark.parametrize("max_pairs,buckets,want", [(1024, 4, [256, 512, 768, 1024]), (262144, 1, [262144]),
+                                                    (1000, 3, [384, 768, 1000]), (200, 16, [128, 200])])
+def test_graph_bucket_sizes(max_pairs: int, buckets: int, want: list[int]) -> None:
+    """CUDA-graph sizes: even steps up to the batch size, whole GEMM tiles of 128 pairs, the batch size last."""
+    from dlrm_bench.engines.cuda.engine import graph_bucket_sizes
+
+    assert graph_bucket_sizes(max_pairs, buckets) == want

@@ -7,10 +7,11 @@ batch i's; `complete_threads` threads wait for each bundle's event and hand the 
 
 Settings (config.json): gpu_batch_size, gpu_num_bundles, complete_threads, start_from_device (the test set's
 int8 inputs live on the GPU; otherwise each batch is staged through pinned host memory), device_index,
-cuda_graphs (default false; with start_from_device: each bundle records its three stages and the copy back for a
-full batch once, at warmup, as a CUDA graph, and replays it for every batch with row indirection and at least
-`cuda_graph_min_fill` (default 0.98) x gpu_batch_size pairs; the pairs past the batch read stale, valid rows and
-their results are not returned. Smaller or contiguous batches launch the kernels one by one).
+cuda_graphs (default false; with start_from_device: at warmup each bundle records, once per size bucket, the
+row-index expansion (row_index.py), its three stages and the copy back as a CUDA graph; a batch then costs the host
+one copy of its packed sample ranges and one graph replay, of the smallest bucket that holds it. Buckets:
+`cuda_graph_buckets` (default 16) sizes evenly up to gpu_batch_size; the pairs past the batch read row 0 and their
+results are not returned).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from dlrm_bench.criteo.packing import pack, pack_torch, packing_layout
 from dlrm_bench.engines.base import Engine, chunk_ranges, contiguous_span, join_futures, ranges_to_rows
 from dlrm_bench.engines.cuda.bottom_mlp import BottomMLP
 from dlrm_bench.engines.cuda.interaction import DEFAULT_LAYOUT, Interaction
-from dlrm_bench.engines.cuda.row_index import expand_rows, pack_ranges, search_steps
+from dlrm_bench.engines.cuda.row_index import expand_rows, pack_ranges, packed_length, search_steps
 from dlrm_bench.engines.cuda.table_store import TableStore, build_store
 from dlrm_bench.engines.cuda.top_mlp import TopMLP
 from dlrm_bench.engines.phase_times import PhaseTimes
@@ -52,6 +53,14 @@ def upload_rows(array: np.ndarray, device: torch.device, dtype: torch.dtype | No
     return out
 
 
+def graph_bucket_sizes(max_pairs: int, buckets: int) -> list[int]:
+    """`buckets` batch sizes evenly up to max_pairs (rounded up to 128 pairs, a GEMM tile), ascending and
+    distinct; the last is max_pairs."""
+    buckets = max(1, buckets)
+    sizes = {min(max_pairs, -(-max_pairs * i // buckets // 128) * 128) for i in range(1, buckets + 1)}
+    return sorted(sizes)
+
+
 class Bundle:
     """Buffers and a stream for one batch in flight."""
 
@@ -62,16 +71,16 @@ class Bundle:
         self.probs = torch.empty(max_pairs, dtype=torch.float32, device=device)
         self.probs_host = torch.empty(max_pairs, dtype=torch.float32, pin_memory=True)
         self.rows = torch.zeros(max_pairs, dtype=torch.int64, device=device)  # always valid row indices
-        # a batch's sample starts then lengths (or prefix offsets: row_index.pack_ranges), packed in one buffer
-        # that crosses the bus in one contiguous copy
-        self.ranges = torch.empty(2 * max_pairs + 1, dtype=torch.int64, device=device)
-        self.ranges_host = torch.empty(2 * max_pairs + 1, dtype=torch.int64, pin_memory=True)
+        # a batch's sample starts then lengths (or row_index.pack_ranges' layout), packed in one buffer that
+        # crosses the bus in one contiguous copy
+        self.ranges = torch.empty(packed_length(max_pairs), dtype=torch.int64, device=device)
+        self.ranges_host = torch.empty(packed_length(max_pairs), dtype=torch.int64, pin_memory=True)
         self.numeric_host = torch.empty(max_pairs, 13, dtype=torch.int8, pin_memory=True)
         self.categorical_host = torch.empty(max_pairs, cat_width, dtype=torch.int32, pin_memory=True)
         self.numeric = torch.empty(max_pairs, 13, dtype=torch.int8, device=device)
         self.categorical = torch.empty(max_pairs, cat_width, dtype=torch.int32, device=device)
         self.done = torch.cuda.Event()
-        self.graph: torch.cuda.CUDAGraph | None = None
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}  # pairs computed -> the recorded pipeline
 
 
 class CudaEngine(Engine):
@@ -120,12 +129,13 @@ class CudaEngine(Engine):
         self.bytes_to_device = 0
         self.lock = threading.Lock()
         self.use_graphs = bool(settings.get("cuda_graphs", False)) and self.start_from_device
-        self.graph_min_pairs = int(float(settings.get("cuda_graph_min_fill", 0.98)) * self.max_pairs)
+        self.graph_sizes = graph_bucket_sizes(self.max_pairs, int(settings.get("cuda_graph_buckets", 16)))
         self.graph_batches = 0
         self.graphs_ready = False
         self.submit_times = PhaseTimes(SUBMIT_PHASES)
-        # row_index_kernel: expand sample ranges into row indices with one Triton kernel (row_index.py)
-        self.row_search_steps = search_steps(self.max_pairs) if settings.get("row_index_kernel") else 0
+        # row_index_kernel (and every CUDA graph): sample ranges -> row indices in one Triton kernel (row_index.py)
+        use_kernel = settings.get("row_index_kernel") or self.use_graphs
+        self.row_search_steps = search_steps(self.max_pairs) if use_kernel else 0
 
     @property
     def device(self) -> str:
@@ -166,15 +176,19 @@ class CudaEngine(Engine):
 
     def _run(self, b: Bundle, numeric: torch.Tensor, categorical: torch.Tensor, rows: torch.Tensor | None,
              n: int) -> None:
-        """Enqueue the three stages for n pairs on the bundle's stream and the D2H copy of the result (a replay
-        of the bundle's CUDA graph when the batch qualifies)."""
+        """Enqueue the three stages for n pairs on the bundle's stream and the D2H copy of the result."""
         with torch.cuda.stream(b.stream):
-            if b.graph is not None and rows is not None and n >= self.graph_min_pairs:
-                b.graph.replay()
-                self.graph_batches += 1
-            else:
-                self._stages(b, numeric, categorical, rows, n)
+            self._stages(b, numeric, categorical, rows, n)
             b.done.record(b.stream)
+
+    def _replay(self, b: Bundle, n: int) -> None:
+        """Replay the bundle's graph of the smallest bucket that holds n pairs (its packed ranges are on the
+        device already)."""
+        size = self.graph_sizes[int(np.searchsorted(self.graph_sizes, n))]
+        with torch.cuda.stream(b.stream):
+            b.graphs[size].replay()
+            b.done.record(b.stream)
+        self.graph_batches += 1
 
     def _stages(self, b: Bundle, numeric: torch.Tensor, categorical: torch.Tensor, rows: torch.Tensor | None,
                 n: int) -> None:
@@ -192,26 +206,46 @@ class CudaEngine(Engine):
         """Forget the recorded graphs: they hold the addresses of the previous split's device inputs."""
         bundles = self._take_all_bundles()
         for b in bundles:
-            b.graph = None
+            b.graphs = {}
             self.bundles.put(b)
         self.graphs_ready = False
 
+    def _graph_body(self, b: Bundle, size: int) -> None:
+        """What a graph records, on the current stream: b.ranges (packed by row_index.pack_ranges) -> `size`
+        row indices -> the three stages and the copy back for `size` pairs."""
+        expand_rows(b.ranges, b.rows, size, self.row_search_steps)
+        self._stages(b, self.numeric_dev, self.categorical_dev, b.rows, size)
+
     def _capture_graphs(self) -> None:
-        """Record every bundle's full-batch pipeline (row indirection over the resident test set) as a CUDA
-        graph. The kernels must have been compiled already (warmup ran them)."""
+        """Record every bundle's pipeline (row indirection over the resident test set) once per bucket size as
+        a CUDA graph. Each body runs once eagerly first (one batch of sample 0's rows), so that nothing compiles
+        while a graph records."""
         bundles = self._take_all_bundles()
         try:
             with torch.cuda.device(self.dev):
                 torch.cuda.synchronize(self.dev)
                 for b in bundles:
-                    graph = torch.cuda.CUDAGraph()
-                    with torch.cuda.graph(graph, stream=b.stream, capture_error_mode="thread_local"):
-                        self._stages(b, self.numeric_dev, self.categorical_dev, b.rows, self.max_pairs)
-                    b.graph = graph
+                    self._stage_ranges(b, np.zeros(1, np.int64), np.ones(1, np.int64))
+                    for size in self.graph_sizes:
+                        with torch.cuda.stream(b.stream):
+                            self._graph_body(b, size)
+                        b.stream.synchronize()
+                        graph = torch.cuda.CUDAGraph()
+                        with torch.cuda.graph(graph, stream=b.stream, capture_error_mode="thread_local"):
+                            self._graph_body(b, size)
+                        b.graphs[size] = graph
                 torch.cuda.synchronize(self.dev)
         finally:
             for b in bundles:
                 self.bundles.put(b)
+
+    def _stage_ranges(self, b: Bundle, starts: np.ndarray, ends: np.ndarray) -> None:
+        """Pack the batch's sample ranges (row_index.pack_ranges) and copy them to the bundle's device buffer,
+        on its stream: all a graph replay needs."""
+        words = packed_length(len(starts))
+        pack_ranges(starts, ends, b.ranges_host[:words].numpy())
+        with torch.cuda.stream(b.stream):
+            b.ranges[:words].copy_(b.ranges_host[:words], non_blocking=True)
 
     def _stage_inputs(self, b: Bundle, starts: np.ndarray, ends: np.ndarray,
                       n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -257,10 +291,9 @@ class CudaEngine(Engine):
         Triton kernel (row_index.py), else with PyTorch operations."""
         k = len(starts)
         if self.row_search_steps:
-            pack_ranges(starts, ends, b.ranges_host[:2 * k + 1].numpy())
+            self._stage_ranges(b, starts, ends)
             with torch.cuda.stream(b.stream):
-                b.ranges[:2 * k + 1].copy_(b.ranges_host[:2 * k + 1], non_blocking=True)
-                expand_rows(b.ranges, k, b.rows, n, self.row_search_steps)
+                expand_rows(b.ranges, b.rows, n, self.row_search_steps)
             return b.rows[:n]
         packed = b.ranges_host[:2 * k].numpy()
         packed[:k] = starts
@@ -280,9 +313,14 @@ class CudaEngine(Engine):
         try:
             with torch.cuda.device(self.dev):  # Triton launches on the current device: make it this engine's
                 b.stream.wait_stream(torch.cuda.current_stream(self.dev))
-                numeric, categorical, rows = self._stage_inputs(b, starts, ends, n)
-                staged = time.perf_counter()
-                self._run(b, numeric, categorical, rows, n)
+                if self.graphs_ready:
+                    self._stage_ranges(b, starts, ends)
+                    staged = time.perf_counter()
+                    self._replay(b, n)
+                else:
+                    numeric, categorical, rows = self._stage_inputs(b, starts, ends, n)
+                    staged = time.perf_counter()
+                    self._run(b, numeric, categorical, rows, n)
         except BaseException:
             self.bundles.put(b)
             raise
@@ -355,6 +393,7 @@ class CudaEngine(Engine):
                 "embedding_weights_on_gpu_part": self.gpu_part,
                 "compress_categorical_inputs": self.packing is not None, "bytes_to_device": self.bytes_to_device,
                 "table_bytes_on_gpu": self.table_bytes_on_gpu, "cuda_graphs": self.use_graphs,
+                "cuda_graph_sizes": self.graph_sizes if self.use_graphs else [],
                 "graph_batches": self.graph_batches, "interaction_layout": self.interaction_layout}
 
     def close(self) -> None:
