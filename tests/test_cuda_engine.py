@@ -13,6 +13,7 @@ import torch
 from dlrm_bench.cli import main as cli
 from dlrm_bench.criteo.dataset import load_meta, open_split
 from dlrm_bench.engines import create_engine
+from dlrm_bench.engines.base import chunk_ranges
 from dlrm_bench.quant.artifacts import load_int8_model
 from dlrm_bench.quant.recipe import emulate_forward
 from tests.conftest import save_random_model, write_preprocessed_dataset
@@ -118,7 +119,7 @@ def test_cuda_graph_replays_match_kernel_launches(workspace, monkeypatch) -> Non
         results[graphs] = [engine.predict_ranges(s, e) for s, e in requests]
         if graphs:
             assert engine.describe()["cuda_graph_sizes"] == [256, 512, 768, 1024]
-            assert engine.graph_batches >= len(requests) + 2  # the first request is 3+ chunks
+            assert engine.graph_batches == sum(len(chunk_ranges(s, e, 1024)) for s, e in requests)
             engine.load(split)  # a new binding: graphs dropped, recorded again by warmup
             assert not engine.graphs_ready
             engine.warmup()
