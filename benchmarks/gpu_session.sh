@@ -5,6 +5,7 @@
 # tests  : the GPU tests (kernels, engine, harness)
 # harness: benchmarks/bench_harness.py (LoadGen + SUT with an instant engine: the harness's own ceiling)
 # bench  : benchmarks/bench_cuda.py --tune (kernels vs roofline, tile configurations)
+# overlap: benchmarks/bench_overlap.py (1-3 batches in flight on separate streams, 1 or 2 GEMM programs per SM)
 # hotcold: benchmarks/bench_hot_cold.py (embedding_weights_on_gpu_part sweep, host-staged inputs +- compression)
 # accuracy: the synthetic-tiny model (generated, preprocessed and trained here when missing) through the cuda engine,
 #          AccuracyOnly with config_ver default and high_accuracy (the AUC ratio against the FP32 reference)
@@ -39,6 +40,9 @@ if has hotcold; then
 fi
 if has bench; then
   timeout 300 python3 benchmarks/bench_cuda.py ${BENCH_ARGS:---tune --batches 262144} --out "$OUT" 2>&1 | tail -22 | tee -a "$OUT/session.log"
+fi
+if has overlap; then
+  timeout 300 python3 benchmarks/bench_overlap.py ${OVERLAP_ARGS:-} --out "$OUT" 2>&1 | tail -16 | tee -a "$OUT/session.log"
 fi
 if has accuracy; then
   dlrm run --dataset synthetic-tiny --engine cuda --scenarios Offline --config_ver default,high_accuracy \

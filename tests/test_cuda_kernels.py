@@ -141,7 +141,8 @@ GEMM_VARIANTS = {"plain": {}, "tma": {"tma": True}, "tma_store": {"tma": True, "
                  "warp_specialized": {"tma": True, "tma_store": True, "warp_specialize": True},
                  "not_flattened": {"tma": True, "flatten": False},
                  "folded_epilogue": {"tma": True, "tma_store": True, "epilogue": "folded"},
-                 "two_per_sm": {"tma": True, "tma_store": True, "epilogue": "folded", "programs_per_sm": 2}}
+                 "two_per_sm": {"tma": True, "tma_store": True, "epilogue": "folded", "programs_per_sm": 2},
+                 "one_per_sm": {"tma": True, "tma_store": True, "epilogue": "folded", "programs_per_sm": 1}}
 """GEMM kernel variants (top_mlp.GemmConfig flags); in the interpreter warp specialization is a no-op."""
 
 

@@ -112,7 +112,8 @@ class CudaEngine(Engine):
         self.interaction_layout = str(settings.get("interaction_layout", DEFAULT_LAYOUT))
         self.interaction = Interaction(qm, self.store, torch.from_numpy(model.table_offsets), packing=self.packing,
                                        layout=self.interaction_layout)
-        self.top = TopMLP(qm, self.dev, interaction_layout=self.interaction_layout)
+        self.top = TopMLP(qm, self.dev, interaction_layout=self.interaction_layout,
+                          programs_per_sm=int(settings.get("gemm_programs_per_sm", 2)))
         self.arange = torch.arange(self.max_pairs, dtype=torch.int64, device=self.dev)
         self.bundles: "queue.SimpleQueue[Bundle]" = queue.SimpleQueue()
         for _ in range(max(1, int(settings.get("gpu_num_bundles", 2)))):

@@ -149,24 +149,27 @@ class GemmConfig:
     programs_per_sm: int = 1
 
 
-def default_config(n: int, final: bool) -> GemmConfig:
+def default_config(n: int, final: bool, programs_per_sm: int = 2) -> GemmConfig:
     """Tile sizes per layer shape (tuned on an H100 by benchmarks/bench_cuda.py --tune; small in the interpreter).
-    Hidden layers: persistent TMA GEMM, 128 x 128 tiles, two programs per SM (one's epilogue overlaps the
-    other's main loop), folded epilogue, TMA stores. Final layer: its tile spans all 256 columns."""
+    Hidden layers: persistent TMA GEMM, 128 x 128 tiles, `programs_per_sm` programs per SM (two: one's epilogue
+    overlaps the other's main loop; one leaves room on each SM for another batch's kernels), folded epilogue, TMA
+    stores. Final layer: its tile spans all 256 columns."""
     if INTERPRETED:
-        return GemmConfig(16, n if final else 64, 64, 4, 4, 1)
+        return GemmConfig(16, n if final else 64, 64, 4, 4, 1, programs_per_sm=programs_per_sm)
     if final:
         return GemmConfig(128, n, 128, 8, 8, 3)
-    return GemmConfig(128, 128, 128, 8, 4, 3, tma=True, tma_store=True, epilogue="folded", programs_per_sm=2)
+    return GemmConfig(128, 128, 128, 8, 4, 3, tma=True, tma_store=True, epilogue="folded",
+                      programs_per_sm=programs_per_sm)
 
 
 class TopMLP:
     """Device weights of the four int8 top layers (+ the fp32 final vector) and the launchers."""
 
     def __init__(self, qm: QuantizedDLRM, device: torch.device,
-                 configs: list[GemmConfig] | None = None, interaction_layout: str = "triangle") -> None:
+                 configs: list[GemmConfig] | None = None, interaction_layout: str = "triangle",
+                 programs_per_sm: int = 2) -> None:
         """interaction_layout: the columns the interaction kernel writes (interaction.LAYOUTS); the first
-        layer's weight columns are permuted to match."""
+        layer's weight columns are permuted to match. programs_per_sm: of the default hidden-layer configs."""
         self.w = [layer.weight.contiguous().to(device) for layer in qm.top]  # int8 [N, K]
         if interaction_layout != "triangle":
             self.w[0] = permute_top_weight(self.w[0], interaction_layout).contiguous()
@@ -180,7 +183,8 @@ class TopMLP:
         # programs of a persistent launch: the GPU's SM count, looked up once (3 in the interpreter, so programs loop)
         self.num_sms = 3 if INTERPRETED else torch.cuda.get_device_properties(self.final_w.device).multi_processor_count
         last = len(self.w) - 1
-        self.configs = configs or [default_config(w.shape[0], i == last) for i, w in enumerate(self.w)]
+        self.configs = configs or [default_config(w.shape[0], i == last, programs_per_sm)
+                                   for i, w in enumerate(self.w)]
 
     @property
     def widths(self) -> list[int]:
