@@ -47,6 +47,7 @@ class Lane:
         top_in = torch.zeros(n, TOP_INPUT_PAD, dtype=torch.int8, device=device)
         buffers = [torch.empty(n, w, dtype=torch.int8, device=device) for w in top.widths]
         probs = torch.empty(n, device=device)
+        self.tensors = [numeric, cat, top_in, *buffers, probs]  # the graph holds their addresses: keep them
 
         def body() -> None:
             bottom(numeric, None, n, top_in)
