@@ -53,18 +53,6 @@ from dlrm_bench.serving.trace import format_summary, summarize as summarize_trac
 VARIANTS = ("in-process", "triton-ranges", "triton-rows")
 
 
-def parse_sets(items: list[str]) -> dict[str, Any]:
-    """['device=cpu', 'batch_size=8192'] -> {'device': 'cpu', 'batch_size': 8192}."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, _, value = item.partition("=")
-        try:
-            out[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip()] = value
-    return out
-
-
 def make_context(data: Path, model: Path, log_dir: Path) -> runner.RunContext:
     """The runner's context, built from `dlrm-bench run`'s own defaults."""
     ns = cli_parser().parse_args(["run", "--dataset-dir", str(data), "--model", str(model), "--log_dir",
@@ -366,9 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     data, model, what = pick_inputs(args, "triton", 1024)
     work = scratch_path() / "bench" / "triton_logs" / time.strftime("%Y%m%d-%H%M%S")
     ctx = make_context(data, model, work / "logs")
-    settings = {s: {**cfg.scenario_settings(s, "default", args.engine, ctx.system), **parse_sets(args.set)}
+    settings = {s: {**cfg.scenario_settings(s, "default", args.engine, ctx.system), **cfg.parse_overrides(args.set)}
                 for s in scenarios}
-    triton_by_scenario = {s: {**triton_config(s, args.engine, ctx.system, settings[s]), **parse_sets(args.triton_set)}
+    triton_by_scenario = {s: {**triton_config(s, args.engine, ctx.system, settings[s]), **cfg.parse_overrides(args.triton_set)}
                           for s in scenarios}
     mean_pairs = float(ctx.offsets[-1]) / (len(ctx.offsets) - 1)
     build_settings = settings[scenarios[0]]

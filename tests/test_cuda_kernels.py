@@ -266,3 +266,12 @@ def test_graph_bucket_sizes(max_pairs: int, buckets: int, want: list[int]) -> No
     from dlrm_bench.engines.cuda.engine import graph_bucket_sizes
 
     assert graph_bucket_sizes(max_pairs, buckets) == want
+
+
+def test_setting_check_knows_every_interaction_layout() -> None:
+    """setting_checks lists the layouts by name (it imports no kernels): it must accept exactly LAYOUTS."""
+    from dlrm_bench.engines.cuda.interaction import LAYOUTS
+    from dlrm_bench.setting_checks import CHECKS
+
+    assert all(CHECKS["interaction_layout"].accepts(name) for name in LAYOUTS)
+    assert CHECKS["interaction_layout"].expected == "one of " + ", ".join(LAYOUTS)

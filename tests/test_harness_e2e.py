@@ -99,6 +99,7 @@ def test_performance_runs_write_the_output_contract(workspace, monkeypatch, caps
     (["--config_ver", "fast"], "unknown config_ver"),
     (["--test_mode", "Both"], "unknown test_mode"),
     (["--benchmarks", "resnet"], "unknown benchmark"),
+    (["--set", "batch_size=-3"], "--set: setting 'batch_size' is -3: expected an integer >= 1"),
 ])
 def test_bad_flags_exit_2_with_one_line(workspace, monkeypatch, capsys, args, message) -> None:
     assert run(workspace, *args, monkeypatch=monkeypatch) == 2

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from dlrm_bench.errors import UserError
+from dlrm_bench.setting_checks import check_settings
 from dlrm_bench.harness.system import SystemInfo
 from dlrm_bench.paths import configs_dir
 
@@ -88,7 +89,9 @@ def scenario_settings(scenario: str, config_ver: str, engine: str | None, system
     path = override_path or config_path(scenario)
     config = load_config_file(path)
     name = pick_system(config, system, path)
-    return resolve_settings(config, name, config_ver, engine)
+    settings = resolve_settings(config, name, config_ver, engine)
+    check_settings(settings, f"{path} (system {name}, config_ver {config_ver})")
+    return settings
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -102,4 +105,5 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             out[key.strip()] = json.loads(value)
         except json.JSONDecodeError:
             out[key.strip()] = value
+    check_settings(out, "--set")
     return out
