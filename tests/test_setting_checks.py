@@ -49,7 +49,7 @@ def test_bad_set_values_name_the_setting_and_the_flag(item: str, expected: str) 
 
 @pytest.mark.parametrize("item", ["batch_size=8192", "cuda_graphs=true", "server_target_qps=1.5e5",
                                   "embedding_weights_on_gpu_part=0.25", "interaction_layout=paired",
-                                  "threads=0", "some_free_form_key=anything", "server_max_wait_ms=0"])
+                                  "threads=0", "triton_inputs=rows", "server_max_wait_ms=0"])
 def test_good_set_values_pass(item: str) -> None:
     key = item.partition("=")[0]
     assert key in cfg.parse_overrides([item])
@@ -67,3 +67,16 @@ def test_a_bad_value_in_a_config_file_names_the_file_and_entry(tmp_path: Path) -
 def test_every_check_says_what_it_expects() -> None:
     for key, check in CHECKS.items():
         assert check.expected and not check.accepts(None), key
+
+
+def test_an_unknown_set_key_warns_with_the_closest_name(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cfg.parse_overrides(["cuda_graph=true"]) == {"cuda_graph": True}  # passed on, but not in silence
+    assert "warning: --set cuda_graph: no part of dlrm-bench reads this setting (did you mean cuda_graphs?)" \
+        in capsys.readouterr().err
+
+
+def test_known_set_keys_do_not_warn(capsys: pytest.CaptureFixture[str]) -> None:
+    keys = sorted(set(CHECKS) | cfg.shipped_setting_names() | {"device", "gemm", "interaction"})
+    cfg.parse_overrides([f"{key}=null" if key not in CHECKS else f"{key}=1" for key in keys
+                         if key not in CHECKS or CHECKS[key].accepts(1)])
+    assert "warning" not in capsys.readouterr().err

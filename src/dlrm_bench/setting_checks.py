@@ -4,10 +4,12 @@ value, what was expected and where it came from, instead of a traceback deep ins
 
 Settings not listed here pass unchecked (their readers check them, or they are free-form strings). Choices that
 their own modules already check with a clear error (loadgen_bridge, gc_during_test, engine) are not repeated.
+`unknown_settings` finds names that nothing reads (a typo in --set would otherwise be ignored in silence).
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -106,3 +108,20 @@ def check_settings(settings: dict[str, Any], source: str) -> None:
         check = CHECKS.get(key)
         if check is not None and not check.accepts(value):
             raise UserError(f"{source}: setting '{key}' is {json.dumps(value)}: expected {check.expected}")
+
+
+FREE_FORM = ("engine", "device", "gemm", "interaction", "loadgen_bridge", "gc_during_test", "triton_inputs",
+             "triton_instance_kind", "system_config")
+"""Settings read without a check here (strings their readers interpret)."""
+
+
+def unknown_settings(keys: list[str], also_known: set[str]) -> list[tuple[str, str | None]]:
+    """(name, closest known name or None) for each of `keys` that is neither checked here, free-form, nor in
+    `also_known` (e.g. every key the shipped config files use)."""
+    known = set(CHECKS) | set(FREE_FORM) | also_known
+    out = []
+    for key in keys:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            out.append((key, close[0] if close else None))
+    return out

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from dlrm_bench.errors import UserError
-from dlrm_bench.setting_checks import check_settings
+from dlrm_bench.setting_checks import check_settings, unknown_settings
 from dlrm_bench.harness.system import SystemInfo
 from dlrm_bench.paths import configs_dir
 
@@ -106,4 +107,21 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             out[key.strip()] = value
     check_settings(out, "--set")
+    for key, close in unknown_settings(list(out), shipped_setting_names()):
+        hint = f" (did you mean {close}?)" if close else ""
+        print(f"warning: --set {key}: no part of dlrm-bench reads this setting{hint}", file=sys.stderr)
     return out
+
+
+def shipped_setting_names() -> set[str]:
+    """Every setting name the shipped config files use, in any system entry."""
+    names: set[str] = set()
+    for scenario in SCENARIOS:
+        config = load_config_file(config_path(scenario))
+        names.update(config.get("defaults", {}))
+        for entry in config["systems"].values():
+            for part in (entry.get(ver, {}) for ver in ("default", *CONFIG_VERS)):
+                names.update(part)
+            for overrides in entry.get("engines", {}).values():
+                names.update(overrides)
+    return names
