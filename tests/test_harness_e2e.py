@@ -113,6 +113,13 @@ def test_missing_dataset_is_named(tmp_path, monkeypatch, capsys) -> None:
     assert "nowhere" in capsys.readouterr().err
 
 
+def test_bad_set_value_stops_the_run_before_the_dataset_loads(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("MLPERF_SCRATCH_PATH", str(tmp_path))
+    assert cli(["run", "--dataset-dir", str(tmp_path / "nowhere"), "--set", "gpu_num_bundles=0"]) == 2
+    err = capsys.readouterr().err
+    assert "--set: setting 'gpu_num_bundles' is 0" in err and "nowhere" not in err and "Traceback" not in err
+
+
 def test_model_that_does_not_match_the_dataset(workspace, tmp_path, monkeypatch, capsys) -> None:
     other = DLRM([c + 1 for c in TINY_CARDINALITIES])
     bad = save_checkpoint(tmp_path / "other.pt", other.state_dict())

@@ -107,10 +107,16 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             out[key.strip()] = value
     check_settings(out, "--set")
-    for key, close in unknown_settings(list(out), shipped_setting_names()):
+    unwarned = [key for key in out if key not in _WARNED]
+    for key, close in unknown_settings(unwarned, shipped_setting_names()) if unwarned else []:
         hint = f" (did you mean {close}?)" if close else ""
         print(f"warning: --set {key}: no part of dlrm-bench reads this setting{hint}", file=sys.stderr)
+    _WARNED.update(out)
     return out
+
+
+_WARNED: set[str] = set()
+"""--set names already looked at in this process (each run parses the flags again: warn once)."""
 
 
 def shipped_setting_names() -> set[str]:
@@ -120,7 +126,7 @@ def shipped_setting_names() -> set[str]:
         config = load_config_file(config_path(scenario))
         names.update(config.get("defaults", {}))
         for entry in config["systems"].values():
-            for part in (entry.get(ver, {}) for ver in ("default", *CONFIG_VERS)):
+            for part in (entry.get(ver, {}) for ver in CONFIG_VERS):
                 names.update(part)
             for overrides in entry.get("engines", {}).values():
                 names.update(overrides)

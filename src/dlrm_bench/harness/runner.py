@@ -228,6 +228,7 @@ def main(args: argparse.Namespace) -> int:
     scenarios = cfg.parse_choices(args.scenarios, cfg.SCENARIOS, "scenario")
     config_vers = cfg.parse_choices(args.config_ver, cfg.CONFIG_VERS, "config_ver")
     modes = cfg.parse_choices(args.test_mode, cfg.TEST_MODES, "test_mode")
+    cfg.parse_overrides(getattr(args, "settings", []))  # bad --set values stop the run before the dataset loads
     ctx = make_context(args)
 
     def runs(engines: EngineCache) -> Iterator[dict[str, Any]]:

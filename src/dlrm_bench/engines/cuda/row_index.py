@@ -44,7 +44,7 @@ def _expand_rows_kernel(packed_ptr, rows_ptr, num_rows, BLOCK: tl.constexpr, STE
     num_pairs = tl.load(packed_ptr + 1)
     j64 = j.to(tl.int64)
     in_batch = (j < num_rows) & (j64 < num_pairs)
-    starts_ptr = packed_ptr + 2
+    starts_ptr = packed_ptr + 2  # past the HEADER words (k, n)
     offsets_ptr = starts_ptr + num_samples
     lo = tl.zeros([BLOCK], dtype=tl.int32)  # invariant: offsets[lo] <= j < offsets[hi]
     hi = tl.zeros([BLOCK], dtype=tl.int32) + num_samples
