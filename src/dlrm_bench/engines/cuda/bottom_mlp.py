@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from dlrm_bench.engines.cuda.triton_env import requantize, tl, triton
+from dlrm_bench.engines.cuda.triton_env import requantize_relu, tl, triton
 from dlrm_bench.quant.recipe import QuantizedDLRM
 
 K1_PAD = 32
@@ -46,16 +46,16 @@ def _bottom_mlp_kernel(x_ptr, rows_ptr, x_stride, num_pairs,
         w1 = tl.load(w1_ptr + n1[None, :] * 32 + k[:, None])
         h1 = tl.dot(x, w1, out_dtype=tl.int32).to(tl.float32) * tl.load(s1_ptr + n1)[None, :] \
             + tl.load(b1_ptr + n1)[None, :]
-        q1 = requantize(tl.maximum(h1, 0.0), tl.load(a1_ptr + n1)[None, :])
+        q1 = requantize_relu(h1, tl.load(a1_ptr + n1)[None, :])
         w2 = tl.load(w2_ptr + n2[None, :] * 512 + n1[:, None])
         acc2 += tl.dot(q1, w2, out_dtype=tl.int32)
     h2 = acc2.to(tl.float32) * tl.load(s2_ptr + n2)[None, :] + tl.load(b2_ptr + n2)[None, :]
-    q2 = requantize(tl.maximum(h2, 0.0), tl.load(a2_ptr + n2)[None, :])
+    q2 = requantize_relu(h2, tl.load(a2_ptr + n2)[None, :])
     n3 = tl.arange(0, 128)
     w3 = tl.load(w3_ptr + n3[None, :] * 256 + n2[:, None])
     h3 = tl.dot(q2, w3, out_dtype=tl.int32).to(tl.float32) * tl.load(s3_ptr + n3)[None, :] \
         + tl.load(b3_ptr + n3)[None, :]
-    q3 = requantize(tl.maximum(h3, 0.0), tl.load(a3_ptr + n3)[None, :])
+    q3 = requantize_relu(h3, tl.load(a3_ptr + n3)[None, :])
     tl.store(out_ptr + p[:, None].to(tl.int64) * out_stride + n3[None, :], q3, mask=pmask[:, None])
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from dlrm_bench.engines.cuda.triton_env import INTERPRETED, requantize, round_half_even, tl, triton
+from dlrm_bench.engines.cuda.triton_env import INTERPRETED, clamped_to_int8, requantize_relu, tl, triton
 from dlrm_bench.engines.cuda.interaction import permute_top_weight
 from dlrm_bench.quant.recipe import QuantizedDLRM
 
@@ -29,12 +29,12 @@ def _epilogue(acc, m, n, M, c_ptr, stride_cm, wscale_ptr, bias_ptr, act_ptr, fin
     m_mask = m < M
     m64 = m.to(tl.int64)
     y = acc.to(tl.float32) * tl.load(wscale_ptr + n)[None, :] + tl.load(bias_ptr + n)[None, :]
-    y = tl.maximum(y, 0.0)
     if FINAL:
+        y = tl.maximum(y, 0.0)
         z = tl.sum(y * tl.load(final_w_ptr + n)[None, :], axis=1) + final_b
         tl.store(c_ptr + m64, 1.0 / (1.0 + tl.exp(-z)), mask=m_mask)
     else:
-        q = requantize(y, tl.load(act_ptr + n)[None, :])
+        q = requantize_relu(y, tl.load(act_ptr + n)[None, :])
         tl.store(c_ptr + m64[:, None] * stride_cm + n[None, :], q, mask=m_mask[:, None])
 
 
@@ -87,8 +87,8 @@ def _requantized_tile(acc, n, wscale_ptr, bias_ptr, act_ptr, EPILOGUE: tl.conste
         return acc.to(tl.int8)
     y = acc.to(tl.float32) * tl.load(wscale_ptr + n)[None, :] + tl.load(bias_ptr + n)[None, :]
     if EPILOGUE == 1:
-        return tl.minimum(tl.maximum(round_half_even(y), 0.0), 127.0).to(tl.int8)
-    return requantize(tl.maximum(y, 0.0), tl.load(act_ptr + n)[None, :])
+        return clamped_to_int8(tl.minimum(tl.maximum(y, 0.0), 127.0))
+    return requantize_relu(y, tl.load(act_ptr + n)[None, :])
 
 
 @triton.jit(do_not_specialize=["M"])
