@@ -44,7 +44,9 @@ def test_engine_matches_int8_emulation(workspace, monkeypatch) -> None:
                 {"start_from_device": True, "embedding_weights_on_gpu_part": 0.3},
                 {"start_from_device": False, "embedding_weights_on_gpu_part": 0.05},
                 {"start_from_device": True},  # the default layout (paired)
-                {"start_from_device": True, "row_index_kernel": True}]
+                {"start_from_device": True, "row_index_kernel": True},
+                {"start_from_device": True, "shared_compute_stream": False},  # each bundle's kernels on its stream
+                {"start_from_device": False, "shared_compute_stream": False}]
     for variant in variants:
         engine = create_engine("cuda", workspace["model"], meta,
                                {"gpu_batch_size": 1024, "gpu_num_bundles": 3, "complete_threads": 2, **variant})
@@ -98,8 +100,9 @@ def test_loadgen_accuracy_run_on_cuda(workspace, monkeypatch) -> None:
 def test_cuda_graph_replays_match_kernel_launches(workspace, monkeypatch) -> None:
     """cuda_graphs: every batch replays its bundle's graph of the smallest size bucket that holds it (the row
     expansion recorded inside); the predictions are those of launching the kernels one by one, for scattered
-    samples over several chunks, a contiguous span, a single pair and a batch of exactly one bucket; a new split
-    drops the graphs (they hold its addresses)."""
+    samples over several chunks, a contiguous span, a single pair and a batch of exactly one bucket, with the
+    kernels on the shared compute stream or on each bundle's own (the graph then holds the copy back too); a new
+    split drops the graphs (they hold its addresses)."""
     monkeypatch.setenv("MLPERF_SCRATCH_PATH", str(workspace["root"]))
     meta = load_meta(workspace["data"])
     split = open_split(workspace["data"] / "test")
@@ -110,21 +113,22 @@ def test_cuda_graph_replays_match_kernel_launches(workspace, monkeypatch) -> Non
     requests = [(starts, ends), (np.array([10]), np.array([1034])), (np.array([4999]), np.array([5000])),
                 (np.array([300, 7]), np.array([500, 63]))]  # 1,024 pairs, 1 pair, 256 pairs (one bucket)
     results = {}
-    for graphs in (False, True):
+    for graphs, shared in ((False, True), (True, True), (True, False)):
         engine = create_engine("cuda", workspace["model"], meta,
                                {"gpu_batch_size": 1024, "gpu_num_bundles": 2, "cuda_graphs": graphs,
-                                "cuda_graph_buckets": 4})
+                                "cuda_graph_buckets": 4, "shared_compute_stream": shared})
         engine.load(split)
         engine.warmup()
-        results[graphs] = [engine.predict_ranges(s, e) for s, e in requests]
+        results[graphs, shared] = [engine.predict_ranges(s, e) for s, e in requests]
         if graphs:
             assert engine.describe()["cuda_graph_sizes"] == [256, 512, 768, 1024]
             assert engine.graph_batches == sum(len(chunk_ranges(s, e, 1024)) for s, e in requests)
             engine.load(split)  # a new binding: graphs dropped, recorded again by warmup
             assert not engine.graphs_ready
             engine.warmup()
-            for (s, e), want in zip(requests, results[True]):
+            for (s, e), want in zip(requests, results[graphs, shared]):
                 np.testing.assert_array_equal(engine.predict_ranges(s, e), want)
         engine.close()
-    for got, want in zip(results[True], results[False]):
-        np.testing.assert_array_equal(got, want)
+    for key in ((True, True), (True, False)):
+        for got, want in zip(results[key], results[False, True]):
+            np.testing.assert_array_equal(got, want)

@@ -86,6 +86,7 @@ CHECKS: dict[str, Check] = {
     "cuda_graph_buckets": integer(1),
     "row_index_kernel": boolean(),
     "gemm_programs_per_sm": integer(1, 2),
+    "shared_compute_stream": boolean(),
     "interaction_layout": one_of("triangle", "paired"),
     # Triton serving
     "triton_grpc_port": integer(0, 65535),

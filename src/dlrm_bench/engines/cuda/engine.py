@@ -2,8 +2,12 @@
 
 Per batch (at most `gpu_batch_size` pairs): [rows H2D if the samples are not contiguous] -> fused bottom MLP ->
 gather + interaction -> four top GEMMs (the last one ending in the sigmoid) -> probabilities D2H into pinned
-memory. `gpu_num_bundles` bundles (buffers + a CUDA stream each) let batch i+1's kernels and copies overlap
-batch i's; `complete_threads` threads wait for each bundle's event and hand the results back.
+memory. `gpu_num_bundles` bundles (buffers + a CUDA stream each) let batch i+1's input copies overlap batch i's
+kernels and batch i-1's copy back; `complete_threads` threads wait for each bundle's event and hand the results
+back. The kernels of all bundles run one batch after another on one compute stream (`shared_compute_stream`,
+default true): batches whose kernels run side by side on separate streams each take longer and the sum is slower
+(benchmarks/bench_overlap.py: 3 at once 7% fewer pairs/s on an H100); false puts each bundle's kernels on its own
+stream.
 
 Settings (config.json): gpu_batch_size, gpu_num_bundles, complete_threads, start_from_device (the test set's
 int8 inputs live on the GPU; otherwise each batch is staged through pinned host memory), device_index,
@@ -80,6 +84,8 @@ class Bundle:
         self.numeric = torch.empty(max_pairs, 13, dtype=torch.int8, device=device)
         self.categorical = torch.empty(max_pairs, cat_width, dtype=torch.int32, device=device)
         self.done = torch.cuda.Event()
+        self.staged = torch.cuda.Event()  # inputs on the device (shared compute stream waits for it)
+        self.computed = torch.cuda.Event()  # kernels finished (the copy back waits for it)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}  # pairs computed -> the recorded pipeline
 
 
@@ -130,6 +136,8 @@ class CudaEngine(Engine):
         self.bytes_to_device = 0
         self.lock = threading.Lock()
         self.use_graphs = bool(settings.get("cuda_graphs", False)) and self.start_from_device
+        self.compute_stream = (torch.cuda.Stream(self.dev) if settings.get("shared_compute_stream", True)
+                               else None)
         self.graph_sizes = graph_bucket_sizes(self.max_pairs, int(settings.get("cuda_graph_buckets", 16)))
         self.graph_batches = 0
         self.graphs_ready = False
@@ -177,26 +185,47 @@ class CudaEngine(Engine):
 
     def _run(self, b: Bundle, numeric: torch.Tensor, categorical: torch.Tensor, rows: torch.Tensor | None,
              n: int) -> None:
-        """Enqueue the three stages for n pairs on the bundle's stream and the D2H copy of the result."""
-        with torch.cuda.stream(b.stream):
-            self._stages(b, numeric, categorical, rows, n)
-            b.done.record(b.stream)
+        """Enqueue the three stages for n pairs and the D2H copy of the result (inputs staged on b.stream)."""
+        self._compute_then_copy(b, n, lambda: self._kernels(b, numeric, categorical, rows, n))
 
     def _replay(self, b: Bundle, n: int) -> None:
         """Replay the bundle's graph of the smallest bucket that holds n pairs (its packed ranges are on the
-        device already)."""
+        device already, or on their way on b.stream)."""
         size = self.graph_sizes[int(np.searchsorted(self.graph_sizes, n))]
-        with torch.cuda.stream(b.stream):
-            b.graphs[size].replay()
-            b.done.record(b.stream)
+        self._compute_then_copy(b, n, b.graphs[size].replay)
         self.graph_batches += 1
 
-    def _stages(self, b: Bundle, numeric: torch.Tensor, categorical: torch.Tensor, rows: torch.Tensor | None,
-                n: int) -> None:
-        """The kernels and the copy back, on the current stream."""
+    def _compute_then_copy(self, b: Bundle, n: int, kernels: Any) -> None:
+        """kernels() on the shared compute stream after b.stream's staging, then the copy back on b.stream; or,
+        without a shared compute stream, both on b.stream (the graphs then hold the copy back themselves)."""
+        if self.compute_stream is None:
+            with torch.cuda.stream(b.stream):
+                kernels()
+                b.done.record(b.stream)
+            return
+        b.staged.record(b.stream)
+        self.compute_stream.wait_event(b.staged)
+        with torch.cuda.stream(self.compute_stream):
+            kernels()
+            b.computed.record(self.compute_stream)
+        b.stream.wait_event(b.computed)
+        with torch.cuda.stream(b.stream):
+            self._copy_back(b, n)
+            b.done.record(b.stream)
+
+    def _kernels(self, b: Bundle, numeric: torch.Tensor, categorical: torch.Tensor, rows: torch.Tensor | None,
+                 n: int) -> None:
+        """The three kernel stages on the current stream, and (without a shared compute stream) the copy
+        back."""
         self.bottom(numeric, rows, n, b.top_in)
         self.interaction(categorical, rows, n, b.top_in)
         self.top(b.top_in, b.hidden, b.probs, n)
+        if self.compute_stream is None:
+            self._copy_back(b, n)
+
+    @staticmethod
+    def _copy_back(b: Bundle, n: int) -> None:
+        """Probabilities of n pairs to the bundle's pinned host buffer, on the current stream."""
         b.probs_host[:n].copy_(b.probs[:n], non_blocking=True)
 
     def _take_all_bundles(self) -> list[Bundle]:
@@ -213,9 +242,10 @@ class CudaEngine(Engine):
 
     def _graph_body(self, b: Bundle, size: int) -> None:
         """What a graph records, on the current stream: b.ranges (packed by row_index.pack_ranges) -> `size`
-        row indices -> the three stages and the copy back for `size` pairs."""
+        row indices -> the three stages (and, without a shared compute stream, the copy back) for `size`
+        pairs."""
         expand_rows(b.ranges, b.rows, size, self.row_search_steps)
-        self._stages(b, self.numeric_dev, self.categorical_dev, b.rows, size)
+        self._kernels(b, self.numeric_dev, self.categorical_dev, b.rows, size)
 
     def _capture_graphs(self) -> None:
         """Record every bundle's pipeline (row indirection over the resident test set) once per bucket size as
@@ -395,7 +425,8 @@ class CudaEngine(Engine):
                 "compress_categorical_inputs": self.packing is not None, "bytes_to_device": self.bytes_to_device,
                 "table_bytes_on_gpu": self.table_bytes_on_gpu, "cuda_graphs": self.use_graphs,
                 "cuda_graph_sizes": self.graph_sizes if self.use_graphs else [],
-                "graph_batches": self.graph_batches, "interaction_layout": self.interaction_layout}
+                "graph_batches": self.graph_batches, "interaction_layout": self.interaction_layout,
+                "shared_compute_stream": self.compute_stream is not None}
 
     def close(self) -> None:
         self.completer.shutdown(wait=True)
