@@ -132,3 +132,16 @@ def test_chunk_ranges_cuts_long_ranges_and_keeps_order() -> None:
     assert all(int((e - s).sum()) <= 1000 for s, e in chunks)
     rows = np.concatenate([ranges_to_rows(s, e) for s, e in chunks])
     np.testing.assert_array_equal(rows, ranges_to_rows(starts, ends))
+
+
+def test_offline_takes_samples_in_chunks() -> None:
+    """Offline takes LoadGen's one big query in `offline_take_samples` chunks (default 65,536), so the batcher's
+    work per take stays shorter than the batches in flight; Server and SingleStream are capped by pairs."""
+    from dlrm_bench.harness.sut import OFFLINE_TAKE, take_policy
+
+    assert OFFLINE_TAKE == 1 << 16
+    assert take_policy("Offline", {}, 262144).max_samples == OFFLINE_TAKE
+    assert take_policy("Offline", {"offline_take_samples": 1 << 20}, 262144).max_samples == 1 << 20
+    server = take_policy("Server", {"offline_take_samples": 100, "server_max_wait_ms": 5.0}, 262144)
+    assert (server.max_samples, server.max_pairs, server.want_pairs) == (OFFLINE_TAKE, 262144, 262144)
+    assert server.max_wait_s == 0.005

@@ -63,6 +63,7 @@ CHECKS: dict[str, Check] = {
     "offline_expected_qps": number(0, inclusive=False),
     "single_stream_expected_latency_ms": number(0, inclusive=False),
     "server_max_wait_ms": number(0),
+    "offline_take_samples": integer(1),
     "server_coalesce_queries": boolean(),
     "server_num_issue_query_threads": integer(0),
     "gil_switch_interval_ms": number(0, inclusive=False),
