@@ -391,7 +391,8 @@ def tune_interaction(qm, tables, offsets, cards, device, n: int, top_in: torch.T
     tiles = [(4, 4, 1, 1), (2, 2, 1, 1), (2, 4, 1, 1), (4, 4, 4, 2), (4, 4, 8, 3), (4, 4, 16, 3), (2, 2, 8, 3),
              (8, 4, 4, 2), (4, 8, 8, 2), (4, 4, 32, 4)]
     variants = [(tile, "triangle") for tile in tiles] + [(tile, "paired") for tile in
-                                                          [(4, 4, 1, 1), (4, 4, 8, 3), (8, 4, 4, 2)]]
+                                                          [(4, 4, 1, 1), (4, 4, 8, 3), (8, 4, 4, 2), (8, 4, 1, 1),
+                                                           (8, 8, 1, 1), (16, 8, 1, 1), (2, 2, 1, 1)]]
     for (bp, warps, iters, stages), layout in variants:
         op = Interaction(qm, tables, offsets, bp, warps, iters, stages, layout=layout)
         key = f"{bp}/{warps}/{iters}/{stages}" + (" paired" if layout == "paired" else "")
