@@ -26,28 +26,18 @@ from dlrm_bench.criteo.schema import NUM_SPARSE  # noqa: E402
 from dlrm_bench.engines.cuda import interaction  # noqa: E402
 from dlrm_bench.paths import scratch_path  # noqa: E402
 
-POINTERS = {"top_ptr": "*i8", "cat_ptr": "*i32", "rows_ptr": "*i64", "tables_ptr": "*i8", "offsets_ptr": "*i64",
-            "mult_ptr": "*fp32", "column_ptr": "*i32", "remap_ptr": "*i32", "cold_ptr": "*i8",
-            "unpack_ptr": "*i64"}
-INTEGERS = ("top_stride", "cat_stride", "num_pairs")
-
 
 def compile_ptx(layout: str, arch: int, block_p: int, num_warps: int) -> str:
     """PTX of the interaction kernel (row indirection, all rows on the device, plain ids) for `layout`."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
+    from sass_ops import INTERACTION_POINTERS as POINTERS, compile_kernel
 
     fn = interaction._interaction_kernel
     constexprs = {"NUM_TABLES": NUM_SPARSE, "HAS_ROWS": True, "HAS_COLD": False, "PACKED": False,
                   "BLOCK_P": block_p, "ITERS": 1, "NUM_STAGES": 1, "PROBE_NO_SCATTER": False,
                   "PAIRED": layout == "paired"}
-    signature = {name: POINTERS.get(name, "i32" if name in INTEGERS else "constexpr") for name in fn.arg_names}
-    aligned = [name for name in fn.arg_names if name in POINTERS or name in ("top_stride", "cat_stride")]
-    source = ASTSource(fn=fn, signature=signature,
-                       constexprs={(fn.arg_names.index(k),): v for k, v in constexprs.items()},
-                       attrs={(fn.arg_names.index(k),): [["tt.divisibility", 16]] for k in aligned})
-    return triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps}).asm["ptx"]
+    types = {name: POINTERS.get(name, "i32") for name in fn.arg_names}
+    return compile_kernel(fn, types, constexprs, arch, num_warps, 1,
+                          [*POINTERS, "top_stride", "cat_stride"]).asm["ptx"]
 
 
 def store_counts(ptx: str) -> dict[str, int]:
