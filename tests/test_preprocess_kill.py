@@ -69,14 +69,16 @@ def kill_when(proc: subprocess.Popen, out: Path, condition: Condition, timeout: 
 
 
 def state(out: Path) -> dict[str, object]:
-    """Which per-day markers exist, and the modification times of the finished days' files."""
+    """Which per-day markers exist, and the modification times of the finished days' files: those each write
+    marker lists (not the last stage's derived files, such as the compressed inputs, which a resumed run
+    regenerates until meta.json records them)."""
     work = out / ".work"
     scanned = sorted(int(p.stem[4:]) for p in (work / "scan").glob("day_*.json"))
     written = sorted(int(p.stem[4:]) for p in (work / "write").glob("day_*.json"))
     files = {}
     for k in written:
-        folder = out / ("days" / Path(f"day_{k}") if k < DAYS - 1 else Path("test"))
-        files.update({str(p): p.stat().st_mtime_ns for p in folder.glob("*.npy")})
+        listed = json.loads((work / "write" / f"day_{k}.json").read_text())["files"]
+        files.update({str(out / rel): (out / rel).stat().st_mtime_ns for rel in listed})
     return {"scanned": scanned, "written": written, "merged": (work / "merge.json").exists(), "files": files,
             "complete": (out / "meta.json").exists()}
 
