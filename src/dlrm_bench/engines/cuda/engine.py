@@ -12,8 +12,9 @@ stream.
 Settings (config.json): gpu_batch_size, gpu_num_bundles, complete_threads, start_from_device (the test set's
 int8 inputs live on the GPU; otherwise each batch is staged through pinned host memory), device_index,
 cuda_graphs (default false; with start_from_device: at warmup each bundle records, once per size bucket, the
-row-index expansion (row_index.py), its three stages and the copy back as a CUDA graph; a batch then costs the host
-one copy of its packed sample ranges and one graph replay, of the smallest bucket that holds it. Buckets:
+row-index expansion (row_index.py) and its three stages (and, without a shared compute stream, the copy back) as a
+CUDA graph; a batch then costs the host one copy of its packed sample ranges, one graph replay, of the smallest
+bucket that holds it, and the copy back. Buckets:
 `cuda_graph_buckets` (default 16) sizes evenly up to gpu_batch_size; the pairs past the batch read row 0 and their
 results are not returned).
 """
