@@ -52,13 +52,6 @@ def clamped_to_int8(q):
 
 
 @triton.jit
-def small_int_to_float(x):
-    """int32 with |x| < 2**22 -> fp32, exactly: one integer add and one fp32 add (x + 0x4B400000 read as fp32 is
-    1.5 * 2**23 + x)."""
-    return (x + 0x4B400000).to(tl.float32, bitcast=True) - 12582912.0
-
-
-@triton.jit
 def requantize(y, inv_scale):
     """int8 = clamp(round_half_even(y * inv_scale), -127, 127); y, inv_scale fp32 (broadcastable). The clamp
     comes first (its bounds are integers, so the order does not change the result), then clamped_to_int8."""
@@ -72,4 +65,4 @@ def requantize_relu(y, inv_scale):
     return clamped_to_int8(tl.minimum(tl.maximum(y * inv_scale, 0.0), 127.0))
 
 
-__all__ = ["triton", "tl", "INTERPRETED", "requantize", "requantize_relu", "clamped_to_int8", "small_int_to_float"]
+__all__ = ["triton", "tl", "INTERPRETED", "requantize", "requantize_relu", "clamped_to_int8"]
