@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from dlrm_bench.criteo.random_preset import access_laws  # noqa: E402
 from dlrm_bench.criteo.schema import BOTTOM_MLP, CRITEO_TB_CARDINALITIES, NUM_DENSE, TOP_MLP, TOP_MLP_INPUT  # noqa: E402
 from dlrm_bench.engines.cuda.bottom_mlp import BottomMLP  # noqa: E402
 from dlrm_bench.engines.cuda.interaction import Interaction, layout_columns, to_layout  # noqa: E402
@@ -68,16 +69,12 @@ def skewed_ids(cards: list[int], n: int, device: torch.device, seed: int, power:
 
 
 def scattered(ids: torch.Tensor, cards: list[int], seed: int) -> torch.Tensor:
-    """int32 [n, 26]: each table's ids moved by an affine bijection id -> (m * id + s) mod card, so the hot rows
-    (low ids of skewed_ids) are spread over the whole table, as the criteo-tb-random preset and the real data
-    place them, instead of sitting together at its start."""
-    g = np.random.default_rng(seed)
-    cols = []
-    for t, card in enumerate(cards):
-        m = int(g.integers(card // 3, 2 * card // 3 + 1)) | 1 if card > 2 else 1
-        while np.gcd(m, card) != 1:
-            m += 2
-        cols.append((ids[:, t].long() * m + int(g.integers(0, card))) % card)
+    """int32 [n, 26]: each table's ids moved by the criteo-tb-random preset's per-table bijection
+    id -> (m * id + s) mod card (random_preset.AccessLaw.rank_to_row), so the hot rows (low ids of skewed_ids)
+    are spread over the whole table, as the preset and the real data place them, instead of sitting together at
+    its start."""
+    laws = access_laws(cards, 2.0, seed)  # only the bijections are used, not the exponent
+    cols = [law.rank_to_row(ids[:, t].long()) for t, law in enumerate(laws)]
     return torch.stack(cols, 1).to(torch.int32)
 
 

@@ -110,20 +110,20 @@ class TakePolicy:
 
 
 OFFLINE_TAKE = 1 << 16
-"""Offline (setting `offline_take_samples`): take up to this many samples at a time (LoadGen issues the whole query at once). Each take costs the
-batcher host work before its first batch goes out (15-23 ms per 1M samples on the H100 machine's host, while
-the GPU drained the ~5 ms of batches in flight and then idled: a 27-37 ms hole every 1.9 s, 1.6% of an Offline
-run; benchmarks/NOTES.md, session 7); 64K samples (~67 batches of 262,144 pairs) keep that under one batch."""
+"""Offline (setting `offline_take_samples`): take up to this many samples at a time (LoadGen issues the whole
+query at once). Each take costs the batcher host work before its first batch goes out (15-23 ms per 1M samples
+on the H100 machine's host, while the GPU drained the ~5 ms of batches in flight and then idled: a 27-37 ms hole
+every 1.9 s; benchmarks/NOTES.md, session 7); 64K samples (~67 batches of 262,144 pairs) keep that under one
+batch. Server and SingleStream take at most this many samples too (their batches are capped by pairs)."""
 
 
 def take_policy(scenario: str, settings: dict[str, Any], batch_size: int) -> TakePolicy:
     """Offline: everything queued, at once. Server: one batch of pairs, or what came within
     `server_max_wait_ms` of the oldest arrival. SingleStream: whatever is queued, at once."""
-    take = int(settings.get("offline_take_samples", OFFLINE_TAKE))
     if scenario == "Offline":
-        return TakePolicy(take, 1 << 62, 1, 0.0)
+        return TakePolicy(int(settings.get("offline_take_samples", OFFLINE_TAKE)), 1 << 62, 1, 0.0)
     wait_ms = 0.0 if scenario == "SingleStream" else float(settings.get("server_max_wait_ms", 1.0))
-    return TakePolicy(max(take, OFFLINE_TAKE), batch_size, batch_size, wait_ms / 1000.0)
+    return TakePolicy(OFFLINE_TAKE, batch_size, batch_size, wait_ms / 1000.0)
 
 
 class BatchingSUT:

@@ -26,7 +26,7 @@ import threading
 import time
 from pathlib import Path
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -196,7 +196,7 @@ class CudaEngine(Engine):
         self._compute_then_copy(b, n, b.graphs[size].replay)
         self.graph_batches += 1
 
-    def _compute_then_copy(self, b: Bundle, n: int, kernels: Any) -> None:
+    def _compute_then_copy(self, b: Bundle, n: int, kernels: Callable[[], None]) -> None:
         """kernels() on the shared compute stream after b.stream's staging, then the copy back on b.stream; or,
         without a shared compute stream, both on b.stream (the graphs then hold the copy back themselves)."""
         if self.compute_stream is None:
