@@ -69,10 +69,9 @@ def sass_counts(compiled) -> Counter:
     return ops
 
 
-def engine_kernels(arch: int, small_acc: bool = True) -> dict[str, object]:
+def engine_kernels(arch: int) -> dict[str, object]:
     """The engine's kernels with their default configurations: bottom MLP, interaction (paired layout, row
-    indirection), a hidden top-MLP layer (512 x 1024, the persistent TMA GEMM, folded epilogue), the final layer.
-    small_acc: the GEMM accumulators take the I2FP-free conversion (triton_env.acc_to_float)."""
+    indirection), a hidden top-MLP layer (512 x 1024, the persistent TMA GEMM, folded epilogue)."""
     from dlrm_bench.engines.cuda import bottom_mlp, interaction, top_mlp
 
     kernels = {}
@@ -80,8 +79,7 @@ def engine_kernels(arch: int, small_acc: bool = True) -> dict[str, object]:
     types = {n: "*i8" if n in ("x_ptr", "out_ptr") or n.startswith("w") else "*i64" if n == "rows_ptr"
              else "*fp32" if n.endswith("_ptr") else "i32" for n in fn.arg_names}
     kernels["bottom_mlp"] = compile_kernel(
-        fn, types, {"K_IN": 13, "HAS_ROWS": True, "BLOCK_M": 64, "CHUNK": 128, "NUM_STAGES": 2,
-                    "SMALL_ACC1": small_acc, "SMALL_ACC2": small_acc, "SMALL_ACC3": small_acc}, arch, 4, 2,
+        fn, types, {"K_IN": 13, "HAS_ROWS": True, "BLOCK_M": 64, "CHUNK": 128, "NUM_STAGES": 2}, arch, 4, 2,
         [n for n, t in types.items() if t.startswith("*")])
     fn = interaction._interaction_kernel
     types = {n: INTERACTION_POINTERS.get(n, "i32") for n in fn.arg_names}
@@ -97,16 +95,8 @@ def engine_kernels(arch: int, small_acc: bool = True) -> dict[str, object]:
         fn, types, {"N": 1024, "K": 512, "FINAL": False, "BLOCK_M": cfg.block_m, "BLOCK_N": cfg.block_n,
                     "BLOCK_K": cfg.block_k, "GROUP_M": cfg.group_m, "NUM_SMS": 132 * cfg.programs_per_sm,
                     "TMA_STORE": True, "WARP_SPECIALIZE": False, "FLATTEN": True,
-                    "EPILOGUE": top_mlp.EPILOGUES[cfg.epilogue], "SMALL_ACC": small_acc}, arch, cfg.num_warps,
-        cfg.num_stages, [n for n, t in types.items() if t.startswith("*")])
-    fn = top_mlp._linear_int8_kernel
-    cfg = top_mlp.default_config(256, True)
-    types = {n: "*i8" if n in ("a_ptr", "b_ptr") else "*fp32" if n.endswith("_ptr") else "fp32" if n == "final_b"
-             else "i32" for n in fn.arg_names}
-    kernels["top_final_512x256"] = compile_kernel(
-        fn, types, {"N": 256, "K": 512, "FINAL": True, "BLOCK_M": cfg.block_m, "BLOCK_N": cfg.block_n,
-                    "BLOCK_K": cfg.block_k, "GROUP_M": cfg.group_m, "SMALL_ACC": small_acc}, arch, cfg.num_warps,
-        cfg.num_stages, [n for n, t in types.items() if t.startswith("*")])
+                    "EPILOGUE": top_mlp.EPILOGUES[cfg.epilogue]}, arch, cfg.num_warps, cfg.num_stages,
+        [n for n, t in types.items() if t.startswith("*")])
     return kernels
 
 
@@ -114,10 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arch", type=int, default=90, help="compute capability x 10 (90 = Hopper)")
     p.add_argument("--out", type=Path, default=None)
-    p.add_argument("--i2fp", action="store_true", help="compile the GEMMs' I2FP conversions (layers whose weights "
-                   "could overflow 2**22)")
     args = p.parse_args(argv)
-    rows = {name: sass_counts(k) for name, k in engine_kernels(args.arch, not args.i2fp).items()}
+    rows = {name: sass_counts(k) for name, k in engine_kernels(args.arch).items()}
     print(f"SASS instructions per kernel, sm_{args.arch} (static counts)")
     print(f"{'kernel':<14} {'total':>6} " + " ".join(f"{op:>6}" for op in SHOWN))
     for name, ops in rows.items():

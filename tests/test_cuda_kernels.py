@@ -185,30 +185,6 @@ def test_folded_epilogue_is_within_one_step(model, batch: int) -> None:
         x = want
 
 
-@pytest.mark.parametrize("batch", SIZES)
-def test_conversion_without_i2fp_is_bit_identical(model, batch: int) -> None:
-    """The I2FP-free accumulator conversion (triton_env.acc_to_float, taken where the weights bound every
-    accumulator) and the conversion instruction give the same bytes, in the bottom MLP and every top layer."""
-    _, qm, _, _ = model
-    g = torch.Generator().manual_seed(batch + 3)
-    x = torch.randint(-128, 128, (batch, 16), generator=g, dtype=torch.int8)
-    top_in = torch.randint(-127, 128, (batch, 512), generator=g, dtype=torch.int8)
-    outputs = []
-    for small in (True, False):
-        bottom, top = BottomMLP(qm, DEVICE), TopMLP(qm, DEVICE)
-        assert bottom.small_acc == [True] * 3 and top.small_acc == [True] * 4  # the fixture's weights fit
-        if not small:
-            bottom.small_acc, top.small_acc = [False] * 3, [False] * 4
-        dense = torch.zeros(batch, 512, dtype=torch.int8, device=DEVICE)
-        bottom(x.to(DEVICE), None, batch, dense)
-        buffers = [torch.empty(batch, w, dtype=torch.int8, device=DEVICE) for w in top.widths]
-        probs = torch.empty(batch, dtype=torch.float32, device=DEVICE)
-        top(top_in.to(DEVICE), buffers, probs, batch)
-        outputs.append([dense.cpu(), *(b.cpu() for b in buffers), probs.cpu()])
-    for fast, plain in zip(*outputs):
-        assert torch.equal(fast, plain)
-
-
 @pytest.mark.parametrize("part", [0.05, 0.5])
 def test_hot_cold_store_gives_identical_top_input(model, part: float, tmp_path) -> None:
     """Hot rows on the device, cold rows in (pinned) host memory: the same bytes as all rows on the device."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from dlrm_bench.engines.cuda.triton_env import acc_to_float, accumulators_fit, requantize_relu, tl, triton
+from dlrm_bench.engines.cuda.triton_env import requantize_relu, tl, triton
 from dlrm_bench.quant.recipe import QuantizedDLRM
 
 K1_PAD = 32
@@ -24,14 +24,12 @@ def _bottom_mlp_kernel(x_ptr, rows_ptr, x_stride, num_pairs,
                        w3_ptr, s3_ptr, b3_ptr, a3_ptr,
                        out_ptr, out_stride,
                        K_IN: tl.constexpr, HAS_ROWS: tl.constexpr, BLOCK_M: tl.constexpr, CHUNK: tl.constexpr,
-                       NUM_STAGES: tl.constexpr, SMALL_ACC1: tl.constexpr, SMALL_ACC2: tl.constexpr,
-                       SMALL_ACC3: tl.constexpr):
+                       NUM_STAGES: tl.constexpr):
     """x: int8 [*, x_stride] (13 used); rows: int64 [num_pairs] (if HAS_ROWS) picks x's rows;
     w1: int8 [512, 32], w2: int8 [256, 512], w3: int8 [128, 256] ([N, K]: K-major, as Hopper's 8-bit MMA
     wants its B operand); s*, b*: fp32 per channel; a*: fp32 per channel, 1 / activation scale;
     out: int8 [num_pairs, out_stride], columns 0..127 written. NUM_STAGES > 1 software-pipelines the chunk loop
-    (the next chunk's weights load while this one multiplies). SMALL_ACC1..3: that layer's accumulators fit
-    triton_env.small_int_to_float (checked from the weights)."""
+    (the next chunk's weights load while this one multiplies)."""
     pid = tl.program_id(0)
     p = pid * BLOCK_M + tl.arange(0, BLOCK_M)
     pmask = p < num_pairs
@@ -46,16 +44,16 @@ def _bottom_mlp_kernel(x_ptr, rows_ptr, x_stride, num_pairs,
     for c in tl.range(0, 512, CHUNK, num_stages=NUM_STAGES):
         n1 = c + tl.arange(0, CHUNK)
         w1 = tl.load(w1_ptr + n1[None, :] * 32 + k[:, None])
-        h1 = acc_to_float(tl.dot(x, w1, out_dtype=tl.int32), SMALL_ACC1) * tl.load(s1_ptr + n1)[None, :] \
+        h1 = tl.dot(x, w1, out_dtype=tl.int32).to(tl.float32) * tl.load(s1_ptr + n1)[None, :] \
             + tl.load(b1_ptr + n1)[None, :]
         q1 = requantize_relu(h1, tl.load(a1_ptr + n1)[None, :])
         w2 = tl.load(w2_ptr + n2[None, :] * 512 + n1[:, None])
         acc2 += tl.dot(q1, w2, out_dtype=tl.int32)
-    h2 = acc_to_float(acc2, SMALL_ACC2) * tl.load(s2_ptr + n2)[None, :] + tl.load(b2_ptr + n2)[None, :]
+    h2 = acc2.to(tl.float32) * tl.load(s2_ptr + n2)[None, :] + tl.load(b2_ptr + n2)[None, :]
     q2 = requantize_relu(h2, tl.load(a2_ptr + n2)[None, :])
     n3 = tl.arange(0, 128)
     w3 = tl.load(w3_ptr + n3[None, :] * 256 + n2[:, None])
-    h3 = acc_to_float(tl.dot(q2, w3, out_dtype=tl.int32), SMALL_ACC3) * tl.load(s3_ptr + n3)[None, :] \
+    h3 = tl.dot(q2, w3, out_dtype=tl.int32).to(tl.float32) * tl.load(s3_ptr + n3)[None, :] \
         + tl.load(b3_ptr + n3)[None, :]
     q3 = requantize_relu(h3, tl.load(a3_ptr + n3)[None, :])
     tl.store(out_ptr + p[:, None].to(tl.int64) * out_stride + n3[None, :], q3, mask=pmask[:, None])
@@ -73,7 +71,6 @@ class BottomMLP:
         self.s = [layer.w_scale.float().to(device) for layer in qm.bottom]
         self.b = [layer.bias.float().to(device) for layer in qm.bottom]
         self.a = [layer.act_inv.to(device) for layer in qm.bottom]
-        self.small_acc = [accumulators_fit(layer.weight, relu_inputs=i > 0) for i, layer in enumerate(qm.bottom)]
         self.block_m, self.chunk, self.num_warps, self.num_stages = block_m, chunk, num_warps, num_stages
 
     def __call__(self, numeric_int8: torch.Tensor, rows: torch.Tensor | None, num_pairs: int,
@@ -88,5 +85,4 @@ class BottomMLP:
             self.w[2], self.s[2], self.b[2], self.a[2],
             out, out.stride(0),
             K_IN=min(numeric_int8.shape[1], 16), HAS_ROWS=rows is not None, BLOCK_M=self.block_m,
-            CHUNK=self.chunk, NUM_STAGES=self.num_stages, SMALL_ACC1=self.small_acc[0],
-            SMALL_ACC2=self.small_acc[1], SMALL_ACC3=self.small_acc[2], num_warps=self.num_warps)
+            CHUNK=self.chunk, NUM_STAGES=self.num_stages, num_warps=self.num_warps)

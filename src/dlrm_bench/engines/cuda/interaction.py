@@ -23,7 +23,7 @@ from dlrm_bench.criteo.schema import EMBEDDING_DIM, NUM_SPARSE
 from dlrm_bench.criteo.packing import PackingLayout
 from dlrm_bench.engines.cuda.table_store import TableStore
 from dlrm_bench.errors import UserError
-from dlrm_bench.engines.cuda.triton_env import requantize, small_int_to_float, tl, triton
+from dlrm_bench.engines.cuda.triton_env import requantize, tl, triton
 from dlrm_bench.quant.recipe import QuantizedDLRM, interaction_multipliers, interaction_pairs
 
 SLOTS = 32
@@ -107,7 +107,7 @@ def _interaction_kernel(top_ptr, top_stride, cat_ptr, rows_ptr, cat_stride, num_
         dense = tl.load(top_ptr + p64[:, None] * top_stride + d[None, :], mask=pmask[:, None], other=0)
         vectors = tl.where((s == 0)[None, :, None], dense[:, None, :], vectors)
         gram = tl.dot(vectors, tl.trans(vectors, (0, 2, 1)), out_dtype=tl.int32)
-        q = requantize(small_int_to_float(gram), mult[None, :, :])  # |int8 . int8| over 128 <= 2**21
+        q = requantize(gram.to(tl.float32), mult[None, :, :])
         if PROBE_NO_SCATTER:
             probe = tl.sum(tl.sum(q.to(tl.int32), axis=2), axis=1)
             tl.store(top_ptr + p64 * top_stride + 479, probe.to(tl.int8), mask=pmask)

@@ -16,20 +16,19 @@ from dataclasses import dataclass
 
 import torch
 
-from dlrm_bench.engines.cuda.triton_env import (INTERPRETED, acc_to_float, accumulators_fit, clamped_to_int8,
-                                                requantize_relu, tl, triton)
+from dlrm_bench.engines.cuda.triton_env import INTERPRETED, clamped_to_int8, requantize_relu, tl, triton
 from dlrm_bench.engines.cuda.interaction import permute_top_weight
 from dlrm_bench.quant.recipe import QuantizedDLRM
 
 
 @triton.jit
 def _epilogue(acc, m, n, M, c_ptr, stride_cm, wscale_ptr, bias_ptr, act_ptr, final_w_ptr, final_b,
-              FINAL: tl.constexpr, SMALL_ACC: tl.constexpr):
+              FINAL: tl.constexpr):
     """int32 tile [BLOCK_M, BLOCK_N] of rows m, columns n -> scale, bias, ReLU; then requantized int8 stores, or
-    (FINAL) the 256 -> 1 dot, bias and sigmoid: one fp32 probability per row. SMALL_ACC: see acc_to_float."""
+    (FINAL) the 256 -> 1 dot, bias and sigmoid: one fp32 probability per row."""
     m_mask = m < M
     m64 = m.to(tl.int64)
-    y = acc_to_float(acc, SMALL_ACC) * tl.load(wscale_ptr + n)[None, :] + tl.load(bias_ptr + n)[None, :]
+    y = acc.to(tl.float32) * tl.load(wscale_ptr + n)[None, :] + tl.load(bias_ptr + n)[None, :]
     if FINAL:
         y = tl.maximum(y, 0.0)
         z = tl.sum(y * tl.load(final_w_ptr + n)[None, :], axis=1) + final_b
@@ -43,12 +42,11 @@ def _epilogue(acc, m, n, M, c_ptr, stride_cm, wscale_ptr, bias_ptr, act_ptr, fin
 def _linear_int8_kernel(a_ptr, b_ptr, c_ptr, M, N: tl.constexpr, K: tl.constexpr, stride_am, stride_bn, stride_cm,
                         wscale_ptr, bias_ptr, act_ptr, final_w_ptr, final_b,
                         FINAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                        BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, SMALL_ACC: tl.constexpr):
+                        BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
     """a: int8 [M, K] (row stride stride_am); b: int8 [N, K] (row stride stride_bn, K-major as Hopper's 8-bit
     MMA wants both operands); K % BLOCK_K == 0,
     N % BLOCK_N == 0. Not FINAL: c int8 [M, N] = requant(relu(a @ b * wscale + bias), act).
-    act: 1 / activation scale per channel. FINAL (BLOCK_N == N): c fp32 [M] = sigmoid(relu(a @ b * wscale + bias) @ final_w + final_b).
-    SMALL_ACC: every accumulator is within +-2**22 (accumulators_fit), converted without I2FP."""
+    act: 1 / activation scale per channel. FINAL (BLOCK_N == N): c fp32 [M] = sigmoid(relu(a @ b * wscale + bias) @ final_w + final_b)."""
     pid = tl.program_id(0)
     num_m = tl.cdiv(M, BLOCK_M)
     num_n = N // BLOCK_N
@@ -71,7 +69,7 @@ def _linear_int8_kernel(a_ptr, b_ptr, c_ptr, M, N: tl.constexpr, K: tl.constexpr
         acc += tl.dot(a, b, out_dtype=tl.int32)
         a_ptrs += BLOCK_K
         b_ptrs += BLOCK_K
-    _epilogue(acc, m, n, M, c_ptr, stride_cm, wscale_ptr, bias_ptr, act_ptr, final_w_ptr, final_b, FINAL, SMALL_ACC)
+    _epilogue(acc, m, n, M, c_ptr, stride_cm, wscale_ptr, bias_ptr, act_ptr, final_w_ptr, final_b, FINAL)
 
 
 EPILOGUES = {"exact": 0, "folded": 1, "raw": 2}
@@ -82,12 +80,12 @@ no scaling: a wrong result, only for measuring the main loop without its epilogu
 
 
 @triton.jit
-def _requantized_tile(acc, n, wscale_ptr, bias_ptr, act_ptr, EPILOGUE: tl.constexpr, SMALL_ACC: tl.constexpr):
+def _requantized_tile(acc, n, wscale_ptr, bias_ptr, act_ptr, EPILOGUE: tl.constexpr):
     """int32 tile [BLOCK_M, W] of columns n -> int8 (EPILOGUES; folded: wscale_ptr / bias_ptr hold the folded
-    multiplier and offset; SMALL_ACC: see acc_to_float)."""
+    multiplier and offset)."""
     if EPILOGUE == 2:
         return acc.to(tl.int8)
-    y = acc_to_float(acc, SMALL_ACC) * tl.load(wscale_ptr + n)[None, :] + tl.load(bias_ptr + n)[None, :]
+    y = acc.to(tl.float32) * tl.load(wscale_ptr + n)[None, :] + tl.load(bias_ptr + n)[None, :]
     if EPILOGUE == 1:
         return clamped_to_int8(tl.minimum(tl.maximum(y, 0.0), 127.0))
     return requantize_relu(y, tl.load(act_ptr + n)[None, :])
@@ -99,7 +97,7 @@ def _linear_int8_tma_kernel(a_desc, b_desc, c_desc, c_ptr, M, N: tl.constexpr, K
                             FINAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                             BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, NUM_SMS: tl.constexpr,
                             TMA_STORE: tl.constexpr, WARP_SPECIALIZE: tl.constexpr,
-                            FLATTEN: tl.constexpr, EPILOGUE: tl.constexpr, SMALL_ACC: tl.constexpr):
+                            FLATTEN: tl.constexpr, EPILOGUE: tl.constexpr):
     """The same layer as _linear_int8_kernel, persistent (one program per SM walks the tiles) with operands
     fetched by the Hopper bulk tensor copy engine (TMA descriptors: a [M, K] blocks [BLOCK_M, BLOCK_K], b [N, K]
     blocks [BLOCK_N, BLOCK_K]; rows past M read as zeros).
@@ -124,11 +122,10 @@ def _linear_int8_tma_kernel(a_desc, b_desc, c_desc, c_ptr, M, N: tl.constexpr, K
             acc = tl.dot(a, b.T, acc, out_dtype=tl.int32)
         if TMA_STORE:
             n = off_n + tl.arange(0, BLOCK_N)
-            c_desc.store([off_m, off_n], _requantized_tile(acc, n, wscale_ptr, bias_ptr, act_ptr, EPILOGUE,
-                                                            SMALL_ACC))
+            c_desc.store([off_m, off_n], _requantized_tile(acc, n, wscale_ptr, bias_ptr, act_ptr, EPILOGUE))
         else:
             _epilogue(acc, off_m + tl.arange(0, BLOCK_M), off_n + tl.arange(0, BLOCK_N), M, c_ptr, stride_cm,
-                      wscale_ptr, bias_ptr, act_ptr, final_w_ptr, final_b, FINAL, SMALL_ACC)
+                      wscale_ptr, bias_ptr, act_ptr, final_w_ptr, final_b, FINAL)
 
 
 @dataclass
@@ -181,9 +178,6 @@ class TopMLP:
         self.a = [layer.act_inv.to(device) for layer in qm.top[:-1]]
         self.folded_mul = [(layer.w_scale.float() * layer.act_inv).to(device) for layer in qm.top[:-1]]
         self.folded_add = [(layer.bias.float() * layer.act_inv).to(device) for layer in qm.top[:-1]]
-        # per layer: can every accumulator take the I2FP-free conversion? (layer 0 reads the interaction's
-        # signed int8, the others ReLU outputs)
-        self.small_acc = [accumulators_fit(layer.weight, relu_inputs=i > 0) for i, layer in enumerate(qm.top)]
         self.final_w = qm.final_weight.float().to(device)
         self.final_b = float(qm.final_bias)
         # programs of a persistent launch: the GPU's SM count, looked up once (3 in the interpreter, so programs loop)
@@ -209,7 +203,7 @@ class TopMLP:
             x, w, out, num_pairs, n, k, x.stride(0), w.stride(0), out.stride(0) if not final else 1,
             self.s[i], self.b[i], self.a[i] if not final else self.s[i], self.final_w, self.final_b,
             FINAL=final, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m,
-            SMALL_ACC=self.small_acc[i], num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+            num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
     def _layer_tma(self, i: int, x: torch.Tensor, out: torch.Tensor, num_pairs: int, cfg: GemmConfig,
                    final: bool) -> None:
@@ -233,7 +227,7 @@ class TopMLP:
             scale, offset, self.a[i] if not final else self.s[i], self.final_w, self.final_b,
             FINAL=final, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m,
             NUM_SMS=programs, TMA_STORE=tma_store,
-            WARP_SPECIALIZE=cfg.warp_specialize, FLATTEN=cfg.flatten, EPILOGUE=epilogue, SMALL_ACC=self.small_acc[i],
+            WARP_SPECIALIZE=cfg.warp_specialize, FLATTEN=cfg.flatten, EPILOGUE=epilogue,
             num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
     def __call__(self, top_in: torch.Tensor, buffers: list[torch.Tensor], probs: torch.Tensor,
