@@ -168,7 +168,7 @@ def layer_costs() -> dict[str, tuple[float, float]]:
 
 
 def bench_batch(qm, tables, offsets, cards, device, n: int, peak_bw: float, top_configs=None,
-                layout: str = "triangle") -> dict:
+                layout: str = "triangle", front_parts: tuple[int, ...] = ()) -> dict:
     numeric = torch.randint(-20, 127, (n, 13), dtype=torch.int8, device=device)
     cat = skewed_ids(cards, n, device, 100 + n)
     bottom, inter = BottomMLP(qm, device), Interaction(qm, tables, offsets, layout=layout)
@@ -206,6 +206,14 @@ def bench_batch(qm, tables, offsets, cards, device, n: int, peak_bw: float, top_
     graph = whole_batch_graph(whole)
     result["graph_ms"] = timed(graph.replay)
     result["graph_pairs_per_second"] = n / (result["graph_ms"] / 1e3)
+    result["front_pipeline_graph_ms"] = {}
+    for parts in front_parts:
+        for high in (False, True):
+            g = front_pipeline_graph(lambda lo, hi: bottom(numeric[lo:hi], None, hi - lo, top_in[lo:hi]),
+                                     lambda lo, hi: inter(cat[lo:hi], None, hi - lo, top_in[lo:hi]),
+                                     lambda: top(top_in, buffers, probs, n), n, parts, high)
+            result["front_pipeline_graph_ms"][f"{parts} parts{', side stream high priority' if high else ''}"] = \
+                timed(g.replay)
     result["torch_int_mm_top_ms"] = timed(lambda: torch_int_mm_top(qm, top_in, device))
     return result
 
@@ -221,6 +229,42 @@ def whole_batch_graph(whole) -> "torch.cuda.CUDAGraph":
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         whole()
+    return graph
+
+
+def front_pipeline_graph(bottom_part, inter_part, top_all, n: int, parts: int,
+                         high_priority: bool) -> "torch.cuda.CUDAGraph":
+    """One batch as a CUDA graph whose front is pipelined over `parts` slices of the pairs: a side stream runs the
+    bottom MLP slice after slice while the main stream runs each slice's interaction as soon as its bottom MLP is
+    done, so the compute-bound bottom MLP of slice k+1 can share the SMs with the memory-bound gather of slice k;
+    then the top MLP on the whole batch. bottom_part / inter_part: (lo, hi) -> launch on the current stream."""
+    bounds = [(n * k // parts, n * (k + 1) // parts) for k in range(parts)]
+    side = torch.cuda.Stream(priority=-1 if high_priority else 0)
+
+    def record() -> None:
+        main = torch.cuda.current_stream()
+        side.wait_stream(main)
+        done = []
+        with torch.cuda.stream(side):
+            for lo, hi in bounds:
+                bottom_part(lo, hi)
+                event = torch.cuda.Event()
+                event.record(side)
+                done.append(event)
+        for (lo, hi), event in zip(bounds, done):
+            main.wait_event(event)
+            inter_part(lo, hi)
+        main.wait_stream(side)
+        top_all()
+
+    warm = torch.cuda.Stream()
+    warm.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(warm):
+        record()
+    torch.cuda.current_stream().wait_stream(warm)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        record()
     return graph
 
 
@@ -282,8 +326,10 @@ TWO_PER_SM_TILES = [(128, 128, 128, 4, 3, 2), (128, 128, 64, 4, 4, 2), (128, 128
 """Smaller tiles with two programs per SM (shared memory and registers for two), so one program's epilogue can
 overlap the other's main loop; tried with the flags in TWO_PER_SM_FLAGS."""
 TWO_PER_SM_FLAGS = ["store+folded", "store+raw"]
-FINAL_TWO_PER_SM_TILES = [(64, 256, 128, 4, 2, 2), (64, 256, 64, 4, 3, 2)]
-"""The final layer's tile spans all 256 columns: 64-row tiles fit two programs per SM."""
+FINAL_TWO_PER_SM_TILES = [(64, 256, 128, 4, 2, 2), (64, 256, 64, 4, 3, 2), (128, 128, 128, 4, 3, 2),
+                          (128, 128, 64, 4, 4, 2), (128, 128, 128, 8, 3, 2)]
+"""Two programs per SM for the final layer: 64-row tiles spanning all 256 columns, or 128 x 128 tiles that walk
+the two column halves in turn (top_mlp._final_layer_tma_kernel)."""
 
 
 def gemm_candidates(final: bool, n: int, flag_names: list[str]) -> dict[str, "GemmConfig"]:
@@ -297,7 +343,7 @@ def gemm_candidates(final: bool, n: int, flag_names: list[str]) -> dict[str, "Ge
     else:
         tiles += [(t, "") for t in FINAL_TWO_PER_SM_TILES]
     for (bm, bn, bk, warps, stages, per_sm), name in tiles:
-        if (final and (bn != n or "store" in name)) or bn > n:
+        if (final and "store" in name) or bn > n:
             continue
         key = f"tma {bm}x{bn}x{bk} w{warps} s{stages}" + (f" x{per_sm}/SM" if per_sm > 1 else "") + \
             (f" {name}" if name else "")
@@ -412,6 +458,9 @@ def main() -> int:
     ap.add_argument("--interaction-layout", default="paired", choices=("triangle", "paired"),
                     help="the interaction's output columns (engines/cuda/interaction.py) for the correctness check "
                          "and the end-to-end batches")
+    ap.add_argument("--front-parts", default="",
+                    help="slices of the front pipeline graphs timed per batch (bottom MLP on a side stream beside "
+                         "the interaction; empty: none)")
     ap.add_argument("--tune-parts", default="top,bottom,interaction", help="kernels --tune times")
     ap.add_argument("--gemm-flags", default=",".join(name or "none" for name in GEMM_FLAGS),
                     help="GEMM variants --tune tries on each tile (names of GEMM_FLAGS; none = plain TMA)")
@@ -445,7 +494,7 @@ def main() -> int:
     report["batches"] = []
     for n in [int(x) for x in args.batches.split(",")]:
         res = bench_batch(qm, tables, offsets, cards, device, n, report["copy_gbps"], top_configs,
-                          args.interaction_layout)
+                          args.interaction_layout, tuple(int(x) for x in args.front_parts.split(",") if x))
         report["batches"].append(res)
         print(f"batch {n}: {res['pairs_per_second'] / 1e6:.1f} M pairs/s "
               f"({res['samples_per_second_at_270']:,.0f} samples/s at 270 pairs)", flush=True)
@@ -467,6 +516,8 @@ def print_table(report: dict) -> None:
         print(f"{'stage':<12} {'ms':>8} {'roofline':>9} {'TOPS':>7} {'GB/s':>7}")
         for name, s in b["stages"].items():
             print(f"{name:<12} {s['ms']:8.3f} {s['roofline_ms']:9.3f} {s['tops']:7.1f} {s['gbps']:7.0f}")
+        for name, ms in b.get("front_pipeline_graph_ms", {}).items():
+            print(f"front pipeline graph, {name}: {ms:.3f} ms ({ms / b['graph_ms']:.3f}x the plain graph)")
     print(f"\ntorch eager fp16 forward baseline: {report['torch_fp16_eager_pairs_per_second'] / 1e6:.1f} M pairs/s")
 
 

@@ -166,6 +166,26 @@ def test_top_mlp_matches_emulation(model, batch: int, variant: str) -> None:
 
 
 @pytest.mark.parametrize("batch", SIZES)
+@pytest.mark.parametrize("per_sm", [1, 2])
+def test_final_layer_in_column_halves_matches_emulation(model, batch: int, per_sm: int) -> None:
+    """The final layer's TMA kernel with a tile half as wide as its 256 columns (the running 256 -> 1 dot per
+    row): the same probabilities as the recipe, to float rounding of the two partial sums."""
+    _, qm, _, _ = model
+    g = torch.Generator().manual_seed(batch + 4)
+    top_in = torch.randint(-40, 40, (batch, 512), generator=g, dtype=torch.int8)
+    top_in[:, 479:] = 0
+    want = emulate_top(qm, top_in)
+    top = TopMLP(qm, DEVICE)
+    final = top.configs[-1]
+    final.tma, final.block_n, final.programs_per_sm = True, 128, per_sm
+    buffers = [torch.empty(batch, w, dtype=torch.int8, device=DEVICE) for w in top.widths]
+    probs = torch.empty(batch, dtype=torch.float32, device=DEVICE)
+    top(top_in.to(DEVICE), buffers, probs, batch)
+    assert torch.allclose(probs.cpu(), want, atol=1e-6 if INTERPRETED else 2e-2), \
+        float((probs.cpu() - want).abs().max())
+
+
+@pytest.mark.parametrize("batch", SIZES)
 def test_folded_epilogue_is_within_one_step(model, batch: int) -> None:
     """The folded epilogue (one multiply-add per element) against the recipe's requantization, layer by layer."""
     from dlrm_bench.quant.recipe import int8_linear, requantize

@@ -128,6 +128,32 @@ def _linear_int8_tma_kernel(a_desc, b_desc, c_desc, c_ptr, M, N: tl.constexpr, K
                       wscale_ptr, bias_ptr, act_ptr, final_w_ptr, final_b, FINAL)
 
 
+@triton.jit(do_not_specialize=["M"])
+def _final_layer_tma_kernel(a_desc, b_desc, probs_ptr, M, N: tl.constexpr, K: tl.constexpr,
+                            wscale_ptr, bias_ptr, final_w_ptr, final_b,
+                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                            NUM_SMS: tl.constexpr):
+    """The last two layers with a tile narrower than the 256 columns: probs fp32 [M] =
+    sigmoid(relu(a @ b * wscale + bias) @ final_w + final_b), a int8 [M, K] and b int8 [N, K] by TMA (blocks
+    [BLOCK_M, BLOCK_K], [BLOCK_N, BLOCK_K]). Persistent over BLOCK_M-row tiles; each walks the N // BLOCK_N column
+    blocks in turn and keeps only the running 256 -> 1 dot per row, so the int32 tile is BLOCK_M x BLOCK_N and
+    two programs fit on an SM."""
+    start = tl.program_id(0)
+    num_m = (M + BLOCK_M - 1) // BLOCK_M
+    for tile in tl.range(start, num_m, NUM_SMS):
+        off_m = tile * BLOCK_M
+        z = tl.zeros([BLOCK_M], dtype=tl.float32)
+        for off_n in tl.static_range(0, N, BLOCK_N):
+            acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.int32)
+            for kk in range(0, K, BLOCK_K):
+                acc = tl.dot(a_desc.load([off_m, kk]), b_desc.load([off_n, kk]).T, acc, out_dtype=tl.int32)
+            n = off_n + tl.arange(0, BLOCK_N)
+            y = acc.to(tl.float32) * tl.load(wscale_ptr + n)[None, :] + tl.load(bias_ptr + n)[None, :]
+            z += tl.sum(tl.maximum(y, 0.0) * tl.load(final_w_ptr + n)[None, :], axis=1)
+        m = off_m + tl.arange(0, BLOCK_M)
+        tl.store(probs_ptr + m.to(tl.int64), 1.0 / (1.0 + tl.exp(-(z + final_b))), mask=m < M)
+
+
 @dataclass
 class GemmConfig:
     """One layer's kernel. block_*: tile; group_m: M tiles walked per N column (L2 reuse); tma: the persistent TMA
@@ -213,12 +239,18 @@ class TopMLP:
         n, k = w.shape
         a_desc = TensorDescriptor(x, [num_pairs, k], [x.stride(0), 1], [cfg.block_m, cfg.block_k])
         b_desc = TensorDescriptor.from_tensor(w, [cfg.block_n, cfg.block_k])
+        programs = self.num_sms * cfg.programs_per_sm  # a constant stride: no recompiles for small batches
+        if final and cfg.block_n < n:
+            _final_layer_tma_kernel[(min(programs, triton.cdiv(num_pairs, cfg.block_m)),)](
+                a_desc, b_desc, out, num_pairs, n, k, self.s[i], self.b[i], self.final_w, self.final_b,
+                BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, NUM_SMS=programs,
+                num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+            return
         tma_store = cfg.tma_store and not final
         c_desc = a_desc
         if tma_store:
             c_desc = TensorDescriptor(out, [num_pairs, n], [out.stride(0), 1], [cfg.block_m, cfg.block_n])
         tiles = triton.cdiv(num_pairs, cfg.block_m) * (n // cfg.block_n)
-        programs = self.num_sms * cfg.programs_per_sm  # a constant stride: no recompiles for small batches
         grid = (min(programs, tiles),)
         epilogue = EPILOGUES[cfg.epilogue] if tma_store else 0
         scale, offset = (self.folded_mul[i], self.folded_add[i]) if epilogue == 1 else (self.s[i], self.b[i])

@@ -1,0 +1,68 @@
+"""One line per LoadGen run under a logs folder: scenario, result, p99, the host stalls, the main settings.
+
+    python3 benchmarks/summarize_results.py [build/logs] [--json out.json]
+
+Reads every result.json that `dlrm-bench run` wrote (newest runs last) and prints what the session notes quote:
+samples/s, VALID/INVALID, p99, the interpreter watchdog's stalls (count, longest) and the settings that differ
+most between runs (target QPS, batch sizes, CUDA graphs, bundles).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+SETTINGS_SHOWN = ("server_target_qps", "offline_expected_qps", "gpu_batch_size", "cuda_graphs", "gpu_num_bundles",
+                  "inflight_batches", "shared_compute_stream", "offline_take_samples")
+"""The settings printed beside each result (when present in the run's settings)."""
+
+
+def summarize(result_file: Path) -> dict:
+    """The quoted fields of one result.json."""
+    r = json.loads(result_file.read_text())
+    pauses = r.get("interpreter_pauses") or {}
+    settings = r.get("settings") or {}
+    return {"run": str(result_file.parent), "scenario": r.get("scenario"), "config_ver": r.get("config_ver"),
+            "test_mode": r.get("test_mode"), "samples_per_second": r.get("samples_per_second"),
+            "validity": r.get("result_validity"), "p99_ms": r.get("latency_p99_ms"),
+            "auc_ratio": r.get("auc_ratio"), "stalls": pauses.get("stalls"),
+            "stall_max_ms": pauses.get("stall_max_ms"),
+            "settings": {k: settings[k] for k in SETTINGS_SHOWN if k in settings}}
+
+
+def line(s: dict) -> str:
+    sps = f"{s['samples_per_second']:,.0f}/s" if s["samples_per_second"] is not None else "-"
+    p99 = f"p99 {s['p99_ms']:.2f} ms" if s["p99_ms"] is not None and s["scenario"] != "Offline" else ""
+    auc = f"AUC ratio {100 * s['auc_ratio']:.3f}%" if s["auc_ratio"] is not None else ""
+    stalls = f"stalls {s['stalls']} (max {s['stall_max_ms']:.1f} ms)" if s["stalls"] is not None else ""
+    cfg = " ".join(f"{k}={v}" for k, v in s["settings"].items())
+    return "  ".join(x for x in (f"{s['scenario']}/{s['config_ver']}/{s['test_mode']}", sps, s["validity"] or "",
+                                 p99, auc, stalls, cfg) if x)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("logs", type=Path, nargs="?", default=Path("build/logs"))
+    p.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    args = p.parse_args(argv)
+    if not args.logs.is_dir():
+        print(f"summarize_results.py: error: {args.logs} is not a folder", file=sys.stderr)
+        return 2
+    files = sorted(args.logs.rglob("result.json"), key=lambda f: f.stat().st_mtime)
+    rows = []
+    for f in files:
+        try:
+            rows.append(summarize(f))
+        except (OSError, ValueError) as e:
+            print(f"{f}: unreadable ({e})", file=sys.stderr)
+    for s in rows:
+        print(line(s))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
