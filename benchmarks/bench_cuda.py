@@ -168,7 +168,7 @@ def layer_costs() -> dict[str, tuple[float, float]]:
 
 
 def bench_batch(qm, tables, offsets, cards, device, n: int, peak_bw: float, top_configs=None,
-                layout: str = "triangle", front_parts: tuple[int, ...] = ()) -> dict:
+                layout: str = "triangle", front_parts: tuple[int, ...] = (), sustain_seconds: float = 0.0) -> dict:
     numeric = torch.randint(-20, 127, (n, 13), dtype=torch.int8, device=device)
     cat = skewed_ids(cards, n, device, 100 + n)
     bottom, inter = BottomMLP(qm, device), Interaction(qm, tables, offsets, layout=layout)
@@ -206,6 +206,8 @@ def bench_batch(qm, tables, offsets, cards, device, n: int, peak_bw: float, top_
     graph = whole_batch_graph(whole)
     result["graph_ms"] = timed(graph.replay)
     result["graph_pairs_per_second"] = n / (result["graph_ms"] / 1e3)
+    if sustain_seconds > 0:
+        result["sustained"] = sustained(graph.replay, n, sustain_seconds)
     result["front_pipeline_graph_ms"] = {}
     for parts in front_parts:
         for high in (False, True):
@@ -216,6 +218,43 @@ def bench_batch(qm, tables, offsets, cards, device, n: int, peak_bw: float, top_
                 timed(g.replay)
     result["torch_int_mm_top_ms"] = timed(lambda: torch_int_mm_top(qm, top_in, device))
     return result
+
+
+def gpu_clocks() -> dict:
+    """SM clock (MHz), power draw (W) and temperature (C) from nvidia-smi; {} where it is missing."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=clocks.sm,power.draw,temperature.gpu",
+                              "--format=csv,noheader,nounits", "-i", str(torch.cuda.current_device())],
+                             capture_output=True, text=True, timeout=10).stdout.split(",")
+        return {"sm_mhz": float(out[0]), "power_w": float(out[1]), "temp_c": float(out[2])}
+    except (OSError, ValueError, IndexError, subprocess.SubprocessError):
+        return {}
+
+
+def sustained(replay, n: int, seconds: float, window: float = 1.0) -> list[dict]:
+    """Replay one batch back to back for `seconds`, as a long LoadGen run keeps the GPU busy: per window of about
+    `window` s, ms per batch and M pairs/s, with the SM clock and power read while it runs (a GPU at its power
+    limit lowers its clock after a while; a short timing does not see that)."""
+    rows: list[dict] = []
+    t_end = time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        count, t0, clocks = 0, time.perf_counter(), None
+        start.record()
+        while time.perf_counter() - t0 < window:
+            for _ in range(50):
+                replay()
+            count += 50
+            if clocks is None:
+                clocks = gpu_clocks()  # read while the 50 replays run
+            torch.cuda.synchronize()
+        stop.record()
+        stop.synchronize()
+        ms = start.elapsed_time(stop) / count
+        rows.append({"ms_per_batch": ms, "m_pairs_per_second": n / ms / 1e3, **(clocks or {})})
+    return rows
 
 
 def whole_batch_graph(whole) -> "torch.cuda.CUDAGraph":
@@ -461,6 +500,9 @@ def main() -> int:
     ap.add_argument("--front-parts", default="",
                     help="slices of the front pipeline graphs timed per batch (bottom MLP on a side stream beside "
                          "the interaction; empty: none)")
+    ap.add_argument("--sustain", type=float, default=0.0,
+                    help="seconds of back-to-back graph replays of the largest batch, reported per second with the "
+                         "SM clock and power (0: skip)")
     ap.add_argument("--tune-parts", default="top,bottom,interaction", help="kernels --tune times")
     ap.add_argument("--gemm-flags", default=",".join(name or "none" for name in GEMM_FLAGS),
                     help="GEMM variants --tune tries on each tile (names of GEMM_FLAGS; none = plain TMA)")
@@ -494,7 +536,8 @@ def main() -> int:
     report["batches"] = []
     for n in [int(x) for x in args.batches.split(",")]:
         res = bench_batch(qm, tables, offsets, cards, device, n, report["copy_gbps"], top_configs,
-                          args.interaction_layout, tuple(int(x) for x in args.front_parts.split(",") if x))
+                          args.interaction_layout, tuple(int(x) for x in args.front_parts.split(",") if x),
+                          args.sustain if n == max(int(x) for x in args.batches.split(",")) else 0.0)
         report["batches"].append(res)
         print(f"batch {n}: {res['pairs_per_second'] / 1e6:.1f} M pairs/s "
               f"({res['samples_per_second_at_270']:,.0f} samples/s at 270 pairs)", flush=True)
@@ -516,6 +559,10 @@ def print_table(report: dict) -> None:
         print(f"{'stage':<12} {'ms':>8} {'roofline':>9} {'TOPS':>7} {'GB/s':>7}")
         for name, s in b["stages"].items():
             print(f"{name:<12} {s['ms']:8.3f} {s['roofline_ms']:9.3f} {s['tops']:7.1f} {s['gbps']:7.0f}")
+        for w, row in enumerate(b.get("sustained", [])):
+            print(f"sustained replay, second {w + 1}: {row['ms_per_batch']:.3f} ms/batch, "
+                  f"{row['m_pairs_per_second']:.1f} M pairs/s, SM {row.get('sm_mhz', 0):.0f} MHz, "
+                  f"{row.get('power_w', 0):.0f} W, {row.get('temp_c', 0):.0f} C")
         for name, ms in b.get("front_pipeline_graph_ms", {}).items():
             print(f"front pipeline graph, {name}: {ms:.3f} ms ({ms / b['graph_ms']:.3f}x the plain graph)")
     print(f"\ntorch eager fp16 forward baseline: {report['torch_fp16_eager_pairs_per_second'] / 1e6:.1f} M pairs/s")
