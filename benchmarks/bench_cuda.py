@@ -371,6 +371,24 @@ FINAL_TWO_PER_SM_TILES = [(64, 256, 128, 4, 2, 2), (64, 256, 64, 4, 3, 2), (128,
 the two column halves in turn (top_mlp._final_layer_tma_kernel)."""
 
 
+HIDDEN_LAYER_PRESETS = {
+    "wide": dict(block_m=128, block_n=256, block_k=128, num_warps=8, num_stages=3, programs_per_sm=1),
+    "k64": dict(block_m=128, block_n=128, block_k=64, num_warps=4, num_stages=4, programs_per_sm=2),
+}
+"""Alternative tiles for the three hidden top layers (TMA, TMA store, folded epilogue), for --hidden-layers: to
+compare configurations under sustained load (--sustain), where the GPU runs at its power limit."""
+
+
+def hidden_layer_preset(name: str, qm, device: torch.device) -> list | None:
+    """The top-MLP configs with the hidden layers set to HIDDEN_LAYER_PRESETS[name] (None for "default")."""
+    if name == "default":
+        return None
+    from dlrm_bench.engines.cuda.top_mlp import GemmConfig, TopMLP
+    configs = TopMLP(qm, device).configs
+    hidden = GemmConfig(**HIDDEN_LAYER_PRESETS[name], tma=True, tma_store=True, epilogue="folded")
+    return [hidden if i < len(configs) - 1 else c for i, c in enumerate(configs)]
+
+
 def gemm_candidates(final: bool, n: int, flag_names: list[str]) -> dict[str, "GemmConfig"]:
     """The pointer kernel, then every TMA tile with each of the GEMM_FLAGS variants named in flag_names
     ("none" = plain TMA), then the two-per-SM tiles (not for the final layer)."""
@@ -503,6 +521,8 @@ def main() -> int:
     ap.add_argument("--sustain", type=float, default=0.0,
                     help="seconds of back-to-back graph replays of the largest batch, reported per second with the "
                          "SM clock and power (0: skip)")
+    ap.add_argument("--hidden-layers", default="default", choices=["default", *HIDDEN_LAYER_PRESETS],
+                    help="tiles of the hidden top layers for the batches (HIDDEN_LAYER_PRESETS)")
     ap.add_argument("--tune-parts", default="top,bottom,interaction", help="kernels --tune times")
     ap.add_argument("--gemm-flags", default=",".join(name or "none" for name in GEMM_FLAGS),
                     help="GEMM variants --tune tries on each tile (names of GEMM_FLAGS; none = plain TMA)")
@@ -526,7 +546,9 @@ def main() -> int:
     report["interaction_layout"] = args.interaction_layout
     report["correctness"] = check_correctness(qm, tables, offsets, cards, device, layout=args.interaction_layout)
     print(json.dumps(report["correctness"]), flush=True)
-    top_configs = None
+    top_configs = hidden_layer_preset(args.hidden_layers, qm, device)
+    if top_configs:
+        report["top_configs_used"] = [str(c) for c in top_configs]
     if args.tune:
         report["tuning"] = tune(qm, tables, offsets, cards, device, 262144, args.tune_parts, args.gemm_flags)
         if args.apply_best and report["tuning"].get("best_configs"):
