@@ -25,7 +25,7 @@ has() { [[ ",$STEPS," == *",$1,"* ]]; }
 dlrm() { python3 -m dlrm_bench.cli "$@"; }
 nvidia-smi --query-gpu=name,memory.total,memory.used --format=csv,noheader
 if has preset; then
-  start=$(date +%s); dlrm make-random-preset 2>&1 | grep -v "it/s\]" | tail -5 | tee -a "$OUT/session.log"; echo "preset: $(( $(date +%s) - start )) s" | tee -a "$OUT/session.log"
+  start=$(date +%s); dlrm make-random-preset 2>&1 | grep -v "/s\]" | tail -5 | tee -a "$OUT/session.log"; echo "preset: $(( $(date +%s) - start )) s" | tee -a "$OUT/session.log"
 fi
 if has tests; then
   timeout 400 python3 -m pytest -q -x -p no:cacheprovider ${TESTS:-tests/test_cuda_kernels.py tests/test_cuda_engine.py \
@@ -36,7 +36,7 @@ if has harness; then
     | tail -9 | tee -a "$OUT/session.log"
 fi
 if has hotcold; then
-  timeout 400 python3 benchmarks/bench_hot_cold.py --out "$OUT" 2>&1 | grep -v "it/s\]" | tail -30 | tee -a "$OUT/session.log"
+  timeout 400 python3 benchmarks/bench_hot_cold.py --out "$OUT" 2>&1 | grep -v "/s\]" | tail -30 | tee -a "$OUT/session.log"
 fi
 if has bench; then
   timeout 300 python3 benchmarks/bench_cuda.py ${BENCH_ARGS:---tune --batches 262144} --out "$OUT" 2>&1 | tail -22 | tee -a "$OUT/session.log"
@@ -46,7 +46,7 @@ if has overlap; then
 fi
 if has accuracy; then
   dlrm run --dataset synthetic-tiny --engine cuda --scenarios Offline --config_ver default,high_accuracy \
-    --test_mode AccuracyOnly 2>&1 | grep -v "it/s\]" | tail -8 | tee -a "$OUT/session.log"
+    --test_mode AccuracyOnly 2>&1 | grep -v "/s\]" | tail -8 | tee -a "$OUT/session.log"
 fi
 if has triton; then
   STEP=bench BENCH_TIMEOUT="${TRITON_TIMEOUT:-420}" BENCH_ARGS="--engine cuda --dataset-dir \
@@ -61,13 +61,13 @@ has server && scenarios="${scenarios:+$scenarios,}Server"
 if [ -n "${SERVER_QPS_SWEEP:-}" ]; then  # Server only, one run per target (one engine load each)
   for qps in $SERVER_QPS_SWEEP; do
     dlrm run --dataset criteo-tb-random --engine cuda --scenarios Server --test_mode PerformanceOnly \
-      --min_duration "$MIN_DURATION" --server_target_qps "$qps" ${RUN_ARGS:-} 2>&1 | grep -v "it/s\]" | tail -3 \
+      --min_duration "$MIN_DURATION" --server_target_qps "$qps" ${RUN_ARGS:-} 2>&1 | grep -v "/s\]" | tail -3 \
       | tee -a "$OUT/session.log"
   done
 fi
 if [ -n "$scenarios" ]; then
   dlrm run --dataset criteo-tb-random --engine cuda --scenarios "$scenarios" --test_mode PerformanceOnly \
-    --min_duration "$MIN_DURATION" ${RUN_ARGS:-} 2>&1 | grep -v "it/s\]" | tail -25 | tee -a "$OUT/session.log"
+    --min_duration "$MIN_DURATION" ${RUN_ARGS:-} 2>&1 | grep -v "/s\]" | tail -25 | tee -a "$OUT/session.log"
 fi
 if [ -d "$MLPERF_SCRATCH_PATH/logs/latest" ]; then
   tar -czf "$OUT/logs.tgz" -C "$MLPERF_SCRATCH_PATH/logs" "$(readlink "$MLPERF_SCRATCH_PATH/logs/latest")" 2>/dev/null

@@ -12,7 +12,7 @@ SERVER_FRACTION="${SERVER_FRACTION:-0.7}"
 PER_GPU_QPS="${PER_GPU_QPS:-420000}"
 nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader
 [ -f "$MLPERF_SCRATCH_PATH/preprocessed_data/criteo/criteo-tb-random/meta.json" ] || \
-  python3 -m dlrm_bench.cli make-random-preset 2>&1 | grep -v "it/s\]" | tail -3
+  python3 -m dlrm_bench.cli make-random-preset 2>&1 | grep -v "/s\]" | tail -3
 newest() { python3 - "$1" <<'PY'
 import glob, json, os, sys
 root = os.path.join(os.environ["MLPERF_SCRATCH_PATH"], "logs", "latest")
@@ -28,18 +28,18 @@ for n in $GPU_COUNTS; do
   if [ -n "${SERVER_PER_GPU_QPS:-}" ]; then  # both scenarios in one run (one engine load), fixed Server target
     CUDA_VISIBLE_DEVICES=$devices python3 -m dlrm_bench.cli run --dataset criteo-tb-random --engine cuda \
       --scenarios Offline,Server --test_mode PerformanceOnly --min_duration "$MIN_DURATION" \
-      --offline_expected_qps "$qps" --server_target_qps $((n * SERVER_PER_GPU_QPS)) $extra 2>&1 | grep -v "it/s\]" | tail -5
+      --offline_expected_qps "$qps" --server_target_qps $((n * SERVER_PER_GPU_QPS)) $extra 2>&1 | grep -v "/s\]" | tail -5
     offline=$(newest Offline)
   else
     CUDA_VISIBLE_DEVICES=$devices python3 -m dlrm_bench.cli run --dataset criteo-tb-random --engine cuda \
       --scenarios Offline --test_mode PerformanceOnly --min_duration "$MIN_DURATION" --offline_expected_qps "$qps" \
-      2>&1 | grep -v "it/s\]" | tail -4
+      $extra 2>&1 | grep -v "/s\]" | tail -4
     offline=$(newest Offline)
     sps=$(python3 -c "import json,sys; print(json.loads(sys.argv[1]).get('samples_per_second') or 0)" "$offline")
     target=$(python3 -c "print(int(float('$sps') * $SERVER_FRACTION) or 1000)")
     CUDA_VISIBLE_DEVICES=$devices python3 -m dlrm_bench.cli run --dataset criteo-tb-random --engine cuda \
       --scenarios Server --test_mode PerformanceOnly --min_duration "$MIN_DURATION" --server_target_qps "$target" \
-      2>&1 | grep -v "it/s\]" | tail -4
+      $extra 2>&1 | grep -v "/s\]" | tail -4
   fi
   server=$(newest Server)
   python3 - "$OUT/multi_gpu.json" "$n" "$offline" "$server" <<'PY'

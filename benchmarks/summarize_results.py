@@ -15,15 +15,24 @@ import sys
 from pathlib import Path
 
 SETTINGS_SHOWN = ("server_target_qps", "offline_expected_qps", "gpu_batch_size", "cuda_graphs", "gpu_num_bundles",
-                  "inflight_batches", "shared_compute_stream", "offline_take_samples")
+                  "inflight_batches", "shared_compute_stream", "offline_take_samples", "gpus")
 """The settings printed beside each result (when present in the run's settings)."""
 
 
 def summarize(result_file: Path) -> dict:
-    """The quoted fields of one result.json."""
+    """The quoted fields of one result.json; targets as LoadGen ran them, cuda_graphs and gpus as the engine
+    reported them."""
     r = json.loads(result_file.read_text())
     pauses = r.get("interpreter_pauses") or {}
-    settings = r.get("settings") or {}
+    settings = dict(r.get("settings") or {})
+    loadgen = r.get("loadgen_settings") if isinstance(r.get("loadgen_settings"), dict) else {}
+    key = {"Server": "server_target_qps", "Offline": "offline_expected_qps"}.get(r.get("scenario"))
+    if key in loadgen:  # what LoadGen ran with (a command-line target overrides the config's)
+        settings[key] = loadgen[key]
+    engine = r.get("engine_info") or {}
+    for k in ("cuda_graphs", "gpus"):
+        if k in engine:
+            settings[k] = engine[k]
     return {"run": str(result_file.parent), "scenario": r.get("scenario"), "config_ver": r.get("config_ver"),
             "test_mode": r.get("test_mode"), "samples_per_second": r.get("samples_per_second"),
             "validity": r.get("result_validity"), "p99_ms": r.get("latency_p99_ms"),
