@@ -23,6 +23,8 @@ def summarize(result_file: Path) -> dict:
     """The quoted fields of one result.json; targets as LoadGen ran them, cuda_graphs and gpus as the engine
     reported them."""
     r = json.loads(result_file.read_text())
+    if not isinstance(r, dict):
+        raise ValueError("not a JSON object")
     pauses = r.get("interpreter_pauses") or {}
     settings = dict(r.get("settings") or {})
     loadgen = r.get("loadgen_settings") if isinstance(r.get("loadgen_settings"), dict) else {}
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.logs.is_dir():
         print(f"summarize_results.py: error: {args.logs} is not a folder", file=sys.stderr)
         return 2
-    files = sorted(args.logs.rglob("result.json"), key=lambda f: f.stat().st_mtime)
+    files = sorted(args.logs.rglob("result.json"), key=lambda f: (f.stat().st_mtime, str(f)))
     rows = []
     for f in files:
         try:
