@@ -185,6 +185,15 @@ def test_final_layer_in_column_halves_matches_emulation(model, batch: int, per_s
         float((probs.cpu() - want).abs().max())
 
 
+def test_a_tile_that_does_not_divide_the_layer_is_refused(model) -> None:
+    _, qm, _, _ = model
+    top = TopMLP(qm, DEVICE)
+    top.configs[-1].block_n = 96
+    x = torch.zeros(4, 512, dtype=torch.int8, device=DEVICE)
+    with pytest.raises(ValueError, match=r"top layer 3: a 96 x \d+ tile must divide its weight \[N, K\] = \[256, 512\]"):
+        top.layer(3, x, torch.empty(4, device=DEVICE), 4)
+
+
 @pytest.mark.parametrize("batch", SIZES)
 def test_folded_epilogue_is_within_one_step(model, batch: int) -> None:
     """The folded epilogue (one multiply-add per element) against the recipe's requantization, layer by layer."""

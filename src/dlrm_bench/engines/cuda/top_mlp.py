@@ -2,8 +2,8 @@
 
 Layers 479(512) -> 1024 -> 1024 -> 512 write int8 activations (per-channel scales, quant/recipe.py). The layer
 512 -> 256 keeps its ReLU output in fp32 registers and finishes the model in its epilogue: the 256 -> 1 dot
-product, the bias and the sigmoid, writing one fp32 probability per pair. That layer's tile spans all 256
-columns, so one program owns whole rows.
+product, the bias and the sigmoid, writing one fp32 probability per pair. One program owns whole rows: its tile
+spans all 256 columns, or (a tuning candidate) it walks them in 128-column blocks, keeping a running dot.
 
 The hidden layers run a persistent GEMM whose operands arrive by TMA; by default two programs share each SM, so
 one program's epilogue (scale, ReLU, requantize, TMA store) runs while the other's tensor-core main loop does.
@@ -159,7 +159,8 @@ class GemmConfig:
     """One layer's kernel. block_*: tile; group_m: M tiles walked per N column (L2 reuse); tma: the persistent TMA
     kernel (else one program per tile with pointer loads); tma_store: int8 tiles leave through a TMA descriptor;
     warp_specialize / flatten: Triton's loop options; epilogue: EPILOGUES key (TMA store only);
-    programs_per_sm: persistent programs per SM (2 needs tiles whose buffers fit twice)."""
+    programs_per_sm: persistent programs per SM (2 needs tiles whose buffers fit twice). The final layer with tma
+    and block_n below its 256 columns runs _final_layer_tma_kernel (column blocks in turn)."""
 
     block_m: int
     block_n: int
@@ -220,6 +221,9 @@ class TopMLP:
     def layer(self, i: int, x: torch.Tensor, out: torch.Tensor, num_pairs: int) -> None:
         w, cfg = self.w[i], self.configs[i]
         n, k = w.shape
+        if n % cfg.block_n or k % cfg.block_k:
+            raise ValueError(f"top layer {i}: a {cfg.block_n} x {cfg.block_k} tile must divide its weight "
+                             f"[N, K] = [{n}, {k}]")
         final = i == len(self.w) - 1
         if cfg.tma:
             self._layer_tma(i, x, out, num_pairs, cfg, final)
