@@ -190,7 +190,8 @@ def test_a_tile_that_does_not_divide_the_layer_is_refused(model) -> None:
     top = TopMLP(qm, DEVICE)
     top.configs[-1].block_n = 96
     x = torch.zeros(4, 512, dtype=torch.int8, device=DEVICE)
-    with pytest.raises(ValueError, match=r"top layer 3: a 96 x \d+ tile must divide its weight \[N, K\] = \[256, 512\]"):
+    message = r"top layer 3: a 96 x \d+ tile must divide its weight \[N, K\] = \[256, 512\]"
+    with pytest.raises(ValueError, match=message):
         top.layer(3, x, torch.empty(4, device=DEVICE), 4)
 
 
