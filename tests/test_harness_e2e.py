@@ -17,6 +17,7 @@ from sklearn.metrics import roc_auc_score
 from dlrm_bench.cli import main as cli
 from dlrm_bench.criteo.dataset import load_meta, open_split
 from dlrm_bench.engines import create_engine
+from dlrm_bench.harness.cpu_affinity import STARTED_WITH, compact
 from dlrm_bench.model.checkpoint import save_checkpoint
 from dlrm_bench.model.dlrm import DLRM
 from tests.conftest import TINY_CARDINALITIES, save_random_model, write_preprocessed_dataset
@@ -77,9 +78,10 @@ def test_offline_accuracy_run_auc_matches_direct_computation(workspace, monkeypa
 
 
 def test_performance_runs_write_the_output_contract(workspace, monkeypatch, capsys) -> None:
+    every_cpu = compact(STARTED_WITH)  # pinned to all the CPUs it has: nothing changes for the later tests
     status = run(workspace, "--scenarios", "Offline,Server", "--test_mode", "PerformanceOnly",
                  "--min_duration", "1", "--min_query_count", "50", "--server_target_qps", "20",
-                 "--offline_expected_qps", "200", monkeypatch=monkeypatch)
+                 "--offline_expected_qps", "200", "--set", f"cpu_affinity={every_cpu}", monkeypatch=monkeypatch)
     assert status == 0
     for scenario in ("Offline", "Server"):
         out_dir, result = newest_result(workspace, scenario, "PerformanceOnly")
@@ -88,6 +90,10 @@ def test_performance_runs_write_the_output_contract(workspace, monkeypatch, caps
         assert result["samples_per_second"] > 0
         assert result["pairs_per_second"] == pytest.approx(result["samples_per_second"] * result["pairs_per_sample"])
         assert result["shortened_run"] is True
+        assert result["cpu_affinity"] == sorted(STARTED_WITH)
+        if Path("/proc/interrupts").exists():
+            assert result["host_cpu"]["irq_top"] and {"irq", "what", "count", "busiest_cpus"} <= set(
+                result["host_cpu"]["irq_top"][0])
     _, server = newest_result(workspace, "Server", "PerformanceOnly")
     assert server["latency_p99_ms"] is not None
     text = capsys.readouterr().out
@@ -100,6 +106,7 @@ def test_performance_runs_write_the_output_contract(workspace, monkeypatch, caps
     (["--test_mode", "Both"], "unknown test_mode"),
     (["--benchmarks", "resnet"], "unknown benchmark"),
     (["--set", "batch_size=-3"], "--set: setting 'batch_size' is -3: expected an integer >= 1"),
+    (["--set", "cpu_affinity=4096"], "setting 'cpu_affinity' is '4096': CPU(s) 4096 not available to this process"),
 ])
 def test_bad_flags_exit_2_with_one_line(workspace, monkeypatch, capsys, args, message) -> None:
     assert run(workspace, *args, monkeypatch=monkeypatch) == 2

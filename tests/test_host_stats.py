@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dlrm_bench.harness.host_stats import CPU_FIELDS, HostSample, host_delta, read_cpu_ticks
+from dlrm_bench.harness.host_stats import CPU_FIELDS, HostSample, host_delta, irq_top, read_cpu_ticks, read_interrupts
 
 
 def test_cpu_line_is_read_by_field(tmp_path: Path) -> None:
@@ -37,3 +37,36 @@ def test_a_real_sample_moves_forward() -> None:
     if before.ticks:  # Linux
         assert all(delta[f"{name}_s"] >= 0 for name in CPU_FIELDS)
         assert 0.0 <= delta["steal_share"] <= 1.0
+
+
+INTERRUPTS = """           CPU0       CPU1       CPU3
+  24:          1          0          0  IO-APIC   5-edge      ACPI:Ged
+ 130:        500         20         10  PCI-MSI 524288-edge      nvidia
+NMI:          0          0          0   Non-maskable interrupts
+LOC:       1000       2000       3000   Local timer interrupts
+ERR:          0
+"""
+
+
+def test_interrupts_are_read_per_cpu_label(tmp_path: Path) -> None:
+    path = tmp_path / "interrupts"
+    path.write_text(INTERRUPTS)
+    irqs = read_interrupts(path)
+    assert irqs["130"] == ("PCI-MSI 524288-edge nvidia", {"CPU0": 500, "CPU1": 20, "CPU3": 10})
+    assert irqs["LOC"][1] == {"CPU0": 1000, "CPU1": 2000, "CPU3": 3000}
+    assert irqs["ERR"] == ("", {"CPU0": 0})
+    assert read_interrupts(tmp_path / "missing") == {}
+
+
+def test_irq_top_ranks_sources_by_interrupts_between_readings(tmp_path: Path) -> None:
+    path = tmp_path / "interrupts"
+    path.write_text(INTERRUPTS)
+    before = read_interrupts(path)
+    path.write_text(INTERRUPTS.replace("500         20", "9500         25").replace("1000       2000", "1100       2000"))
+    top = irq_top(before, read_interrupts(path), top=2)
+    assert top == [{"irq": "130", "what": "PCI-MSI 524288-edge nvidia", "count": 9005,
+                    "busiest_cpus": {"CPU0": 9000, "CPU1": 5}},
+                   {"irq": "LOC", "what": "Local timer interrupts", "count": 100, "busiest_cpus": {"CPU0": 100}}]
+    before_sample = HostSample(wall=0.0, ticks={}, irqs=before)
+    after_sample = HostSample(wall=1.0, ticks={}, irqs=read_interrupts(path))
+    assert host_delta(before_sample, after_sample)["irq_top"][0]["irq"] == "130"

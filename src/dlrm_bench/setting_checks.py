@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from dlrm_bench.errors import UserError
+from dlrm_bench.harness.cpu_affinity import CPU_LIST
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,8 @@ CHECKS: dict[str, Check] = {
     "stall_watch": boolean(),
     "min_duration_s": number(0),
     "min_query_count": integer(1),
+    "cpu_affinity": Check('a CPU list like "2-15" or "0,2,4-7"',
+                          lambda v: (_is_int(v) and v >= 0) or (isinstance(v, str) and bool(CPU_LIST.match(v)))),
     # engines
     "threads": integer(0),
     "staging_threads": integer(1),

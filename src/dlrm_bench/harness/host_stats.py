@@ -1,9 +1,11 @@
 """What the host's CPUs did during a test, for telling a slow SUT from a busy or shared machine.
 
 `HostSample` reads the machine-wide CPU times from /proc/stat (including `steal`: time a virtual machine's CPUs
-were runnable but the hypervisor ran something else) and this process's context switches (getrusage: voluntary =
-waited for something, involuntary = preempted while runnable). `host_delta` turns two samples into seconds and
-counts for result.json's `host_cpu`. On a system without /proc/stat the CPU times are left out.
+were runnable but the hypervisor ran something else), this process's context switches (getrusage: voluntary =
+waited for something, involuntary = preempted while runnable) and the interrupt counts per CPU
+(/proc/interrupts). `host_delta` turns two samples into seconds and counts for result.json's `host_cpu`, with the
+busiest interrupt sources and the CPUs that took them (`irq_top`: which CPUs to keep the harness off, see the
+`cpu_affinity` setting). On a system without /proc the CPU times and interrupts are left out.
 """
 
 from __future__ import annotations
@@ -13,8 +15,12 @@ import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 PROC_STAT = Path("/proc/stat")
+PROC_INTERRUPTS = Path("/proc/interrupts")
+IRQ_TOP = 5
+"""Interrupt sources listed in host_cpu.irq_top (the most frequent during the test), each with its 3 busiest CPUs."""
 CPU_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
 
 
@@ -31,6 +37,46 @@ def read_cpu_ticks(path: Path = PROC_STAT) -> dict[str, int]:
     return dict(zip(CPU_FIELDS, values))
 
 
+def read_interrupts(path: Path = PROC_INTERRUPTS) -> dict[str, tuple[str, dict[str, int]]]:
+    """IRQ -> (what it is, {CPU label: count}) from /proc/interrupts; {} when it cannot be read. Summary lines
+    with fewer counts than CPUs (ERR, MIS) keep the counts they have."""
+    try:
+        lines = path.read_text(encoding="ascii", errors="replace").splitlines()
+    except OSError:
+        return {}
+    if not lines:
+        return {}
+    cpus = lines[0].split()
+    out: dict[str, tuple[str, dict[str, int]]] = {}
+    for line in lines[1:]:
+        fields = line.split()
+        if not fields or not fields[0].endswith(":"):
+            continue
+        counts = []
+        for token in fields[1:1 + len(cpus)]:
+            if not token.isdigit():
+                break
+            counts.append(int(token))
+        what = " ".join(fields[1 + len(counts):])
+        out[fields[0][:-1]] = (what, dict(zip(cpus, counts)))
+    return out
+
+
+def irq_top(before: dict[str, tuple[str, dict[str, int]]], after: dict[str, tuple[str, dict[str, int]]],
+            top: int = IRQ_TOP) -> list[dict]:
+    """The `top` interrupt sources with the most interrupts between the readings: irq, what, count and the
+    3 CPUs that took most of them."""
+    rows = []
+    for irq, (what, counts) in after.items():
+        old = before.get(irq, ("", {}))[1]
+        per_cpu = {cpu: n - old.get(cpu, 0) for cpu, n in counts.items()}
+        total = sum(per_cpu.values())
+        if total > 0:
+            busiest = dict(sorted(((c, n) for c, n in per_cpu.items() if n > 0), key=lambda p: -p[1])[:3])
+            rows.append({"irq": irq, "what": what, "count": total, "busiest_cpus": busiest})
+    return sorted(rows, key=lambda r: -r["count"])[:top]
+
+
 @dataclass
 class HostSample:
     """One reading: wall clock, machine-wide CPU ticks, this process's context switches."""
@@ -39,12 +85,14 @@ class HostSample:
     ticks: dict[str, int] = field(default_factory=read_cpu_ticks)
     voluntary: int = field(default_factory=lambda: resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw)
     involuntary: int = field(default_factory=lambda: resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw)
+    irqs: dict[str, tuple[str, dict[str, int]]] = field(default_factory=read_interrupts)
 
 
-def host_delta(before: HostSample, after: HostSample) -> dict[str, float]:
+def host_delta(before: HostSample, after: HostSample) -> dict[str, Any]:
     """Seconds of CPU time per /proc/stat field summed over all CPUs between the samples (`steal_share`: steal
-    as a fraction of all CPU time), the wall seconds, the number of CPUs, and this process's context switches."""
-    out: dict[str, float] = {"wall_s": after.wall - before.wall, "cpus": float(os.cpu_count() or 1),
+    as a fraction of all CPU time), the wall seconds, the number of CPUs, this process's context switches, and
+    the busiest interrupt sources (`irq_top`)."""
+    out: dict[str, Any] = {"wall_s": after.wall - before.wall, "cpus": float(os.cpu_count() or 1),
                              "voluntary_switches": float(after.voluntary - before.voluntary),
                              "involuntary_switches": float(after.involuntary - before.involuntary)}
     if before.ticks and after.ticks:
@@ -53,4 +101,6 @@ def host_delta(before: HostSample, after: HostSample) -> dict[str, float]:
         out.update({f"{name}_s": value for name, value in seconds.items()})
         total = sum(seconds.values())
         out["steal_share"] = seconds["steal"] / total if total > 0 else 0.0
+    if before.irqs and after.irqs:
+        out["irq_top"] = irq_top(before.irqs, after.irqs)
     return out

@@ -25,6 +25,7 @@ from dlrm_bench.harness import config as cfg
 from dlrm_bench.harness.loadgen_settings import (Overrides, build_test_settings, describe_test_settings,
                                                  load_rules, log_settings)
 from dlrm_bench.harness import batch_stamps
+from dlrm_bench.harness.cpu_affinity import apply_cpu_affinity
 from dlrm_bench.harness.host_stats import HostSample, host_delta
 from dlrm_bench.harness.logs import loadgen_metrics, make_run_root, read_detail_log, run_dir, update_latest
 from dlrm_bench.harness.qsl import SampleLibrary
@@ -153,6 +154,7 @@ def run_one(ctx: RunContext, engines: EngineCache, args: argparse.Namespace, sce
     settings = cfg.scenario_settings(scenario, config_ver, args.engine, ctx.system, args.config)
     settings.update(cfg.parse_overrides(getattr(args, "settings", [])))
     name = pick_engine(args.engine, settings)
+    affinity = apply_cpu_affinity(str(settings["cpu_affinity"])) if "cpu_affinity" in settings else None
     engine = engines.get(name, config_ver, settings)
     out = run_dir(ctx.root, ctx.system.system_id, scenario, config_ver, label or mode)
     print(f"--- {scenario} {config_ver} {label or mode} ({name} engine) -> {out}", flush=True)
@@ -161,7 +163,7 @@ def run_one(ctx: RunContext, engines: EngineCache, args: argparse.Namespace, sce
         "device": engine.device, "system": ctx.system.system_id, "system_description": ctx.system.describe(),
         "dataset": ctx.meta.name, "dataset_dir": str(ctx.meta.directory), "model_path": str(ctx.model_path),
         "auc": None, "auc_fp32_reference": None, "auc_ratio": None, "accuracy_target": target_fraction(config_ver),
-        "accuracy_passed": None, "settings": settings, "engine_info": engine.describe(),
+        "accuracy_passed": None, "settings": settings, "engine_info": engine.describe(), "cpu_affinity": affinity,
     }
     if label:
         result["compliance_test"] = label
