@@ -506,16 +506,27 @@ def tune_interaction(qm, tables, offsets, cards, device, n: int, top_in: torch.T
     return res
 
 
+def int_list(text: str) -> list[int]:
+    """argparse type: "1,2,3" -> [1, 2, 3] (empty: []); each a positive integer."""
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows-scale", type=float, default=1.0, help="fraction of the full table rows")
-    ap.add_argument("--batches", default="16384,65536,131072,262144")
+    ap.add_argument("--batches", type=int_list, default="16384,65536,131072,262144")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "build/bench")))
     ap.add_argument("--tune", action="store_true", help="also time candidate tile configurations")
     ap.add_argument("--interaction-layout", default="paired", choices=("triangle", "paired"),
                     help="the interaction's output columns (engines/cuda/interaction.py) for the correctness check "
                          "and the end-to-end batches")
-    ap.add_argument("--front-parts", default="",
+    ap.add_argument("--front-parts", type=int_list, default="",
                     help="slices of the front pipeline graphs timed per batch (bottom MLP on a side stream beside "
                          "the interaction; empty: none)")
     ap.add_argument("--sustain", type=float, default=0.0,
@@ -529,6 +540,8 @@ def main() -> int:
     ap.add_argument("--apply-best", action="store_true",
                     help="time the batches with the fastest top-MLP GEMM configuration --tune found per layer")
     args = ap.parse_args()
+    if not args.batches:
+        ap.error("--batches: give at least one batch size")
     if not torch.cuda.is_available():
         print("bench_cuda.py: error: needs a CUDA GPU (the kernels' CPU check is tests/test_cuda_kernels.py, "
               "in Triton's interpreter)", file=sys.stderr)
@@ -556,14 +569,13 @@ def main() -> int:
             report["top_configs_used"] = [str(c) for c in top_configs]
         report["tuning"].pop("best_configs", None)
     report["batches"] = []
-    for n in [int(x) for x in args.batches.split(",")]:
+    big = max(args.batches)
+    for n in args.batches:
         res = bench_batch(qm, tables, offsets, cards, device, n, report["copy_gbps"], top_configs,
-                          args.interaction_layout, tuple(int(x) for x in args.front_parts.split(",") if x),
-                          args.sustain if n == max(int(x) for x in args.batches.split(",")) else 0.0)
+                          args.interaction_layout, tuple(args.front_parts), args.sustain if n == big else 0.0)
         report["batches"].append(res)
         print(f"batch {n}: {res['pairs_per_second'] / 1e6:.1f} M pairs/s "
               f"({res['samples_per_second_at_270']:,.0f} samples/s at 270 pairs)", flush=True)
-    big = max(int(x) for x in args.batches.split(","))
     report["torch_fp16_eager_pairs_per_second"] = torch_fp16_baseline(cards, device, min(big, 65536), tables, offsets)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench_cuda.json").write_text(json.dumps(report, indent=2))
