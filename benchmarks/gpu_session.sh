@@ -13,6 +13,8 @@
 #          on criteo-tb-random, Offline + Server at TRITON_QPS (default 300000; a comma list sweeps), with
 #          per-request phase times;
 #          TRITON_EXTRA adds bench_triton flags (e.g. "--set inflight_batches=6 --set triton_model_inflight=3")
+# affinity: Server at AFFINITY_QPS (default 540000) twice: as started, then pinned off the CPUs that serve the
+#          GPU's interrupts (irq_cpus.py -> --set cpu_affinity); summarize_results.py prints both with their stalls
 # offline, server : LoadGen PerformanceOnly runs of the cuda engine on criteo-tb-random (MIN_DURATION seconds),
 #          both in one `dlrm-bench run` (one engine load); RUN_ARGS adds flags (e.g. --server_target_qps N);
 #          SERVER_QPS_SWEEP="a b" adds one Server run per target. TESTS overrides the test files of `tests`.
@@ -54,6 +56,19 @@ build/preprocessed_data/criteo/criteo-tb-random --model build/models/dlrm/criteo
 --variants in-process,triton-ranges --repeats 1 --offline-duration 15 --server-duration 25 \
 --server-qps ${TRITON_QPS:-300000} --set triton_trace=true ${TRITON_EXTRA:-}" bash "$(dirname "$0")/triton_device_session.sh" \
     2>&1 | tee "$OUT/triton.log" | tail -40 | tee -a "$OUT/session.log"
+fi
+if has affinity; then
+  python3 benchmarks/irq_cpus.py --show >/dev/null 2>>"$OUT/session.log"
+  pinned=$(python3 benchmarks/irq_cpus.py 2>/dev/null)  # empty when no CPU is free of the GPU's interrupts
+  echo "cpu_affinity for the pinned run: ${pinned:-none}" | tee -a "$OUT/session.log"
+  for pin in "" "${pinned:-}"; do
+    [ -z "$pin" ] && [ -n "${started:-}" ] && continue  # no IRQ-free list: the unpinned run only
+    started=1
+    dlrm run --dataset criteo-tb-random --engine cuda --scenarios Server --test_mode PerformanceOnly \
+      --min_duration "$MIN_DURATION" --server_target_qps "${AFFINITY_QPS:-540000}" ${pin:+--set cpu_affinity=$pin} \
+      ${RUN_ARGS:-} 2>&1 | grep -v "/s\]" | tail -3 | tee -a "$OUT/session.log"
+  done
+  python3 benchmarks/summarize_results.py "$MLPERF_SCRATCH_PATH/logs" | tail -2 | tee -a "$OUT/session.log"
 fi
 scenarios=""
 has offline && scenarios="Offline"
