@@ -296,15 +296,7 @@ def front_pipeline_graph(bottom_part, inter_part, top_all, n: int, parts: int,
         main.wait_stream(side)
         top_all()
 
-    warm = torch.cuda.Stream()
-    warm.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(warm):
-        record()
-    torch.cuda.current_stream().wait_stream(warm)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        record()
-    return graph
+    return whole_batch_graph(record)
 
 
 _INT_MM_WEIGHTS: dict = {}

@@ -25,6 +25,12 @@ STEPS="${STEPS-preset,offline,server}"  # unset: these; empty: none (e.g. only S
 MIN_DURATION="${MIN_DURATION:-60}"
 has() { [[ ",$STEPS," == *",$1,"* ]]; }
 dlrm() { python3 -m dlrm_bench.cli "$@"; }
+server_run() {  # server_run QPS [extra flags]: one Server run of the cuda engine on the preset, its last lines logged
+  local qps=$1; shift
+  dlrm run --dataset criteo-tb-random --engine cuda --scenarios Server --test_mode PerformanceOnly \
+    --min_duration "$MIN_DURATION" --server_target_qps "$qps" "$@" ${RUN_ARGS:-} 2>&1 | grep -v "/s\]" | tail -3 \
+    | tee -a "$OUT/session.log"
+}
 nvidia-smi --query-gpu=name,memory.total,memory.used --format=csv,noheader
 if has preset; then
   start=$(date +%s); dlrm make-random-preset 2>&1 | grep -v "/s\]" | tail -5 | tee -a "$OUT/session.log"; echo "preset: $(( $(date +%s) - start )) s" | tee -a "$OUT/session.log"
@@ -61,24 +67,15 @@ if has affinity; then
   python3 benchmarks/irq_cpus.py --show >/dev/null 2>>"$OUT/session.log"
   pinned=$(python3 benchmarks/irq_cpus.py 2>/dev/null)  # empty when no CPU is free of the GPU's interrupts
   echo "cpu_affinity for the pinned run: ${pinned:-none}" | tee -a "$OUT/session.log"
-  for pin in "" "${pinned:-}"; do
-    [ -z "$pin" ] && [ -n "${started:-}" ] && continue  # no IRQ-free list: the unpinned run only
-    started=1
-    dlrm run --dataset criteo-tb-random --engine cuda --scenarios Server --test_mode PerformanceOnly \
-      --min_duration "$MIN_DURATION" --server_target_qps "${AFFINITY_QPS:-540000}" ${pin:+--set cpu_affinity=$pin} \
-      ${RUN_ARGS:-} 2>&1 | grep -v "/s\]" | tail -3 | tee -a "$OUT/session.log"
-  done
+  server_run "${AFFINITY_QPS:-540000}"
+  [ -n "$pinned" ] && server_run "${AFFINITY_QPS:-540000}" --set "cpu_affinity=$pinned"
   python3 benchmarks/summarize_results.py "$MLPERF_SCRATCH_PATH/logs" | tail -2 | tee -a "$OUT/session.log"
 fi
 scenarios=""
 has offline && scenarios="Offline"
 has server && scenarios="${scenarios:+$scenarios,}Server"
 if [ -n "${SERVER_QPS_SWEEP:-}" ]; then  # Server only, one run per target (one engine load each)
-  for qps in $SERVER_QPS_SWEEP; do
-    dlrm run --dataset criteo-tb-random --engine cuda --scenarios Server --test_mode PerformanceOnly \
-      --min_duration "$MIN_DURATION" --server_target_qps "$qps" ${RUN_ARGS:-} 2>&1 | grep -v "/s\]" | tail -3 \
-      | tee -a "$OUT/session.log"
-  done
+  for qps in $SERVER_QPS_SWEEP; do server_run "$qps"; done
 fi
 if [ -n "$scenarios" ]; then
   dlrm run --dataset criteo-tb-random --engine cuda --scenarios "$scenarios" --test_mode PerformanceOnly \
