@@ -342,7 +342,7 @@ def torch_fp16_baseline(cards: list[int], device: torch.device, n: int, tables: 
     return n / (ms / 1e3)
 
 
-GEMM_TILES = [(128, 256, 128, 8, 3, 1), (128, 256, 128, 8, 4, 1)]
+GEMM_TILES = [(128, 256, 128, 8, 3, 1), (128, 256, 128, 8, 4, 1), (256, 128, 128, 8, 3, 1), (256, 128, 64, 8, 4, 1)]
 """(block_m, block_n, block_k, num_warps, num_stages, programs_per_sm) of the TMA GEMM candidates."""
 GEMM_FLAGS = {"": {}, "store": {"tma_store": True},
               "ws": {"warp_specialize": True}, "ws+store": {"warp_specialize": True, "tma_store": True},
@@ -366,6 +366,7 @@ the two column halves in turn (top_mlp._final_layer_tma_kernel)."""
 HIDDEN_LAYER_PRESETS = {
     "wide": dict(block_m=128, block_n=256, block_k=128, num_warps=8, num_stages=3, programs_per_sm=1),
     "k64": dict(block_m=128, block_n=128, block_k=64, num_warps=4, num_stages=4, programs_per_sm=2),
+    "tall": dict(block_m=256, block_n=128, block_k=128, num_warps=8, num_stages=3, programs_per_sm=1),
 }
 """Alternative tiles for the three hidden top layers (TMA, TMA store, folded epilogue), for --hidden-layers: to
 compare configurations under sustained load (--sustain), where the GPU runs at its power limit."""
@@ -460,18 +461,20 @@ def tune(qm, tables, offsets, cards, device, n: int, parts: str = "top,bottom,in
 
 
 def tune_bottom(qm, device, n: int, top_in: torch.Tensor) -> dict:
-    """ms of the fused bottom MLP per (rows per program, chunk, warps, pipeline stages)."""
+    """ms of the fused bottom MLP per (rows per program, chunk, warps, pipeline stages, layer 1 on fp16 or int8
+    tensor cores)."""
     numeric = torch.randint(-20, 127, (n, 13), dtype=torch.int8, device=device)
     res = {}
     for bm, chunk, warps, stages in [(64, 128, 4, 1), (64, 64, 4, 1), (128, 64, 8, 1), (64, 128, 4, 2),
                                      (64, 64, 4, 2), (64, 64, 4, 3), (128, 64, 8, 2), (128, 128, 8, 2),
                                      (32, 128, 4, 2), (64, 128, 8, 2)]:
-        op = BottomMLP(qm, device, bm, chunk, warps, stages)
-        key = f"{bm}/{chunk}/{warps}/s{stages}"
-        try:
-            res[key] = timed(lambda: op(numeric, None, n, top_in), 10)
-        except Exception as exc:
-            res[key] = f"failed: {type(exc).__name__}"
+        for fp16 in (True, False):
+            op = BottomMLP(qm, device, bm, chunk, warps, stages, layer1_fp16=fp16)
+            key = f"{bm}/{chunk}/{warps}/s{stages}/{'fp16' if fp16 else 'int8'}"
+            try:
+                res[key] = timed(lambda: op(numeric, None, n, top_in), 10)
+            except Exception as exc:
+                res[key] = f"failed: {type(exc).__name__}"
     return res
 
 

@@ -32,7 +32,7 @@ INTERACTION_POINTERS = {"top_ptr": "*i8", "cat_ptr": "*i32", "rows_ptr": "*i64",
                         "offsets_ptr": "*i64", "mult_ptr": "*fp32", "column_ptr": "*i32", "remap_ptr": "*i32",
                         "cold_ptr": "*i8", "unpack_ptr": "*i64"}
 """The interaction kernel's pointer arguments and their element types."""
-SHOWN = ("IGMMA", "IMMA", "QGMMA", "I2FP", "I2F", "FRND", "F2I", "F2FP", "FFMA", "FMUL", "FADD", "FMNMX", "PRMT")
+SHOWN = ("IGMMA", "IMMA", "QGMMA", "HMMA", "HGMMA", "I2FP", "I2F", "FRND", "F2I", "F2FP", "FFMA", "FMUL", "FADD", "FMNMX", "PRMT")
 """The columns of the table: int8 and fp8 MMAs, number conversions and rounding, fp32 math, byte moves."""
 
 
@@ -77,11 +77,12 @@ def engine_kernels(arch: int) -> dict[str, object]:
 
     kernels = {}
     fn = bottom_mlp._bottom_mlp_kernel
-    types = {n: "*i8" if n in ("x_ptr", "out_ptr") or n.startswith("w") else "*i64" if n == "rows_ptr"
-             else "*fp32" if n.endswith("_ptr") else "i32" for n in fn.arg_names}
-    kernels["bottom_mlp"] = compile_kernel(
-        fn, types, {"K_IN": 13, "HAS_ROWS": True, "BLOCK_M": 64, "CHUNK": 128, "NUM_STAGES": 2}, arch, 4, 2,
-        [n for n, t in types.items() if t.startswith("*")])
+    for name, fp16 in (("bottom_mlp", True), ("bottom_mlp_int8_l1", False)):
+        types = {n: "*fp16" if n == "w1_ptr" and fp16 else "*i8" if n in ("x_ptr", "out_ptr") or n.startswith("w")
+                 else "*i64" if n == "rows_ptr" else "*fp32" if n.endswith("_ptr") else "i32" for n in fn.arg_names}
+        kernels[name] = compile_kernel(
+            fn, types, {"K_IN": 13, "HAS_ROWS": True, "BLOCK_M": 64, "CHUNK": 128, "NUM_STAGES": 2, "L1_FP16": fp16},
+            arch, 4, 2, [n for n, t in types.items() if t.startswith("*")])
     fn = interaction._interaction_kernel
     types = {n: INTERACTION_POINTERS.get(n, "i32") for n in fn.arg_names}
     kernels["interaction"] = compile_kernel(

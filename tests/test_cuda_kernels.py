@@ -61,6 +61,23 @@ def test_bottom_mlp_matches_emulation(model, batch: int, indirect: bool, stages:
 
 
 @pytest.mark.parametrize("batch", SIZES)
+def test_bottom_mlp_layer1_on_fp16_is_bit_identical(model, batch: int) -> None:
+    """Layer 1 on the fp16 tensor cores (the default) against the int8 MMA: the same bytes, also for inputs at
+    +-127, where the accumulators are largest."""
+    _, qm, _, _ = model
+    numeric, _ = random_inputs(batch, batch + 5, CARDS)
+    x = quantize_numeric(numeric)
+    x[::3] = 127
+    x[1::3, ::2] = -127
+    outs = []
+    for fp16 in (True, False):
+        out = torch.zeros(batch, 512, dtype=torch.int8, device=DEVICE)
+        BottomMLP(qm, DEVICE, layer1_fp16=fp16)(x.to(DEVICE), None, batch, out)
+        outs.append(out.cpu())
+    assert torch.equal(outs[0], outs[1])
+
+
+@pytest.mark.parametrize("batch", SIZES)
 @pytest.mark.parametrize("indirect", [False, True])
 @pytest.mark.parametrize("iters", [1, 3])
 def test_interaction_matches_emulation(model, batch: int, indirect: bool, iters: int) -> None:

@@ -4,6 +4,12 @@ One program handles BLOCK_M pairs: layer 1 is computed CHUNK output channels at 
 by layer 2's accumulation, so the 512-wide hidden layer never leaves the SM; layer 3 follows on the 256-wide
 result. The int8 output (one scale for all 128 channels, see quant/recipe.py) is written straight into columns
 0..127 of the top-MLP input buffer, where the interaction kernel reads it.
+
+Layer 1 (K = 13) has 512 outputs per pair for 13 multiply-adds each, so its cost is the epilogue, and most of that
+was the int32 -> fp32 conversion of each accumulator (I2FP, on the SM's slow conversion pipe). By default
+(`layer1_fp16`) it multiplies on the fp16 tensor cores instead: int8 values are exact in fp16, each product is
+exact, and every partial sum is an integer below 13 * 127 * 127 < 2^24, so the fp32 accumulator holds exactly the
+int32 result, already converted. Same outputs bit for bit, no conversion instruction.
 """
 
 from __future__ import annotations
@@ -24,9 +30,9 @@ def _bottom_mlp_kernel(x_ptr, rows_ptr, x_stride, num_pairs,
                        w3_ptr, s3_ptr, b3_ptr, a3_ptr,
                        out_ptr, out_stride,
                        K_IN: tl.constexpr, HAS_ROWS: tl.constexpr, BLOCK_M: tl.constexpr, CHUNK: tl.constexpr,
-                       NUM_STAGES: tl.constexpr):
+                       NUM_STAGES: tl.constexpr, L1_FP16: tl.constexpr = False):
     """x: int8 [*, x_stride] (13 used); rows: int64 [num_pairs] (if HAS_ROWS) picks x's rows;
-    w1: int8 [512, 32], w2: int8 [256, 512], w3: int8 [128, 256] ([N, K]: K-major, as Hopper's 8-bit MMA
+    w1: int8 [512, 32] (L1_FP16: fp16 holding the same integers), w2: int8 [256, 512], w3: int8 [128, 256] ([N, K]: K-major, as Hopper's 8-bit MMA
     wants its B operand); s*, b*: fp32 per channel; a*: fp32 per channel, 1 / activation scale;
     out: int8 [num_pairs, out_stride], columns 0..127 written. NUM_STAGES > 1 software-pipelines the chunk loop
     (the next chunk's weights load while this one multiplies)."""
@@ -39,13 +45,18 @@ def _bottom_mlp_kernel(x_ptr, rows_ptr, x_stride, num_pairs,
         r = p.to(tl.int64)
     k = tl.arange(0, 32)
     x = tl.load(x_ptr + r[:, None] * x_stride + k[None, :], mask=pmask[:, None] & (k[None, :] < K_IN), other=0)
+    if L1_FP16:
+        x = x.to(tl.float16)  # exact: |x| <= 127
     n2 = tl.arange(0, 256)
     acc2 = tl.zeros([BLOCK_M, 256], dtype=tl.int32)
     for c in tl.range(0, 512, CHUNK, num_stages=NUM_STAGES):
         n1 = c + tl.arange(0, CHUNK)
         w1 = tl.load(w1_ptr + n1[None, :] * 32 + k[:, None])
-        h1 = tl.dot(x, w1, out_dtype=tl.int32).to(tl.float32) * tl.load(s1_ptr + n1)[None, :] \
-            + tl.load(b1_ptr + n1)[None, :]
+        if L1_FP16:
+            acc1 = tl.dot(x, w1, out_dtype=tl.float32)  # exact integers (module docstring)
+        else:
+            acc1 = tl.dot(x, w1, out_dtype=tl.int32).to(tl.float32)
+        h1 = acc1 * tl.load(s1_ptr + n1)[None, :] + tl.load(b1_ptr + n1)[None, :]
         q1 = requantize_relu(h1, tl.load(a1_ptr + n1)[None, :])
         w2 = tl.load(w2_ptr + n2[None, :] * 512 + n1[:, None])
         acc2 += tl.dot(q1, w2, out_dtype=tl.int32)
@@ -63,11 +74,13 @@ class BottomMLP:
     """Device copies of the bottom layers in the kernel's layout, and the launcher."""
 
     def __init__(self, qm: QuantizedDLRM, device: torch.device, block_m: int = 64, chunk: int = 128,
-                 num_warps: int = 4, num_stages: int = 2) -> None:
+                 num_warps: int = 4, num_stages: int = 2, layer1_fp16: bool = True) -> None:
+        """layer1_fp16: layer 1 on the fp16 tensor cores (exact; module docstring), else in int8."""
         l1, l2, l3 = qm.bottom
-        w1 = torch.zeros(512, K1_PAD, dtype=torch.int8)
-        w1[:, : l1.weight.shape[1]] = l1.weight
+        w1 = torch.zeros(512, K1_PAD, dtype=torch.float16 if layer1_fp16 else torch.int8)
+        w1[:, : l1.weight.shape[1]] = l1.weight.to(w1.dtype)
         self.w = [w1.to(device), l2.weight.contiguous().to(device), l3.weight.contiguous().to(device)]
+        self.layer1_fp16 = layer1_fp16
         self.s = [layer.w_scale.float().to(device) for layer in qm.bottom]
         self.b = [layer.bias.float().to(device) for layer in qm.bottom]
         self.a = [layer.act_inv.to(device) for layer in qm.bottom]
@@ -85,4 +98,4 @@ class BottomMLP:
             self.w[2], self.s[2], self.b[2], self.a[2],
             out, out.stride(0),
             K_IN=min(numeric_int8.shape[1], 16), HAS_ROWS=rows is not None, BLOCK_M=self.block_m,
-            CHUNK=self.chunk, NUM_STAGES=self.num_stages, num_warps=self.num_warps)
+            CHUNK=self.chunk, NUM_STAGES=self.num_stages, L1_FP16=self.layer1_fp16, num_warps=self.num_warps)
