@@ -32,8 +32,8 @@ INTERACTION_POINTERS = {"top_ptr": "*i8", "cat_ptr": "*i32", "rows_ptr": "*i64",
                         "offsets_ptr": "*i64", "mult_ptr": "*fp32", "column_ptr": "*i32", "remap_ptr": "*i32",
                         "cold_ptr": "*i8", "unpack_ptr": "*i64"}
 """The interaction kernel's pointer arguments and their element types."""
-SHOWN = ("IGMMA", "IMMA", "QGMMA", "HMMA", "HGMMA", "I2FP", "I2F", "FRND", "F2I", "F2FP", "FFMA", "FMUL", "FADD", "FMNMX", "PRMT")
-"""The columns of the table: int8 and fp8 MMAs, number conversions and rounding, fp32 math, byte moves."""
+SHOWN = ("IGMMA", "IMMA", "HGMMA", "I2FP", "I2F", "FRND", "F2I", "FFMA", "FMUL", "FADD", "FMNMX", "PRMT")
+"""The columns of the table: int8 and fp16 MMAs, int<->float conversions and rounding, fp32 math, byte moves."""
 
 
 def compile_kernel(fn, types: dict[str, str], constexprs: dict[str, object], arch: int, num_warps: int,
@@ -71,8 +71,7 @@ def sass_counts(compiled) -> Counter:
 
 def engine_kernels(arch: int) -> dict[str, object]:
     """The engine's kernels with their default configurations: bottom MLP, interaction (paired layout, row
-    indirection), a hidden top-MLP layer (512 x 1024, the persistent TMA GEMM, folded epilogue) in int8 and in
-    fp8 (e4m3 operands, fp32 accumulator)."""
+    indirection), a hidden top-MLP layer (512 x 1024, the persistent TMA GEMM, folded epilogue)."""
     from dlrm_bench.engines.cuda import bottom_mlp, interaction, top_mlp
 
     kernels = {}
@@ -91,15 +90,14 @@ def engine_kernels(arch: int) -> dict[str, object]:
         [*INTERACTION_POINTERS, "top_stride", "cat_stride"])
     fn = top_mlp._linear_int8_tma_kernel
     cfg = top_mlp.default_config(1024, False)
-    for name, element, epilogue in (("top_512x1024", "i8", cfg.epilogue), ("top_512x1024_fp8", "fp8e4nv", "fp8")):
-        types = {n: f"tensordesc<{element}[128, 128]>" if n.endswith("_desc") else f"*{element}" if n == "c_ptr"
-                 else "*fp32" if n.endswith("_ptr") else "fp32" if n == "final_b" else "i32" for n in fn.arg_names}
-        kernels[name] = compile_kernel(
-            fn, types, {"N": 1024, "K": 512, "FINAL": False, "BLOCK_M": cfg.block_m, "BLOCK_N": cfg.block_n,
-                        "BLOCK_K": cfg.block_k, "GROUP_M": cfg.group_m, "NUM_SMS": 132 * cfg.programs_per_sm,
-                        "TMA_STORE": True, "WARP_SPECIALIZE": False, "FLATTEN": True,
-                        "EPILOGUE": top_mlp.EPILOGUES[epilogue], "FP8": element != "i8"},
-            arch, cfg.num_warps, cfg.num_stages, [n for n, t in types.items() if t.startswith("*")])
+    types = {n: "tensordesc<i8[128, 128]>" if n.endswith("_desc") else "*i8" if n == "c_ptr"
+             else "*fp32" if n.endswith("_ptr") else "fp32" if n == "final_b" else "i32" for n in fn.arg_names}
+    kernels["top_512x1024"] = compile_kernel(
+        fn, types, {"N": 1024, "K": 512, "FINAL": False, "BLOCK_M": cfg.block_m, "BLOCK_N": cfg.block_n,
+                    "BLOCK_K": cfg.block_k, "GROUP_M": cfg.group_m, "NUM_SMS": 132 * cfg.programs_per_sm,
+                    "TMA_STORE": True, "WARP_SPECIALIZE": False, "FLATTEN": True,
+                    "EPILOGUE": top_mlp.EPILOGUES[cfg.epilogue]}, arch, cfg.num_warps, cfg.num_stages,
+        [n for n, t in types.items() if t.startswith("*")])
     return kernels
 
 

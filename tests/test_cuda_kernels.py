@@ -322,39 +322,3 @@ def test_setting_check_knows_every_interaction_layout() -> None:
 
     assert all(CHECKS["interaction_layout"].accepts(name) for name in LAYOUTS)
     assert CHECKS["interaction_layout"].expected == "one of " + ", ".join(LAYOUTS)
-
-
-FP8_VARIANTS = {"plain": {}, "tma_store": {"tma": True, "tma_store": True, "epilogue": "folded"},
-                "one_per_sm": {"tma": True, "tma_store": True, "epilogue": "folded", "programs_per_sm": 1}}
-"""Hidden-layer kernels of the fp8 top MLP (the folded TMA-store one is its default)."""
-
-
-@pytest.mark.parametrize("batch", SIZES)
-@pytest.mark.parametrize("variant", list(FP8_VARIANTS))
-def test_fp8_top_mlp_matches_its_emulation(model, batch: int, variant: str) -> None:
-    """precision="fp8": e4m3 operands, fp32 accumulators, e4m3 activations, against quant/fp8.py's fp32
-    emulation; and near the int8 recipe's probabilities (the two formats round differently)."""
-    from dlrm_bench.quant.fp8 import emulate_top_fp8, fp8_top, to_e4m3
-
-    _, qm, _, _ = model
-    g = torch.Generator().manual_seed(batch + 7)
-    top_in = torch.randint(-40, 40, (batch, 512), generator=g, dtype=torch.int8)
-    top_in[:, 479:] = 0
-    x = to_e4m3(top_in.float())
-    want = emulate_top_fp8(fp8_top(qm), x)
-    top = TopMLP(qm, DEVICE, precision="fp8")
-    for cfg in top.configs[:-1]:
-        for flag, value in FP8_VARIANTS[variant].items():
-            setattr(cfg, flag, value)
-    assert top.dtype == torch.float8_e4m3fn
-    buffers = [torch.empty(batch, w, dtype=top.dtype, device=DEVICE) for w in top.widths]
-    probs = torch.empty(batch, dtype=torch.float32, device=DEVICE)
-    top(x.to(DEVICE), buffers, probs, batch)
-    assert torch.allclose(probs.cpu(), want, atol=2e-2), float((probs.cpu() - want).abs().max())
-    assert float((probs.cpu() - emulate_top(qm, top_in)).abs().mean()) < 2e-2
-
-
-def test_an_unknown_top_precision_is_refused(model) -> None:
-    _, qm, _, _ = model
-    with pytest.raises(ValueError, match="top MLP precision 'int4': expected one of int8, fp8"):
-        TopMLP(qm, DEVICE, precision="int4")

@@ -18,18 +18,14 @@ import torch
 
 from dlrm_bench.engines.cuda.triton_env import INTERPRETED, clamped_to_int8, requantize_relu, tl, triton
 from dlrm_bench.engines.cuda.interaction import permute_top_weight
-from dlrm_bench.quant.fp8 import to_e4m3
 from dlrm_bench.quant.recipe import QuantizedDLRM
-
-PRECISIONS = ("int8", "fp8")
-"""Number formats of the top MLP's operands (TopMLP's precision)."""
 
 
 @triton.jit
 def _epilogue(acc, m, n, M, c_ptr, stride_cm, wscale_ptr, bias_ptr, act_ptr, final_w_ptr, final_b,
-              FINAL: tl.constexpr, FP8: tl.constexpr = False):
-    """int32 (FP8: fp32) tile [BLOCK_M, BLOCK_N] of rows m, columns n -> scale, bias, ReLU; then requantized int8
-    (FP8: e4m3) stores, or (FINAL) the 256 -> 1 dot, bias and sigmoid: one fp32 probability per row."""
+              FINAL: tl.constexpr):
+    """int32 tile [BLOCK_M, BLOCK_N] of rows m, columns n -> scale, bias, ReLU; then requantized int8 stores, or
+    (FINAL) the 256 -> 1 dot, bias and sigmoid: one fp32 probability per row."""
     m_mask = m < M
     m64 = m.to(tl.int64)
     y = acc.to(tl.float32) * tl.load(wscale_ptr + n)[None, :] + tl.load(bias_ptr + n)[None, :]
@@ -38,10 +34,7 @@ def _epilogue(acc, m, n, M, c_ptr, stride_cm, wscale_ptr, bias_ptr, act_ptr, fin
         z = tl.sum(y * tl.load(final_w_ptr + n)[None, :], axis=1) + final_b
         tl.store(c_ptr + m64, 1.0 / (1.0 + tl.exp(-z)), mask=m_mask)
     else:
-        if FP8:
-            q = tl.maximum(y * tl.load(act_ptr + n)[None, :], 0.0).to(tl.float8e4nv)
-        else:
-            q = requantize_relu(y, tl.load(act_ptr + n)[None, :])
+        q = requantize_relu(y, tl.load(act_ptr + n)[None, :])
         tl.store(c_ptr + m64[:, None] * stride_cm + n[None, :], q, mask=m_mask[:, None])
 
 
@@ -49,9 +42,9 @@ def _epilogue(acc, m, n, M, c_ptr, stride_cm, wscale_ptr, bias_ptr, act_ptr, fin
 def _linear_int8_kernel(a_ptr, b_ptr, c_ptr, M, N: tl.constexpr, K: tl.constexpr, stride_am, stride_bn, stride_cm,
                         wscale_ptr, bias_ptr, act_ptr, final_w_ptr, final_b,
                         FINAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                        BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, FP8: tl.constexpr = False):
+                        BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
     """a: int8 [M, K] (row stride stride_am); b: int8 [N, K] (row stride stride_bn, K-major as Hopper's 8-bit
-    MMA wants both operands); K % BLOCK_K == 0, FP8: a and b are fp8 e4m3 and accumulate in fp32;
+    MMA wants both operands); K % BLOCK_K == 0,
     N % BLOCK_N == 0. Not FINAL: c int8 [M, N] = requant(relu(a @ b * wscale + bias), act).
     act: 1 / activation scale per channel. FINAL (BLOCK_N == N): c fp32 [M] = sigmoid(relu(a @ b * wscale + bias) @ final_w + final_b)."""
     pid = tl.program_id(0)
@@ -69,23 +62,21 @@ def _linear_int8_kernel(a_ptr, b_ptr, c_ptr, M, N: tl.constexpr, K: tl.constexpr
     m64 = m.to(tl.int64)
     a_ptrs = a_ptr + m64[:, None] * stride_am + k[None, :]
     b_ptrs = b_ptr + n[None, :] * stride_bn + k[:, None]
-    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32 if FP8 else tl.int32)  # fp8: fp32 accumulator
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.int32)
     for _ in range(0, K, BLOCK_K):
-        a = tl.load(a_ptrs, mask=m_mask[:, None], other=0.0)
+        a = tl.load(a_ptrs, mask=m_mask[:, None], other=0)
         b = tl.load(b_ptrs)
-        acc = tl.dot(a, b, acc, out_dtype=acc.dtype)
+        acc += tl.dot(a, b, out_dtype=tl.int32)
         a_ptrs += BLOCK_K
         b_ptrs += BLOCK_K
-    _epilogue(acc, m, n, M, c_ptr, stride_cm, wscale_ptr, bias_ptr, act_ptr, final_w_ptr, final_b, FINAL, FP8)
+    _epilogue(acc, m, n, M, c_ptr, stride_cm, wscale_ptr, bias_ptr, act_ptr, final_w_ptr, final_b, FINAL)
 
 
-EPILOGUES = {"exact": 0, "folded": 1, "raw": 2, "fp8": 3}
+EPILOGUES = {"exact": 0, "folded": 1, "raw": 2}
 """TMA-store epilogues. exact: requant(relu(acc * wscale + bias), act), as quant/recipe.py writes it.
 folded: one multiply-add with the scales folded per channel (acc * (wscale * act) + bias * act), clamped to
 [0, 127] and rounded: the same value up to float rounding (rarely one int8 step apart). raw: acc cast to int8,
-no scaling: a wrong result, only for measuring the main loop without its epilogue (benchmarks). fp8: the folded
-multiply-add and ReLU on an fp32 accumulator, converted to fp8 e4m3 (round to nearest even, saturating at 448);
-the precision="fp8" top MLP's epilogue."""
+no scaling: a wrong result, only for measuring the main loop without its epilogue (benchmarks)."""
 
 
 @triton.jit
@@ -93,16 +84,11 @@ def _requantized_tile(acc, n, wscale_ptr, bias_ptr, act_ptr, EPILOGUE: tl.conste
     """int32 tile [BLOCK_M, W] of columns n -> int8 (EPILOGUES; folded: wscale_ptr / bias_ptr hold the folded
     multiplier and offset)."""
     if EPILOGUE == 2:
-        q = acc.to(tl.int8)
-    else:
-        y = acc.to(tl.float32) * tl.load(wscale_ptr + n)[None, :] + tl.load(bias_ptr + n)[None, :]
-        if EPILOGUE == 3:
-            q = tl.maximum(y, 0.0).to(tl.float8e4nv)
-        elif EPILOGUE == 1:
-            q = clamped_to_int8(tl.minimum(tl.maximum(y, 0.0), 127.0))
-        else:
-            q = requantize_relu(y, tl.load(act_ptr + n)[None, :])
-    return q
+        return acc.to(tl.int8)
+    y = acc.to(tl.float32) * tl.load(wscale_ptr + n)[None, :] + tl.load(bias_ptr + n)[None, :]
+    if EPILOGUE == 1:
+        return clamped_to_int8(tl.minimum(tl.maximum(y, 0.0), 127.0))
+    return requantize_relu(y, tl.load(act_ptr + n)[None, :])
 
 
 @triton.jit(do_not_specialize=["M"])
@@ -111,7 +97,7 @@ def _linear_int8_tma_kernel(a_desc, b_desc, c_desc, c_ptr, M, N: tl.constexpr, K
                             FINAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                             BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, NUM_SMS: tl.constexpr,
                             TMA_STORE: tl.constexpr, WARP_SPECIALIZE: tl.constexpr,
-                            FLATTEN: tl.constexpr, EPILOGUE: tl.constexpr, FP8: tl.constexpr = False):
+                            FLATTEN: tl.constexpr, EPILOGUE: tl.constexpr):
     """The same layer as _linear_int8_kernel, persistent (one program per SM walks the tiles) with operands
     fetched by the Hopper bulk tensor copy engine (TMA descriptors: a [M, K] blocks [BLOCK_M, BLOCK_K], b [N, K]
     blocks [BLOCK_N, BLOCK_K]; rows past M read as zeros).
@@ -129,17 +115,17 @@ def _linear_int8_tma_kernel(a_desc, b_desc, c_desc, c_ptr, M, N: tl.constexpr, K
         pid_n = (tile % (GROUP_M * num_n)) // rows_in_group
         off_m = pid_m * BLOCK_M
         off_n = pid_n * BLOCK_N
-        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32 if FP8 else tl.int32)  # fp8: fp32 accumulator
+        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.int32)
         for kk in range(0, K, BLOCK_K):
             a = a_desc.load([off_m, kk])
             b = b_desc.load([off_n, kk])
-            acc = tl.dot(a, b.T, acc, out_dtype=acc.dtype)
+            acc = tl.dot(a, b.T, acc, out_dtype=tl.int32)
         if TMA_STORE:
             n = off_n + tl.arange(0, BLOCK_N)
             c_desc.store([off_m, off_n], _requantized_tile(acc, n, wscale_ptr, bias_ptr, act_ptr, EPILOGUE))
         else:
             _epilogue(acc, off_m + tl.arange(0, BLOCK_M), off_n + tl.arange(0, BLOCK_N), M, c_ptr, stride_cm,
-                      wscale_ptr, bias_ptr, act_ptr, final_w_ptr, final_b, FINAL, FP8)
+                      wscale_ptr, bias_ptr, act_ptr, final_w_ptr, final_b, FINAL)
 
 
 @triton.jit(do_not_specialize=["M"])
@@ -208,19 +194,12 @@ class TopMLP:
 
     def __init__(self, qm: QuantizedDLRM, device: torch.device,
                  configs: list[GemmConfig] | None = None, interaction_layout: str = "triangle",
-                 programs_per_sm: int = 2, precision: str = "int8") -> None:
+                 programs_per_sm: int = 2) -> None:
         """interaction_layout: the columns the interaction kernel writes (interaction.LAYOUTS); the first
-        layer's weight columns are permuted to match. programs_per_sm: of the default hidden-layer configs.
-        precision: "int8" (the recipe) or "fp8" (quant/fp8.py: e4m3 weights and activations, fp32 accumulators;
-        the input and the hidden buffers are then float8_e4m3fn)."""
-        if precision not in PRECISIONS:
-            raise ValueError(f"top MLP precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
-        self.fp8 = precision == "fp8"
+        layer's weight columns are permuted to match. programs_per_sm: of the default hidden-layer configs."""
         self.w = [layer.weight.contiguous().to(device) for layer in qm.top]  # int8 [N, K]
         if interaction_layout != "triangle":
             self.w[0] = permute_top_weight(self.w[0], interaction_layout).contiguous()
-        if self.fp8:
-            self.w = [to_e4m3(w).contiguous() for w in self.w]  # float8_e4m3fn [N, K]
         self.s = [layer.w_scale.float().to(device) for layer in qm.top]
         self.b = [layer.bias.float().to(device) for layer in qm.top]
         self.a = [layer.act_inv.to(device) for layer in qm.top[:-1]]
@@ -236,13 +215,8 @@ class TopMLP:
 
     @property
     def widths(self) -> list[int]:
-        """Output width of each hidden layer (the activation buffers the engine allocates)."""
+        """Output width of each int8 layer (the activation buffers the engine allocates)."""
         return [w.shape[0] for w in self.w[:-1]]
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """Element type of the top input and the hidden activation buffers: int8, or float8_e4m3fn (fp8)."""
-        return self.w[0].dtype
 
     def layer(self, i: int, x: torch.Tensor, out: torch.Tensor, num_pairs: int) -> None:
         w, cfg = self.w[i], self.configs[i]
@@ -259,7 +233,7 @@ class TopMLP:
             x, w, out, num_pairs, n, k, x.stride(0), w.stride(0), out.stride(0) if not final else 1,
             self.s[i], self.b[i], self.a[i] if not final else self.s[i], self.final_w, self.final_b,
             FINAL=final, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m,
-            FP8=self.fp8, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+            num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
     def _layer_tma(self, i: int, x: torch.Tensor, out: torch.Tensor, num_pairs: int, cfg: GemmConfig,
                    final: bool) -> None:
@@ -271,9 +245,6 @@ class TopMLP:
         b_desc = TensorDescriptor.from_tensor(w, [cfg.block_n, cfg.block_k])
         programs = self.num_sms * cfg.programs_per_sm  # a constant stride: no recompiles for small batches
         if final and cfg.block_n < n:
-            if self.fp8:
-                raise ValueError("the column-block final-layer kernel is int8 only: give the fp8 top MLP's last "
-                                 f"layer a tile spanning its {n} columns")
             _final_layer_tma_kernel[(min(programs, triton.cdiv(num_pairs, cfg.block_m)),)](
                 a_desc, b_desc, out, num_pairs, n, k, self.s[i], self.b[i], self.final_w, self.final_b,
                 BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, NUM_SMS=programs,
@@ -286,20 +257,18 @@ class TopMLP:
         tiles = triton.cdiv(num_pairs, cfg.block_m) * (n // cfg.block_n)
         grid = (min(programs, tiles),)
         epilogue = EPILOGUES[cfg.epilogue] if tma_store else 0
-        if self.fp8 and tma_store:
-            epilogue = EPILOGUES["fp8"]  # folded scales, fp32 accumulator, e4m3 out
-        scale, offset = (self.folded_mul[i], self.folded_add[i]) if epilogue in (1, 3) else (self.s[i], self.b[i])
+        scale, offset = (self.folded_mul[i], self.folded_add[i]) if epilogue == 1 else (self.s[i], self.b[i])
         _linear_int8_tma_kernel[grid](
             a_desc, b_desc, c_desc, out, num_pairs, n, k, out.stride(0) if not final else 1,
             scale, offset, self.a[i] if not final else self.s[i], self.final_w, self.final_b,
             FINAL=final, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m,
             NUM_SMS=programs, TMA_STORE=tma_store,
-            WARP_SPECIALIZE=cfg.warp_specialize, FLATTEN=cfg.flatten, EPILOGUE=epilogue, FP8=self.fp8,
+            WARP_SPECIALIZE=cfg.warp_specialize, FLATTEN=cfg.flatten, EPILOGUE=epilogue,
             num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
     def __call__(self, top_in: torch.Tensor, buffers: list[torch.Tensor], probs: torch.Tensor,
                  num_pairs: int) -> None:
-        """top_in: [>= num_pairs, 512]; buffers: [>= num_pairs, width] per hidden layer (both of `dtype`);
+        """top_in: int8 [>= num_pairs, 512]; buffers: int8 [>= num_pairs, width] per hidden layer;
         probs: fp32 [>= num_pairs] receives the click probabilities."""
         x = top_in
         for i, buf in enumerate(buffers):
