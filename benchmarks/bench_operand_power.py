@@ -114,7 +114,8 @@ def main() -> int:
 
 def print_table(report: dict) -> None:
     print(f"\n{report['device']}, top MLP on {report['pairs']} pairs, the same weights, different inputs")
-    print(f"{'input':<8} {'zeros in/h1':>12} {'|x| in/h1':>11} {'short ms':>9}  sustained per round: ms, MHz, W, uJ/pair")
+    print(f"{'input':<8} {'zeros in/h1':>12} {'|x| in/h1':>11} {'short ms':>9}  "
+          "sustained per round: ms, MHz, W, uJ/pair")
     for name, row in report["inputs"].items():
         stats = f"{row['top_input']['zero_fraction']:.2f}/{row['hidden_1']['zero_fraction']:.2f}"
         mags = f"{row['top_input']['mean_abs']:.1f}/{row['hidden_1']['mean_abs']:.1f}"
