@@ -34,8 +34,8 @@ def _bottom_mlp_kernel(x_ptr, rows_ptr, x_stride, num_pairs,
     """x: int8 [*, x_stride] (13 used); rows: int64 [num_pairs] (if HAS_ROWS) picks x's rows;
     w1: int8 [512, 32] (L1_FP16: fp16 holding the same integers), w2: int8 [256, 512], w3: int8 [128, 256]
     ([N, K]: K-major, as Hopper's 8-bit MMA wants its B operand); s*, b*: fp32 per channel; a*: fp32 per
-    channel, 1 / activation scale; out: int8 [num_pairs, out_stride], columns 0..127 written. NUM_STAGES > 1 software-pipelines the chunk loop
-    (the next chunk's weights load while this one multiplies)."""
+    channel, 1 / activation scale; out: int8 [num_pairs, out_stride], columns 0..127 written. NUM_STAGES > 1
+    software-pipelines the chunk loop (the next chunk's weights load while this one multiplies)."""
     pid = tl.program_id(0)
     p = pid * BLOCK_M + tl.arange(0, BLOCK_M)
     pmask = p < num_pairs
