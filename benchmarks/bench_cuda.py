@@ -130,6 +130,17 @@ def build(cards: list[int], device: torch.device):
     return qm, tables, offsets
 
 
+def gpu_bench_model(script: str, rows_scale: float):
+    """(device, cards, qm, tables, offsets): the bench model on the GPU (`build`, tables at rows_scale of the full
+    rows), or None after printing `script: error: needs a CUDA GPU` when there is none."""
+    if not torch.cuda.is_available():
+        print(f"{script}: error: needs a CUDA GPU", file=sys.stderr)
+        return None
+    device = torch.device("cuda")
+    cards = [max(1, int(c * rows_scale)) for c in CRITEO_TB_CARDINALITIES]
+    return (device, cards, *build(cards, device))
+
+
 def check_correctness(qm, tables, offsets, cards, device, n: int = 4096, layout: str = "triangle") -> dict:
     from dlrm_bench.quant.recipe import quantize_numeric
     numeric_q = quantize_numeric(random_numeric(n, device, 11).cpu())

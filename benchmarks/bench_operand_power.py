@@ -29,8 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from bench_cuda import build, skewed_ids, sustained, timed, whole_batch_graph  # noqa: E402
-from dlrm_bench.criteo.schema import CRITEO_TB_CARDINALITIES  # noqa: E402
+from bench_cuda import gpu_bench_model, skewed_ids, sustained, timed, whole_batch_graph  # noqa: E402
 from dlrm_bench.engines.cuda.bottom_mlp import BottomMLP  # noqa: E402
 from dlrm_bench.engines.cuda.interaction import Interaction  # noqa: E402
 from dlrm_bench.engines.cuda.top_mlp import TopMLP  # noqa: E402
@@ -84,12 +83,10 @@ def main() -> int:
     args = ap.parse_args()
     if args.batch < 1 or args.rounds < 1 or args.sustain <= 0:
         ap.error("--batch, --rounds and --sustain must be positive")
-    if not torch.cuda.is_available():
-        print("bench_operand_power.py: error: needs a CUDA GPU", file=sys.stderr)
+    model = gpu_bench_model("bench_operand_power.py", args.rows_scale)
+    if model is None:
         return 2
-    device = torch.device("cuda")
-    cards = [max(1, int(c * args.rows_scale)) for c in CRITEO_TB_CARDINALITIES]
-    qm, tables, offsets = build(cards, device)
+    device, cards, qm, tables, offsets = model
     n = args.batch
     top = TopMLP(qm, device, interaction_layout=LAYOUT)
     buffers = [torch.empty(n, w, dtype=torch.int8, device=device) for w in top.widths]

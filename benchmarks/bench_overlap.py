@@ -27,8 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from bench_cuda import build, skewed_ids  # noqa: E402
-from dlrm_bench.criteo.schema import CRITEO_TB_CARDINALITIES  # noqa: E402
+from bench_cuda import gpu_bench_model, skewed_ids  # noqa: E402
 from dlrm_bench.engines.cuda.bottom_mlp import BottomMLP  # noqa: E402
 from dlrm_bench.engines.cuda.interaction import DEFAULT_LAYOUT, Interaction  # noqa: E402
 from dlrm_bench.engines.cuda.top_mlp import TopMLP  # noqa: E402
@@ -88,12 +87,10 @@ def main() -> int:
     ap.add_argument("--lanes", default="1,2,3", help="batches in flight to try")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "build/bench")))
     args = ap.parse_args()
-    if not torch.cuda.is_available():
-        print("bench_overlap.py: error: needs a CUDA GPU", file=sys.stderr)
+    model = gpu_bench_model("bench_overlap.py", args.rows_scale)
+    if model is None:
         return 2
-    device = torch.device("cuda")
-    cards = [max(1, int(c * args.rows_scale)) for c in CRITEO_TB_CARDINALITIES]
-    qm, tables, offsets = build(cards, device)
+    device, cards, qm, tables, offsets = model
     low, high = 0, -1  # torch.cuda.Stream priorities: 0 (default) or negative, lower runs first
     report = {"device": torch.cuda.get_device_name(), "pairs": args.pairs, "rounds": args.rounds,
               "table_rows": sum(cards), "results": []}
