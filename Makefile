@@ -14,7 +14,8 @@ STAMP := $(VENV)/.installed-$(TORCH_VERSION)
 export PYTHONUNBUFFERED := 1
 
 .PHONY: help setup run test test_gpu preprocess_data generate_data download_data download_model train \
-        generate_engines calibrate bench report audit run_audit_test01 run_audit_test05 serve clean
+        generate_engines calibrate bench report audit run_audit_test01 run_audit_test05 serve clean \
+        cutlass_gemm
 
 help:
 	@echo "make run | test | generate_data | preprocess_data | train | generate_engines | calibrate |"
@@ -59,6 +60,20 @@ generate_engines: $(STAMP)
 
 calibrate: $(STAMP)
 	$(DLRM) calibrate $(RUN_ARGS)
+
+# The CUTLASS hidden-layer GEMMs (csrc/top_gemm_cutlass.cu, Hopper sm_90a): needs nvcc (CUDA >= 12.3), not a GPU.
+# Header-only use of CUTLASS: the nvidia-cutlass wheel is installed without its Python dependencies. ~2-3 min.
+CUTLASS_VERSION ?= 4.2.0.0
+NVCC ?= nvcc
+CUTLASS_LIB := build/cutlass/libdlrm_top_gemm.so
+cutlass_gemm: $(CUTLASS_LIB)
+
+$(CUTLASS_LIB): csrc/top_gemm_cutlass.cu $(STAMP)
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps "nvidia-cutlass==$(CUTLASS_VERSION)"
+	@mkdir -p build/cutlass
+	$(NVCC) -std=c++17 -O3 -DNDEBUG -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr \
+	  -Xcompiler -fPIC -shared -I"$$($(PY) -c 'import importlib.util as u; print(u.find_spec("cutlass_library").submodule_search_locations[0])')/source/include" \
+	  -o $@.tmp $< && mv $@.tmp $@
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py $(RUN_ARGS)

@@ -5,6 +5,8 @@
 # tests  : the GPU tests (kernels, engine, harness)
 # harness: benchmarks/bench_harness.py (LoadGen + SUT with an instant engine: the harness's own ceiling)
 # bench  : benchmarks/bench_cuda.py --tune (kernels vs roofline, tile configurations)
+# cutlass: the CUTLASS hidden-layer GEMMs (needs build/cutlass/libdlrm_top_gemm.so: `make cutlass_gemm` here, or
+#          carry build/cutlass): their GPU tests, then benchmarks/bench_top_gemm.py (CUTLASS_ARGS adds flags)
 # overlap: benchmarks/bench_overlap.py (1-3 batches in flight on separate streams, 1 or 2 GEMM programs per SM)
 # hotcold: benchmarks/bench_hot_cold.py (embedding_weights_on_gpu_part sweep, host-staged inputs +- compression)
 # accuracy: the synthetic-tiny model (generated, preprocessed and trained here when missing) through the cuda engine,
@@ -48,6 +50,10 @@ if has hotcold; then
 fi
 if has bench; then
   timeout 300 python3 benchmarks/bench_cuda.py ${BENCH_ARGS:---tune --batches 262144} --out "$OUT" 2>&1 | tail -22 | tee -a "$OUT/session.log"
+fi
+if has cutlass; then
+  timeout 300 python3 -m pytest -q -x -p no:cacheprovider tests/test_cutlass_gemm.py 2>&1 | tail -6 | tee -a "$OUT/session.log"
+  timeout 400 python3 benchmarks/bench_top_gemm.py ${CUTLASS_ARGS:-} --out "$OUT" 2>&1 | tail -30 | tee -a "$OUT/session.log"
 fi
 if has overlap; then
   timeout 300 python3 benchmarks/bench_overlap.py ${OVERLAP_ARGS:-} --out "$OUT" 2>&1 | tail -16 | tee -a "$OUT/session.log"

@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from dlrm_bench.engines.cuda.cutlass_gemm import VARIANTS as CUTLASS_VARIANTS
 from dlrm_bench.errors import UserError
 from dlrm_bench.harness.cpu_affinity import CPU_LIST
 
@@ -92,6 +93,7 @@ CHECKS: dict[str, Check] = {
     "gemm_programs_per_sm": integer(1, 2),
     "shared_compute_stream": boolean(),
     "interaction_layout": one_of("triangle", "paired"),
+    "top_gemm": one_of("triton", *CUTLASS_VARIANTS),
     # Triton serving
     "triton_grpc_port": integer(0, 65535),
     "triton_startup_timeout_s": number(0, inclusive=False),

@@ -38,7 +38,7 @@ from dlrm_bench.engines.cuda.bottom_mlp import BottomMLP
 from dlrm_bench.engines.cuda.interaction import DEFAULT_LAYOUT, Interaction
 from dlrm_bench.engines.cuda.row_index import expand_rows, pack_ranges, packed_length, search_steps
 from dlrm_bench.engines.cuda.table_store import TableStore, build_store
-from dlrm_bench.engines.cuda.top_mlp import TopMLP
+from dlrm_bench.engines.cuda.top_mlp import TopMLP, use_cutlass_hidden_layers
 from dlrm_bench.engines.phase_times import PhaseTimes
 from dlrm_bench.quant.artifacts import Int8Model
 from dlrm_bench.quant.recipe import TOP_INPUT_PAD, quantize_numeric
@@ -121,6 +121,9 @@ class CudaEngine(Engine):
                                        layout=self.interaction_layout)
         self.top = TopMLP(qm, self.dev, interaction_layout=self.interaction_layout,
                           programs_per_sm=int(settings.get("gemm_programs_per_sm", 2)))
+        self.top_gemm = str(settings.get("top_gemm", "triton"))
+        if self.top_gemm != "triton":
+            use_cutlass_hidden_layers(self.top, self.top_gemm)
         self.arange = torch.arange(self.max_pairs, dtype=torch.int64, device=self.dev)
         self.bundles: "queue.SimpleQueue[Bundle]" = queue.SimpleQueue()
         for _ in range(max(1, int(settings.get("gpu_num_bundles", 2)))):
@@ -427,6 +430,7 @@ class CudaEngine(Engine):
                 "table_bytes_on_gpu": self.table_bytes_on_gpu, "cuda_graphs": self.use_graphs,
                 "cuda_graph_sizes": self.graph_sizes if self.use_graphs else [],
                 "graph_batches": self.graph_batches, "interaction_layout": self.interaction_layout,
+                "top_gemm": self.top_gemm,
                 "shared_compute_stream": self.compute_stream is not None}
 
     def close(self) -> None:

@@ -160,7 +160,9 @@ class GemmConfig:
     kernel (else one program per tile with pointer loads); tma_store: int8 tiles leave through a TMA descriptor;
     warp_specialize / flatten: Triton's loop options; epilogue: EPILOGUES key (TMA store only);
     programs_per_sm: persistent programs per SM (2 needs tiles whose buffers fit twice). The final layer with tma
-    and block_n below its 256 columns runs _final_layer_tma_kernel (column blocks in turn)."""
+    and block_n below its 256 columns runs _final_layer_tma_kernel (column blocks in turn). cutlass: a hidden layer
+    run by the CUTLASS library instead (a cutlass_gemm.VARIANTS name, with the folded epilogue; the tile fields
+    then only serve the divisibility check)."""
 
     block_m: int
     block_n: int
@@ -174,6 +176,7 @@ class GemmConfig:
     flatten: bool = True
     epilogue: str = "exact"
     programs_per_sm: int = 1
+    cutlass: str = ""
 
 
 def default_config(n: int, final: bool, programs_per_sm: int = 2) -> GemmConfig:
@@ -225,6 +228,11 @@ class TopMLP:
             raise ValueError(f"top layer {i}: a {cfg.block_n} x {cfg.block_k} tile must divide its weight "
                              f"[N, K] = [{n}, {k}]")
         final = i == len(self.w) - 1
+        if cfg.cutlass and not final:
+            from dlrm_bench.engines.cuda.cutlass_gemm import cutlass_top_gemm
+            cutlass_top_gemm()(cfg.cutlass, x, w, out, self.folded_mul[i], self.folded_add[i], num_pairs,
+                               self.num_sms)
+            return
         if cfg.tma:
             self._layer_tma(i, x, out, num_pairs, cfg, final)
             return
@@ -275,3 +283,15 @@ class TopMLP:
             self.layer(i, x, buf, num_pairs)
             x = buf
         self.layer(len(self.w) - 1, x, probs, num_pairs)
+
+
+def use_cutlass_hidden_layers(top: TopMLP, variant: str) -> None:
+    """Run `top`'s hidden layers with the CUTLASS kernel `variant` (cutlass_gemm.VARIANTS); loads the library now,
+    so that a missing build stops the engine at start with its path and how to build it."""
+    from dlrm_bench.engines.cuda.cutlass_gemm import VARIANTS, cutlass_top_gemm
+
+    if variant not in VARIANTS:
+        raise ValueError(f"top_gemm {variant!r}: expected triton or one of {', '.join(VARIANTS)}")
+    cutlass_top_gemm()
+    for cfg in top.configs[:-1]:
+        cfg.cutlass = variant

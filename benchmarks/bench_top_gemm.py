@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""The top MLP's hidden layers: Triton GEMMs (top_mlp.py) against CUTLASS kernels with thread-block clusters and
+TMA multicast (csrc/top_gemm_cutlass.cu, `make cutlass_gemm`), on the same weights and the same real inputs.
+
+For each CUTLASS variant (cutlass_gemm.VARIANTS) in the three hidden layers (the final layer stays Triton):
+* agreement: each layer on the Triton path's input, against the Triton layer's int8 output (both use the folded
+  epilogue: at most one step apart, rarely), and the probabilities of the whole top MLP;
+* per-layer time (median of CUDA-event timings) and int8 TOPS;
+* the four layers as one CUDA graph: short timing, then replayed back to back for --sustain seconds per round
+  (SM clock and power read each second; a GPU at its 700 W limit lowers its clock, so only these numbers rank
+  kernels for a long LoadGen run).
+
+    python3 benchmarks/bench_top_gemm.py [--batch 262144] [--variants all] [--sustain 5] [--rounds 2] [--out DIR]
+Prints a table and writes bench_top_gemm.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import torch  # noqa: E402
+
+from bench_cuda import gpu_bench_model, sustained, timed, whole_batch_graph  # noqa: E402
+from bench_operand_power import LAYOUT, real_top_input, summarize  # noqa: E402
+from dlrm_bench.engines.cuda.cutlass_gemm import VARIANTS, CutlassUnavailable, cutlass_top_gemm  # noqa: E402
+from dlrm_bench.engines.cuda.top_mlp import TopMLP  # noqa: E402
+
+
+def top_with(qm, device, variant: str) -> TopMLP:
+    """The top MLP with its hidden layers on CUTLASS `variant` ("triton": the default configs)."""
+    top = TopMLP(qm, device, interaction_layout=LAYOUT)
+    if variant != "triton":
+        for cfg in top.configs[:-1]:
+            cfg.cutlass = variant
+    return top
+
+
+def agreement(top: TopMLP, inputs: list[torch.Tensor], want: list[torch.Tensor], n: int) -> list[dict]:
+    """Each hidden layer on inputs[i], against want[i] (the reference path's output of that layer)."""
+    rows = []
+    for i, (x, ref) in enumerate(zip(inputs, want)):
+        out = torch.empty_like(ref)
+        top.layer(i, x, out, n)
+        diff = (out.to(torch.int16) - ref.to(torch.int16)).abs()
+        rows.append({"max_step": int(diff.max()), "differing": float((diff > 0).float().mean())})
+    return rows
+
+
+def layer_times(top: TopMLP, inputs: list[torch.Tensor], widths: list[int], n: int) -> list[dict]:
+    """Median ms and int8 TOPS of each hidden layer."""
+    rows = []
+    for i, x in enumerate(inputs):
+        out = torch.empty(n, widths[i], dtype=torch.int8, device=x.device)
+        ms = timed(lambda i=i, x=x, out=out: top.layer(i, x, out, n))
+        k = top.w[i].shape[1]
+        rows.append({"ms": ms, "tops": 2 * n * widths[i] * k / ms / 1e9})
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--batch", type=int, default=262144, help="pairs per batch")
+    ap.add_argument("--rows-scale", type=float, default=0.02, help="fraction of the full table rows")
+    ap.add_argument("--variants", default="all", help="comma-separated cutlass_gemm.VARIANTS names, or all")
+    ap.add_argument("--sustain", type=float, default=5.0, help="seconds of back-to-back replay per config and round")
+    ap.add_argument("--rounds", type=int, default=2, help="rounds over the configs")
+    ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "build/bench")))
+    args = ap.parse_args()
+    names = list(VARIANTS) if args.variants == "all" else [v for v in args.variants.split(",") if v]
+    unknown = [v for v in names if v not in VARIANTS]
+    if unknown:
+        ap.error(f"--variants: unknown {unknown}; known: {', '.join(VARIANTS)}")
+    model = gpu_bench_model("bench_top_gemm.py", args.rows_scale)
+    if model is None:
+        return 2
+    try:
+        cutlass_top_gemm()
+    except CutlassUnavailable as exc:
+        print(f"bench_top_gemm.py: error: {exc}", file=sys.stderr)
+        return 2
+    device, cards, qm, tables, offsets = model
+    n = args.batch
+    x0 = real_top_input(qm, tables, offsets, cards, device, n)
+    base = top_with(qm, device, "triton")
+    buffers = [torch.empty(n, w, dtype=torch.int8, device=device) for w in base.widths]
+    probs = torch.empty(n, device=device)
+    base(x0, buffers, probs, n)
+    inputs = [x0, *buffers[:-1]]
+    report: dict = {"device": torch.cuda.get_device_name(), "pairs": n, "configs": {}}
+    graphs = {}
+    for name in ["triton", *names]:
+        top = base if name == "triton" else top_with(qm, device, name)
+        row: dict = {}
+        try:
+            row["layers"] = layer_times(top, inputs, base.widths, n)
+            if name != "triton":
+                row["agreement"] = agreement(top, inputs, buffers, n)
+                own = [torch.empty_like(b) for b in buffers]
+                own_probs = torch.empty_like(probs)
+                top(x0, own, own_probs, n)
+                row["max_prob_diff"] = float((own_probs - probs).abs().max())
+                graph_buffers = own
+            else:
+                graph_buffers, own_probs = buffers, probs
+            graphs[name] = whole_batch_graph(lambda t=top, b=graph_buffers, p=own_probs: t(x0, b, p, n))
+            row["graph_ms"] = timed(graphs[name].replay)
+            row["sustained"] = []
+        except RuntimeError as exc:  # a variant that cannot run here is reported, the others still run
+            row["error"] = str(exc)
+        report["configs"][name] = row
+        print(name, json.dumps(row), flush=True)
+    for _ in range(args.rounds):
+        for name, graph in graphs.items():
+            report["configs"][name]["sustained"].append(summarize(sustained(graph.replay, n, args.sustain)))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench_top_gemm.json").write_text(json.dumps(report, indent=2))
+    print_table(report)
+    return 0
+
+
+def print_table(report: dict) -> None:
+    print(f"\n{report['device']}, top MLP on {report['pairs']} pairs (hidden layers by config, final layer Triton)")
+    print(f"{'config':<27} {'layer ms (TOPS)':<44} {'max step/differing':<22} {'graph':>6}  "
+          "sustained per round: ms, MHz, W, uJ/pair")
+    for name, row in report["configs"].items():
+        if "error" in row:
+            print(f"{name:<27} error: {row['error']}")
+            continue
+        layers = " ".join(f"{r['ms']:.3f}({r['tops']:.0f})" for r in row["layers"])
+        agree = " ".join(f"{a['max_step']}/{a['differing']:.4f}" for a in row.get("agreement", []))
+        runs = "; ".join(f"{s['ms_per_batch']:.3f} {s['sm_mhz']:.0f} {s['power_w']:.0f} {s['uj_per_pair']:.2f}"
+                         for s in row["sustained"])
+        print(f"{name:<27} {layers:<44} {agree:<22} {row['graph_ms']:6.3f}  {runs}")
+
+
+if __name__ == "__main__":
+    from bench_inputs import run_main  # noqa: E402
+
+    sys.exit(run_main(main))

@@ -1,0 +1,141 @@
+// Top-MLP hidden layers as CUTLASS 3 (sm_90a) int8 GEMMs: warp-specialized, persistent, thread-block clusters
+// with TMA multicast -- what Triton 3.6 cannot express ("NYI: Support multicast").
+//
+//   D int8 [M, N] = saturate_int8(round_half_even(relu(acc * alpha[n] + bias[n]))),  acc = A @ B^T in int32,
+//   A int8 [M, K] (row stride lda), B int8 [N, K] (row stride ldb, K-major), alpha / bias fp32 [N].
+//
+// With alpha = w_scale * act_inv and bias = b * act_inv this is the "folded" epilogue of top_mlp.py.
+// A C ABI (no PyTorch headers): Python loads the library with ctypes and passes device pointers and the stream.
+#include <cstdint>
+#include <cuda_runtime.h>
+
+#include "cute/tensor.hpp"
+#include "cutlass/cutlass.h"
+#include "cutlass/epilogue/collective/collective_builder.hpp"
+#include "cutlass/epilogue/thread/activation.h"
+#include "cutlass/gemm/collective/collective_builder.hpp"
+#include "cutlass/gemm/device/gemm_universal_adapter.h"
+#include "cutlass/gemm/dispatch_policy.hpp"
+#include "cutlass/gemm/kernel/gemm_universal.hpp"
+
+using namespace cute;
+
+namespace {
+
+template <class TileShape, class ClusterShape, class KernelSchedule, class EpilogueSchedule>
+struct Int8Layer {
+  using LayoutA = cutlass::layout::RowMajor;     // A [M, K]
+  using LayoutB = cutlass::layout::ColumnMajor;  // B^T [K, N] column-major == weight [N, K] row-major
+  using LayoutD = cutlass::layout::RowMajor;     // D [M, N]
+  static constexpr int kAlign = 16;              // 16 int8 = one 128-bit access
+
+  using Fusion = cutlass::epilogue::fusion::PerColLinCombPerColBiasEltAct<
+      cutlass::epilogue::thread::ReLu, int8_t, float, float, int8_t, float>;
+
+  using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
+      cutlass::epilogue::collective::EpilogueTileAuto, int32_t, float,
+      void, LayoutD, kAlign, int8_t, LayoutD, kAlign, EpilogueSchedule, Fusion>::CollectiveOp;
+
+  using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, int8_t, LayoutA, kAlign, int8_t, LayoutB, kAlign,
+      int32_t, TileShape, ClusterShape,
+      cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
+      KernelSchedule>::CollectiveOp;
+
+  using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue>;
+  using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
+
+  static typename Gemm::Arguments arguments(const int8_t* a, const int8_t* b, int8_t* d, const float* alpha,
+                                            const float* bias, int m, int n, int k, int lda, int ldb, int ldd,
+                                            int sm_count) {
+    typename Kernel::StrideA stride_a = make_stride(int64_t(lda), Int<1>{}, int64_t(0));
+    typename Kernel::StrideB stride_b = make_stride(int64_t(ldb), Int<1>{}, int64_t(0));
+    typename Kernel::StrideD stride_d = make_stride(int64_t(ldd), Int<1>{}, int64_t(0));
+    cutlass::KernelHardwareInfo hw;
+    hw.device_id = 0;
+    hw.sm_count = sm_count;
+    typename Gemm::Arguments args{cutlass::gemm::GemmUniversalMode::kGemm,
+                                  {m, n, k, 1},
+                                  {a, stride_a, b, stride_b},
+                                  {{}, nullptr, stride_d, d, stride_d},
+                                  hw};
+    args.epilogue.thread.alpha_ptr = alpha;
+    args.epilogue.thread.bias_ptr = bias;
+    args.epilogue.thread.beta = 0.0f;
+    return args;
+  }
+
+  // 0 on success, else a code (see dlrm_top_gemm_run's comment).
+  static int run(const int8_t* a, const int8_t* b, int8_t* d, const float* alpha, const float* bias, int m, int n,
+                 int k, int lda, int ldb, int ldd, int sm_count, void* workspace, size_t workspace_bytes,
+                 cudaStream_t stream) {
+    auto args = arguments(a, b, d, alpha, bias, m, n, k, lda, ldb, ldd, sm_count);
+    Gemm gemm;
+    if (gemm.can_implement(args) != cutlass::Status::kSuccess) return 1;
+    if (Gemm::get_workspace_size(args) > workspace_bytes) return 2;
+    if (gemm.initialize(args, workspace, stream) != cutlass::Status::kSuccess) return 3;
+    if (gemm.run(stream) != cutlass::Status::kSuccess) return 4;
+    return cudaGetLastError() == cudaSuccess ? 0 : 5;
+  }
+
+  static size_t workspace(int m, int n, int k, int sm_count) {
+    return Gemm::get_workspace_size(arguments(nullptr, nullptr, nullptr, nullptr, nullptr, m, n, k, k, k, n,
+                                              sm_count));
+  }
+};
+
+using Pingpong = cutlass::gemm::KernelTmaWarpSpecializedPingpong;
+using Cooperative = cutlass::gemm::KernelTmaWarpSpecializedCooperative;
+using EpiPingpong = cutlass::epilogue::TmaWarpSpecialized;
+using EpiCooperative = cutlass::epilogue::TmaWarpSpecializedCooperative;
+
+// The variants, by index (keep in step with cutlass_gemm.VARIANTS in Python).
+using V0 = Int8Layer<Shape<_128, _128, _128>, Shape<_2, _1, _1>, Pingpong, EpiPingpong>;
+using V1 = Int8Layer<Shape<_128, _128, _128>, Shape<_1, _2, _1>, Pingpong, EpiPingpong>;
+using V2 = Int8Layer<Shape<_128, _128, _128>, Shape<_1, _1, _1>, Pingpong, EpiPingpong>;
+using V3 = Int8Layer<Shape<_128, _256, _128>, Shape<_2, _1, _1>, Cooperative, EpiCooperative>;
+using V4 = Int8Layer<Shape<_256, _128, _128>, Shape<_1, _2, _1>, Cooperative, EpiCooperative>;
+using V5 = Int8Layer<Shape<_128, _256, _128>, Shape<_1, _1, _1>, Cooperative, EpiCooperative>;
+
+}  // namespace
+
+extern "C" {
+
+int dlrm_top_gemm_variants() { return 6; }
+
+// Returns 0 on success; -1 unknown variant; 1 shape not supported (can_implement); 2 workspace too small;
+// 3 initialize failed; 4 launch failed; 5 a CUDA error after the launch.
+int dlrm_top_gemm_run(int variant, const void* a, const void* b, void* d, const float* alpha, const float* bias,
+                      int m, int n, int k, int lda, int ldb, int ldd, int sm_count, void* workspace,
+                      size_t workspace_bytes, void* stream) {
+  auto A = static_cast<const int8_t*>(a);
+  auto B = static_cast<const int8_t*>(b);
+  auto D = static_cast<int8_t*>(d);
+  auto s = static_cast<cudaStream_t>(stream);
+#define DLRM_RUN(V) V::run(A, B, D, alpha, bias, m, n, k, lda, ldb, ldd, sm_count, workspace, workspace_bytes, s)
+  switch (variant) {
+    case 0: return DLRM_RUN(V0);
+    case 1: return DLRM_RUN(V1);
+    case 2: return DLRM_RUN(V2);
+    case 3: return DLRM_RUN(V3);
+    case 4: return DLRM_RUN(V4);
+    case 5: return DLRM_RUN(V5);
+    default: return -1;
+  }
+#undef DLRM_RUN
+}
+
+size_t dlrm_top_gemm_workspace(int variant, int m, int n, int k, int sm_count) {
+  switch (variant) {
+    case 0: return V0::workspace(m, n, k, sm_count);
+    case 1: return V1::workspace(m, n, k, sm_count);
+    case 2: return V2::workspace(m, n, k, sm_count);
+    case 3: return V3::workspace(m, n, k, sm_count);
+    case 4: return V4::workspace(m, n, k, sm_count);
+    case 5: return V5::workspace(m, n, k, sm_count);
+    default: return 0;
+  }
+}
+
+}  // extern "C"

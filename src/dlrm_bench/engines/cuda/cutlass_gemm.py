@@ -1,0 +1,106 @@
+"""Top-MLP hidden layers through CUTLASS (csrc/top_gemm_cutlass.cu), loaded with ctypes.
+
+Why CUDA here: the Triton GEMMs (top_mlp.py) stream every operand tile from L2 once per SM. Hopper's answer is a
+thread-block cluster whose TMA loads multicast one tile into two SMs' shared memory, plus warp-specialized
+producer / consumer warpgroups; Triton 3.6 has no multicast ("NYI: Support multicast") and no cluster launch for
+`tl.dot` kernels. CUTLASS 3 has both, so its kernels are compared here with the same fused epilogue
+(requant(relu(acc * alpha + bias)), alpha and bias per output column: top_mlp's "folded" epilogue).
+
+The library is built by `make cutlass_gemm` (nvcc for sm_90a and the nvidia-cutlass headers) into
+build/cutlass/libdlrm_top_gemm.so, or named by $DLRM_TOP_GEMM_LIB. Nothing here imports it until asked.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from pathlib import Path
+
+import torch
+
+from dlrm_bench.errors import UserError
+
+LIBRARY_ENV = "DLRM_TOP_GEMM_LIB"
+DEFAULT_LIBRARY = Path(__file__).resolve().parents[4] / "build" / "cutlass" / "libdlrm_top_gemm.so"
+
+VARIANTS = {
+    "128x128_c2x1_pingpong": 0,
+    "128x128_c1x2_pingpong": 1,
+    "128x128_c1x1_pingpong": 2,
+    "128x256_c2x1_cooperative": 3,
+    "256x128_c1x2_cooperative": 4,
+    "128x256_c1x1_cooperative": 5,
+}
+"""Kernel variants by name -> index in the library: tile M x N (K step 128), cluster shape, warpgroup schedule
+(pingpong: two consumer warpgroups take turns on 128 x 128 tiles, one's epilogue beside the other's MMAs;
+cooperative: both share one tile)."""
+
+_ERRORS = {-1: "unknown variant", 1: "shape or alignment not supported (rows must be 16-byte aligned)",
+           2: "workspace too small", 3: "initialize failed (TMA descriptors)", 4: "launch failed",
+           5: "CUDA error after the launch"}
+
+
+class CutlassUnavailable(UserError):
+    """The library is missing or cannot be loaded (no GPU build here)."""
+
+
+def library_path() -> Path:
+    return Path(os.environ.get(LIBRARY_ENV, DEFAULT_LIBRARY))
+
+
+class CutlassTopGemm:
+    """The loaded library; call it to run one hidden layer on the current CUDA stream."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        path = path or library_path()
+        if not path.is_file():
+            raise CutlassUnavailable(f"{path}: no CUTLASS top-GEMM library (build it with `make cutlass_gemm` "
+                                     f"on a machine with nvcc, or set ${LIBRARY_ENV})")
+        try:
+            lib = ctypes.CDLL(str(path))
+        except OSError as exc:
+            raise CutlassUnavailable(f"{path}: cannot load: {exc}") from exc
+        lib.dlrm_top_gemm_run.restype = ctypes.c_int
+        lib.dlrm_top_gemm_run.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                                          ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
+                                          ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                                          ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+        lib.dlrm_top_gemm_workspace.restype = ctypes.c_size_t
+        lib.dlrm_top_gemm_workspace.argtypes = [ctypes.c_int] * 5
+        self._lib = lib
+        self._workspace: dict[torch.device, torch.Tensor] = {}
+
+    def _workspace_for(self, variant: int, m: int, n: int, k: int, sm_count: int,
+                       device: torch.device) -> torch.Tensor:
+        need = int(self._lib.dlrm_top_gemm_workspace(variant, m, n, k, sm_count))
+        ws = self._workspace.get(device)
+        if ws is None or ws.numel() < need:
+            ws = torch.empty(max(need, 256), dtype=torch.uint8, device=device)
+            self._workspace[device] = ws
+        return ws
+
+    def __call__(self, variant: str, x: torch.Tensor, w: torch.Tensor, out: torch.Tensor, alpha: torch.Tensor,
+                 bias: torch.Tensor, m: int, sm_count: int) -> None:
+        """out[:m] int8 [m, N] = requant(relu(x[:m] @ w.T * alpha + bias)); x int8 [>= m, K], w int8 [N, K],
+        alpha / bias fp32 [N]; rows of x, w and out 16-byte aligned, unit column stride."""
+        index = VARIANTS[variant]
+        n, k = w.shape
+        ws = self._workspace_for(index, m, n, k, sm_count, x.device)
+        stream = torch.cuda.current_stream(x.device).cuda_stream
+        code = self._lib.dlrm_top_gemm_run(index, x.data_ptr(), w.data_ptr(), out.data_ptr(), alpha.data_ptr(),
+                                           bias.data_ptr(), m, n, k, x.stride(0), w.stride(0), out.stride(0),
+                                           sm_count, ws.data_ptr(), ws.numel(), stream)
+        if code:
+            raise RuntimeError(f"CUTLASS top GEMM {variant} on [{m}, {k}] x [{n}, {k}]: "
+                               f"{_ERRORS.get(code, f'error {code}')}")
+
+
+_LOADED: CutlassTopGemm | None = None
+
+
+def cutlass_top_gemm() -> CutlassTopGemm:
+    """The library, loaded once per process."""
+    global _LOADED
+    if _LOADED is None:
+        _LOADED = CutlassTopGemm()
+    return _LOADED

@@ -1,0 +1,132 @@
+"""The CUTLASS hidden-layer GEMMs (csrc/top_gemm_cutlass.cu via engines/cuda/cutlass_gemm.py) against the int8
+recipe: each layer within one int8 step of the recipe's requantization (the folded epilogue), and the whole top
+MLP's probabilities. Edge sizes: 1 pair, odd counts, a partial last tile, the largest batch the engine uses.
+
+Needs a CUDA GPU and the built library (`make cutlass_gemm`); the load errors are checked everywhere.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+from dlrm_bench.engines.cuda.cutlass_gemm import VARIANTS, CutlassTopGemm, CutlassUnavailable, library_path
+
+CARDS = [1000, 50, 7, 300, 2, 64, 100, 5, 3, 900, 17, 40, 10, 8, 33, 12, 4, 60, 14, 700, 500, 800, 90, 70, 6, 36]
+SIZES = [1, 7, 67, 1001, 65537, 262144]
+
+
+def test_a_missing_library_is_named(tmp_path) -> None:
+    missing = tmp_path / "libnothing.so"
+    with pytest.raises(CutlassUnavailable, match=r"libnothing\.so: no CUTLASS top-GEMM library.*make cutlass_gemm"):
+        CutlassTopGemm(missing)
+
+
+def test_a_file_that_is_not_a_library_is_refused(tmp_path) -> None:
+    bad = tmp_path / "libbad.so"
+    bad.write_bytes(b"not an ELF file")
+    with pytest.raises(CutlassUnavailable, match=r"libbad\.so: cannot load"):
+        CutlassTopGemm(bad)
+
+
+NO_GPU = not torch.cuda.is_available()
+NO_LIBRARY = not library_path().is_file()
+NO_TRITON = importlib.util.find_spec("triton") is None
+
+
+def on_gpu(test):
+    """GPU test marks: the gpu marker, and skips without CUDA, the library or Triton (the final layer)."""
+    test = pytest.mark.skipif(NO_TRITON, reason="the final layer runs in OpenAI Triton")(test)
+    test = pytest.mark.skipif(NO_LIBRARY, reason="needs the CUTLASS library (make cutlass_gemm)")(test)
+    test = pytest.mark.skipif(NO_GPU, reason="needs a CUDA GPU")(test)
+    return pytest.mark.gpu(test)
+
+
+@pytest.fixture(scope="module")
+def model():
+    from tests.quant_fixtures import random_quantized
+    return random_quantized(3, CARDS)
+
+
+def _top(qm, variant: str):
+    from dlrm_bench.engines.cuda.top_mlp import TopMLP
+    top = TopMLP(qm, torch.device("cuda"))
+    for cfg in top.configs[:-1]:
+        cfg.cutlass = variant
+    return top
+
+
+def _top_input(batch: int, seed: int) -> torch.Tensor:
+    """int8 [batch, 512], columns 479+ zero (the interaction's padding)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(-40, 40, (batch, 512), generator=g, dtype=torch.int8)
+    x[:, 479:] = 0
+    return x
+
+
+_REFERENCE: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+
+
+def _reference_layers(qm, batch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(input, recipe output) of each hidden layer on a random top input of `batch` rows, once per batch."""
+    from dlrm_bench.quant.recipe import int8_linear, requantize
+
+    if batch not in _REFERENCE:
+        x, layers = _top_input(batch, batch + 11), []
+        for layer in qm.top[:-1]:
+            want = requantize(int8_linear(x, layer), layer.act_inv)
+            layers.append((x, want))
+            x = want
+        _REFERENCE[batch] = layers
+    return _REFERENCE[batch]
+
+
+@on_gpu
+@pytest.mark.parametrize("batch", SIZES)
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_hidden_layers_are_within_one_step(model, batch: int, variant: str) -> None:
+    _, qm, _, _ = model
+    top = _top(qm, variant)
+    for i, (x, want) in enumerate(_reference_layers(qm, batch)):
+        out = torch.full((batch + 3, want.shape[1]), 99, dtype=torch.int8, device="cuda")
+        top.layer(i, x.cuda(), out, batch)
+        diff = (out[:batch].cpu().to(torch.int16) - want.to(torch.int16)).abs()
+        assert int(diff.max()) <= 1 and float((diff > 0).float().mean()) < 0.01, (i, int(diff.max()))
+        assert bool((out[batch:] == 99).all()), f"layer {i} wrote past row {batch}"
+
+
+@on_gpu
+@pytest.mark.parametrize("batch", [1, 67, 65537])
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_top_mlp_matches_emulation(model, batch: int, variant: str) -> None:
+    from dlrm_bench.quant.recipe import emulate_top
+
+    _, qm, _, _ = model
+    x = _top_input(batch, batch)
+    want = emulate_top(qm, x)
+    top = _top(qm, variant)
+    buffers = [torch.empty(batch, w, dtype=torch.int8, device="cuda") for w in top.widths]
+    probs = torch.empty(batch, dtype=torch.float32, device="cuda")
+    top(x.cuda(), buffers, probs, batch)
+    assert torch.allclose(probs.cpu(), want, atol=2e-2), float((probs.cpu() - want).abs().max())
+
+
+@on_gpu
+def test_the_layer_replays_in_a_cuda_graph(model) -> None:
+    """Captured once, replayed on new input bytes in the same buffers: the result follows the input."""
+    _, qm, _, _ = model
+    top = _top(qm, next(iter(VARIANTS)))
+    x = _top_input(300, 1).cuda()
+    out = torch.empty(300, top.widths[0], dtype=torch.int8, device="cuda")
+    top.layer(0, x, out, 300)  # warm: library loaded, workspace allocated
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        top.layer(0, x, out, 300)
+    x.copy_(_top_input(300, 2).cuda())
+    graph.replay()
+    want = torch.empty_like(out)
+    top.layer(0, x, want, 300)
+    torch.cuda.synchronize()
+    assert torch.equal(out, want)
