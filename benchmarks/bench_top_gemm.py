@@ -93,7 +93,7 @@ def main() -> int:
     base(x0, buffers, probs, n)
     inputs = [x0, *buffers[:-1]]
     report: dict = {"device": torch.cuda.get_device_name(), "pairs": n, "configs": {}}
-    graphs = {}
+    graphs, keep_alive = {}, {}
     for name in ["triton", *names]:
         top = base if name == "triton" else top_with(qm, device, name)
         row: dict = {}
@@ -108,6 +108,7 @@ def main() -> int:
                 graph_buffers = own
             else:
                 graph_buffers, own_probs = buffers, probs
+            keep_alive[name] = (top, graph_buffers, own_probs)  # a graph does not own the tensors it replays on
             graphs[name] = whole_batch_graph(lambda t=top, b=graph_buffers, p=own_probs: t(x0, b, p, n))
             row["graph_ms"] = timed(graphs[name].replay)
             row["sustained"] = []

@@ -48,12 +48,12 @@ struct Int8Layer {
 
   static typename Gemm::Arguments arguments(const int8_t* a, const int8_t* b, int8_t* d, const float* alpha,
                                             const float* bias, int m, int n, int k, int lda, int ldb, int ldd,
-                                            int sm_count) {
+                                            int sm_count, int device) {
     typename Kernel::StrideA stride_a = make_stride(int64_t(lda), Int<1>{}, int64_t(0));
     typename Kernel::StrideB stride_b = make_stride(int64_t(ldb), Int<1>{}, int64_t(0));
     typename Kernel::StrideD stride_d = make_stride(int64_t(ldd), Int<1>{}, int64_t(0));
     cutlass::KernelHardwareInfo hw;
-    hw.device_id = 0;
+    hw.device_id = device;
     hw.sm_count = sm_count;
     typename Gemm::Arguments args{cutlass::gemm::GemmUniversalMode::kGemm,
                                   {m, n, k, 1},
@@ -68,9 +68,11 @@ struct Int8Layer {
 
   // 0 on success, else a code (see dlrm_top_gemm_run's comment).
   static int run(const int8_t* a, const int8_t* b, int8_t* d, const float* alpha, const float* bias, int m, int n,
-                 int k, int lda, int ldb, int ldd, int sm_count, void* workspace, size_t workspace_bytes,
+                 int k, int lda, int ldb, int ldd, int sm_count, int device, void* workspace, size_t workspace_bytes,
                  cudaStream_t stream) {
-    auto args = arguments(a, b, d, alpha, bias, m, n, k, lda, ldb, ldd, sm_count);
+    // This library links its own CUDA runtime, whose current device is not PyTorch's: name the stream's device.
+    if (cudaSetDevice(device) != cudaSuccess) return 6;
+    auto args = arguments(a, b, d, alpha, bias, m, n, k, lda, ldb, ldd, sm_count, device);
     Gemm gemm;
     if (gemm.can_implement(args) != cutlass::Status::kSuccess) return 1;
     if (Gemm::get_workspace_size(args) > workspace_bytes) return 2;
@@ -81,7 +83,7 @@ struct Int8Layer {
 
   static size_t workspace(int m, int n, int k, int sm_count) {
     return Gemm::get_workspace_size(arguments(nullptr, nullptr, nullptr, nullptr, nullptr, m, n, k, k, k, n,
-                                              sm_count));
+                                              sm_count, 0));
   }
 };
 
@@ -97,23 +99,27 @@ using V2 = Int8Layer<Shape<_128, _128, _128>, Shape<_1, _1, _1>, Pingpong, EpiPi
 using V3 = Int8Layer<Shape<_128, _256, _128>, Shape<_2, _1, _1>, Cooperative, EpiCooperative>;
 using V4 = Int8Layer<Shape<_256, _128, _128>, Shape<_1, _2, _1>, Cooperative, EpiCooperative>;
 using V5 = Int8Layer<Shape<_128, _256, _128>, Shape<_1, _1, _1>, Cooperative, EpiCooperative>;
+using V6 = Int8Layer<Shape<_128, _128, _128>, Shape<_1, _4, _1>, Pingpong, EpiPingpong>;
+using V7 = Int8Layer<Shape<_128, _128, _128>, Shape<_2, _2, _1>, Pingpong, EpiPingpong>;
+using V8 = Int8Layer<Shape<_128, _128, _64>, Shape<_1, _2, _1>, Pingpong, EpiPingpong>;
 
 }  // namespace
 
 extern "C" {
 
-int dlrm_top_gemm_variants() { return 6; }
+int dlrm_top_gemm_variants() { return 9; }
 
 // Returns 0 on success; -1 unknown variant; 1 shape not supported (can_implement); 2 workspace too small;
-// 3 initialize failed; 4 launch failed; 5 a CUDA error after the launch.
+// 3 initialize failed; 4 launch failed; 5 a CUDA error after the launch; 6 cannot select `device`.
 int dlrm_top_gemm_run(int variant, const void* a, const void* b, void* d, const float* alpha, const float* bias,
-                      int m, int n, int k, int lda, int ldb, int ldd, int sm_count, void* workspace,
+                      int m, int n, int k, int lda, int ldb, int ldd, int sm_count, int device, void* workspace,
                       size_t workspace_bytes, void* stream) {
   auto A = static_cast<const int8_t*>(a);
   auto B = static_cast<const int8_t*>(b);
   auto D = static_cast<int8_t*>(d);
   auto s = static_cast<cudaStream_t>(stream);
-#define DLRM_RUN(V) V::run(A, B, D, alpha, bias, m, n, k, lda, ldb, ldd, sm_count, workspace, workspace_bytes, s)
+#define DLRM_RUN(V) \
+  V::run(A, B, D, alpha, bias, m, n, k, lda, ldb, ldd, sm_count, device, workspace, workspace_bytes, s)
   switch (variant) {
     case 0: return DLRM_RUN(V0);
     case 1: return DLRM_RUN(V1);
@@ -121,6 +127,9 @@ int dlrm_top_gemm_run(int variant, const void* a, const void* b, void* d, const 
     case 3: return DLRM_RUN(V3);
     case 4: return DLRM_RUN(V4);
     case 5: return DLRM_RUN(V5);
+    case 6: return DLRM_RUN(V6);
+    case 7: return DLRM_RUN(V7);
+    case 8: return DLRM_RUN(V8);
     default: return -1;
   }
 #undef DLRM_RUN
@@ -134,6 +143,9 @@ size_t dlrm_top_gemm_workspace(int variant, int m, int n, int k, int sm_count) {
     case 3: return V3::workspace(m, n, k, sm_count);
     case 4: return V4::workspace(m, n, k, sm_count);
     case 5: return V5::workspace(m, n, k, sm_count);
+    case 6: return V6::workspace(m, n, k, sm_count);
+    case 7: return V7::workspace(m, n, k, sm_count);
+    case 8: return V8::workspace(m, n, k, sm_count);
     default: return 0;
   }
 }

@@ -30,14 +30,18 @@ VARIANTS = {
     "128x256_c2x1_cooperative": 3,
     "256x128_c1x2_cooperative": 4,
     "128x256_c1x1_cooperative": 5,
+    "128x128_c1x4_pingpong": 6,
+    "128x128_c2x2_pingpong": 7,
+    "128x128k64_c1x2_pingpong": 8,
 }
-"""Kernel variants by name -> index in the library: tile M x N (K step 128), cluster shape, warpgroup schedule
+"""Kernel variants by name -> index in the library: tile M x N (K step 128 unless named), cluster shape (M x N
+CTAs: c1x2 = two CTAs of neighbouring N tiles that receive one A tile by multicast), warpgroup schedule
 (pingpong: two consumer warpgroups take turns on 128 x 128 tiles, one's epilogue beside the other's MMAs;
 cooperative: both share one tile)."""
 
 _ERRORS = {-1: "unknown variant", 1: "shape or alignment not supported (rows must be 16-byte aligned)",
            2: "workspace too small", 3: "initialize failed (TMA descriptors)", 4: "launch failed",
-           5: "CUDA error after the launch"}
+           5: "CUDA error after the launch", 6: "cannot select the tensors' device"}
 
 
 class CutlassUnavailable(UserError):
@@ -64,17 +68,20 @@ class CutlassTopGemm:
         lib.dlrm_top_gemm_run.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                                           ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
                                           ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                                          ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+                                          ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
         lib.dlrm_top_gemm_workspace.restype = ctypes.c_size_t
         lib.dlrm_top_gemm_workspace.argtypes = [ctypes.c_int] * 5
         self._lib = lib
         self._workspace: dict[torch.device, torch.Tensor] = {}
+        self._retired: list[torch.Tensor] = []
 
     def _workspace_for(self, variant: int, m: int, n: int, k: int, sm_count: int,
                        device: torch.device) -> torch.Tensor:
         need = int(self._lib.dlrm_top_gemm_workspace(variant, m, n, k, sm_count))
         ws = self._workspace.get(device)
         if ws is None or ws.numel() < need:
+            if ws is not None:
+                self._retired.append(ws)  # CUDA graphs captured with it may still replay: never freed
             ws = torch.empty(max(need, 256), dtype=torch.uint8, device=device)
             self._workspace[device] = ws
         return ws
@@ -89,7 +96,7 @@ class CutlassTopGemm:
         stream = torch.cuda.current_stream(x.device).cuda_stream
         code = self._lib.dlrm_top_gemm_run(index, x.data_ptr(), w.data_ptr(), out.data_ptr(), alpha.data_ptr(),
                                            bias.data_ptr(), m, n, k, x.stride(0), w.stride(0), out.stride(0),
-                                           sm_count, ws.data_ptr(), ws.numel(), stream)
+                                           sm_count, x.device.index, ws.data_ptr(), ws.numel(), stream)
         if code:
             raise RuntimeError(f"CUTLASS top GEMM {variant} on [{m}, {k}] x [{n}, {k}]: "
                                f"{_ERRORS.get(code, f'error {code}')}")
