@@ -132,3 +132,42 @@ def test_cuda_graph_replays_match_kernel_launches(workspace, monkeypatch) -> Non
     for key in ((True, True), (True, False)):
         for got, want in zip(results[key], results[False, True]):
             np.testing.assert_array_equal(got, want)
+
+
+def test_cutlass_hidden_layers_in_the_engine(workspace, monkeypatch) -> None:
+    """top_gemm: the hidden top layers on the CUTLASS library, with and without CUDA graphs (buckets of several
+    sizes, so the kernels are captured at several row counts): the emulation's predictions, as the Triton path."""
+    from dlrm_bench.engines.cuda.cutlass_gemm import library_path
+    if not library_path().is_file() or torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("needs the CUTLASS library (make cutlass_gemm) and a Hopper GPU")
+    monkeypatch.setenv("MLPERF_SCRATCH_PATH", str(workspace["root"]))
+    meta = load_meta(workspace["data"])
+    split = open_split(workspace["data"] / "test")
+    results = {}
+    for top_gemm, graphs in (("triton", False), ("128x128_c1x2_pingpong", False), ("128x128_c1x2_pingpong", True)):
+        engine = create_engine("cuda", workspace["model"], meta,
+                               {"gpu_batch_size": 1024, "gpu_num_bundles": 2, "cuda_graphs": graphs,
+                                "cuda_graph_buckets": 4, "top_gemm": top_gemm})
+        assert engine.describe()["top_gemm"] == top_gemm
+        engine.load(split)
+        engine.warmup()
+        results[top_gemm, graphs] = engine.predict_ranges(np.array([0, 4990]), np.array([3001, 5000]))
+        engine.close()
+    # both paths use the folded epilogue: the same int8 activations, so the same probabilities
+    np.testing.assert_array_equal(results["128x128_c1x2_pingpong", False], results["triton", False])
+    np.testing.assert_array_equal(results["128x128_c1x2_pingpong", True], results["triton", False])
+
+
+def test_a_missing_cutlass_library_falls_back_to_triton(workspace, monkeypatch, capsys) -> None:
+    import dlrm_bench.engines.cuda.cutlass_gemm as cutlass_gemm
+
+    monkeypatch.setenv("MLPERF_SCRATCH_PATH", str(workspace["root"]))
+    monkeypatch.setenv(cutlass_gemm.LIBRARY_ENV, str(workspace["root"] / "no-such-lib.so"))
+    monkeypatch.setattr(cutlass_gemm, "_LOADED", None)
+    meta = load_meta(workspace["data"])
+    engine = create_engine("cuda", workspace["model"], meta, {"gpu_batch_size": 512,
+                                                              "top_gemm": "128x128_c1x2_pingpong"})
+    assert engine.describe()["top_gemm"] == "triton"
+    engine.close()
+    err = capsys.readouterr().err
+    assert "top_gemm 128x128_c1x2_pingpong" in err and "the hidden top layers run in Triton" in err

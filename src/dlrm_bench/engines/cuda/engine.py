@@ -22,6 +22,7 @@ results are not returned).
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 import time
 from pathlib import Path
@@ -38,6 +39,7 @@ from dlrm_bench.engines.cuda.bottom_mlp import BottomMLP
 from dlrm_bench.engines.cuda.interaction import DEFAULT_LAYOUT, Interaction
 from dlrm_bench.engines.cuda.row_index import expand_rows, pack_ranges, packed_length, search_steps
 from dlrm_bench.engines.cuda.table_store import TableStore, build_store
+from dlrm_bench.engines.cuda.cutlass_gemm import CutlassUnavailable
 from dlrm_bench.engines.cuda.top_mlp import TopMLP, use_cutlass_hidden_layers
 from dlrm_bench.engines.phase_times import PhaseTimes
 from dlrm_bench.quant.artifacts import Int8Model
@@ -121,9 +123,7 @@ class CudaEngine(Engine):
                                        layout=self.interaction_layout)
         self.top = TopMLP(qm, self.dev, interaction_layout=self.interaction_layout,
                           programs_per_sm=int(settings.get("gemm_programs_per_sm", 2)))
-        self.top_gemm = str(settings.get("top_gemm", "triton"))
-        if self.top_gemm != "triton":
-            use_cutlass_hidden_layers(self.top, self.top_gemm)
+        self.top_gemm = self._hidden_layer_kernels(str(settings.get("top_gemm", "triton")))
         self.arange = torch.arange(self.max_pairs, dtype=torch.int64, device=self.dev)
         self.bundles: "queue.SimpleQueue[Bundle]" = queue.SimpleQueue()
         for _ in range(max(1, int(settings.get("gpu_num_bundles", 2)))):
@@ -432,6 +432,18 @@ class CudaEngine(Engine):
                 "graph_batches": self.graph_batches, "interaction_layout": self.interaction_layout,
                 "top_gemm": self.top_gemm,
                 "shared_compute_stream": self.compute_stream is not None}
+
+    def _hidden_layer_kernels(self, top_gemm: str) -> str:
+        """Put the top MLP's hidden layers on the CUTLASS kernel `top_gemm` (setting "top_gemm"); where the library
+        is not built or the GPU is not a Hopper, say so on stderr and keep Triton. Returns the kernels in use."""
+        if top_gemm == "triton":
+            return top_gemm
+        try:
+            use_cutlass_hidden_layers(self.top, top_gemm)
+        except CutlassUnavailable as exc:
+            print(f"warning: top_gemm {top_gemm}: {exc}; the hidden top layers run in Triton", file=sys.stderr)
+            return "triton"
+        return top_gemm
 
     def close(self) -> None:
         self.completer.shutdown(wait=True)

@@ -286,12 +286,16 @@ class TopMLP:
 
 
 def use_cutlass_hidden_layers(top: TopMLP, variant: str) -> None:
-    """Run `top`'s hidden layers with the CUTLASS kernel `variant` (cutlass_gemm.VARIANTS); loads the library now,
-    so that a missing build stops the engine at start with its path and how to build it."""
-    from dlrm_bench.engines.cuda.cutlass_gemm import VARIANTS, cutlass_top_gemm
+    """Run `top`'s hidden layers with the CUTLASS kernel `variant` (cutlass_gemm.VARIANTS). Loads the library now:
+    CutlassUnavailable (with the path and how to build it, or the GPU that cannot run it) at start, not mid-run."""
+    from dlrm_bench.engines.cuda.cutlass_gemm import VARIANTS, CutlassUnavailable, cutlass_top_gemm
 
     if variant not in VARIANTS:
         raise ValueError(f"top_gemm {variant!r}: expected triton or one of {', '.join(VARIANTS)}")
+    capability = torch.cuda.get_device_capability(top.final_w.device)
+    if capability != (9, 0):
+        raise CutlassUnavailable(f"the CUTLASS kernels are built for Hopper (sm_90a); this GPU is sm_"
+                                 f"{capability[0]}{capability[1]}")
     cutlass_top_gemm()
     for cfg in top.configs[:-1]:
         cfg.cutlass = variant
