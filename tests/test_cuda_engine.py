@@ -67,15 +67,23 @@ def test_engine_matches_int8_emulation(workspace, monkeypatch) -> None:
         engine.close()
 
 
-def test_multi_gpu_engine_matches_one_gpu(workspace, monkeypatch) -> None:
+@pytest.mark.parametrize("top_gemm", ["triton", "128x128_c1x2_pingpong"])
+def test_multi_gpu_engine_matches_one_gpu(workspace, monkeypatch, top_gemm: str) -> None:
+    """Every GPU gives the one-GPU predictions; with the CUTLASS library too (its own CUDA runtime must launch on
+    each engine's device, not on device 0)."""
+    from dlrm_bench.engines.cuda.cutlass_gemm import library_path
     if torch.cuda.device_count() < 2:
         pytest.skip("needs 2 GPUs")
+    if top_gemm != "triton" and not library_path().is_file():
+        pytest.skip("needs the CUTLASS library (make cutlass_gemm)")
     monkeypatch.setenv("MLPERF_SCRATCH_PATH", str(workspace["root"]))
     meta = load_meta(workspace["data"])
     split = open_split(workspace["data"] / "test")
     results = []
     for gpus in (1, torch.cuda.device_count()):
-        engine = create_engine("cuda", workspace["model"], meta, {"gpu_batch_size": 512, "gpus": gpus})
+        engine = create_engine("cuda", workspace["model"], meta, {"gpu_batch_size": 512, "gpus": gpus,
+                                                                  "top_gemm": top_gemm})
+        assert engine.describe()["top_gemm"] == top_gemm
         engine.load(split)
         futures = [engine.predict_ranges_async(np.array([lo]), np.array([min(lo + 500, len(split))]))
                    for lo in range(0, len(split), 500)]
