@@ -61,19 +61,32 @@ generate_engines: $(STAMP)
 calibrate: $(STAMP)
 	$(DLRM) calibrate $(RUN_ARGS)
 
-# The CUTLASS hidden-layer GEMMs (csrc/top_gemm_cutlass.cu, Hopper sm_90a): needs nvcc (CUDA >= 12.3), not a GPU.
-# Header-only use of CUTLASS: the nvidia-cutlass wheel is installed without its Python dependencies. ~2-3 min.
+# The CUTLASS top-MLP kernels (csrc/*.cu, Hopper sm_90a) as one library loaded with ctypes: needs nvcc (CUDA >= 12.3),
+# not a GPU. Header-only use of CUTLASS: the nvidia-cutlass wheel goes in without its Python dependencies.
+# ~4 min on 2 cores (`make -j2 cutlass_gemm`: the two sources side by side).
 CUTLASS_VERSION ?= 4.2.0.0
 NVCC ?= nvcc
 CUTLASS_LIB := build/cutlass/libdlrm_top_gemm.so
+CUTLASS_HEADERS := build/cutlass/.headers-$(CUTLASS_VERSION)
+CUTLASS_OBJECTS := build/cutlass/top_gemm_cutlass.o build/cutlass/final_layer_cutlass.o
+NVCC_FLAGS := -std=c++17 -O3 -DNDEBUG -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -Xcompiler -fPIC
 cutlass_gemm: $(CUTLASS_LIB)
 
-$(CUTLASS_LIB): csrc/top_gemm_cutlass.cu $(STAMP)
+$(CUTLASS_HEADERS): $(STAMP)
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps "nvidia-cutlass==$(CUTLASS_VERSION)"
-	@mkdir -p build/cutlass
-	$(NVCC) -std=c++17 -O3 -DNDEBUG -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr \
-	  -Xcompiler -fPIC -shared -I"$$($(PY) -c 'import importlib.util as u; print(u.find_spec("cutlass_library").submodule_search_locations[0])')/source/include" \
-	  -o $@.tmp $< && mv $@.tmp $@
+	@mkdir -p build/cutlass && touch $@
+
+build/cutlass/%.o: csrc/%.cu $(CUTLASS_HEADERS)
+	$(NVCC) $(NVCC_FLAGS) -I"$$($(PY) -c 'import importlib.util as u; print(u.find_spec("cutlass_library").submodule_search_locations[0])')/source/include" \
+	  -c -o $@ $<
+
+# libcuda.so.1 for the linker only (CUTLASS's workspace fill calls the driver API directly)
+build/cutlass/stub/libcuda.so: csrc/cuda_driver_stub.c
+	@mkdir -p build/cutlass/stub
+	$(CC) -shared -fPIC -Wl,-soname,libcuda.so.1 -o $@ $<
+
+$(CUTLASS_LIB): $(CUTLASS_OBJECTS) build/cutlass/stub/libcuda.so
+	$(NVCC) -shared -o $@.tmp $(CUTLASS_OBJECTS) -Lbuild/cutlass/stub -lcuda && mv $@.tmp $@
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py $(RUN_ARGS)

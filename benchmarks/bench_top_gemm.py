@@ -2,10 +2,11 @@
 """The top MLP's hidden layers: Triton GEMMs (top_mlp.py) against CUTLASS kernels with thread-block clusters and
 TMA multicast (csrc/top_gemm_cutlass.cu, `make cutlass_gemm`), on the same weights and the same real inputs.
 
-For each CUTLASS variant (cutlass_gemm.VARIANTS) in the three hidden layers (the final layer stays Triton):
+For each CUTLASS variant (cutlass_gemm.VARIANTS) in the three hidden layers (the final layer in Triton):
 * agreement: each layer on the Triton path's input, against the Triton layer's int8 output (both use the folded
   epilogue: at most one step apart, rarely), and the probabilities of the whole top MLP;
-* per-layer time (median of CUDA-event timings) and int8 TOPS;
+* per-layer time (median of CUDA-event timings) and int8 TOPS, the final layer's included (with --final, each
+  variant also with the final layer on CUTLASS: the 256 -> 1 dot in its epilogue, "<variant>+final");
 * the four layers as one CUDA graph: short timing, then replayed back to back for --sustain seconds per round
   (SM clock and power read each second; a GPU at its 700 W limit lowers its clock, so only these numbers rank
   kernels for a long LoadGen run).
@@ -32,12 +33,16 @@ from dlrm_bench.engines.cuda.cutlass_gemm import VARIANTS, CutlassUnavailable, c
 from dlrm_bench.engines.cuda.top_mlp import TopMLP  # noqa: E402
 
 
-def top_with(qm, device, variant: str) -> TopMLP:
-    """The top MLP with its hidden layers on CUTLASS `variant` ("triton": the default configs)."""
+def top_with(qm, device, name: str) -> TopMLP:
+    """The top MLP of config `name`: "triton" (the default configs), a CUTLASS variant for the hidden layers, or
+    "<variant>+final" (the final layer on CUTLASS too)."""
     top = TopMLP(qm, device, interaction_layout=LAYOUT)
+    variant, _, final = name.partition("+")
     if variant != "triton":
         for cfg in top.configs[:-1]:
             cfg.cutlass = variant
+    if final:
+        top.configs[-1].cutlass = variant
     return top
 
 
@@ -52,14 +57,15 @@ def agreement(top: TopMLP, inputs: list[torch.Tensor], want: list[torch.Tensor],
     return rows
 
 
-def layer_times(top: TopMLP, inputs: list[torch.Tensor], widths: list[int], n: int) -> list[dict]:
-    """Median ms and int8 TOPS of each hidden layer."""
+def layer_times(top: TopMLP, inputs: list[torch.Tensor], n: int) -> list[dict]:
+    """Median ms and int8 TOPS of each layer (inputs: one per layer; the last is the final layer's)."""
     rows = []
     for i, x in enumerate(inputs):
-        out = torch.empty(n, widths[i], dtype=torch.int8, device=x.device)
+        width, k = top.w[i].shape
+        final = i == len(top.w) - 1
+        out = torch.empty(n, device=x.device) if final else torch.empty(n, width, dtype=torch.int8, device=x.device)
         ms = timed(lambda i=i, x=x, out=out: top.layer(i, x, out, n))
-        k = top.w[i].shape[1]
-        rows.append({"ms": ms, "tops": 2 * n * widths[i] * k / ms / 1e9})
+        rows.append({"ms": ms, "tops": 2 * n * width * k / ms / 1e9})
     return rows
 
 
@@ -70,6 +76,7 @@ def main() -> int:
     ap.add_argument("--variants", default="all", help="comma-separated cutlass_gemm.VARIANTS names, or all")
     ap.add_argument("--sustain", type=float, default=5.0, help="seconds of back-to-back replay per config and round")
     ap.add_argument("--rounds", type=int, default=2, help="rounds over the configs")
+    ap.add_argument("--final", action="store_true", help="also each variant with the CUTLASS final layer")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "build/bench")))
     args = ap.parse_args()
     names = list(VARIANTS) if args.variants == "all" else [v for v in args.variants.split(",") if v]
@@ -94,11 +101,12 @@ def main() -> int:
     inputs = [x0, *buffers[:-1]]
     report: dict = {"device": torch.cuda.get_device_name(), "pairs": n, "configs": {}}
     graphs, keep_alive = {}, {}
-    for name in ["triton", *names]:
+    configs = ["triton", *names] + ([f"{v}+final" for v in names] if args.final else [])
+    for name in configs:
         top = base if name == "triton" else top_with(qm, device, name)
         row: dict = {}
         try:
-            row["layers"] = layer_times(top, inputs, base.widths, n)
+            row["layers"] = layer_times(top, [*inputs, buffers[-1]], n)
             if name != "triton":
                 row["agreement"] = agreement(top, inputs, buffers, n)
                 own = [torch.empty_like(b) for b in buffers]
@@ -126,18 +134,18 @@ def main() -> int:
 
 
 def print_table(report: dict) -> None:
-    print(f"\n{report['device']}, top MLP on {report['pairs']} pairs (hidden layers by config, final layer Triton)")
-    print(f"{'config':<27} {'layer ms (TOPS)':<44} {'max step/differing':<22} {'graph':>6}  "
+    print(f"\n{report['device']}, top MLP on {report['pairs']} pairs (layers by config)")
+    print(f"{'config':<33} {'layer ms (TOPS)':<57} {'max step/differing':<22} {'graph':>6}  "
           "sustained per round: ms, MHz, W, uJ/pair")
     for name, row in report["configs"].items():
         if "error" in row:
-            print(f"{name:<27} error: {row['error']}")
+            print(f"{name:<33} error: {row['error']}")
             continue
         layers = " ".join(f"{r['ms']:.3f}({r['tops']:.0f})" for r in row["layers"])
         agree = " ".join(f"{a['max_step']}/{a['differing']:.4f}" for a in row.get("agreement", []))
         runs = "; ".join(f"{s['ms_per_batch']:.3f} {s['sm_mhz']:.0f} {s['power_w']:.0f} {s['uj_per_pair']:.2f}"
                          for s in row["sustained"])
-        print(f"{name:<27} {layers:<44} {agree:<22} {row['graph_ms']:6.3f}  {runs}")
+        print(f"{name:<33} {layers:<57} {agree:<22} {row['graph_ms']:6.3f}  {runs}")
 
 
 if __name__ == "__main__":

@@ -164,6 +164,15 @@ def test_cutlass_hidden_layers_in_the_engine(workspace, monkeypatch) -> None:
     # both paths use the folded epilogue: the same int8 activations, so the same probabilities
     np.testing.assert_array_equal(results["128x128_c1x2_pingpong", False], results["triton", False])
     np.testing.assert_array_equal(results["128x128_c1x2_pingpong", True], results["triton", False])
+    engine = create_engine("cuda", workspace["model"], meta, {"gpu_batch_size": 1024, "cuda_graphs": True,
+                                                              "cuda_graph_buckets": 4, "cutlass_final_layer": True,
+                                                              "top_gemm": "128x128_c1x2_pingpong"})
+    assert engine.describe()["cutlass_final_layer"]
+    engine.load(split)
+    engine.warmup()
+    final = engine.predict_ranges(np.array([0, 4990]), np.array([3001, 5000]))
+    engine.close()
+    np.testing.assert_allclose(final, results["triton", False], atol=1e-5, rtol=0)  # another sum order
 
 
 def test_a_missing_cutlass_library_falls_back_to_triton(workspace, monkeypatch, capsys) -> None:
@@ -178,4 +187,4 @@ def test_a_missing_cutlass_library_falls_back_to_triton(workspace, monkeypatch, 
     assert engine.describe()["top_gemm"] == "triton"
     engine.close()
     err = capsys.readouterr().err
-    assert "top_gemm 128x128_c1x2_pingpong" in err and "the hidden top layers run in Triton" in err
+    assert "top_gemm 128x128_c1x2_pingpong" in err and "the top layers run in Triton" in err

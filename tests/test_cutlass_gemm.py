@@ -130,3 +130,28 @@ def test_the_layer_replays_in_a_cuda_graph(model) -> None:
     top.layer(0, x, want, 300)
     torch.cuda.synchronize()
     assert torch.equal(out, want)
+
+
+@on_gpu
+@pytest.mark.parametrize("batch", SIZES)
+def test_final_layer_matches_triton_and_emulation(model, batch: int) -> None:
+    """The CUTLASS final layer (the 256 -> 1 dot in the GEMM's epilogue, row sums added atomically) on the Triton
+    path's own input: the recipe's probabilities, and the Triton final layer's to float rounding."""
+    from dlrm_bench.engines.cuda.top_mlp import TopMLP
+    from dlrm_bench.quant.recipe import emulate_top
+
+    _, qm, _, _ = model
+    x = _top_input(batch, batch + 5)
+    want = emulate_top(qm, x)
+    probs = {}
+    for final in (False, True):
+        top = TopMLP(qm, torch.device("cuda"))
+        if final:
+            top.configs[-1].cutlass = next(iter(VARIANTS))
+        buffers = [torch.empty(batch, w, dtype=torch.int8, device="cuda") for w in top.widths]
+        probs[final] = torch.full((batch + 2,), -1.0, device="cuda")
+        top(x.cuda(), buffers, probs[final], batch)
+    got = probs[True].cpu()
+    assert torch.allclose(got[:batch], probs[False][:batch].cpu(), atol=1e-5, rtol=0)
+    assert torch.allclose(got[:batch], want, atol=2e-2), float((got[:batch] - want).abs().max())
+    assert bool((got[batch:] == -1.0).all()), "wrote past the batch"

@@ -94,6 +94,7 @@ CHECKS: dict[str, Check] = {
     "shared_compute_stream": boolean(),
     "interaction_layout": one_of("triangle", "paired"),
     "top_gemm": one_of("triton", *CUTLASS_VARIANTS),
+    "cutlass_final_layer": boolean(),
     # Triton serving
     "triton_grpc_port": integer(0, 65535),
     "triton_startup_timeout_s": number(0, inclusive=False),

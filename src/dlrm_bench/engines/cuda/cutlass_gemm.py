@@ -71,13 +71,17 @@ class CutlassTopGemm:
                                           ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
         lib.dlrm_top_gemm_workspace.restype = ctypes.c_size_t
         lib.dlrm_top_gemm_workspace.argtypes = [ctypes.c_int] * 5
+        lib.dlrm_final_layer_run.restype = ctypes.c_int
+        lib.dlrm_final_layer_run.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int] * 7 + [
+            ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+        lib.dlrm_final_layer_workspace.restype = ctypes.c_size_t
+        lib.dlrm_final_layer_workspace.argtypes = [ctypes.c_int] * 4
         self._lib = lib
         self._workspace: dict[torch.device, torch.Tensor] = {}
         self._retired: list[torch.Tensor] = []
 
-    def _workspace_for(self, variant: int, m: int, n: int, k: int, sm_count: int,
-                       device: torch.device) -> torch.Tensor:
-        need = int(self._lib.dlrm_top_gemm_workspace(variant, m, n, k, sm_count))
+    def _workspace_for(self, need: int, device: torch.device) -> torch.Tensor:
+        """A device buffer of at least `need` bytes (one per device, grown when asked for more)."""
         ws = self._workspace.get(device)
         if ws is None or ws.numel() < need:
             if ws is not None:
@@ -92,14 +96,31 @@ class CutlassTopGemm:
         alpha / bias fp32 [N]; rows of x, w and out 16-byte aligned, unit column stride."""
         index = VARIANTS[variant]
         n, k = w.shape
-        ws = self._workspace_for(index, m, n, k, sm_count, x.device)
+        ws = self._workspace_for(int(self._lib.dlrm_top_gemm_workspace(index, m, n, k, sm_count)), x.device)
         stream = torch.cuda.current_stream(x.device).cuda_stream
         code = self._lib.dlrm_top_gemm_run(index, x.data_ptr(), w.data_ptr(), out.data_ptr(), alpha.data_ptr(),
                                            bias.data_ptr(), m, n, k, x.stride(0), w.stride(0), out.stride(0),
                                            sm_count, x.device.index, ws.data_ptr(), ws.numel(), stream)
-        if code:
-            raise RuntimeError(f"CUTLASS top GEMM {variant} on [{m}, {k}] x [{n}, {k}]: "
-                               f"{_ERRORS.get(code, f'error {code}')}")
+        _check(code, f"CUTLASS top GEMM {variant} on [{m}, {k}] x [{n}, {k}]")
+
+    def final_layer(self, x: torch.Tensor, w: torch.Tensor, z: torch.Tensor, w_scale: torch.Tensor,
+                    bias: torch.Tensor, final_w: torch.Tensor, m: int, sm_count: int) -> None:
+        """z[:m] fp32 = relu(x[:m] @ w.T * w_scale + bias) @ final_w (csrc/final_layer_cutlass.cu: 128 x 128
+        tiles, c1x2 pingpong, the row sums added atomically onto zeros); x int8 [>= m, K], w int8 [N, K], w_scale /
+        bias / final_w fp32 [N]. The last bias and the sigmoid are the caller's."""
+        n, k = w.shape
+        ws = self._workspace_for(int(self._lib.dlrm_final_layer_workspace(m, n, k, sm_count)), x.device)
+        stream = torch.cuda.current_stream(x.device).cuda_stream
+        code = self._lib.dlrm_final_layer_run(x.data_ptr(), w.data_ptr(), z.data_ptr(), w_scale.data_ptr(),
+                                              bias.data_ptr(), final_w.data_ptr(), m, n, k, x.stride(0),
+                                              w.stride(0), sm_count, x.device.index, ws.data_ptr(), ws.numel(),
+                                              stream)
+        _check(code, f"CUTLASS final layer on [{m}, {k}] x [{n}, {k}]")
+
+
+def _check(code: int, what: str) -> None:
+    if code:
+        raise RuntimeError(f"{what}: {_ERRORS.get(code, f'error {code}')}")
 
 
 _LOADED: CutlassTopGemm | None = None

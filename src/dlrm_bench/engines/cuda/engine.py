@@ -123,6 +123,7 @@ class CudaEngine(Engine):
                                        layout=self.interaction_layout)
         self.top = TopMLP(qm, self.dev, interaction_layout=self.interaction_layout,
                           programs_per_sm=int(settings.get("gemm_programs_per_sm", 2)))
+        self.cutlass_final_layer = bool(settings.get("cutlass_final_layer", False))
         self.top_gemm = self._hidden_layer_kernels(str(settings.get("top_gemm", "triton")))
         self.arange = torch.arange(self.max_pairs, dtype=torch.int64, device=self.dev)
         self.bundles: "queue.SimpleQueue[Bundle]" = queue.SimpleQueue()
@@ -430,18 +431,21 @@ class CudaEngine(Engine):
                 "table_bytes_on_gpu": self.table_bytes_on_gpu, "cuda_graphs": self.use_graphs,
                 "cuda_graph_sizes": self.graph_sizes if self.use_graphs else [],
                 "graph_batches": self.graph_batches, "interaction_layout": self.interaction_layout,
-                "top_gemm": self.top_gemm,
+                "top_gemm": self.top_gemm, "cutlass_final_layer": self.cutlass_final_layer,
                 "shared_compute_stream": self.compute_stream is not None}
 
     def _hidden_layer_kernels(self, top_gemm: str) -> str:
-        """Put the top MLP's hidden layers on the CUTLASS kernel `top_gemm` (setting "top_gemm"); where the library
-        is not built or the GPU is not a Hopper, say so on stderr and keep Triton. Returns the kernels in use."""
+        """Put the top MLP's hidden layers on the CUTLASS kernel `top_gemm` (setting "top_gemm"; with setting
+        "cutlass_final_layer" the last layer too); where the library is not built or the GPU is not a Hopper, say
+        so on stderr and keep Triton. Returns the kernels in use."""
         if top_gemm == "triton":
+            self.cutlass_final_layer = False
             return top_gemm
         try:
-            use_cutlass_hidden_layers(self.top, top_gemm)
+            use_cutlass_hidden_layers(self.top, top_gemm, final_layer=self.cutlass_final_layer)
         except CutlassUnavailable as exc:
-            print(f"warning: top_gemm {top_gemm}: {exc}; the hidden top layers run in Triton", file=sys.stderr)
+            print(f"warning: top_gemm {top_gemm}: {exc}; the top layers run in Triton", file=sys.stderr)
+            self.cutlass_final_layer = False
             return "triton"
         return top_gemm
 

@@ -154,6 +154,14 @@ def _final_layer_tma_kernel(a_desc, b_desc, probs_ptr, M, N: tl.constexpr, K: tl
         tl.store(probs_ptr + m.to(tl.int64), 1.0 / (1.0 + tl.exp(-(z + final_b))), mask=m < M)
 
 
+@triton.jit(do_not_specialize=["M"])
+def _sigmoid_in_place_kernel(z_ptr, final_b, M, BLOCK: tl.constexpr):
+    """z fp32 [M] -> sigmoid(z + final_b), in place (after the CUTLASS final layer's row sums)."""
+    m = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    z = tl.load(z_ptr + m, mask=m < M, other=0.0)
+    tl.store(z_ptr + m, 1.0 / (1.0 + tl.exp(-(z + final_b))), mask=m < M)
+
+
 @dataclass
 class GemmConfig:
     """One layer's kernel. block_*: tile; group_m: M tiles walked per N column (L2 reuse); tma: the persistent TMA
@@ -162,7 +170,8 @@ class GemmConfig:
     programs_per_sm: persistent programs per SM (2 needs tiles whose buffers fit twice). The final layer with tma
     and block_n below its 256 columns runs _final_layer_tma_kernel (column blocks in turn). cutlass: a hidden layer
     run by the CUTLASS library instead (a cutlass_gemm.VARIANTS name, with the folded epilogue; the tile fields
-    then only serve the divisibility check)."""
+    then only serve the divisibility check); on the final layer any non-empty value runs the CUTLASS final-layer
+    kernel (its one variant, 128 x 128 c1x2 pingpong, the 256 -> 1 dot in its epilogue)."""
 
     block_m: int
     block_n: int
@@ -228,10 +237,8 @@ class TopMLP:
             raise ValueError(f"top layer {i}: a {cfg.block_n} x {cfg.block_k} tile must divide its weight "
                              f"[N, K] = [{n}, {k}]")
         final = i == len(self.w) - 1
-        if cfg.cutlass and not final:
-            from dlrm_bench.engines.cuda.cutlass_gemm import cutlass_top_gemm
-            cutlass_top_gemm()(cfg.cutlass, x, w, out, self.folded_mul[i], self.folded_add[i], num_pairs,
-                               self.num_sms)
+        if cfg.cutlass:
+            self._layer_cutlass(i, x, out, num_pairs, cfg.cutlass, final)
             return
         if cfg.tma:
             self._layer_tma(i, x, out, num_pairs, cfg, final)
@@ -242,6 +249,18 @@ class TopMLP:
             self.s[i], self.b[i], self.a[i] if not final else self.s[i], self.final_w, self.final_b,
             FINAL=final, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m,
             num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+
+    def _layer_cutlass(self, i: int, x: torch.Tensor, out: torch.Tensor, num_pairs: int, variant: str,
+                       final: bool) -> None:
+        from dlrm_bench.engines.cuda.cutlass_gemm import cutlass_top_gemm
+
+        if not final:
+            cutlass_top_gemm()(variant, x, self.w[i], out, self.folded_mul[i], self.folded_add[i], num_pairs,
+                               self.num_sms)
+            return
+        cutlass_top_gemm().final_layer(x, self.w[i], out, self.s[i], self.b[i], self.final_w, num_pairs,
+                                       self.num_sms)
+        _sigmoid_in_place_kernel[(triton.cdiv(num_pairs, 1024),)](out, self.final_b, num_pairs, BLOCK=1024)
 
     def _layer_tma(self, i: int, x: torch.Tensor, out: torch.Tensor, num_pairs: int, cfg: GemmConfig,
                    final: bool) -> None:
@@ -285,8 +304,9 @@ class TopMLP:
         self.layer(len(self.w) - 1, x, probs, num_pairs)
 
 
-def use_cutlass_hidden_layers(top: TopMLP, variant: str) -> None:
-    """Run `top`'s hidden layers with the CUTLASS kernel `variant` (cutlass_gemm.VARIANTS). Loads the library now:
+def use_cutlass_hidden_layers(top: TopMLP, variant: str, final_layer: bool = False) -> None:
+    """Run `top`'s hidden layers (with final_layer, its last layer too) on the CUTLASS kernel `variant`
+    (cutlass_gemm.VARIANTS). Loads the library now:
     CutlassUnavailable (with the path and how to build it, or the GPU that cannot run it) at start, not mid-run."""
     from dlrm_bench.engines.cuda.cutlass_gemm import VARIANTS, CutlassUnavailable, cutlass_top_gemm
 
@@ -299,3 +319,5 @@ def use_cutlass_hidden_layers(top: TopMLP, variant: str) -> None:
     cutlass_top_gemm()
     for cfg in top.configs[:-1]:
         cfg.cutlass = variant
+    if final_layer:
+        top.configs[-1].cutlass = variant

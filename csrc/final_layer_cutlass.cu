@@ -1,0 +1,117 @@
+// The top MLP's last two layers (512 -> 256 -> 1) as one CUTLASS 3 (sm_90a) int8 GEMM whose epilogue finishes the
+// model: per row, z[m] = sum_n relu(acc[m, n] * w_scale[n] + bias[n]) * final_w[n], acc = A @ B^T in int32,
+// A int8 [M, 512] (row stride lda), B int8 [256, 512]. Nothing M x N is stored: the 128 x 128 tiles' row sums meet
+// in z by atomic adds onto zeros (two tiles per row: the sum is the same in either order). The bias and sigmoid
+// of the last layer are left to the caller (one elementwise kernel over z).
+#include <cstdint>
+#include <cuda_runtime.h>
+
+#include "cute/tensor.hpp"
+#include "cutlass/cutlass.h"
+#include "cutlass/epilogue/collective/collective_builder.hpp"
+#include "cutlass/epilogue/fusion/sm90_callbacks_tma_warpspecialized.hpp"
+#include "cutlass/epilogue/thread/activation.h"
+#include "cutlass/gemm/collective/collective_builder.hpp"
+#include "cutlass/gemm/device/gemm_universal_adapter.h"
+#include "cutlass/gemm/dispatch_policy.hpp"
+#include "cutlass/gemm/kernel/gemm_universal.hpp"
+
+using namespace cute;
+namespace fusion = cutlass::epilogue::fusion;
+
+namespace {
+
+using Tile = Shape<_128, _128, _128>;
+using Cluster = Shape<_1, _2, _1>;
+constexpr auto kRound = cutlass::FloatRoundStyle::round_to_nearest;
+using PerColumn = fusion::Sm90RowBroadcast<0, Tile, float, float, Stride<_0, _1, int64_t>>;  // a value per n
+
+// z[m] += sum_n relu(acc * w_scale[n] + bias[n]) * final_w[n]
+using FinalEVT = fusion::Sm90EVT<
+    fusion::Sm90ColReduction<cutlass::plus, cutlass::plus, cutlass::atomic_add, 0, Tile, float, float, kRound>,
+    fusion::Sm90EVT<fusion::Sm90Compute<cutlass::multiplies, float, float, kRound>,
+                    fusion::Sm90EVT<fusion::Sm90Compute<cutlass::epilogue::thread::ReLu, float, float, kRound>,
+                                    fusion::Sm90EVT<fusion::Sm90Compute<cutlass::homogeneous_multiply_add, float,
+                                                                        float, kRound>,
+                                                    PerColumn, fusion::Sm90AccFetch, PerColumn>>,
+                    PerColumn>>;
+
+// With no D to store, the epilogue builder sizes its (unused) staging from the tree's auxiliary element type;
+// a bare tree has none, so name one.
+struct FinalCallbacks : FinalEVT {
+  using FinalEVT::FinalEVT;
+  using ElementAux = float;
+};
+
+using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
+    cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Tile, Cluster,
+    cutlass::epilogue::collective::EpilogueTileAuto, int32_t, float,
+    void, cutlass::layout::RowMajor, 16, void, cutlass::layout::RowMajor, 16,
+    cutlass::epilogue::TmaWarpSpecialized, FinalCallbacks>::CollectiveOp;
+
+using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
+    cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, int8_t, cutlass::layout::RowMajor, 16, int8_t,
+    cutlass::layout::ColumnMajor, 16, int32_t, Tile, Cluster,
+    cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
+    cutlass::gemm::KernelTmaWarpSpecializedPingpong>::CollectiveOp;
+
+using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue>;
+using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
+
+typename Gemm::Arguments arguments(const int8_t* a, const int8_t* b, float* z, const float* w_scale,
+                                   const float* bias, const float* final_w, int m, int n, int k, int lda, int ldb,
+                                   int sm_count, int device) {
+  typename Kernel::StrideA stride_a = make_stride(int64_t(lda), Int<1>{}, int64_t(0));
+  typename Kernel::StrideB stride_b = make_stride(int64_t(ldb), Int<1>{}, int64_t(0));
+  typename Kernel::StrideD stride_d = make_stride(int64_t(n), Int<1>{}, int64_t(0));
+  cutlass::KernelHardwareInfo hw;
+  hw.device_id = device;
+  hw.sm_count = sm_count;
+  typename Gemm::Arguments args{cutlass::gemm::GemmUniversalMode::kGemm,
+                                {m, n, k, 1},
+                                {a, stride_a, b, stride_b},
+                                {{}, nullptr, stride_d, nullptr, stride_d},
+                                hw};
+  // the tree's arguments, outermost node first: {children..., node}
+  args.epilogue.thread = {
+      {                                       // multiplies
+          {                                   // relu
+              {                               // multiply_add
+                  {w_scale, 0.0f, {}},        // w_scale[n]
+                  {},                         // acc
+                  {bias, 0.0f, {}},           // bias[n]
+                  {}},
+              {}},
+          {final_w, 0.0f, {}},                // final_w[n]
+          {}},
+      {z, 0.0f, {}}};                         // z[m] (col reduction)
+  return args;
+}
+
+}  // namespace
+
+extern "C" {
+
+// z fp32 [m]: initialize() zeroes it on `stream` (the atomic row reduction's fill), then the GEMM adds into it.
+// Returns 0 or a code as dlrm_top_gemm_run.
+int dlrm_final_layer_run(const void* a, const void* b, float* z, const float* w_scale, const float* bias,
+                         const float* final_w, int m, int n, int k, int lda, int ldb, int sm_count, int device,
+                         void* workspace, size_t workspace_bytes, void* stream) {
+  if (cudaSetDevice(device) != cudaSuccess) return 6;
+  auto s = static_cast<cudaStream_t>(stream);
+  auto args = arguments(static_cast<const int8_t*>(a), static_cast<const int8_t*>(b), z, w_scale, bias, final_w, m,
+                        n, k, lda, ldb, sm_count, device);
+  Gemm gemm;
+  if (gemm.can_implement(args) != cutlass::Status::kSuccess) return 1;
+  if (Gemm::get_workspace_size(args) > workspace_bytes) return 2;
+  if (gemm.initialize(args, workspace, s) != cutlass::Status::kSuccess) return 3;
+  if (gemm.run(s) != cutlass::Status::kSuccess) return 4;
+  return cudaGetLastError() == cudaSuccess ? 0 : 5;
+}
+
+size_t dlrm_final_layer_workspace(int m, int n, int k, int sm_count) {
+  return Gemm::get_workspace_size(arguments(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, m, n, k, k, k,
+                                            sm_count, 0));
+}
+
+}  // extern "C"
