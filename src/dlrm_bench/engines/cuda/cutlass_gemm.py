@@ -1,13 +1,14 @@
-"""Top-MLP hidden layers through CUTLASS (csrc/top_gemm_cutlass.cu), loaded with ctypes.
+"""The top MLP's layers through CUTLASS (csrc/*.cu), loaded with ctypes.
 
 Why CUDA here: the Triton GEMMs (top_mlp.py) stream every operand tile from L2 once per SM. Hopper's answer is a
 thread-block cluster whose TMA loads multicast one tile into two SMs' shared memory, plus warp-specialized
 producer / consumer warpgroups; Triton 3.6 has no multicast ("NYI: Support multicast") and no cluster launch for
-`tl.dot` kernels. CUTLASS 3 has both, so its kernels are compared here with the same fused epilogue
-(requant(relu(acc * alpha + bias)), alpha and bias per output column: top_mlp's "folded" epilogue).
+`tl.dot` kernels. CUTLASS 3 has both. The hidden layers keep Triton's folded epilogue (requant(relu(acc * alpha +
+bias)), alpha and bias per output column) and give the same bytes; the final layer does the 256 -> 1 dot in its
+epilogue. On an H100 they made the top MLP 8-9% cheaper per pair at the power limit (benchmarks/NOTES.md).
 
 The library is built by `make cutlass_gemm` (nvcc for sm_90a and the nvidia-cutlass headers) into
-build/cutlass/libdlrm_top_gemm.so, or named by $DLRM_TOP_GEMM_LIB. Nothing here imports it until asked.
+build/cutlass/libdlrm_top_gemm.so, or named by $DLRM_TOP_GEMM_LIB. Nothing here loads it until asked.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ spans all 256 columns, or (a tuning candidate) it walks them in 128-column block
 
 The hidden layers run a persistent GEMM whose operands arrive by TMA; by default two programs share each SM, so
 one program's epilogue (scale, ReLU, requantize, TMA store) runs while the other's tensor-core main loop does.
-`GemmConfig` holds every variant `benchmarks/bench_cuda.py --tune` compares.
+`GemmConfig` holds every variant `benchmarks/bench_cuda.py --tune` compares. On Hopper, any layer can instead run
+a CUTLASS kernel (cutlass_gemm.py; GemmConfig.cutlass, the engine's `top_gemm` / `cutlass_final_layer` settings).
 """
 
 from __future__ import annotations
@@ -252,6 +253,8 @@ class TopMLP:
 
     def _layer_cutlass(self, i: int, x: torch.Tensor, out: torch.Tensor, num_pairs: int, variant: str,
                        final: bool) -> None:
+        """Layer i on the CUTLASS library: a hidden layer with the folded epilogue; the final layer's row sums,
+        then the last bias and the sigmoid in place (one small Triton kernel)."""
         from dlrm_bench.engines.cuda.cutlass_gemm import cutlass_top_gemm
 
         if not final:
