@@ -20,7 +20,7 @@ export PYTHONUNBUFFERED := 1
 help:
 	@echo "make run | test | generate_data | preprocess_data | train | generate_engines | calibrate |"
 	@echo "     download_data | download_model | bench | report | audit | run_audit_test01 |"
-	@echo "     run_audit_test05 | serve | clean   (see README.md)"
+	@echo "     run_audit_test05 | serve | cutlass_gemm | clean   (see README.md)"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
