@@ -31,7 +31,8 @@ from dlrm_bench.criteo.random_preset import access_laws  # noqa: E402
 from dlrm_bench.criteo.schema import BOTTOM_MLP, CRITEO_TB_CARDINALITIES, NUM_DENSE, TOP_MLP, TOP_MLP_INPUT  # noqa: E402
 from dlrm_bench.engines.cuda.bottom_mlp import BottomMLP  # noqa: E402
 from dlrm_bench.engines.cuda.interaction import Interaction, layout_columns, to_layout  # noqa: E402
-from dlrm_bench.engines.cuda.top_mlp import TopMLP  # noqa: E402
+from dlrm_bench.engines.cuda.cutlass_gemm import VARIANTS as CUTLASS_VARIANTS, CutlassUnavailable  # noqa: E402
+from dlrm_bench.engines.cuda.top_mlp import TopMLP, use_cutlass_hidden_layers  # noqa: E402
 from dlrm_bench.quant.calibration import batch_ranges  # noqa: E402
 from dlrm_bench.quant.recipe import (TOP_INPUT_PAD, build_quantized, emulate_bottom, emulate_interaction,  # noqa: E402
                                      emulate_top)
@@ -540,6 +541,11 @@ def main() -> int:
                          "SM clock and power (0: skip)")
     ap.add_argument("--hidden-layers", default="default", choices=["default", *HIDDEN_LAYER_PRESETS],
                     help="tiles of the hidden top layers for the batches (HIDDEN_LAYER_PRESETS)")
+    ap.add_argument("--top-gemm", default="triton", choices=["triton", *CUTLASS_VARIANTS],
+                    help="the hidden top layers' kernels for the batches: Triton, or a CUTLASS variant (as the "
+                         "engine's top_gemm setting; needs make cutlass_gemm and a Hopper GPU)")
+    ap.add_argument("--cutlass-final", action="store_true",
+                    help="with a CUTLASS --top-gemm: the final layer on CUTLASS too (cutlass_final_layer)")
     ap.add_argument("--tune-parts", default="top,bottom,interaction", help="kernels --tune times")
     ap.add_argument("--gemm-flags", default=",".join(name or "none" for name in GEMM_FLAGS),
                     help="GEMM variants --tune tries on each tile (names of GEMM_FLAGS; none = plain TMA)")
@@ -548,6 +554,8 @@ def main() -> int:
     args = ap.parse_args()
     if not args.batches:
         ap.error("--batches: give at least one batch size")
+    if args.cutlass_final and args.top_gemm == "triton":
+        ap.error("--cutlass-final needs a CUTLASS --top-gemm")
     if not torch.cuda.is_available():
         print("bench_cuda.py: error: needs a CUDA GPU (the kernels' CPU check is tests/test_cuda_kernels.py, "
               "in Triton's interpreter)", file=sys.stderr)
@@ -566,6 +574,14 @@ def main() -> int:
     report["correctness"] = check_correctness(qm, tables, offsets, cards, device, layout=args.interaction_layout)
     print(json.dumps(report["correctness"]), flush=True)
     top_configs = hidden_layer_preset(args.hidden_layers, qm, device)
+    if args.top_gemm != "triton":
+        top = TopMLP(qm, device, top_configs)
+        try:
+            use_cutlass_hidden_layers(top, args.top_gemm, final_layer=args.cutlass_final)
+        except CutlassUnavailable as exc:
+            print(f"bench_cuda.py: error: --top-gemm {args.top_gemm}: {exc}", file=sys.stderr)
+            return 2
+        top_configs = top.configs
     if top_configs:
         report["top_configs_used"] = [str(c) for c in top_configs]
     if args.tune:

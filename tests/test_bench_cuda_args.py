@@ -38,3 +38,19 @@ def test_hidden_layer_presets_change_only_the_hidden_layers() -> None:
                 tile["block_m"], tile["block_n"], tile["block_k"], tile["programs_per_sm"])
             assert cfg.tma and cfg.tma_store and cfg.epilogue == "folded"
         assert not configs[3].tma_store  # the final layer keeps its default
+
+
+def test_cutlass_final_needs_a_cutlass_top_gemm(monkeypatch, capsys) -> None:
+    monkeypatch.setattr(sys, "argv", ["bench_cuda.py", "--cutlass-final"])
+    with pytest.raises(SystemExit) as exc:
+        bench_cuda.main()
+    assert exc.value.code == 2
+    assert "--cutlass-final needs a CUTLASS --top-gemm" in capsys.readouterr().err
+
+
+def test_an_unknown_top_gemm_is_refused(monkeypatch, capsys) -> None:
+    monkeypatch.setattr(sys, "argv", ["bench_cuda.py", "--top-gemm", "nope"])
+    with pytest.raises(SystemExit) as exc:
+        bench_cuda.main()
+    assert exc.value.code == 2
+    assert "128x128_c1x2_pingpong" in capsys.readouterr().err
