@@ -4,7 +4,8 @@
 # preset : dlrm-bench make-random-preset (criteo-tb-random: 89,137,319 test pairs + 24 GB int8 model) under build/
 # tests  : the GPU tests (kernels, engine, harness)
 # harness: benchmarks/bench_harness.py (LoadGen + SUT with an instant engine: the harness's own ceiling)
-# bench  : benchmarks/bench_cuda.py --tune (kernels vs roofline, tile configurations)
+# bench  : benchmarks/bench_cuda.py --tune (kernels vs roofline, tile configurations; with the CUTLASS kernels
+#          where build/cutlass holds the library)
 # cutlass: the CUTLASS hidden-layer GEMMs (needs build/cutlass/libdlrm_top_gemm.so: `make cutlass_gemm` here, or
 #          carry build/cutlass): their GPU tests, then benchmarks/bench_top_gemm.py (CUTLASS_ARGS adds flags)
 # overlap: benchmarks/bench_overlap.py (1-3 batches in flight on separate streams, 1 or 2 GEMM programs per SM)
@@ -49,7 +50,9 @@ if has hotcold; then
   timeout 400 python3 benchmarks/bench_hot_cold.py --out "$OUT" 2>&1 | grep -v "/s\]" | tail -30 | tee -a "$OUT/session.log"
 fi
 if has bench; then
-  timeout 300 python3 benchmarks/bench_cuda.py ${BENCH_ARGS:---tune --batches 262144} --out "$OUT" 2>&1 | tail -22 | tee -a "$OUT/session.log"
+  default_bench="--tune --batches 262144"  # + the configs' CUTLASS kernels where the library is built
+  [ -f build/cutlass/libdlrm_top_gemm.so ] && default_bench="$default_bench --top-gemm 128x128_c1x2_pingpong --cutlass-final"
+  timeout 300 python3 benchmarks/bench_cuda.py ${BENCH_ARGS:-$default_bench} --out "$OUT" 2>&1 | tail -22 | tee -a "$OUT/session.log"
 fi
 if has cutlass; then
   timeout 300 python3 -m pytest -q -x -p no:cacheprovider tests/test_cutlass_gemm.py 2>&1 | tail -6 | tee -a "$OUT/session.log"
