@@ -72,6 +72,22 @@ def summarize(windows: list[dict], skip: int = 2) -> dict:
     return med
 
 
+def sustained_rounds(graphs: dict, n: int, seconds: float, rounds: int) -> dict[str, list[dict]]:
+    """Each graph replayed back to back for `seconds`, in turn, `rounds` times over (so that every config sees
+    the card warm and cool alike): per graph name, one `summarize` per round."""
+    out: dict[str, list[dict]] = {name: [] for name in graphs}
+    for _ in range(rounds):
+        for name, graph in graphs.items():
+            out[name].append(summarize(sustained(graph.replay, n, seconds)))
+    return out
+
+
+def rounds_cell(rounds: list[dict]) -> str:
+    """Table cell of sustained rounds: ms per batch, SM MHz, W, uJ per pair; rounds separated by ';'."""
+    return "; ".join(f"{s['ms_per_batch']:.3f} {s['sm_mhz']:.0f} {s['power_w']:.0f} {s['uj_per_pair']:.2f}"
+                     for s in rounds)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batch", type=int, default=262144, help="pairs per batch")
@@ -99,10 +115,9 @@ def main() -> int:
         graphs[name].replay()
         torch.cuda.synchronize()
         report["inputs"][name] = {"top_input": operand_stats(x), "hidden_1": operand_stats(buffers[0]),
-                                  "graph_ms": timed(graphs[name].replay), "sustained": []}
-    for _ in range(args.rounds):
-        for name, graph in graphs.items():
-            report["inputs"][name]["sustained"].append(summarize(sustained(graph.replay, n, args.sustain)))
+                                  "graph_ms": timed(graphs[name].replay)}
+    for name, rounds in sustained_rounds(graphs, n, args.sustain, args.rounds).items():
+        report["inputs"][name]["sustained"] = rounds
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench_operand_power.json").write_text(json.dumps(report, indent=2))
     print_table(report)
@@ -116,9 +131,7 @@ def print_table(report: dict) -> None:
     for name, row in report["inputs"].items():
         stats = f"{row['top_input']['zero_fraction']:.2f}/{row['hidden_1']['zero_fraction']:.2f}"
         mags = f"{row['top_input']['mean_abs']:.1f}/{row['hidden_1']['mean_abs']:.1f}"
-        runs = "; ".join(f"{s['ms_per_batch']:.3f} {s['sm_mhz']:.0f} {s['power_w']:.0f} {s['uj_per_pair']:.2f}"
-                         for s in row["sustained"])
-        print(f"{name:<8} {stats:>12} {mags:>11} {row['graph_ms']:9.3f}  {runs}")
+        print(f"{name:<8} {stats:>12} {mags:>11} {row['graph_ms']:9.3f}  {rounds_cell(row['sustained'])}")
 
 
 if __name__ == "__main__":

@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import torch  # noqa: E402
 
-from bench_cuda import gpu_bench_model, sustained, timed, whole_batch_graph  # noqa: E402
-from bench_operand_power import LAYOUT, real_top_input, summarize  # noqa: E402
+from bench_cuda import gpu_bench_model, timed, whole_batch_graph  # noqa: E402
+from bench_operand_power import LAYOUT, real_top_input, rounds_cell, sustained_rounds  # noqa: E402
 from dlrm_bench.engines.cuda.cutlass_gemm import VARIANTS, CutlassUnavailable, cutlass_top_gemm  # noqa: E402
 from dlrm_bench.engines.cuda.top_mlp import TopMLP  # noqa: E402
 
@@ -119,14 +119,12 @@ def main() -> int:
             keep_alive[name] = (top, graph_buffers, own_probs)  # a graph does not own the tensors it replays on
             graphs[name] = whole_batch_graph(lambda t=top, b=graph_buffers, p=own_probs: t(x0, b, p, n))
             row["graph_ms"] = timed(graphs[name].replay)
-            row["sustained"] = []
         except RuntimeError as exc:  # a variant that cannot run here is reported, the others still run
             row["error"] = str(exc)
         report["configs"][name] = row
         print(name, json.dumps(row), flush=True)
-    for _ in range(args.rounds):
-        for name, graph in graphs.items():
-            report["configs"][name]["sustained"].append(summarize(sustained(graph.replay, n, args.sustain)))
+    for name, rounds in sustained_rounds(graphs, n, args.sustain, args.rounds).items():
+        report["configs"][name]["sustained"] = rounds
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench_top_gemm.json").write_text(json.dumps(report, indent=2))
     print_table(report)
@@ -143,9 +141,7 @@ def print_table(report: dict) -> None:
             continue
         layers = " ".join(f"{r['ms']:.3f}({r['tops']:.0f})" for r in row["layers"])
         agree = " ".join(f"{a['max_step']}/{a['differing']:.4f}" for a in row.get("agreement", []))
-        runs = "; ".join(f"{s['ms_per_batch']:.3f} {s['sm_mhz']:.0f} {s['power_w']:.0f} {s['uj_per_pair']:.2f}"
-                         for s in row["sustained"])
-        print(f"{name:<33} {layers:<57} {agree:<22} {row['graph_ms']:6.3f}  {runs}")
+        print(f"{name:<33} {layers:<57} {agree:<22} {row['graph_ms']:6.3f}  {rounds_cell(row['sustained'])}")
 
 
 if __name__ == "__main__":

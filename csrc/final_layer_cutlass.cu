@@ -15,6 +15,7 @@
 #include "cutlass/gemm/device/gemm_universal_adapter.h"
 #include "cutlass/gemm/dispatch_policy.hpp"
 #include "cutlass/gemm/kernel/gemm_universal.hpp"
+#include "cutlass_launch.h"
 
 using namespace cute;
 namespace fusion = cutlass::epilogue::fusion;
@@ -61,17 +62,7 @@ using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
 typename Gemm::Arguments arguments(const int8_t* a, const int8_t* b, float* z, const float* w_scale,
                                    const float* bias, const float* final_w, int m, int n, int k, int lda, int ldb,
                                    int sm_count, int device) {
-  typename Kernel::StrideA stride_a = make_stride(int64_t(lda), Int<1>{}, int64_t(0));
-  typename Kernel::StrideB stride_b = make_stride(int64_t(ldb), Int<1>{}, int64_t(0));
-  typename Kernel::StrideD stride_d = make_stride(int64_t(n), Int<1>{}, int64_t(0));
-  cutlass::KernelHardwareInfo hw;
-  hw.device_id = device;
-  hw.sm_count = sm_count;
-  typename Gemm::Arguments args{cutlass::gemm::GemmUniversalMode::kGemm,
-                                {m, n, k, 1},
-                                {a, stride_a, b, stride_b},
-                                {{}, nullptr, stride_d, nullptr, stride_d},
-                                hw};
+  auto args = dlrm_cutlass::int8_gemm_arguments<Gemm>(a, b, nullptr, m, n, k, lda, ldb, n, sm_count, device);
   // the tree's arguments, outermost node first: {children..., node}
   args.epilogue.thread = {
       {                                       // multiplies
@@ -93,20 +84,13 @@ typename Gemm::Arguments arguments(const int8_t* a, const int8_t* b, float* z, c
 extern "C" {
 
 // z fp32 [m]: initialize() zeroes it on `stream` (the atomic row reduction's fill), then the GEMM adds into it.
-// Returns 0 or a code as dlrm_top_gemm_run.
+// Returns 0 or a code of csrc/cutlass_launch.h.
 int dlrm_final_layer_run(const void* a, const void* b, float* z, const float* w_scale, const float* bias,
                          const float* final_w, int m, int n, int k, int lda, int ldb, int sm_count, int device,
                          void* workspace, size_t workspace_bytes, void* stream) {
-  if (cudaSetDevice(device) != cudaSuccess) return 6;
-  auto s = static_cast<cudaStream_t>(stream);
   auto args = arguments(static_cast<const int8_t*>(a), static_cast<const int8_t*>(b), z, w_scale, bias, final_w, m,
                         n, k, lda, ldb, sm_count, device);
-  Gemm gemm;
-  if (gemm.can_implement(args) != cutlass::Status::kSuccess) return 1;
-  if (Gemm::get_workspace_size(args) > workspace_bytes) return 2;
-  if (gemm.initialize(args, workspace, s) != cutlass::Status::kSuccess) return 3;
-  if (gemm.run(s) != cutlass::Status::kSuccess) return 4;
-  return cudaGetLastError() == cudaSuccess ? 0 : 5;
+  return dlrm_cutlass::launch<Gemm>(args, device, workspace, workspace_bytes, static_cast<cudaStream_t>(stream));
 }
 
 size_t dlrm_final_layer_workspace(int m, int n, int k, int sm_count) {

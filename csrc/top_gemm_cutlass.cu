@@ -17,6 +17,7 @@
 #include "cutlass/gemm/device/gemm_universal_adapter.h"
 #include "cutlass/gemm/dispatch_policy.hpp"
 #include "cutlass/gemm/kernel/gemm_universal.hpp"
+#include "cutlass_launch.h"
 
 using namespace cute;
 
@@ -49,36 +50,19 @@ struct Int8Layer {
   static typename Gemm::Arguments arguments(const int8_t* a, const int8_t* b, int8_t* d, const float* alpha,
                                             const float* bias, int m, int n, int k, int lda, int ldb, int ldd,
                                             int sm_count, int device) {
-    typename Kernel::StrideA stride_a = make_stride(int64_t(lda), Int<1>{}, int64_t(0));
-    typename Kernel::StrideB stride_b = make_stride(int64_t(ldb), Int<1>{}, int64_t(0));
-    typename Kernel::StrideD stride_d = make_stride(int64_t(ldd), Int<1>{}, int64_t(0));
-    cutlass::KernelHardwareInfo hw;
-    hw.device_id = device;
-    hw.sm_count = sm_count;
-    typename Gemm::Arguments args{cutlass::gemm::GemmUniversalMode::kGemm,
-                                  {m, n, k, 1},
-                                  {a, stride_a, b, stride_b},
-                                  {{}, nullptr, stride_d, d, stride_d},
-                                  hw};
+    auto args = dlrm_cutlass::int8_gemm_arguments<Gemm>(a, b, d, m, n, k, lda, ldb, ldd, sm_count, device);
     args.epilogue.thread.alpha_ptr = alpha;
     args.epilogue.thread.bias_ptr = bias;
     args.epilogue.thread.beta = 0.0f;
     return args;
   }
 
-  // 0 on success, else a code (see dlrm_top_gemm_run's comment).
+  // 0 on success, else a code (csrc/cutlass_launch.h).
   static int run(const int8_t* a, const int8_t* b, int8_t* d, const float* alpha, const float* bias, int m, int n,
                  int k, int lda, int ldb, int ldd, int sm_count, int device, void* workspace, size_t workspace_bytes,
                  cudaStream_t stream) {
-    // This library links its own CUDA runtime, whose current device is not PyTorch's: name the stream's device.
-    if (cudaSetDevice(device) != cudaSuccess) return 6;
-    auto args = arguments(a, b, d, alpha, bias, m, n, k, lda, ldb, ldd, sm_count, device);
-    Gemm gemm;
-    if (gemm.can_implement(args) != cutlass::Status::kSuccess) return 1;
-    if (Gemm::get_workspace_size(args) > workspace_bytes) return 2;
-    if (gemm.initialize(args, workspace, stream) != cutlass::Status::kSuccess) return 3;
-    if (gemm.run(stream) != cutlass::Status::kSuccess) return 4;
-    return cudaGetLastError() == cudaSuccess ? 0 : 5;
+    return dlrm_cutlass::launch<Gemm>(arguments(a, b, d, alpha, bias, m, n, k, lda, ldb, ldd, sm_count, device),
+                                      device, workspace, workspace_bytes, stream);
   }
 
   static size_t workspace(int m, int n, int k, int sm_count) {
@@ -109,8 +93,7 @@ extern "C" {
 
 int dlrm_top_gemm_variants() { return 9; }
 
-// Returns 0 on success; -1 unknown variant; 1 shape not supported (can_implement); 2 workspace too small;
-// 3 initialize failed; 4 launch failed; 5 a CUDA error after the launch; 6 cannot select `device`.
+// Returns 0 on success, -1 for an unknown variant, else a code of csrc/cutlass_launch.h.
 int dlrm_top_gemm_run(int variant, const void* a, const void* b, void* d, const float* alpha, const float* bias,
                       int m, int n, int k, int lda, int ldb, int ldd, int sm_count, int device, void* workspace,
                       size_t workspace_bytes, void* stream) {

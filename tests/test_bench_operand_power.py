@@ -36,3 +36,10 @@ def test_summarize_skips_the_first_windows_and_gives_energy_per_pair() -> None:
     s = bop.summarize(windows)
     assert s["ms_per_batch"] == 1.0 and s["sm_mhz"] == 1700.0
     assert s["uj_per_pair"] == pytest.approx(3.5)
+
+
+def test_rounds_cell_lists_each_round() -> None:
+    rounds = [{"ms_per_batch": 1.0694, "sm_mhz": 1568.2, "power_w": 696.4, "uj_per_pair": 2.8449},
+              {"ms_per_batch": 1.063, "sm_mhz": 1485.0, "power_w": 699.0, "uj_per_pair": 2.84}]
+    assert bop.rounds_cell(rounds) == "1.069 1568 696 2.84; 1.063 1485 699 2.84"
+    assert bop.rounds_cell([]) == ""
