@@ -63,7 +63,7 @@ calibrate: $(STAMP)
 
 # The CUTLASS top-MLP kernels (csrc/*.cu, Hopper sm_90a) as one library loaded with ctypes: needs nvcc (CUDA >= 12.3),
 # not a GPU. Header-only use of CUTLASS: the nvidia-cutlass wheel goes in without its Python dependencies.
-# ~4 min on 2 cores (`make -j2 cutlass_gemm`: the two sources side by side).
+# About 3 min on 2 cores with `make -j2 cutlass_gemm` (the two sources side by side).
 CUTLASS_VERSION ?= 4.2.0.0
 NVCC ?= nvcc
 CUTLASS_LIB := build/cutlass/libdlrm_top_gemm.so
