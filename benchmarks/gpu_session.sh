@@ -8,6 +8,8 @@
 #          where build/cutlass holds the library)
 # cutlass: the CUTLASS hidden-layer GEMMs (needs build/cutlass/libdlrm_top_gemm.so: `make cutlass_gemm` here, or
 #          carry build/cutlass): their GPU tests, then benchmarks/bench_top_gemm.py (CUTLASS_ARGS adds flags)
+# frontoverlap: benchmarks/bench_front_overlap.py (the sliced pipeline: front beside the top MLP; FRONT_ARGS adds
+#          flags; with the CUTLASS kernels where build/cutlass holds the library)
 # overlap: benchmarks/bench_overlap.py (1-3 batches in flight on separate streams, 1 or 2 GEMM programs per SM)
 # hotcold: benchmarks/bench_hot_cold.py (embedding_weights_on_gpu_part sweep, host-staged inputs +- compression)
 # accuracy: the synthetic-tiny model (generated, preprocessed and trained here when missing) through the cuda engine,
@@ -57,6 +59,12 @@ fi
 if has cutlass; then
   timeout 300 python3 -m pytest -q -x -p no:cacheprovider tests/test_cutlass_gemm.py 2>&1 | tail -6 | tee -a "$OUT/session.log"
   timeout 400 python3 benchmarks/bench_top_gemm.py ${CUTLASS_ARGS:-} --out "$OUT" 2>&1 | tail -30 | tee -a "$OUT/session.log"
+fi
+if has frontoverlap; then
+  front_default="--top-gemm triton"
+  [ -f build/cutlass/libdlrm_top_gemm.so ] && front_default="--cutlass-final"
+  timeout 400 python3 benchmarks/bench_front_overlap.py $front_default ${FRONT_ARGS:-} --out "$OUT" 2>&1 | tail -20 \
+    | tee -a "$OUT/session.log"
 fi
 if has overlap; then
   timeout 300 python3 benchmarks/bench_overlap.py ${OVERLAP_ARGS:-} --out "$OUT" 2>&1 | tail -16 | tee -a "$OUT/session.log"

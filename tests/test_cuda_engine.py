@@ -188,3 +188,37 @@ def test_a_missing_cutlass_library_falls_back_to_triton(workspace, monkeypatch, 
     engine.close()
     err = capsys.readouterr().err
     assert "top_gemm 128x128_c1x2_pingpong" in err and "the top layers run in Triton" in err
+
+
+def test_sliced_pipeline_matches_the_serial_batch(workspace, monkeypatch) -> None:
+    """front_overlap_slices / top_gemm_sms: each batch cut into slices whose front runs beside the previous
+    slice's top MLP, the GEMMs on fewer SMs: the same probabilities as the serial batch, bit for bit, with and
+    without CUDA graphs, for scattered samples (row indirection), a contiguous span and a single pair."""
+    import dlrm_bench.engines.cuda.sliced_pipeline as sliced_pipeline
+
+    monkeypatch.setenv("MLPERF_SCRATCH_PATH", str(workspace["root"]))
+    monkeypatch.setattr(sliced_pipeline, "MIN_SLICE_PAIRS", 128)  # slices of this test's small batches
+    meta = load_meta(workspace["data"])
+    split = open_split(workspace["data"] / "test")
+    rng = np.random.default_rng(5)
+    starts = np.sort(rng.choice(len(split) - 8, 400, replace=False))
+    ends = np.minimum(starts + rng.integers(1, 8, starts.size), np.append(starts[1:], len(split)))
+    requests = [(starts, ends), (np.array([10]), np.array([1034])), (np.array([4999]), np.array([5000]))]
+    configs = {"serial": {}, "sliced": {"front_overlap_slices": 3, "top_gemm_sms": 40},
+               "sliced+graphs": {"front_overlap_slices": 4, "top_gemm_sms": 64, "cuda_graphs": True,
+                                 "cuda_graph_buckets": 4}}
+    from dlrm_bench.engines.cuda.cutlass_gemm import library_path
+    if library_path().is_file() and torch.cuda.get_device_capability() == (9, 0):  # the same bytes as Triton's
+        configs["sliced+cutlass"] = {**configs["sliced+graphs"], "top_gemm": "128x128_c1x2_pingpong"}
+    results = {}
+    for name, extra in configs.items():
+        engine = create_engine("cuda", workspace["model"], meta, {"gpu_batch_size": 1024, "gpu_num_bundles": 2,
+                                                                  **extra})
+        assert engine.describe()["front_overlap_slices"] == extra.get("front_overlap_slices", 1)
+        engine.load(split)
+        engine.warmup()
+        results[name] = [engine.predict_ranges(s, e) for s, e in requests]
+        engine.close()
+    for name in configs:
+        for got, want in zip(results[name], results["serial"]):
+            np.testing.assert_array_equal(got, want)

@@ -95,6 +95,8 @@ CHECKS: dict[str, Check] = {
     "interaction_layout": one_of("triangle", "paired"),
     "top_gemm": one_of("triton", *CUTLASS_VARIANTS),
     "cutlass_final_layer": boolean(),
+    "front_overlap_slices": integer(1, 16),
+    "top_gemm_sms": integer(0),
     # Triton serving
     "triton_grpc_port": integer(0, 65535),
     "triton_startup_timeout_s": number(0, inclusive=False),

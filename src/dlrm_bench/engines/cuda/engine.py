@@ -17,6 +17,9 @@ CUDA graph; a batch then costs the host one copy of its packed sample ranges, on
 bucket that holds it, and the copy back. Buckets:
 `cuda_graph_buckets` (default 16) sizes evenly up to gpu_batch_size; the pairs past the batch read row 0 and their
 results are not returned).
+front_overlap_slices (default 1: off): cut each batch into this many slices and run the front of slice k + 1 beside
+the top MLP of slice k (sliced_pipeline.py); top_gemm_sms (default 0: all): the SMs the top MLP's persistent GEMMs
+take, so that the others keep running the front.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from dlrm_bench.engines.base import Engine, chunk_ranges, contiguous_span, join_
 from dlrm_bench.engines.cuda.bottom_mlp import BottomMLP
 from dlrm_bench.engines.cuda.interaction import DEFAULT_LAYOUT, Interaction
 from dlrm_bench.engines.cuda.row_index import expand_rows, pack_ranges, packed_length, search_steps
+from dlrm_bench.engines.cuda.sliced_pipeline import SlicedPipeline
 from dlrm_bench.engines.cuda.table_store import TableStore, build_store
 from dlrm_bench.engines.cuda.cutlass_gemm import CutlassUnavailable
 from dlrm_bench.engines.cuda.top_mlp import TopMLP, use_cutlass_hidden_layers
@@ -125,6 +129,11 @@ class CudaEngine(Engine):
                           programs_per_sm=int(settings.get("gemm_programs_per_sm", 2)))
         self.cutlass_final_layer = bool(settings.get("cutlass_final_layer", False))
         self.top_gemm = self._hidden_layer_kernels(str(settings.get("top_gemm", "triton")))
+        gemm_sms = int(settings.get("top_gemm_sms", 0))
+        if gemm_sms:
+            self.top.num_sms = min(gemm_sms, self.top.num_sms)
+        slices = int(settings.get("front_overlap_slices", 1))
+        self.sliced = SlicedPipeline(self.dev, slices) if slices > 1 else None
         self.arange = torch.arange(self.max_pairs, dtype=torch.int64, device=self.dev)
         self.bundles: "queue.SimpleQueue[Bundle]" = queue.SimpleQueue()
         for _ in range(max(1, int(settings.get("gpu_num_bundles", 2)))):
@@ -222,11 +231,26 @@ class CudaEngine(Engine):
                  n: int) -> None:
         """The three kernel stages on the current stream, and (without a shared compute stream) the copy
         back."""
-        self.bottom(numeric, rows, n, b.top_in)
-        self.interaction(categorical, rows, n, b.top_in)
-        self.top(b.top_in, b.hidden, b.probs, n)
+        if self.sliced is None:
+            self.bottom(numeric, rows, n, b.top_in)
+            self.interaction(categorical, rows, n, b.top_in)
+            self.top(b.top_in, b.hidden, b.probs, n)
+        else:
+            self.sliced(lambda lo, hi: self._front(b, numeric, categorical, rows, lo, hi),
+                        lambda lo, hi: self.top(b.top_in[lo:hi], [h[lo:hi] for h in b.hidden], b.probs[lo:hi],
+                                                hi - lo), n)
         if self.compute_stream is None:
             self._copy_back(b, n)
+
+    def _front(self, b: Bundle, numeric: torch.Tensor, categorical: torch.Tensor, rows: torch.Tensor | None,
+               lo: int, hi: int) -> None:
+        """Bottom MLP and gather + interaction for the batch's pairs lo..hi-1 (a slice of the sliced pipeline)."""
+        if rows is None:
+            numeric, categorical = numeric[lo:hi], categorical[lo:hi]
+        else:
+            rows = rows[lo:hi]
+        self.bottom(numeric, rows, hi - lo, b.top_in[lo:hi])
+        self.interaction(categorical, rows, hi - lo, b.top_in[lo:hi])
 
     @staticmethod
     def _copy_back(b: Bundle, n: int) -> None:
@@ -432,6 +456,8 @@ class CudaEngine(Engine):
                 "cuda_graph_sizes": self.graph_sizes if self.use_graphs else [],
                 "graph_batches": self.graph_batches, "interaction_layout": self.interaction_layout,
                 "top_gemm": self.top_gemm, "cutlass_final_layer": self.cutlass_final_layer,
+                "top_gemm_sms": self.top.num_sms,
+                "front_overlap_slices": self.sliced.slices if self.sliced is not None else 1,
                 "shared_compute_stream": self.compute_stream is not None}
 
     def _hidden_layer_kernels(self, top_gemm: str) -> str:

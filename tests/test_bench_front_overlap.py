@@ -1,0 +1,53 @@
+"""bench_front_overlap.py's argument checks and its refusal without a GPU (the timing runs on the device
+machine)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+if importlib.util.find_spec("triton") is None:
+    pytest.skip("OpenAI Triton is not installed", allow_module_level=True)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import bench_front_overlap as bfo  # noqa: E402
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--top-sms", "100,x"], "--top-sms: expected comma-separated integers, got '100,x'"),
+    (["--top-sms", "-4"], "--top-sms needs counts >= 0"),
+    (["--sustain", "0"], "--sustain must be positive"),
+    (["--top-gemm", "triton", "--cutlass-final"], "--cutlass-final needs a CUTLASS --top-gemm"),
+])
+def test_bad_arguments_are_refused(monkeypatch, capsys, args: list[str], message: str) -> None:
+    monkeypatch.setattr(sys, "argv", ["bench_front_overlap.py", *args])
+    with pytest.raises(SystemExit) as exc:
+        bfo.main()
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_without_a_gpu_it_says_so(monkeypatch, capsys, tmp_path) -> None:
+    monkeypatch.setattr(sys, "argv", ["bench_front_overlap.py", "--out", str(tmp_path)])
+    assert bfo.main() == 2
+    assert "bench_front_overlap.py: error: needs a CUDA GPU" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_best_settings_must_beat_the_serial_batch() -> None:
+    def row(rates: list[float], settings: dict | None = None) -> dict:
+        return {"settings": settings, "sustained": [{"m_pairs_per_second": r} for r in rates]}
+
+    configs = {"serial": row([150, 152]), "front only": row([500, 500]),
+               "2 slices": row([160, 158], {"front_overlap_slices": 2, "top_gemm_sms": 0}),
+               "4 slices": row([155, 170], {"front_overlap_slices": 4, "top_gemm_sms": 120})}
+    assert bfo.best_settings(configs) == {"front_overlap_slices": 4, "top_gemm_sms": 120}  # medians 159 vs 162.5
+    configs["4 slices"] = row([140, 141], {"front_overlap_slices": 4, "top_gemm_sms": 120})
+    configs["2 slices"] = row([150, 151], {"front_overlap_slices": 2, "top_gemm_sms": 0})
+    assert bfo.best_settings(configs) is None  # 150.5 vs the serial 151: no gain, no settings
