@@ -1,5 +1,5 @@
-"""bench_front_overlap.py's argument checks and its refusal without a GPU (the timing runs on the device
-machine)."""
+"""bench_front_overlap.py's and bench_front_energy.py's argument checks and refusal without a GPU (the timing
+runs on the device machine)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ if importlib.util.find_spec("triton") is None:
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
+import bench_front_energy as bfe  # noqa: E402
 import bench_front_overlap as bfo  # noqa: E402
 
 
@@ -32,11 +33,20 @@ def test_bad_arguments_are_refused(monkeypatch, capsys, args: list[str], message
     assert message in capsys.readouterr().err
 
 
+def test_energy_bench_refuses_a_zero_duration(monkeypatch, capsys) -> None:
+    monkeypatch.setattr(sys, "argv", ["bench_front_energy.py", "--sustain", "0"])
+    with pytest.raises(SystemExit) as exc:
+        bfe.main()
+    assert exc.value.code == 2
+    assert "--batch and --sustain must be positive" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
-def test_without_a_gpu_it_says_so(monkeypatch, capsys, tmp_path) -> None:
-    monkeypatch.setattr(sys, "argv", ["bench_front_overlap.py", "--out", str(tmp_path)])
-    assert bfo.main() == 2
-    assert "bench_front_overlap.py: error: needs a CUDA GPU" in capsys.readouterr().err
+@pytest.mark.parametrize("module, script", [(bfo, "bench_front_overlap.py"), (bfe, "bench_front_energy.py")])
+def test_without_a_gpu_it_says_so(monkeypatch, capsys, tmp_path, module, script: str) -> None:
+    monkeypatch.setattr(sys, "argv", [script, "--out", str(tmp_path)])
+    assert module.main() == 2
+    assert f"{script}: error: needs a CUDA GPU" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
 
 
@@ -51,3 +61,13 @@ def test_the_best_settings_must_beat_the_serial_batch() -> None:
     configs["4 slices"] = row([140, 141], {"front_overlap_slices": 4, "top_gemm_sms": 120})
     configs["2 slices"] = row([150, 151], {"front_overlap_slices": 2, "top_gemm_sms": 0})
     assert bfo.best_settings(configs) is None  # 150.5 vs the serial 151: no gain, no settings
+
+
+def test_the_most_frugal_variant_is_picked_by_energy() -> None:
+    def row(uj: float) -> dict:
+        return {"sustained": [{"uj_per_pair": uj}]}
+
+    configs = {"bottom 64/128/4/2": row(0.6), "bottom 128/128/8/2": row(0.5), "interaction 4/4/1/1": row(0.9),
+               "interaction 8/4/1/1": row(1.0), "interaction default, zero ids": row(0.2)}
+    assert bfe.frugal(configs, "bottom") == "bottom 128/128/8/2"
+    assert bfe.frugal(configs, "interaction") == "interaction 4/4/1/1"  # not the zero-ids probe
