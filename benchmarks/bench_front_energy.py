@@ -9,7 +9,8 @@ power read each second):
 
 * bottom MLP variants: rows per program / chunk / warps / pipeline stages (bottom_mlp.BottomMLP);
 * interaction variants: pairs per program / warps / iterations / stages (interaction.Interaction), on the bench's
-  skewed ids spread over each table as the preset places its hot rows;
+  skewed ids spread over each table as the preset places its hot rows; and the CUDA kernel
+  (csrc/interaction_mma.cu) by pairs per warp, whose output must equal the Triton kernel's byte for byte;
 * the default interaction on all-zero ids (every row from L2: the kernel's own cost without DRAM), on uniform
   ids (every row from DRAM), and without the 351-entry scatter (the probe: one byte per pair);
 * the whole batch (front + top MLP on --top-gemm) with the default front, and with the most frugal bottom and
@@ -41,8 +42,10 @@ from dlrm_bench.quant.recipe import TOP_INPUT_PAD  # noqa: E402
 
 BOTTOM_TILES = [(64, 128, 4, 2), (128, 128, 8, 2), (128, 64, 8, 2), (64, 64, 4, 2), (32, 128, 4, 2)]
 """(rows per program, chunk, warps, stages); the first is the engine's default."""
-INTERACTION_TILES = [(4, 4, 1, 1), (8, 4, 1, 1), (8, 8, 1, 1), (16, 8, 1, 1), (2, 2, 1, 1), (4, 4, 8, 3)]
+INTERACTION_TILES = [(4, 4, 1, 1), (8, 4, 1, 1), (16, 8, 1, 1), (4, 4, 8, 3)]
 """(pairs per program, warps, iterations, stages); the first is the engine's default."""
+CUDA_PAIRS_PER_WARP = [4, 8, 16]
+"""The CUDA interaction kernel's pairs per warp tried."""
 
 
 def tile_name(kind: str, tile: tuple[int, ...]) -> str:
@@ -64,6 +67,11 @@ def kernel_graphs(qm, tables, offsets, cards, device, n: int) -> tuple[dict, dic
     for tile in INTERACTION_TILES:
         op = Interaction(qm, tables, offsets, *tile, layout=LAYOUT)
         ops[tile_name("interaction", tile)] = lambda op=op: op(ids["skewed"], None, n, top_in)
+    for ppw in CUDA_PAIRS_PER_WARP:
+        op = Interaction(qm, tables, offsets, layout=LAYOUT, kernel="cuda", pairs_per_warp=ppw)
+        ops[f"interaction cuda/{ppw}"] = lambda op=op: op(ids["skewed"], None, n, top_in)
+    cuda = Interaction(qm, tables, offsets, layout=LAYOUT, kernel="cuda")
+    ops["interaction cuda, zero ids"] = lambda: cuda(ids["zero ids"], None, n, top_in)
     default = Interaction(qm, tables, offsets, *INTERACTION_TILES[0], layout=LAYOUT)
     for kind in ("zero ids", "uniform ids"):
         ops[f"interaction default, {kind}"] = lambda kind=kind: default(ids[kind], None, n, top_in)
@@ -72,6 +80,19 @@ def kernel_graphs(qm, tables, offsets, cards, device, n: int) -> tuple[dict, dic
     for name, fn in ops.items():
         graphs[name] = whole_batch_graph(fn)
     return graphs, ops, top_in
+
+
+def cuda_matches_triton(ops: dict, top_in: torch.Tensor) -> bool:
+    """The CUDA interaction's bytes against the Triton kernel's, on the bench's batch (bottom MLP output in
+    place, the rest of the buffer filled with random bytes first)."""
+    ops[tile_name("bottom", BOTTOM_TILES[0])]()
+    top_in[:, 128:] = torch.randint(-128, 128, top_in[:, 128:].shape, dtype=torch.int8, device=top_in.device)
+    other = top_in.clone()
+    ops[tile_name("interaction", INTERACTION_TILES[0])]()
+    want = top_in.clone()
+    top_in.copy_(other)
+    ops[f"interaction cuda/{CUDA_PAIRS_PER_WARP[0]}"]()
+    return bool(torch.equal(top_in, want))
 
 
 def frugal(report: dict, kind: str) -> str:
@@ -105,7 +126,9 @@ def main() -> int:
             return 2
     graphs, ops, top_in = kernel_graphs(qm, tables, offsets, cards, device, n)
     report: dict = {"device": torch.cuda.get_device_name(), "pairs": n, "rows_scale": args.rows_scale,
-                    "top_gemm": args.top_gemm, "configs": {}}
+                    "top_gemm": args.top_gemm, "cuda_interaction_equals_triton": cuda_matches_triton(ops, top_in),
+                    "configs": {}}
+    print("CUDA interaction bytes equal to Triton's:", report["cuda_interaction_equals_triton"], flush=True)
     for name, rounds in sustained_rounds(graphs, n, args.sustain, 1).items():
         report["configs"][name] = {"graph_ms": timed(graphs[name].replay), "sustained": rounds}
         print(name, json.dumps(report["configs"][name]), flush=True)
@@ -114,6 +137,8 @@ def main() -> int:
     best = (frugal(report["configs"], "bottom"), frugal(report["configs"], "interaction"))
     wholes = {"whole batch, default front": (tile_name("bottom", BOTTOM_TILES[0]),
                                              tile_name("interaction", INTERACTION_TILES[0])),
+              "whole batch, CUDA interaction (the engine's interaction_kernel cuda)": (
+                  tile_name("bottom", BOTTOM_TILES[0]), "interaction cuda/8"),
               f"whole batch, {best[0]} + {best[1]}": best}
     whole_graphs = {name: whole_batch_graph(lambda b=b, i=i: (ops[b](), ops[i](), top(top_in, hidden, probs, n)))
                     for name, (b, i) in wholes.items()}
@@ -127,7 +152,7 @@ def main() -> int:
 
 def print_table(report: dict) -> None:
     print(f"\n{report['device']}, {report['pairs']} pairs, tables at {report['rows_scale']} of the full rows, top "
-          f"{report['top_gemm']}")
+          f"{report['top_gemm']}; CUDA interaction = Triton's bytes: {report['cuda_interaction_equals_triton']}")
     print(f"{'config':<52} {'graph ms':>9}  sustained: ms, MHz, W, uJ/pair")
     for name, row in report["configs"].items():
         print(f"{name:<52} {row['graph_ms']:9.3f}  {rounds_cell(row['sustained'])}")

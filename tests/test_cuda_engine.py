@@ -183,11 +183,14 @@ def test_a_missing_cutlass_library_falls_back_to_triton(workspace, monkeypatch, 
     monkeypatch.setattr(cutlass_gemm, "_LOADED", None)
     meta = load_meta(workspace["data"])
     engine = create_engine("cuda", workspace["model"], meta, {"gpu_batch_size": 512,
-                                                              "top_gemm": "128x128_c1x2_pingpong"})
+                                                              "top_gemm": "128x128_c1x2_pingpong",
+                                                              "interaction_kernel": "cuda"})
     assert engine.describe()["top_gemm"] == "triton"
+    assert engine.describe()["interaction_kernel"] == "triton"
     engine.close()
     err = capsys.readouterr().err
     assert "top_gemm 128x128_c1x2_pingpong" in err and "the top layers run in Triton" in err
+    assert "interaction_kernel cuda" in err and "the interaction runs in Triton" in err
 
 
 def test_sliced_pipeline_matches_the_serial_batch(workspace, monkeypatch) -> None:
@@ -222,3 +225,29 @@ def test_sliced_pipeline_matches_the_serial_batch(workspace, monkeypatch) -> Non
     for name in configs:
         for got, want in zip(results[name], results["serial"]):
             np.testing.assert_array_equal(got, want)
+
+
+def test_cuda_interaction_kernel_in_the_engine(workspace, monkeypatch) -> None:
+    """interaction_kernel cuda: the same probabilities as the Triton kernel, launched one by one, in CUDA graphs
+    and in the sliced pipeline."""
+    from dlrm_bench.engines.cuda.cutlass_gemm import library_path
+    import dlrm_bench.engines.cuda.sliced_pipeline as sliced_pipeline
+    if not library_path().is_file() or torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("needs the CUTLASS library (make cutlass_gemm) and a Hopper GPU")
+    monkeypatch.setenv("MLPERF_SCRATCH_PATH", str(workspace["root"]))
+    monkeypatch.setattr(sliced_pipeline, "MIN_SLICE_PAIRS", 128)
+    meta = load_meta(workspace["data"])
+    split = open_split(workspace["data"] / "test")
+    starts, ends = np.array([0, 4990, 3100]), np.array([3001, 5000, 3400])
+    results = {}
+    for name, extra in (("triton", {}), ("cuda", {"interaction_kernel": "cuda"}),
+                        ("cuda+graphs+slices", {"interaction_kernel": "cuda", "cuda_graphs": True,
+                                                "cuda_graph_buckets": 4, "front_overlap_slices": 2})):
+        engine = create_engine("cuda", workspace["model"], meta, {"gpu_batch_size": 1024, **extra})
+        assert engine.describe()["interaction_kernel"] == extra.get("interaction_kernel", "triton")
+        engine.load(split)
+        engine.warmup()
+        results[name] = engine.predict_ranges(starts, ends)
+        engine.close()
+    np.testing.assert_array_equal(results["cuda"], results["triton"])
+    np.testing.assert_array_equal(results["cuda+graphs+slices"], results["triton"])

@@ -95,6 +95,7 @@ CHECKS: dict[str, Check] = {
     "interaction_layout": one_of("triangle", "paired"),
     "top_gemm": one_of("triton", *CUTLASS_VARIANTS),
     "cutlass_final_layer": boolean(),
+    "interaction_kernel": one_of("triton", "cuda"),
     "front_overlap_slices": integer(1, 16),
     "top_gemm_sms": integer(0),
     # Triton serving

@@ -7,6 +7,9 @@ producer / consumer warpgroups; Triton 3.6 has no multicast ("NYI: Support multi
 bias)), alpha and bias per output column) and give the same bytes; the final layer does the 256 -> 1 dot in its
 epilogue. On an H100 they made the top MLP 8-9% cheaper per pair at the power limit (benchmarks/NOTES.md).
 
+The same library holds the CUDA gather + interaction kernel (csrc/interaction_mma.cu, `interaction()` here;
+interaction.py says when the engine uses it).
+
 The library is built by `make cutlass_gemm` (nvcc for sm_90a and the nvidia-cutlass headers) into
 build/cutlass/libdlrm_top_gemm.so, or named by $DLRM_TOP_GEMM_LIB. Nothing here loads it until asked.
 """
@@ -77,6 +80,14 @@ class CutlassTopGemm:
             ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
         lib.dlrm_final_layer_workspace.restype = ctypes.c_size_t
         lib.dlrm_final_layer_workspace.argtypes = [ctypes.c_int] * 4
+        self.path = path
+        self.has_interaction = hasattr(lib, "dlrm_interaction_run")  # not in a library built before it
+        if self.has_interaction:
+            lib.dlrm_interaction_run.restype = ctypes.c_int
+            lib.dlrm_interaction_run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_longlong, ctypes.c_int,
+                                                 ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                                                 ctypes.c_void_p, ctypes.c_longlong, ctypes.c_int, ctypes.c_int,
+                                                 ctypes.c_void_p]
         self._lib = lib
         self._workspace: dict[torch.device, torch.Tensor] = {}
         self._retired: list[torch.Tensor] = []
@@ -117,6 +128,20 @@ class CutlassTopGemm:
                                               w.stride(0), sm_count, x.device.index, ws.data_ptr(), ws.numel(),
                                               stream)
         _check(code, f"CUTLASS final layer on [{m}, {k}] x [{n}, {k}]")
+
+    def interaction(self, categorical: torch.Tensor, rows: torch.Tensor | None, num_pairs: int,
+                    tables: torch.Tensor, offsets: torch.Tensor, mult: torch.Tensor, top_in: torch.Tensor,
+                    pairs_per_warp: int) -> None:
+        """The gather + interaction in the paired layout (csrc/interaction_mma.cu), on the current stream:
+        categorical int32 [*, >= 26] ids; rows int64 [num_pairs] (rows of categorical) or None; tables int8
+        [R, 128]; offsets int64 [26]; mult fp32 [32, 32]; top_in int8 [>= num_pairs, 512] with the dense vector
+        in columns 0..127 (16-byte aligned rows); columns 128..491 are written."""
+        stream = torch.cuda.current_stream(top_in.device).cuda_stream
+        code = self._lib.dlrm_interaction_run(
+            categorical.data_ptr(), rows.data_ptr() if rows is not None else None, categorical.stride(0),
+            num_pairs, tables.data_ptr(), offsets.data_ptr(), mult.data_ptr(), top_in.data_ptr(),
+            top_in.stride(0), pairs_per_warp, top_in.device.index, stream)
+        _check(code, f"CUDA interaction on {num_pairs} pairs")
 
 
 def _check(code: int, what: str) -> None:

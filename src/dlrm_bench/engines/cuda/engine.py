@@ -123,8 +123,8 @@ class CudaEngine(Engine):
         cards = list(np.diff(np.append(model.table_offsets, model.tables.shape[0])))
         self.packing = packing_layout(cards) if settings.get("compress_categorical_inputs") else None
         self.interaction_layout = str(settings.get("interaction_layout", DEFAULT_LAYOUT))
-        self.interaction = Interaction(qm, self.store, torch.from_numpy(model.table_offsets), packing=self.packing,
-                                       layout=self.interaction_layout)
+        self.interaction = self._interaction(qm, torch.from_numpy(model.table_offsets),
+                                             str(settings.get("interaction_kernel", "triton")))
         self.top = TopMLP(qm, self.dev, interaction_layout=self.interaction_layout,
                           programs_per_sm=int(settings.get("gemm_programs_per_sm", 2)))
         self.cutlass_final_layer = bool(settings.get("cutlass_final_layer", False))
@@ -456,9 +456,19 @@ class CudaEngine(Engine):
                 "cuda_graph_sizes": self.graph_sizes if self.use_graphs else [],
                 "graph_batches": self.graph_batches, "interaction_layout": self.interaction_layout,
                 "top_gemm": self.top_gemm, "cutlass_final_layer": self.cutlass_final_layer,
-                "top_gemm_sms": self.top.num_sms,
+                "top_gemm_sms": self.top.num_sms, "interaction_kernel": self.interaction.kernel,
                 "front_overlap_slices": self.sliced.slices if self.sliced is not None else 1,
                 "shared_compute_stream": self.compute_stream is not None}
+
+    def _interaction(self, qm, offsets: torch.Tensor, kernel: str) -> Interaction:
+        """The gather + interaction on `kernel` (setting "interaction_kernel"); the CUDA kernel where its library
+        is not built or the GPU is not a Hopper: a warning on stderr and the Triton kernel."""
+        try:
+            return Interaction(qm, self.store, offsets, packing=self.packing, layout=self.interaction_layout,
+                               kernel=kernel)
+        except CutlassUnavailable as exc:
+            print(f"warning: interaction_kernel {kernel}: {exc}; the interaction runs in Triton", file=sys.stderr)
+            return Interaction(qm, self.store, offsets, packing=self.packing, layout=self.interaction_layout)
 
     def _hidden_layer_kernels(self, top_gemm: str) -> str:
         """Put the top MLP's hidden layers on the CUTLASS kernel `top_gemm` (setting "top_gemm"; with setting

@@ -13,6 +13,10 @@ column's scale) and scatters them into the top-MLP input row (512 wide, int8), i
   zero): columns 128..491. The columns are arithmetic and pair-aligned, so each thread stores two bytes at once
   (half the store instructions, seen in the sm_90 PTX: 16 st.global.b16 instead of 32 st.global.b8 per thread).
   The top MLP's first-layer weights are permuted to match (`permute_top_weight`); the predictions are the same.
+
+Two kernels compute it: `_interaction_kernel` below (Triton, every layout and input form) and, for the paired
+layout on a Hopper GPU, a CUDA kernel in the CUTLASS library (csrc/interaction_mma.cu, `kernel="cuda"`: one warp
+per pair, the MMA operands loaded straight from the rows, no shared memory; the same bytes out).
 """
 
 from __future__ import annotations
@@ -29,6 +33,10 @@ from dlrm_bench.quant.recipe import QuantizedDLRM, interaction_multipliers, inte
 SLOTS = 32
 """27 vectors padded to 32 for the MMA."""
 LAYOUTS = ("triangle", "paired")
+KERNELS = ("triton", "cuda")
+"""The interaction's kernels (module docstring)."""
+PAIRS_PER_WARP = 8
+"""Pairs each warp of the CUDA kernel computes one after the other (the next pair's rows load meanwhile)."""
 DEFAULT_LAYOUT = "paired"
 """The engine's default: 0.469 vs 0.590 ms for the interaction at 262,144 pairs, LoadGen Offline 475,988 vs
 447,530 samples/s on one H100 (benchmarks/NOTES.md, session 5)."""
@@ -179,7 +187,9 @@ class Interaction:
     def __init__(self, qm: QuantizedDLRM, tables: "torch.Tensor | TableStore", table_offsets: torch.Tensor,
                  block_p: int = 4, num_warps: int = 4, iters: int = 1, num_stages: int = 1,
                  packing: PackingLayout | None = None, probe_no_scatter: bool = False,
-                 layout: str = "triangle") -> None:
+                 layout: str = "triangle", kernel: str = "triton", pairs_per_warp: int = PAIRS_PER_WARP) -> None:
+        """kernel: "triton", or "cuda" (the paired layout with plain ids and every row on the GPU; UserError
+        otherwise, CutlassUnavailable where the library or the GPU cannot run it)."""
         store = tables if isinstance(tables, TableStore) else TableStore(tables)
         device = store.device
         self.consts = {k: v.to(device) for k, v in interaction_tables(qm).items()}
@@ -191,12 +201,39 @@ class Interaction:
         self.probe_no_scatter = probe_no_scatter
         layout_columns(layout)  # names a wrong layout here, not at the first batch
         self.layout = layout
+        self.kernel, self.pairs_per_warp = kernel, pairs_per_warp
+        self.native = self._native_kernel() if kernel == "cuda" else None
+
+    def _native_kernel(self):
+        """The loaded library whose CUDA kernel this interaction runs (checks what it supports first)."""
+        from dlrm_bench.engines.cuda.cutlass_gemm import CutlassUnavailable, cutlass_top_gemm
+
+        unsupported = [why for why, bad in (("the paired layout only", self.layout != "paired"),
+                                            ("plain ids only (compress_categorical_inputs)", self.unpack is not None),
+                                            ("every row on the GPU (embedding_weights_on_gpu_part)",
+                                             self.store.remap is not None),
+                                            ("no probe", self.probe_no_scatter)) if bad]
+        if unsupported:
+            raise UserError(f"interaction_kernel cuda: supports {'; '.join(unsupported)}")
+        capability = torch.cuda.get_device_capability(self.tables.device)
+        if capability != (9, 0):
+            raise CutlassUnavailable(f"the CUDA interaction kernel is built for Hopper (sm_90a); this GPU is sm_"
+                                     f"{capability[0]}{capability[1]}")
+        lib = cutlass_top_gemm()
+        if not lib.has_interaction:
+            raise CutlassUnavailable(f"{lib.path}: built before the CUDA interaction kernel; rebuild it with "
+                                     "`make cutlass_gemm`")
+        return lib
 
     def __call__(self, categorical: torch.Tensor, rows: torch.Tensor | None, num_pairs: int,
                  top_in: torch.Tensor) -> None:
         """categorical: int32 [N, 26] (or [N, 16] packed, when built with a packing layout); rows: int64
         [num_pairs] or None; top_in: int8 [>= num_pairs, 512] holding the dense vector in columns 0..127;
         columns 128..478 are written."""
+        if self.native is not None:
+            self.native.interaction(categorical, rows, num_pairs, self.tables, self.offsets, self.consts["mult"],
+                                    top_in, self.pairs_per_warp)
+            return
         grid = (triton.cdiv(num_pairs, self.block_p * self.iters),)
         _interaction_kernel[grid](
             top_in, top_in.stride(0), categorical, rows if rows is not None else categorical,

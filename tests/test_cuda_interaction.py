@@ -1,0 +1,86 @@
+"""The CUDA gather + interaction kernel (csrc/interaction_mma.cu, Interaction(kernel="cuda")) against the Triton
+kernel in the paired layout: the same bytes in the whole top-MLP input buffer (so nothing is written outside the
+entries' columns or past the batch), and the recipe's emulation. Edge sizes: 1 pair, odd counts, partial warps
+(pairs per warp 1, 3, 8), the largest batch the engine uses; with and without row indirection.
+
+Needs a Hopper GPU and the built library (`make cutlass_gemm`), except the refusals at the top.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+if importlib.util.find_spec("triton") is None:
+    pytest.skip("OpenAI Triton is not installed", allow_module_level=True)
+
+from dlrm_bench.engines.cuda.cutlass_gemm import library_path  # noqa: E402
+from dlrm_bench.engines.cuda.interaction import Interaction, layout_columns, to_layout  # noqa: E402
+from dlrm_bench.errors import UserError  # noqa: E402
+from dlrm_bench.quant.recipe import emulate_bottom, emulate_interaction, gather_rows, quantize_numeric  # noqa: E402
+from tests.quant_fixtures import random_inputs, random_quantized  # noqa: E402
+
+CARDS = [1000, 50, 7, 300, 2, 64, 100, 5, 3, 900, 17, 40, 10, 8, 33, 12, 4, 60, 14, 700, 500, 800, 90, 70, 6, 36]
+SIZES = [1, 7, 67, 1001, 65537, 262144]
+ON_HOPPER = (torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
+             and library_path().is_file())
+gpu = [pytest.mark.gpu, pytest.mark.skipif(not ON_HOPPER, reason="needs a Hopper GPU and make cutlass_gemm")]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return random_quantized(4, CARDS)
+
+
+@pytest.mark.parametrize("layout, kwargs, why", [
+    ("triangle", {}, "the paired layout only"),
+    ("paired", {"probe_no_scatter": True}, "no probe"),
+])
+def test_what_the_cuda_kernel_cannot_do_is_refused(model, layout: str, kwargs: dict, why: str) -> None:
+    _, qm, tables, offsets = model
+    with pytest.raises(UserError, match=f"interaction_kernel cuda: supports {why}"):
+        Interaction(qm, tables, offsets, layout=layout, kernel="cuda", **kwargs)
+
+
+def _buffers(batch: int, dense: torch.Tensor, seed: int) -> torch.Tensor:
+    """int8 [batch + 3, 512] of random bytes (what a reused buffer holds) with the dense vectors in columns
+    0..127 of the first `batch` rows."""
+    g = torch.Generator().manual_seed(seed)
+    top_in = torch.randint(-128, 128, (batch + 3, 512), generator=g, dtype=torch.int8)
+    top_in[:batch, :128] = dense
+    return top_in.cuda()
+
+
+@pytest.mark.parametrize("batch", SIZES)
+@pytest.mark.parametrize("indirect", [False, True])
+@pytest.mark.parametrize("pairs_per_warp", [1, 3, 8])
+def test_cuda_kernel_writes_the_triton_kernels_bytes(model, batch: int, indirect: bool, pairs_per_warp: int
+                                                     ) -> None:
+    if not ON_HOPPER:
+        pytest.skip("needs a Hopper GPU and make cutlass_gemm")
+    if batch == 262144 and (pairs_per_warp != 8 or not indirect):
+        pytest.skip("the largest batch once, as the engine runs it")
+    _, qm, tables, offsets = model
+    numeric, cat = random_inputs(batch + 200, batch + 5, CARDS)
+    rows = torch.randperm(batch + 5)[:batch] if indirect else torch.arange(batch)
+    dense = emulate_bottom(qm, quantize_numeric(numeric[rows]))
+    dev_tables, dev_cat = tables.cuda(), cat.cuda()
+    dev_rows = rows.cuda() if indirect else None
+    want = _buffers(batch, dense, batch)
+    Interaction(qm, dev_tables, offsets, layout="paired")(dev_cat, dev_rows, batch, want)
+    got = _buffers(batch, dense, batch)
+    Interaction(qm, dev_tables, offsets, layout="paired", kernel="cuda", pairs_per_warp=pairs_per_warp)(
+        dev_cat, dev_rows, batch, got)
+    torch.cuda.synchronize()
+    assert torch.equal(got, want), int((got != want).sum())
+    if batch <= 1001:
+        emulated = to_layout(emulate_interaction(qm, dense, gather_rows(tables, offsets, cat[rows])), "paired")
+        used = layout_columns("paired")
+        diff = (got[:batch, used].cpu().to(torch.int16) - emulated[:, used].to(torch.int16)).abs()
+        assert int(diff.max()) <= 1 and float((diff > 0).float().mean()) < 0.01
+
+
+for _mark in gpu:
+    test_cuda_kernel_writes_the_triton_kernels_bytes = _mark(test_cuda_kernel_writes_the_triton_kernels_bytes)
