@@ -136,6 +136,9 @@ class CutlassTopGemm:
         categorical int32 [*, >= 26] ids; rows int64 [num_pairs] (rows of categorical) or None; tables int8
         [R, 128]; offsets int64 [26]; mult fp32 [32, 32]; top_in int8 [>= num_pairs, 512] with the dense vector
         in columns 0..127 (16-byte aligned rows); columns 128..491 are written."""
+        if categorical.dtype != torch.int32 or (rows is not None and rows.dtype != torch.int64):
+            raise ValueError(f"CUDA interaction: ids must be int32 and rows int64, got {categorical.dtype} and "
+                             f"{None if rows is None else rows.dtype}")
         stream = torch.cuda.current_stream(top_in.device).cuda_stream
         code = self._lib.dlrm_interaction_run(
             categorical.data_ptr(), rows.data_ptr() if rows is not None else None, categorical.stride(0),
