@@ -17,6 +17,9 @@ CUDA graph; a batch then costs the host one copy of its packed sample ranges, on
 bucket that holds it, and the copy back. Buckets:
 `cuda_graph_buckets` (default 16) sizes evenly up to gpu_batch_size; the pairs past the batch read row 0 and their
 results are not returned).
+interaction_kernel (default triton): "cuda" runs the gather + interaction on the CUDA kernel of the CUTLASS
+library (interaction.py; the same bytes, 0.25 against 0.39 ms per 262,144 pairs on an H100), with a warning and
+Triton where the library or the GPU cannot run it.
 front_overlap_slices (default 1: off): cut each batch into this many slices and run the front of slice k + 1 beside
 the top MLP of slice k (sliced_pipeline.py); top_gemm_sms (default 0: all): the SMs the top MLP's persistent GEMMs
 take, so that the others keep running the front.
