@@ -4,7 +4,10 @@
 //   D int8 [M, N] = saturate_int8(round_half_even(relu(acc * alpha[n] + bias[n]))),  acc = A @ B^T in int32,
 //   A int8 [M, K] (row stride lda), B int8 [N, K] (row stride ldb, K-major), alpha / bias fp32 [N].
 //
-// With alpha = w_scale * act_inv and bias = b * act_inv this is the "folded" epilogue of top_mlp.py.
+// With alpha = w_scale * act_inv and bias = b * act_inv this is the "folded" epilogue of top_mlp.py. Two ways to
+// compute it (the Fusion parameter): CUTLASS's PerColLinCombPerColBiasEltAct, which evaluates alpha * acc +
+// (beta * C + bias) with beta = 0 and no C (two FFMA per element in the sm_90 SASS), or an epilogue tree of one
+// multiply-add, relu(fma(acc, alpha, bias)) (one FFMA; the same value, as beta * 0 + bias is bias exactly).
 // A C ABI (no PyTorch headers): Python loads the library with ctypes and passes device pointers and the stream.
 #include <cstdint>
 #include <cuda_runtime.h>
@@ -12,6 +15,7 @@
 #include "cute/tensor.hpp"
 #include "cutlass/cutlass.h"
 #include "cutlass/epilogue/collective/collective_builder.hpp"
+#include "cutlass/epilogue/fusion/sm90_callbacks_tma_warpspecialized.hpp"
 #include "cutlass/epilogue/thread/activation.h"
 #include "cutlass/gemm/collective/collective_builder.hpp"
 #include "cutlass/gemm/device/gemm_universal_adapter.h"
@@ -23,20 +27,54 @@ using namespace cute;
 
 namespace {
 
-template <class TileShape, class ClusterShape, class KernelSchedule, class EpilogueSchedule>
+namespace fusion = cutlass::epilogue::fusion;
+constexpr auto kRound = cutlass::FloatRoundStyle::round_to_nearest;
+
+// CUTLASS's fusion operation: alpha[n] * acc + (beta * C + bias[n]), ReLU, int8 (beta = 0, no C).
+template <class TileShape>
+struct LinCombFusion {
+  using Callbacks = fusion::PerColLinCombPerColBiasEltAct<cutlass::epilogue::thread::ReLu, int8_t, float, float,
+                                                          int8_t, float>;
+  template <class ThreadArgs>
+  static void set(ThreadArgs& thread, const float* alpha, const float* bias) {
+    thread.alpha_ptr = alpha;
+    thread.bias_ptr = bias;
+    thread.beta = 0.0f;
+  }
+};
+
+// An epilogue tree: relu(fma(acc, alpha[n], bias[n])) -> int8, one multiply-add per element.
+template <class TileShape>
+struct FmaFusion {
+  using PerColumn = fusion::Sm90RowBroadcast<0, TileShape, float, float, Stride<_0, _1, int64_t>>;  // per n
+  using Callbacks = fusion::Sm90EVT<
+      fusion::Sm90Compute<cutlass::epilogue::thread::ReLu, int8_t, float, kRound>,
+      fusion::Sm90EVT<fusion::Sm90Compute<cutlass::homogeneous_multiply_add, float, float, kRound>,
+                      PerColumn, fusion::Sm90AccFetch, PerColumn>>;
+  template <class ThreadArgs>
+  static void set(ThreadArgs& thread, const float* alpha, const float* bias) {
+    thread = {{                  // relu
+                  {alpha, 0.0f, {}},  // alpha[n]
+                  {},                 // acc
+                  {bias, 0.0f, {}},   // bias[n]
+                  {}},                // multiply_add
+              {}};
+  }
+};
+
+template <class TileShape, class ClusterShape, class KernelSchedule, class EpilogueSchedule,
+          template <class> class Fusion = LinCombFusion>
 struct Int8Layer {
   using LayoutA = cutlass::layout::RowMajor;     // A [M, K]
   using LayoutB = cutlass::layout::ColumnMajor;  // B^T [K, N] column-major == weight [N, K] row-major
   using LayoutD = cutlass::layout::RowMajor;     // D [M, N]
   static constexpr int kAlign = 16;              // 16 int8 = one 128-bit access
 
-  using Fusion = cutlass::epilogue::fusion::PerColLinCombPerColBiasEltAct<
-      cutlass::epilogue::thread::ReLu, int8_t, float, float, int8_t, float>;
-
   using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
       cutlass::epilogue::collective::EpilogueTileAuto, int32_t, float,
-      void, LayoutD, kAlign, int8_t, LayoutD, kAlign, EpilogueSchedule, Fusion>::CollectiveOp;
+      void, LayoutD, kAlign, int8_t, LayoutD, kAlign, EpilogueSchedule,
+      typename Fusion<TileShape>::Callbacks>::CollectiveOp;
 
   using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, int8_t, LayoutA, kAlign, int8_t, LayoutB, kAlign,
@@ -51,9 +89,7 @@ struct Int8Layer {
                                             const float* bias, int m, int n, int k, int lda, int ldb, int ldd,
                                             int sm_count, int device) {
     auto args = dlrm_cutlass::int8_gemm_arguments<Gemm>(a, b, d, m, n, k, lda, ldb, ldd, sm_count, device);
-    args.epilogue.thread.alpha_ptr = alpha;
-    args.epilogue.thread.bias_ptr = bias;
-    args.epilogue.thread.beta = 0.0f;
+    Fusion<TileShape>::set(args.epilogue.thread, alpha, bias);
     return args;
   }
 
@@ -86,12 +122,13 @@ using V5 = Int8Layer<Shape<_128, _256, _128>, Shape<_1, _1, _1>, Cooperative, Ep
 using V6 = Int8Layer<Shape<_128, _128, _128>, Shape<_1, _4, _1>, Pingpong, EpiPingpong>;
 using V7 = Int8Layer<Shape<_128, _128, _128>, Shape<_2, _2, _1>, Pingpong, EpiPingpong>;
 using V8 = Int8Layer<Shape<_128, _128, _64>, Shape<_1, _2, _1>, Pingpong, EpiPingpong>;
+using V9 = Int8Layer<Shape<_128, _128, _128>, Shape<_1, _2, _1>, Pingpong, EpiPingpong, FmaFusion>;
 
 }  // namespace
 
 extern "C" {
 
-int dlrm_top_gemm_variants() { return 9; }
+int dlrm_top_gemm_variants() { return 10; }
 
 // Returns 0 on success, -1 for an unknown variant, else a code of csrc/cutlass_launch.h.
 int dlrm_top_gemm_run(int variant, const void* a, const void* b, void* d, const float* alpha, const float* bias,
@@ -113,6 +150,7 @@ int dlrm_top_gemm_run(int variant, const void* a, const void* b, void* d, const 
     case 6: return DLRM_RUN(V6);
     case 7: return DLRM_RUN(V7);
     case 8: return DLRM_RUN(V8);
+    case 9: return DLRM_RUN(V9);
     default: return -1;
   }
 #undef DLRM_RUN
@@ -129,6 +167,7 @@ size_t dlrm_top_gemm_workspace(int variant, int m, int n, int k, int sm_count) {
     case 6: return V6::workspace(m, n, k, sm_count);
     case 7: return V7::workspace(m, n, k, sm_count);
     case 8: return V8::workspace(m, n, k, sm_count);
+    case 9: return V9::workspace(m, n, k, sm_count);
     default: return 0;
   }
 }

@@ -37,11 +37,14 @@ VARIANTS = {
     "128x128_c1x4_pingpong": 6,
     "128x128_c2x2_pingpong": 7,
     "128x128k64_c1x2_pingpong": 8,
+    "128x128_c1x2_pingpong_fma": 9,
 }
 """Kernel variants by name -> index in the library: tile M x N (K step 128 unless named), cluster shape (M x N
 CTAs: c1x2 = two CTAs of neighbouring N tiles that receive one A tile by multicast), warpgroup schedule
 (pingpong: two consumer warpgroups take turns on 128 x 128 tiles, one's epilogue beside the other's MMAs;
-cooperative: both share one tile)."""
+cooperative: both share one tile). "_fma": the epilogue as a tree of one multiply-add per element,
+relu(fma(acc, alpha, bias)), instead of CUTLASS's linear combination (alpha * acc + (0 * C + bias): two FFMA in the
+SASS); the same bytes (csrc/top_gemm_cutlass.cu)."""
 
 _ERRORS = {-1: "unknown variant", 1: "shape or alignment not supported (rows must be 16-byte aligned)",
            2: "workspace too small", 3: "initialize failed (TMA descriptors)", 4: "launch failed",
