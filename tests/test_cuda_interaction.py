@@ -44,6 +44,12 @@ def test_what_the_cuda_kernel_cannot_do_is_refused(model, layout: str, kwargs: d
         Interaction(qm, tables, offsets, layout=layout, kernel="cuda", **kwargs)
 
 
+def test_an_unknown_kernel_is_named(model) -> None:
+    _, qm, tables, offsets = model
+    with pytest.raises(UserError, match="interaction_kernel 'cutlass': choose one of triton, cuda"):
+        Interaction(qm, tables, offsets, layout="paired", kernel="cutlass")
+
+
 def _buffers(batch: int, dense: torch.Tensor, seed: int) -> torch.Tensor:
     """int8 [batch + 3, 512] of random bytes (what a reused buffer holds) with the dense vectors in columns
     0..127 of the first `batch` rows."""

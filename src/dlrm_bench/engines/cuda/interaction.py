@@ -21,6 +21,8 @@ per pair, the MMA operands loaded straight from the rows, no shared memory; the 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from dlrm_bench.criteo.schema import EMBEDDING_DIM, NUM_SPARSE
@@ -29,6 +31,9 @@ from dlrm_bench.engines.cuda.table_store import TableStore
 from dlrm_bench.errors import UserError
 from dlrm_bench.engines.cuda.triton_env import requantize, tl, triton
 from dlrm_bench.quant.recipe import QuantizedDLRM, interaction_multipliers, interaction_pairs
+
+if TYPE_CHECKING:
+    from dlrm_bench.engines.cuda.cutlass_gemm import CutlassTopGemm
 
 SLOTS = 32
 """27 vectors padded to 32 for the MMA."""
@@ -201,10 +206,12 @@ class Interaction:
         self.probe_no_scatter = probe_no_scatter
         layout_columns(layout)  # names a wrong layout here, not at the first batch
         self.layout = layout
+        if kernel not in KERNELS:
+            raise UserError(f"interaction_kernel '{kernel}': choose one of {', '.join(KERNELS)}")
         self.kernel, self.pairs_per_warp = kernel, pairs_per_warp
         self.native = self._native_kernel() if kernel == "cuda" else None
 
-    def _native_kernel(self):
+    def _native_kernel(self) -> "CutlassTopGemm":
         """The loaded library whose CUDA kernel this interaction runs (checks what it supports first)."""
         from dlrm_bench.engines.cuda.cutlass_gemm import CutlassUnavailable, cutlass_top_gemm
 
@@ -231,6 +238,8 @@ class Interaction:
         [num_pairs] or None; top_in: int8 [>= num_pairs, 512] holding the dense vector in columns 0..127;
         columns 128..478 are written."""
         if self.native is not None:
+            if num_pairs < 1:
+                return
             self.native.interaction(categorical, rows, num_pairs, self.tables, self.offsets, self.consts["mult"],
                                     top_in, self.pairs_per_warp)
             return
