@@ -23,9 +23,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
+from bench_inputs import write_report  # noqa: E402
 
 from dlrm_bench.criteo.random_preset import access_laws  # noqa: E402
 from dlrm_bench.criteo.schema import BOTTOM_MLP, CRITEO_TB_CARDINALITIES, NUM_DENSE, TOP_MLP, TOP_MLP_INPUT  # noqa: E402
@@ -230,6 +233,19 @@ def bench_batch(qm, tables, offsets, cards, device, n: int, peak_bw: float, top_
                 timed(g.replay)
     result["torch_int_mm_top_ms"] = timed(lambda: torch_int_mm_top(qm, top_in, device))
     return result
+
+
+def apply_top_gemm(top: TopMLP, variant: str, final_layer: bool, script: str) -> bool:
+    """`top`'s layers on `variant` ("triton": unchanged; a CUTLASS variant: the hidden layers, with final_layer the
+    last one too). False, after `script: error: ...` on stderr, where the library or the GPU cannot run it."""
+    if variant == "triton":
+        return True
+    try:
+        use_cutlass_hidden_layers(top, variant, final_layer=final_layer)
+    except CutlassUnavailable as exc:
+        print(f"{script}: error: --top-gemm {variant}: {exc}", file=sys.stderr)
+        return False
+    return True
 
 
 def gpu_clocks() -> dict:
@@ -576,10 +592,7 @@ def main() -> int:
     top_configs = hidden_layer_preset(args.hidden_layers, qm, device)
     if args.top_gemm != "triton":
         top = TopMLP(qm, device, top_configs)
-        try:
-            use_cutlass_hidden_layers(top, args.top_gemm, final_layer=args.cutlass_final)
-        except CutlassUnavailable as exc:
-            print(f"bench_cuda.py: error: --top-gemm {args.top_gemm}: {exc}", file=sys.stderr)
+        if not apply_top_gemm(top, args.top_gemm, args.cutlass_final, "bench_cuda.py"):
             return 2
         top_configs = top.configs
     if top_configs:
@@ -599,8 +612,7 @@ def main() -> int:
         print(f"batch {n}: {res['pairs_per_second'] / 1e6:.1f} M pairs/s "
               f"({res['samples_per_second_at_270']:,.0f} samples/s at 270 pairs)", flush=True)
     report["torch_fp16_eager_pairs_per_second"] = torch_fp16_baseline(cards, device, min(big, 65536), tables, offsets)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench_cuda.json").write_text(json.dumps(report, indent=2))
+    write_report(args.out, "bench_cuda.json", report)
     print_table(report)
     return 0
 

@@ -32,12 +32,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import torch  # noqa: E402
 
-from bench_cuda import gpu_bench_model, scattered, skewed_ids, timed, whole_batch_graph  # noqa: E402
+from bench_inputs import write_report  # noqa: E402
+from bench_cuda import apply_top_gemm, gpu_bench_model, scattered, skewed_ids, timed, whole_batch_graph  # noqa: E402
 from bench_operand_power import LAYOUT, rounds_cell, sustained_rounds  # noqa: E402
 from dlrm_bench.engines.cuda.bottom_mlp import BottomMLP  # noqa: E402
-from dlrm_bench.engines.cuda.cutlass_gemm import VARIANTS as CUTLASS_VARIANTS, CutlassUnavailable  # noqa: E402
+from dlrm_bench.engines.cuda.cutlass_gemm import VARIANTS as CUTLASS_VARIANTS  # noqa: E402
 from dlrm_bench.engines.cuda.interaction import Interaction  # noqa: E402
-from dlrm_bench.engines.cuda.top_mlp import TopMLP, use_cutlass_hidden_layers  # noqa: E402
+from dlrm_bench.engines.cuda.top_mlp import TopMLP  # noqa: E402
 from dlrm_bench.quant.recipe import TOP_INPUT_PAD  # noqa: E402
 
 BOTTOM_TILES = [(64, 128, 4, 2), (128, 128, 8, 2), (128, 64, 8, 2), (64, 64, 4, 2), (32, 128, 4, 2)]
@@ -118,12 +119,8 @@ def main() -> int:
     device, cards, qm, tables, offsets = model
     n = args.batch
     top = TopMLP(qm, device, interaction_layout=LAYOUT)
-    if args.top_gemm != "triton":
-        try:
-            use_cutlass_hidden_layers(top, args.top_gemm, final_layer=True)
-        except CutlassUnavailable as exc:
-            print(f"bench_front_energy.py: error: --top-gemm {args.top_gemm}: {exc}", file=sys.stderr)
-            return 2
+    if not apply_top_gemm(top, args.top_gemm, True, "bench_front_energy.py"):
+        return 2
     graphs, ops, top_in = kernel_graphs(qm, tables, offsets, cards, device, n)
     report: dict = {"device": torch.cuda.get_device_name(), "pairs": n, "rows_scale": args.rows_scale,
                     "top_gemm": args.top_gemm, "cuda_interaction_equals_triton": cuda_matches_triton(ops, top_in),
@@ -144,8 +141,7 @@ def main() -> int:
                     for name, (b, i) in wholes.items()}
     for name, rounds in sustained_rounds(whole_graphs, n, args.sustain, 2).items():
         report["configs"][name] = {"graph_ms": timed(whole_graphs[name].replay), "sustained": rounds}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench_front_energy.json").write_text(json.dumps(report, indent=2))
+    write_report(args.out, "bench_front_energy.json", report)
     print_table(report)
     return 0
 

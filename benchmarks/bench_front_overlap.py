@@ -28,13 +28,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from bench_cuda import gpu_bench_model, int_list, scattered, skewed_ids, timed, whole_batch_graph  # noqa: E402
+from bench_inputs import write_report  # noqa: E402
+from bench_cuda import apply_top_gemm, gpu_bench_model, int_list, scattered, skewed_ids, timed, whole_batch_graph  # noqa: E402
 from bench_operand_power import LAYOUT, rounds_cell, sustained_rounds  # noqa: E402
 from dlrm_bench.engines.cuda.bottom_mlp import BottomMLP  # noqa: E402
-from dlrm_bench.engines.cuda.cutlass_gemm import VARIANTS as CUTLASS_VARIANTS, CutlassUnavailable  # noqa: E402
+from dlrm_bench.engines.cuda.cutlass_gemm import VARIANTS as CUTLASS_VARIANTS  # noqa: E402
 from dlrm_bench.engines.cuda.interaction import Interaction  # noqa: E402
 from dlrm_bench.engines.cuda.sliced_pipeline import SlicedPipeline, slice_bounds  # noqa: E402
-from dlrm_bench.engines.cuda.top_mlp import TopMLP, use_cutlass_hidden_layers  # noqa: E402
+from dlrm_bench.engines.cuda.top_mlp import TopMLP  # noqa: E402
 from dlrm_bench.quant.recipe import TOP_INPUT_PAD  # noqa: E402
 
 
@@ -123,12 +124,8 @@ def main() -> int:
         return 2
     device, cards, qm, tables, offsets = model
     batch = Batch(qm, tables, offsets, cards, device, args.batch)
-    if args.top_gemm != "triton":
-        try:
-            use_cutlass_hidden_layers(batch.top, args.top_gemm, final_layer=args.cutlass_final)
-        except CutlassUnavailable as exc:
-            print(f"bench_front_overlap.py: error: --top-gemm {args.top_gemm}: {exc}", file=sys.stderr)
-            return 2
+    if not apply_top_gemm(batch.top, args.top_gemm, args.cutlass_final, "bench_front_overlap.py"):
+        return 2
     graphs, diffs, settings, _keep = config_graphs(batch, args.slices, top_sms, args.normal_priority)
     report: dict = {"device": torch.cuda.get_device_name(), "pairs": args.batch, "rows_scale": args.rows_scale,
                     "top_gemm": args.top_gemm, "cutlass_final_layer": args.cutlass_final,
@@ -140,8 +137,7 @@ def main() -> int:
     for name, rounds in sustained_rounds(graphs, args.batch, args.sustain, args.rounds).items():
         report["configs"][name]["sustained"] = rounds
     report["best_settings"] = best_settings(report["configs"])
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench_front_overlap.json").write_text(json.dumps(report, indent=2))
+    write_report(args.out, "bench_front_overlap.json", report)
     print_table(report)
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Callable
@@ -44,3 +45,14 @@ def run_main(main: Callable[[], int]) -> int:
     from dlrm_bench.errors import exit_status
 
     return exit_status(Path(sys.argv[0]).name, main)
+
+
+def write_report(out_dir: Path, name: str, report: dict) -> Path:
+    """`report` as indented JSON in out_dir/name, written under a temporary name and renamed, so that a reader (or
+    an interrupted run) never leaves half a file. Returns the path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / name
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2))
+    tmp.replace(path)
+    return path

@@ -19,7 +19,6 @@ Prints a table and writes bench_operand_power.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -29,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from bench_inputs import write_report  # noqa: E402
 from bench_cuda import gpu_bench_model, skewed_ids, sustained, timed, whole_batch_graph  # noqa: E402
 from dlrm_bench.engines.cuda.bottom_mlp import BottomMLP  # noqa: E402
 from dlrm_bench.engines.cuda.interaction import Interaction  # noqa: E402
@@ -118,8 +118,7 @@ def main() -> int:
                                   "graph_ms": timed(graphs[name].replay)}
     for name, rounds in sustained_rounds(graphs, n, args.sustain, args.rounds).items():
         report["inputs"][name]["sustained"] = rounds
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench_operand_power.json").write_text(json.dumps(report, indent=2))
+    write_report(args.out, "bench_operand_power.json", report)
     print_table(report)
     return 0
 

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from bench_inputs import write_report  # noqa: E402
 from bench_cuda import gpu_bench_model, skewed_ids  # noqa: E402
 from dlrm_bench.engines.cuda.bottom_mlp import BottomMLP  # noqa: E402
 from dlrm_bench.engines.cuda.interaction import DEFAULT_LAYOUT, Interaction  # noqa: E402
@@ -114,8 +115,7 @@ def main() -> int:
     for r in report["results"]:
         print(f"{r['gemm_programs_per_sm']:>16} {r['lanes']:>5} {'staggered' if r['first_lane_high_priority'] else '-':>8} "
               f"{r['pairs_per_second'] / 1e6:10.1f} {r['ms_per_batch']:9.3f} {r['pairs_per_second'] / base:7.3f}")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench_overlap.json").write_text(json.dumps(report, indent=2))
+    write_report(args.out, "bench_overlap.json", report)
     return 0
 
 

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import torch  # noqa: E402
 
+from bench_inputs import write_report  # noqa: E402
 from bench_cuda import gpu_bench_model, timed, whole_batch_graph  # noqa: E402
 from bench_operand_power import LAYOUT, real_top_input, rounds_cell, sustained_rounds  # noqa: E402
 from dlrm_bench.engines.cuda.cutlass_gemm import VARIANTS, CutlassUnavailable, cutlass_top_gemm  # noqa: E402
@@ -125,8 +126,7 @@ def main() -> int:
         print(name, json.dumps(row), flush=True)
     for name, rounds in sustained_rounds(graphs, n, args.sustain, args.rounds).items():
         report["configs"][name]["sustained"] = rounds
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench_top_gemm.json").write_text(json.dumps(report, indent=2))
+    write_report(args.out, "bench_top_gemm.json", report)
     print_table(report)
     return 0
 

@@ -16,6 +16,7 @@ if importlib.util.find_spec("triton") is None:
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import bench_cuda  # noqa: E402
+from tests.bench_args import refusal  # noqa: E402
 from tests.quant_fixtures import random_quantized  # noqa: E402
 
 
@@ -41,16 +42,10 @@ def test_hidden_layer_presets_change_only_the_hidden_layers() -> None:
 
 
 def test_cutlass_final_needs_a_cutlass_top_gemm(monkeypatch, capsys) -> None:
-    monkeypatch.setattr(sys, "argv", ["bench_cuda.py", "--cutlass-final"])
-    with pytest.raises(SystemExit) as exc:
-        bench_cuda.main()
-    assert exc.value.code == 2
-    assert "--cutlass-final needs a CUTLASS --top-gemm" in capsys.readouterr().err
+    err = refusal(bench_cuda.main, ["bench_cuda.py", "--cutlass-final"], monkeypatch, capsys)
+    assert "--cutlass-final needs a CUTLASS --top-gemm" in err
 
 
 def test_an_unknown_top_gemm_is_refused(monkeypatch, capsys) -> None:
-    monkeypatch.setattr(sys, "argv", ["bench_cuda.py", "--top-gemm", "nope"])
-    with pytest.raises(SystemExit) as exc:
-        bench_cuda.main()
-    assert exc.value.code == 2
-    assert "128x128_c1x2_pingpong" in capsys.readouterr().err
+    err = refusal(bench_cuda.main, ["bench_cuda.py", "--top-gemm", "nope"], monkeypatch, capsys)
+    assert "128x128_c1x2_pingpong" in err

@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import bench_front_energy as bfe  # noqa: E402
 import bench_front_overlap as bfo  # noqa: E402
+from tests.bench_args import refusal  # noqa: E402
 
 
 @pytest.mark.parametrize("args, message", [
@@ -26,19 +27,12 @@ import bench_front_overlap as bfo  # noqa: E402
     (["--top-gemm", "triton", "--cutlass-final"], "--cutlass-final needs a CUTLASS --top-gemm"),
 ])
 def test_bad_arguments_are_refused(monkeypatch, capsys, args: list[str], message: str) -> None:
-    monkeypatch.setattr(sys, "argv", ["bench_front_overlap.py", *args])
-    with pytest.raises(SystemExit) as exc:
-        bfo.main()
-    assert exc.value.code == 2
-    assert message in capsys.readouterr().err
+    assert message in refusal(bfo.main, ["bench_front_overlap.py", *args], monkeypatch, capsys)
 
 
 def test_energy_bench_refuses_a_zero_duration(monkeypatch, capsys) -> None:
-    monkeypatch.setattr(sys, "argv", ["bench_front_energy.py", "--sustain", "0"])
-    with pytest.raises(SystemExit) as exc:
-        bfe.main()
-    assert exc.value.code == 2
-    assert "--batch and --sustain must be positive" in capsys.readouterr().err
+    err = refusal(bfe.main, ["bench_front_energy.py", "--sustain", "0"], monkeypatch, capsys)
+    assert "--batch and --sustain must be positive" in err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")

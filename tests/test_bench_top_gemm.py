@@ -15,14 +15,11 @@ if importlib.util.find_spec("triton") is None:
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import bench_top_gemm as btg  # noqa: E402
+from tests.bench_args import refusal  # noqa: E402
 
 
 def test_an_unknown_variant_is_refused(monkeypatch, capsys) -> None:
-    monkeypatch.setattr(sys, "argv", ["bench_top_gemm.py", "--variants", "128x128_c1x2_pingpong,nope"])
-    with pytest.raises(SystemExit) as exc:
-        btg.main()
-    assert exc.value.code == 2
-    err = capsys.readouterr().err
+    err = refusal(btg.main, ["bench_top_gemm.py", "--variants", "128x128_c1x2_pingpong,nope"], monkeypatch, capsys)
     assert "--variants: unknown ['nope']" in err and "128x128_c2x1_pingpong" in err
 
 
