@@ -11,7 +11,7 @@ per round (SM clock and power read each second): ms per batch, M pairs/s and uJ 
 "top only" split the serial batch's time and energy between the two.
 
     python3 benchmarks/bench_front_overlap.py [--slices 2,4] [--top-sms 0,124,116,100] [--sustain 4] [--rounds 1]
-        [--top-gemm 128x128_c1x2_pingpong --cutlass-final] [--normal-priority] [--out DIR]
+        [--top-gemm 128x128_c1x2_pingpong_fma --cutlass-final] [--normal-priority] [--out DIR]
 Prints a table and writes bench_front_overlap.json.
 """
 
@@ -104,7 +104,7 @@ def main() -> int:
                     help="comma-separated SM counts for the top GEMMs in the sliced configs (0: all)")
     ap.add_argument("--normal-priority", action="store_true",
                     help="also each sliced config with the top stream at normal priority")
-    ap.add_argument("--top-gemm", default="128x128_c1x2_pingpong", choices=["triton", *CUTLASS_VARIANTS],
+    ap.add_argument("--top-gemm", default="128x128_c1x2_pingpong_fma", choices=["triton", *CUTLASS_VARIANTS],
                     help="the hidden top layers' kernels (as the engine's top_gemm)")
     ap.add_argument("--cutlass-final", action="store_true", help="the final layer on CUTLASS too")
     ap.add_argument("--sustain", type=float, default=4.0, help="seconds of back-to-back replay per config and round")

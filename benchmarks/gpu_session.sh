@@ -53,7 +53,7 @@ if has hotcold; then
 fi
 if has bench; then
   default_bench="--tune --batches 262144"  # + the configs' CUTLASS kernels where the library is built
-  [ -f build/cutlass/libdlrm_top_gemm.so ] && default_bench="$default_bench --top-gemm 128x128_c1x2_pingpong --cutlass-final"
+  [ -f build/cutlass/libdlrm_top_gemm.so ] && default_bench="$default_bench --top-gemm 128x128_c1x2_pingpong_fma --cutlass-final"
   timeout 300 python3 benchmarks/bench_cuda.py ${BENCH_ARGS:-$default_bench} --out "$OUT" 2>&1 | tail -22 | tee -a "$OUT/session.log"
 fi
 if has cutlass; then

@@ -90,3 +90,19 @@ def test_cuda_kernel_writes_the_triton_kernels_bytes(model, batch: int, indirect
 
 for _mark in gpu:
     test_cuda_kernel_writes_the_triton_kernels_bytes = _mark(test_cuda_kernel_writes_the_triton_kernels_bytes)
+
+
+def test_an_empty_batch_leaves_the_buffer_alone(model) -> None:
+    if not ON_HOPPER:
+        pytest.skip("needs a Hopper GPU and make cutlass_gemm")
+    _, qm, tables, offsets = model
+    _, cat = random_inputs(10, 10, CARDS)
+    top_in = _buffers(0, torch.zeros(0, 128, dtype=torch.int8), 5)
+    before = top_in.clone()
+    Interaction(qm, tables.cuda(), offsets, layout="paired", kernel="cuda")(cat.cuda(), None, 0, top_in)
+    torch.cuda.synchronize()
+    assert torch.equal(top_in, before)
+
+
+for _mark in gpu:
+    test_an_empty_batch_leaves_the_buffer_alone = _mark(test_an_empty_batch_leaves_the_buffer_alone)

@@ -155,3 +155,56 @@ def test_final_layer_matches_triton_and_emulation(model, batch: int) -> None:
     assert torch.allclose(got[:batch], probs[False][:batch].cpu(), atol=1e-5, rtol=0)
     assert torch.allclose(got[:batch], want, atol=2e-2), float((got[:batch] - want).abs().max())
     assert bool((got[batch:] == -1.0).all()), "wrote past the batch"
+
+
+def test_the_magic_conversion_is_called_exact_only_where_big_accumulators_saturate() -> None:
+    from dlrm_bench.engines.cuda.cutlass_gemm import magic_conversion_exact
+
+    alpha = torch.full((4,), 1e-3)
+    assert magic_conversion_exact(alpha, torch.tensor([0.0, 5.0, -300.0, 3000.0]))
+    assert not magic_conversion_exact(alpha, torch.tensor([0.0, 0.0, 0.0, 4100.0]))  # 4194 < 127.5 + 4100
+    assert not magic_conversion_exact(torch.tensor([1e-3, 1e-3, 1e-3, 2e-5]), torch.zeros(4))  # 84 < 127.5
+    assert not magic_conversion_exact(torch.tensor([1e-3, -1e-3, 1e-3, 1e-3]), torch.zeros(4))
+
+
+MAGIC_VARIANTS = [name for name in VARIANTS if "_magic" in name]
+
+
+@on_gpu
+@pytest.mark.parametrize("variant", MAGIC_VARIANTS)
+def test_magic_epilogues_give_the_exact_bytes_even_past_two_to_the_22(variant: str) -> None:
+    """Accumulators of +-16.5M (1024 x 127 x +-127: past the magic conversion's exact range) and ordinary ones,
+    under scales where magic_conversion_exact holds: the bytes of the exact epilogue (the _fma variant)."""
+    from dlrm_bench.engines.cuda.cutlass_gemm import MAGIC_FALLBACK, cutlass_top_gemm, magic_conversion_exact
+
+    g = torch.Generator().manual_seed(7)
+    n, k, m = 256, 1024, 1001
+    w = torch.randint(-127, 128, (n, k), generator=g, dtype=torch.int8)
+    w[:64] = 127
+    w[64:128] = -127
+    x = torch.randint(0, 128, (m, k), generator=g, dtype=torch.int8)
+    x[:300] = 127
+    alpha = torch.full((n,), 2e-4) * torch.rand(n, generator=g).add(1.0)
+    bias = torch.empty(n).uniform_(-300.0, 300.0, generator=g)
+    assert magic_conversion_exact(alpha, bias)
+    lib = cutlass_top_gemm()
+    out = {}
+    for name in (variant, MAGIC_FALLBACK[variant]):
+        out[name] = torch.full((m, n), 99, dtype=torch.int8, device="cuda")
+        lib(name, x.cuda(), w.cuda(), out[name], alpha.cuda(), bias.cuda(), m, 132)
+    torch.cuda.synchronize()
+    assert bool((out[variant][:300, :64] == 127).all()) and bool((out[variant][:300, 64:128] == 0).all())
+    assert torch.equal(out[variant], out[MAGIC_FALLBACK[variant]]), int((out[variant] != out[MAGIC_FALLBACK[variant]]).sum())
+
+
+@on_gpu
+def test_a_layer_whose_scales_could_change_its_bytes_falls_back(model) -> None:
+    from dlrm_bench.engines.cuda.cutlass_gemm import MAGIC_FALLBACK
+    from dlrm_bench.engines.cuda.top_mlp import TopMLP, use_cutlass_hidden_layers
+
+    _, qm, _, _ = model
+    top = TopMLP(qm, torch.device("cuda"))
+    top.folded_mul[1] = torch.full_like(top.folded_mul[1], 1e-6)  # 1e-6 * 2^22 = 4.2 < 127.5
+    variant = MAGIC_VARIANTS[0]
+    use_cutlass_hidden_layers(top, variant)
+    assert [cfg.cutlass for cfg in top.configs[:-1]] == [variant, MAGIC_FALLBACK[variant], variant]
