@@ -62,75 +62,6 @@ struct FmaFusion {
   }
 };
 
-// The magic-number conversions. For |a| < 2^22 the bits of 1.5 * 2^23 plus a are the float 1.5 * 2^23 + a, so
-// float(a) = that float - 1.5 * 2^23 exactly, on an integer add and a float add: no int -> float conversion, which
-// runs at a quarter of the integer rate on sm_90 and is most of this epilogue's time. Outside that range the value
-// is wrong but keeps the sign and stays at least 2^22 in size, so the layer's output is the same 0 or 127 as long
-// as alpha * 2^22 >= 127.5 + |bias| for every column (cutlass_gemm.magic_conversion_exact checks that; alpha > 0).
-// Likewise y + 1.5 * 2^23 rounds y to the nearest integer, ties to even, into the low mantissa bits.
-constexpr int32_t kMagicBits = 0x4B400000;  // 1.5 * 2^23
-constexpr float kMagic = 12582912.0f;
-
-// y = fma(float(acc), alpha, bias) with the conversion above; alpha / bias arrive as their fp32 bit patterns (the
-// per-column broadcasts load int32, so that no input is converted on the way in). The output (fp32) is converted
-// to int8 by the epilogue's usual packed conversion, relu fused.
-template <class T>
-struct MagicFma;
-template <int N>
-struct MagicFma<cutlass::Array<int32_t, N>> {
-  CUTLASS_DEVICE cutlass::Array<float, N> operator()(cutlass::Array<int32_t, N> const& alpha,
-                                                     cutlass::Array<int32_t, N> const& acc,
-                                                     cutlass::Array<int32_t, N> const& bias) const {
-    cutlass::Array<float, N> y;
-    CUTLASS_PRAGMA_UNROLL
-    for (int i = 0; i < N; ++i) {
-      float f = __int_as_float(acc[i] + kMagicBits) - kMagic;
-      y[i] = fmaxf(fmaf(f, __int_as_float(alpha[i]), __int_as_float(bias[i])), 0.0f);
-    }
-    return y;
-  }
-};
-
-// The same, and the int8 too without the conversion unit: y + 1.5 * 2^23 rounds, its bits clamped to
-// [1.5 * 2^23, 1.5 * 2^23 + 127] give relu and saturation, and the low byte is the result.
-template <class T>
-struct MagicRequant;
-template <int N>
-struct MagicRequant<cutlass::Array<int32_t, N>> {
-  CUTLASS_DEVICE cutlass::Array<int8_t, N> operator()(cutlass::Array<int32_t, N> const& alpha,
-                                                      cutlass::Array<int32_t, N> const& acc,
-                                                      cutlass::Array<int32_t, N> const& bias) const {
-    cutlass::Array<int8_t, N> out;
-    CUTLASS_PRAGMA_UNROLL
-    for (int i = 0; i < N; ++i) {
-      float f = __int_as_float(acc[i] + kMagicBits) - kMagic;
-      float y = fmaf(f, __int_as_float(alpha[i]), __int_as_float(bias[i]));
-      int32_t bits = __float_as_int(y + kMagic);
-      bits = min(max(bits, kMagicBits), kMagicBits + 127);
-      out[i] = static_cast<int8_t>(bits & 0xFF);
-    }
-    return out;
-  }
-};
-
-// An epilogue tree of one node, Op(alpha[n], acc, bias[n]) -> int8, with no int -> float conversion on the way in.
-template <template <class> class Op>
-struct MagicFusionOf {
-  template <class TileShape>
-  struct Fusion {
-    using PerColumnBits = fusion::Sm90RowBroadcast<0, TileShape, int32_t, int32_t, Stride<_0, _1, int64_t>>;
-    using Callbacks = fusion::Sm90EVT<fusion::Sm90Compute<Op, int8_t, int32_t, kRound>, PerColumnBits,
-                                      fusion::Sm90AccFetch, PerColumnBits>;
-    template <class ThreadArgs>
-    static void set(ThreadArgs& thread, const float* alpha, const float* bias) {
-      thread = {{reinterpret_cast<const int32_t*>(alpha), 0, {}},  // alpha[n] (bits)
-                {},                                                // acc
-                {reinterpret_cast<const int32_t*>(bias), 0, {}},   // bias[n] (bits)
-                {}};                                               // op
-    }
-  };
-};
-
 template <class TileShape, class ClusterShape, class KernelSchedule, class EpilogueSchedule,
           template <class> class Fusion = LinCombFusion>
 struct Int8Layer {
@@ -192,16 +123,12 @@ using V6 = Int8Layer<Shape<_128, _128, _128>, Shape<_1, _4, _1>, Pingpong, EpiPi
 using V7 = Int8Layer<Shape<_128, _128, _128>, Shape<_2, _2, _1>, Pingpong, EpiPingpong>;
 using V8 = Int8Layer<Shape<_128, _128, _64>, Shape<_1, _2, _1>, Pingpong, EpiPingpong>;
 using V9 = Int8Layer<Shape<_128, _128, _128>, Shape<_1, _2, _1>, Pingpong, EpiPingpong, FmaFusion>;
-using V10 = Int8Layer<Shape<_128, _128, _128>, Shape<_1, _2, _1>, Pingpong, EpiPingpong,
-                      MagicFusionOf<MagicFma>::Fusion>;
-using V11 = Int8Layer<Shape<_128, _128, _128>, Shape<_1, _2, _1>, Pingpong, EpiPingpong,
-                      MagicFusionOf<MagicRequant>::Fusion>;
 
 }  // namespace
 
 extern "C" {
 
-int dlrm_top_gemm_variants() { return 12; }
+int dlrm_top_gemm_variants() { return 10; }
 
 // Returns 0 on success, -1 for an unknown variant, else a code of csrc/cutlass_launch.h.
 int dlrm_top_gemm_run(int variant, const void* a, const void* b, void* d, const float* alpha, const float* bias,
@@ -224,8 +151,6 @@ int dlrm_top_gemm_run(int variant, const void* a, const void* b, void* d, const 
     case 7: return DLRM_RUN(V7);
     case 8: return DLRM_RUN(V8);
     case 9: return DLRM_RUN(V9);
-    case 10: return DLRM_RUN(V10);
-    case 11: return DLRM_RUN(V11);
     default: return -1;
   }
 #undef DLRM_RUN
@@ -243,8 +168,6 @@ size_t dlrm_top_gemm_workspace(int variant, int m, int n, int k, int sm_count) {
     case 7: return V7::workspace(m, n, k, sm_count);
     case 8: return V8::workspace(m, n, k, sm_count);
     case 9: return V9::workspace(m, n, k, sm_count);
-    case 10: return V10::workspace(m, n, k, sm_count);
-    case 11: return V11::workspace(m, n, k, sm_count);
     default: return 0;
   }
 }

@@ -38,32 +38,13 @@ VARIANTS = {
     "128x128_c2x2_pingpong": 7,
     "128x128k64_c1x2_pingpong": 8,
     "128x128_c1x2_pingpong_fma": 9,
-    "128x128_c1x2_pingpong_magic": 10,
-    "128x128_c1x2_pingpong_magic_i8": 11,
 }
 """Kernel variants by name -> index in the library: tile M x N (K step 128 unless named), cluster shape (M x N
 CTAs: c1x2 = two CTAs of neighbouring N tiles that receive one A tile by multicast), warpgroup schedule
 (pingpong: two consumer warpgroups take turns on 128 x 128 tiles, one's epilogue beside the other's MMAs;
 cooperative: both share one tile). "_fma": the epilogue as a tree of one multiply-add per element,
 relu(fma(acc, alpha, bias)), instead of CUTLASS's linear combination (alpha * acc + (0 * C + bias): two FFMA in the
-SASS); the same bytes (csrc/top_gemm_cutlass.cu). "_magic": that multiply-add with the int32 -> fp32 conversion
-done by magic-number adds instead of the conversion unit (a quarter of the integer rate on sm_90); "_magic_i8"
-also rounds and saturates to int8 that way. Both give the same bytes only where magic_conversion_exact holds;
-use_cutlass_hidden_layers gives a layer where it does not MAGIC_FALLBACK's kernel."""
-
-MAGIC_FALLBACK = {"128x128_c1x2_pingpong_magic": "128x128_c1x2_pingpong_fma",
-                  "128x128_c1x2_pingpong_magic_i8": "128x128_c1x2_pingpong_fma"}
-"""The variant a layer runs where the magic-number conversion could change its bytes."""
-MAGIC_EXACT_BELOW = 2 ** 22
-"""|acc| below this converts exactly; above it the converted value keeps its sign and stays at least this large."""
-
-
-def magic_conversion_exact(alpha: torch.Tensor, bias: torch.Tensor) -> bool:
-    """True when the "_magic" epilogues give every column the bytes of the exact one: alpha > 0 and
-    alpha * 2^22 >= 127.5 + |bias| for every column, so an accumulator of size 2^22 or more saturates (127, or 0
-    after the ReLU) whichever way it is converted. alpha / bias: fp32 [N] (the folded epilogue's)."""
-    alpha, bias = alpha.double(), bias.double()
-    return bool((alpha > 0).all() and (alpha * MAGIC_EXACT_BELOW >= 127.5 + bias.abs()).all())
+SASS); the same bytes (csrc/top_gemm_cutlass.cu)."""
 
 _ERRORS = {-1: "unknown variant", 1: "shape or alignment not supported (rows must be 16-byte aligned)",
            2: "workspace too small", 3: "initialize failed (TMA descriptors)", 4: "launch failed",

@@ -309,11 +309,9 @@ class TopMLP:
 
 def use_cutlass_hidden_layers(top: TopMLP, variant: str, final_layer: bool = False) -> None:
     """Run `top`'s hidden layers (with final_layer, its last layer too) on the CUTLASS kernel `variant`
-    (cutlass_gemm.VARIANTS; a "_magic" variant leaves a layer whose scales would not keep its bytes exact on
-    cutlass_gemm.MAGIC_FALLBACK's kernel). Loads the library now:
+    (cutlass_gemm.VARIANTS). Loads the library now:
     CutlassUnavailable (with the path and how to build it, or the GPU that cannot run it) at start, not mid-run."""
-    from dlrm_bench.engines.cuda.cutlass_gemm import (MAGIC_FALLBACK, VARIANTS, CutlassUnavailable, cutlass_top_gemm,
-                                                      magic_conversion_exact)
+    from dlrm_bench.engines.cuda.cutlass_gemm import VARIANTS, CutlassUnavailable, cutlass_top_gemm
 
     if variant not in VARIANTS:
         raise ValueError(f"top_gemm {variant!r}: expected triton or one of {', '.join(VARIANTS)}")
@@ -322,8 +320,7 @@ def use_cutlass_hidden_layers(top: TopMLP, variant: str, final_layer: bool = Fal
         raise CutlassUnavailable(f"the CUTLASS kernels are built for Hopper (sm_90a); this GPU is sm_"
                                  f"{capability[0]}{capability[1]}")
     cutlass_top_gemm()
-    for i, cfg in enumerate(top.configs[:-1]):
-        exact = variant not in MAGIC_FALLBACK or magic_conversion_exact(top.folded_mul[i], top.folded_add[i])
-        cfg.cutlass = variant if exact else MAGIC_FALLBACK[variant]
+    for cfg in top.configs[:-1]:
+        cfg.cutlass = variant
     if final_layer:
         top.configs[-1].cutlass = variant
