@@ -69,7 +69,7 @@ NVCC ?= nvcc
 CUTLASS_LIB := build/cutlass/libdlrm_top_gemm.so
 CUTLASS_HEADERS := build/cutlass/.headers-$(CUTLASS_VERSION)
 CUTLASS_OBJECTS := build/cutlass/top_gemm_cutlass.o build/cutlass/final_layer_cutlass.o \
-	build/cutlass/interaction_mma.o
+	build/cutlass/interaction_mma.o build/cutlass/bottom_mlp_wgmma.o
 NVCC_FLAGS := -std=c++17 -O3 -DNDEBUG -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -Xcompiler -fPIC
 cutlass_gemm: $(CUTLASS_LIB)
 

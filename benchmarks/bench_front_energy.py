@@ -7,7 +7,8 @@ interaction) drew 697 W on an H100 while it ran alone (bench_front_overlap.py): 
 stage. Per config, one CUDA graph of the kernel on --batch pairs, replayed for --sustain seconds (SM clock and
 power read each second):
 
-* bottom MLP variants: rows per program / chunk / warps / pipeline stages (bottom_mlp.BottomMLP);
+* bottom MLP variants: rows per program / chunk / warps / pipeline stages (bottom_mlp.BottomMLP), and the CUDA
+  kernel (csrc/bottom_mlp_wgmma.cu), whose output must equal the Triton kernel's byte for byte;
 * interaction variants: pairs per program / warps / iterations / stages (interaction.Interaction), on the bench's
   skewed ids spread over each table as the preset places its hot rows; and the CUDA kernel
   (csrc/interaction_mma.cu) by pairs per warp, whose output must equal the Triton kernel's byte for byte;
@@ -65,6 +66,8 @@ def kernel_graphs(qm, tables, offsets, cards, device, n: int) -> tuple[dict, dic
     for tile in BOTTOM_TILES:
         op = BottomMLP(qm, device, *tile)
         ops[tile_name("bottom", tile)] = lambda op=op: op(numeric, None, n, top_in)
+    cuda_bottom = BottomMLP(qm, device, kernel="cuda")
+    ops["bottom cuda"] = lambda: cuda_bottom(numeric, None, n, top_in)
     for tile in INTERACTION_TILES:
         op = Interaction(qm, tables, offsets, *tile, layout=LAYOUT)
         ops[tile_name("interaction", tile)] = lambda op=op: op(ids["skewed"], None, n, top_in)
@@ -96,6 +99,18 @@ def cuda_matches_triton(ops: dict, top_in: torch.Tensor) -> bool:
     return bool(torch.equal(top_in, want))
 
 
+def cuda_bottom_matches_triton(ops: dict, top_in: torch.Tensor) -> bool:
+    """The CUDA bottom MLP's bytes against the Triton kernel's, in the whole buffer (filled with random bytes
+    first)."""
+    top_in.copy_(torch.randint(-128, 128, top_in.shape, dtype=torch.int8, device=top_in.device))
+    other = top_in.clone()
+    ops[tile_name("bottom", BOTTOM_TILES[0])]()
+    want = top_in.clone()
+    top_in.copy_(other)
+    ops["bottom cuda"]()
+    return bool(torch.equal(top_in, want))
+
+
 def frugal(report: dict, kind: str) -> str:
     """The `kind` variant (bottom / interaction, skewed ids) with the fewest uJ per pair."""
     rows = {name: row for name, row in report.items() if name.startswith(kind + " ") and "," not in name}
@@ -123,9 +138,10 @@ def main() -> int:
         return 2
     graphs, ops, top_in = kernel_graphs(qm, tables, offsets, cards, device, n)
     report: dict = {"device": torch.cuda.get_device_name(), "pairs": n, "rows_scale": args.rows_scale,
-                    "top_gemm": args.top_gemm, "cuda_interaction_equals_triton": cuda_matches_triton(ops, top_in),
-                    "configs": {}}
-    print("CUDA interaction bytes equal to Triton's:", report["cuda_interaction_equals_triton"], flush=True)
+                    "top_gemm": args.top_gemm, "cuda_bottom_equals_triton": cuda_bottom_matches_triton(ops, top_in),
+                    "cuda_interaction_equals_triton": cuda_matches_triton(ops, top_in), "configs": {}}
+    print("CUDA bottom MLP / interaction bytes equal to Triton's:", report["cuda_bottom_equals_triton"],
+          report["cuda_interaction_equals_triton"], flush=True)
     for name, rounds in sustained_rounds(graphs, n, args.sustain, 1).items():
         report["configs"][name] = {"graph_ms": timed(graphs[name].replay), "sustained": rounds}
         print(name, json.dumps(report["configs"][name]), flush=True)
@@ -136,6 +152,8 @@ def main() -> int:
                                              tile_name("interaction", INTERACTION_TILES[0])),
               "whole batch, CUDA interaction (the engine's interaction_kernel cuda)": (
                   tile_name("bottom", BOTTOM_TILES[0]), "interaction cuda/8"),
+              "whole batch, CUDA bottom + CUDA interaction (bottom_kernel cuda)": ("bottom cuda",
+                                                                                   "interaction cuda/8"),
               f"whole batch, {best[0]} + {best[1]}": best}
     whole_graphs = {name: whole_batch_graph(lambda b=b, i=i: (ops[b](), ops[i](), top(top_in, hidden, probs, n)))
                     for name, (b, i) in wholes.items()}
@@ -148,7 +166,8 @@ def main() -> int:
 
 def print_table(report: dict) -> None:
     print(f"\n{report['device']}, {report['pairs']} pairs, tables at {report['rows_scale']} of the full rows, top "
-          f"{report['top_gemm']}; CUDA interaction = Triton's bytes: {report['cuda_interaction_equals_triton']}")
+          f"{report['top_gemm']}; CUDA bottom MLP / interaction = Triton's bytes: "
+          f"{report['cuda_bottom_equals_triton']} / {report['cuda_interaction_equals_triton']}")
     print(f"{'config':<52} {'graph ms':>9}  sustained: ms, MHz, W, uJ/pair")
     for name, row in report["configs"].items():
         print(f"{name:<52} {row['graph_ms']:9.3f}  {rounds_cell(row['sustained'])}")

@@ -184,13 +184,16 @@ def test_a_missing_cutlass_library_falls_back_to_triton(workspace, monkeypatch, 
     meta = load_meta(workspace["data"])
     engine = create_engine("cuda", workspace["model"], meta, {"gpu_batch_size": 512,
                                                               "top_gemm": "128x128_c1x2_pingpong",
-                                                              "interaction_kernel": "cuda"})
+                                                              "interaction_kernel": "cuda",
+                                                              "bottom_kernel": "cuda"})
     assert engine.describe()["top_gemm"] == "triton"
     assert engine.describe()["interaction_kernel"] == "triton"
+    assert engine.describe()["bottom_kernel"] == "triton"
     engine.close()
     err = capsys.readouterr().err
     assert "top_gemm 128x128_c1x2_pingpong" in err and "the top layers run in Triton" in err
     assert "interaction_kernel cuda" in err and "the interaction runs in Triton" in err
+    assert "bottom_kernel cuda" in err and "the bottom MLP runs in Triton" in err
 
 
 def test_sliced_pipeline_matches_the_serial_batch(workspace, monkeypatch) -> None:
@@ -227,9 +230,9 @@ def test_sliced_pipeline_matches_the_serial_batch(workspace, monkeypatch) -> Non
             np.testing.assert_array_equal(got, want)
 
 
-def test_cuda_interaction_kernel_in_the_engine(workspace, monkeypatch) -> None:
-    """interaction_kernel cuda: the same probabilities as the Triton kernel, launched one by one, in CUDA graphs
-    and in the sliced pipeline."""
+def test_cuda_front_kernels_in_the_engine(workspace, monkeypatch) -> None:
+    """interaction_kernel cuda, bottom_kernel cuda: the same probabilities as the Triton kernels, launched one by
+    one, in CUDA graphs and in the sliced pipeline."""
     from dlrm_bench.engines.cuda.cutlass_gemm import library_path
     import dlrm_bench.engines.cuda.sliced_pipeline as sliced_pipeline
     if not library_path().is_file() or torch.cuda.get_device_capability() != (9, 0):
@@ -240,14 +243,17 @@ def test_cuda_interaction_kernel_in_the_engine(workspace, monkeypatch) -> None:
     split = open_split(workspace["data"] / "test")
     starts, ends = np.array([0, 4990, 3100]), np.array([3001, 5000, 3400])
     results = {}
-    for name, extra in (("triton", {}), ("cuda", {"interaction_kernel": "cuda"}),
-                        ("cuda+graphs+slices", {"interaction_kernel": "cuda", "cuda_graphs": True,
-                                                "cuda_graph_buckets": 4, "front_overlap_slices": 2})):
+    both = {"interaction_kernel": "cuda", "bottom_kernel": "cuda"}
+    for name, extra in (("triton", {}), ("cuda interaction", {"interaction_kernel": "cuda"}),
+                        ("cuda bottom", {"bottom_kernel": "cuda"}),
+                        ("cuda+graphs+slices", {**both, "cuda_graphs": True, "cuda_graph_buckets": 4,
+                                                "front_overlap_slices": 2})):
         engine = create_engine("cuda", workspace["model"], meta, {"gpu_batch_size": 1024, **extra})
         assert engine.describe()["interaction_kernel"] == extra.get("interaction_kernel", "triton")
+        assert engine.describe()["bottom_kernel"] == extra.get("bottom_kernel", "triton")
         engine.load(split)
         engine.warmup()
         results[name] = engine.predict_ranges(starts, ends)
         engine.close()
-    np.testing.assert_array_equal(results["cuda"], results["triton"])
-    np.testing.assert_array_equal(results["cuda+graphs+slices"], results["triton"])
+    for name in results:
+        np.testing.assert_array_equal(results[name], results["triton"])

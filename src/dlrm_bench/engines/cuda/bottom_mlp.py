@@ -10,6 +10,10 @@ was the int32 -> fp32 conversion of each accumulator (I2FP, on the SM's slow con
 (`layer1_fp16`) it multiplies on the fp16 tensor cores instead: int8 values are exact in fp16, each product is
 exact, and every partial sum is an integer below 13 * 127 * 127 < 2^24, so the fp32 accumulator holds exactly the
 int32 result, already converted. Same outputs bit for bit, no conversion instruction.
+
+`kernel="cuda"` runs the CUDA kernel of the CUTLASS library instead (csrc/bottom_mlp_wgmma.cu, Hopper only): one
+persistent CTA per SM holds all the weights in shared memory, and each layer's accumulator fragment is the next
+layer's register operand. The same bytes as the Triton kernel. `wgmma_image` lays the weights out for it.
 """
 
 from __future__ import annotations
@@ -17,10 +21,64 @@ from __future__ import annotations
 import torch
 
 from dlrm_bench.engines.cuda.triton_env import requantize_relu, tl, triton
+from dlrm_bench.errors import UserError
 from dlrm_bench.quant.recipe import QuantizedDLRM
 
 K1_PAD = 32
 """Layer-1 input columns in the kernel (13 real, zero-padded: int8 MMA wants K >= 32)."""
+KERNELS = ("triton", "cuda")
+"""Who runs the bottom MLP: the Triton kernel below, or the CUDA one (csrc/bottom_mlp_wgmma.cu)."""
+
+
+def _k_permutation() -> torch.Tensor:
+    """int64 [32]: the input column, within its 32-column block, that position k of a block of the CUDA kernel's
+    weights holds. The kernel packs lane t's accumulator columns 8j + 2t, 8j + 2t + 1 of groups j = 2h, 2h + 1 as
+    the A operand's k = 16h + 4t .. 16h + 4t + 3 (csrc/bottom_mlp_wgmma.cu)."""
+    k = torch.arange(32)
+    half, t, i = k // 16, (k % 16) // 4, k % 4
+    return 8 * (2 * half + i // 2) + 2 * t + i % 2
+
+
+K_PERMUTATION = _k_permutation()
+
+
+def _core_matrix_offsets(n: int, k_bytes: int) -> torch.Tensor:
+    """int64 [n, k_bytes]: the byte offset of element (row, byte) of a K-major operand in the CUDA kernel's shared
+    memory: 32-byte k blocks one after the other, each n / 8 x 2 core matrices of 8 rows x 16 bytes (128 bytes
+    each; leading byte offset 128, stride byte offset 256)."""
+    row = torch.arange(n)[:, None]
+    byte = torch.arange(k_bytes)[None, :]
+    return (byte // 32) * (n * 32) + (row // 8) * 256 + ((byte % 32) // 16) * 128 + (row % 8) * 16 + byte % 16
+
+
+def _laid_out(weight_bytes: torch.Tensor) -> torch.Tensor:
+    """uint8 [n, k_bytes] -> uint8 [n * k_bytes] in the kernel's shared-memory order."""
+    n, k_bytes = weight_bytes.shape
+    out = torch.empty(n * k_bytes, dtype=torch.uint8)
+    out[_core_matrix_offsets(n, k_bytes).reshape(-1)] = weight_bytes.reshape(-1)
+    return out
+
+
+def _permuted(weight: torch.Tensor) -> torch.Tensor:
+    """int8 [n, k] with each 32-column block's columns in K_PERMUTATION order."""
+    k = weight.shape[1]
+    columns = (torch.arange(k) // 32) * 32 + K_PERMUTATION.repeat(k // 32)
+    return weight[:, columns]
+
+
+def wgmma_image(qm: QuantizedDLRM) -> torch.Tensor:
+    """uint8 [190,976]: what the CUDA bottom-MLP kernel copies into shared memory: layer 1's weight as fp16 [512, 16]
+    (13 used), layers 2 and 3's int8 weights with permuted columns, each in the core-matrix order, then the fp32
+    w_scale, bias and act_inv of layer 1 (512 each), 2 (256) and 3 (128)."""
+    l1, l2, l3 = qm.bottom
+    w1 = torch.zeros(512, 16, dtype=torch.float16)
+    w1[:, : l1.weight.shape[1]] = l1.weight.to(torch.float16)
+    parts = [_laid_out(w1.view(torch.uint8)), _laid_out(_permuted(l2.weight).view(torch.uint8)),
+             _laid_out(_permuted(l3.weight).view(torch.uint8))]
+    for layer in (l1, l2, l3):
+        params = torch.cat([layer.w_scale.float(), layer.bias.float(), layer.act_inv.float()])
+        parts.append(params.view(torch.uint8))
+    return torch.cat(parts)
 
 
 @triton.jit(do_not_specialize=["num_pairs"], do_not_specialize_on_alignment=["x_ptr"])
@@ -74,8 +132,16 @@ class BottomMLP:
     """Device copies of the bottom layers in the kernel's layout, and the launcher."""
 
     def __init__(self, qm: QuantizedDLRM, device: torch.device, block_m: int = 64, chunk: int = 128,
-                 num_warps: int = 4, num_stages: int = 2, layer1_fp16: bool = True) -> None:
-        """layer1_fp16: layer 1 on the fp16 tensor cores (exact; module docstring), else in int8."""
+                 num_warps: int = 4, num_stages: int = 2, layer1_fp16: bool = True, kernel: str = "triton") -> None:
+        """layer1_fp16: layer 1 on the fp16 tensor cores (exact; module docstring), else in int8. kernel: "triton"
+        (the tile fields apply) or "cuda" (CutlassUnavailable where the library or a Hopper GPU is missing)."""
+        if kernel not in KERNELS:
+            raise UserError(f"bottom_kernel '{kernel}': choose one of {', '.join(KERNELS)}")
+        self.kernel = kernel
+        self.native = self._native_kernel(device) if kernel == "cuda" else None
+        if self.native is not None:
+            self.image = wgmma_image(qm).to(device)
+            self.num_sms = torch.cuda.get_device_properties(device).multi_processor_count
         l1, l2, l3 = qm.bottom
         w1 = torch.zeros(512, K1_PAD, dtype=torch.float16 if layer1_fp16 else torch.int8)
         w1[:, : l1.weight.shape[1]] = l1.weight.to(w1.dtype)
@@ -90,6 +156,10 @@ class BottomMLP:
                  out: torch.Tensor) -> None:
         """numeric_int8: int8 [N, 13 or 16]; rows: int64 [num_pairs] or None (rows 0..num_pairs-1);
         out: int8 [>= num_pairs, 512], columns 0..127 are written."""
+        if self.native is not None:
+            if num_pairs > 0:
+                self.native.bottom_mlp(numeric_int8, rows, num_pairs, self.image, out, self.num_sms)
+            return
         grid = (triton.cdiv(num_pairs, self.block_m),)
         _bottom_mlp_kernel[grid](
             numeric_int8, rows if rows is not None else numeric_int8, numeric_int8.stride(0), num_pairs,
@@ -99,3 +169,18 @@ class BottomMLP:
             out, out.stride(0),
             K_IN=min(numeric_int8.shape[1], 16), HAS_ROWS=rows is not None, BLOCK_M=self.block_m,
             CHUNK=self.chunk, NUM_STAGES=self.num_stages, L1_FP16=self.layer1_fp16, num_warps=self.num_warps)
+
+    @staticmethod
+    def _native_kernel(device: torch.device) -> "CutlassTopGemm":
+        """The loaded library whose CUDA kernel this bottom MLP runs."""
+        from dlrm_bench.engines.cuda.cutlass_gemm import CutlassUnavailable, cutlass_top_gemm
+
+        capability = torch.cuda.get_device_capability(device)
+        if capability != (9, 0):
+            raise CutlassUnavailable(f"the CUDA bottom-MLP kernel is built for Hopper (sm_90a); this GPU is sm_"
+                                     f"{capability[0]}{capability[1]}")
+        lib = cutlass_top_gemm()
+        if not lib.has_bottom_mlp:
+            raise CutlassUnavailable(f"{lib.path}: built before the CUDA bottom-MLP kernel; rebuild it with "
+                                     f"`make cutlass_gemm`")
+        return lib

@@ -8,7 +8,8 @@ bias)), alpha and bias per output column) and give the same bytes; the final lay
 epilogue. On an H100 they made the top MLP 8-9% cheaper per pair at the power limit (benchmarks/NOTES.md).
 
 The same library holds the CUDA gather + interaction kernel (csrc/interaction_mma.cu, `interaction()` here;
-interaction.py says when the engine uses it).
+interaction.py says when the engine uses it) and the CUDA bottom MLP (csrc/bottom_mlp_wgmma.cu, `bottom_mlp()`;
+bottom_mlp.py).
 
 The library is built by `make cutlass_gemm` (nvcc for sm_90a and the nvidia-cutlass headers) into
 build/cutlass/libdlrm_top_gemm.so, or named by $DLRM_TOP_GEMM_LIB. Nothing here loads it until asked.
@@ -91,6 +92,13 @@ class CutlassTopGemm:
                                                  ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                                                  ctypes.c_void_p, ctypes.c_longlong, ctypes.c_int, ctypes.c_int,
                                                  ctypes.c_void_p]
+        self.has_bottom_mlp = hasattr(lib, "dlrm_bottom_mlp_run")  # not in a library built before it
+        if self.has_bottom_mlp:
+            lib.dlrm_bottom_mlp_image_bytes.restype = ctypes.c_int
+            lib.dlrm_bottom_mlp_run.restype = ctypes.c_int
+            lib.dlrm_bottom_mlp_run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_longlong, ctypes.c_int,
+                                                ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_longlong,
+                                                ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
         self._lib = lib
         self._workspace: dict[torch.device, torch.Tensor] = {}
         self._retired: list[torch.Tensor] = []
@@ -131,6 +139,22 @@ class CutlassTopGemm:
                                               w.stride(0), sm_count, x.device.index, ws.data_ptr(), ws.numel(),
                                               stream)
         _check(code, f"CUTLASS final layer on [{m}, {k}] x [{n}, {k}]")
+
+    def bottom_mlp_image_bytes(self) -> int:
+        """Size of the shared-memory image the bottom-MLP kernel loads (bottom_mlp.wgmma_image builds it)."""
+        return int(self._lib.dlrm_bottom_mlp_image_bytes())
+
+    def bottom_mlp(self, numeric: torch.Tensor, rows: torch.Tensor | None, num_pairs: int, image: torch.Tensor,
+                   out: torch.Tensor, sm_count: int) -> None:
+        """The bottom MLP (csrc/bottom_mlp_wgmma.cu) on the current stream: numeric int8 [*, 13 or 16]; rows int64
+        [num_pairs] (rows of numeric) or None; image uint8, bottom_mlp.wgmma_image; out int8 [>= num_pairs, *]
+        receives the dense vector in columns 0..127."""
+        stream = torch.cuda.current_stream(out.device).cuda_stream
+        code = self._lib.dlrm_bottom_mlp_run(numeric.data_ptr(), rows.data_ptr() if rows is not None else None,
+                                             numeric.stride(0), min(numeric.shape[1], 16), num_pairs,
+                                             image.data_ptr(), out.data_ptr(), out.stride(0), sm_count,
+                                             out.device.index, stream)
+        _check(code, f"CUDA bottom MLP on {num_pairs} pairs")
 
     def interaction(self, categorical: torch.Tensor, rows: torch.Tensor | None, num_pairs: int,
                     tables: torch.Tensor, offsets: torch.Tensor, mult: torch.Tensor, top_in: torch.Tensor,

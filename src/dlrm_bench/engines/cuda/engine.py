@@ -17,6 +17,9 @@ CUDA graph; a batch then costs the host one copy of its packed sample ranges, on
 bucket that holds it, and the copy back. Buckets:
 `cuda_graph_buckets` (default 16) sizes evenly up to gpu_batch_size; the pairs past the batch read row 0 and their
 results are not returned).
+bottom_kernel (default triton): "cuda" runs the bottom MLP on the CUDA kernel of the CUTLASS library
+(bottom_mlp.py: weights resident in shared memory, the same bytes), with a warning and Triton where the library or
+the GPU cannot run it.
 interaction_kernel (default triton): "cuda" runs the gather + interaction on the CUDA kernel of the CUTLASS
 library (interaction.py; the same bytes, 0.25 against 0.39 ms per 262,144 pairs on an H100), with a warning and
 Triton where the library or the GPU cannot run it.
@@ -122,7 +125,7 @@ class CudaEngine(Engine):
         self.tables = self.store.hot
         self.gpu_part = self.store.gpu_part  # kept for describe() after close()
         self.table_bytes_on_gpu = int(self.store.hot.numel())
-        self.bottom = BottomMLP(qm, self.dev)
+        self.bottom = self._bottom(qm, str(settings.get("bottom_kernel", "triton")))
         cards = list(np.diff(np.append(model.table_offsets, model.tables.shape[0])))
         self.packing = packing_layout(cards) if settings.get("compress_categorical_inputs") else None
         self.interaction_layout = str(settings.get("interaction_layout", DEFAULT_LAYOUT))
@@ -460,8 +463,18 @@ class CudaEngine(Engine):
                 "graph_batches": self.graph_batches, "interaction_layout": self.interaction_layout,
                 "top_gemm": self.top_gemm, "cutlass_final_layer": self.cutlass_final_layer,
                 "top_gemm_sms": self.top.num_sms, "interaction_kernel": self.interaction.kernel,
+                "bottom_kernel": self.bottom.kernel,
                 "front_overlap_slices": self.sliced.slices if self.sliced is not None else 1,
                 "shared_compute_stream": self.compute_stream is not None}
+
+    def _bottom(self, qm, kernel: str) -> BottomMLP:
+        """The bottom MLP on `kernel` (setting "bottom_kernel"); the CUDA kernel where its library is not built or
+        the GPU is not a Hopper: a warning on stderr and the Triton kernel."""
+        try:
+            return BottomMLP(qm, self.dev, kernel=kernel)
+        except CutlassUnavailable as exc:
+            print(f"warning: bottom_kernel {kernel}: {exc}; the bottom MLP runs in Triton", file=sys.stderr)
+            return BottomMLP(qm, self.dev)
 
     def _interaction(self, qm, offsets: torch.Tensor, kernel: str) -> Interaction:
         """The gather + interaction on `kernel` (setting "interaction_kernel"); the CUDA kernel where its library
