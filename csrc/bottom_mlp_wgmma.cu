@@ -17,7 +17,8 @@
 //   weight columns are permuted to match (bottom_mlp.K_PERMUTATION), so the requantized bytes are
 //   packed and used with no shuffle and no shared memory;
 // * layer 1 is computed one 32-column block at a time, just before layer 2 consumes it, so the 512-wide hidden layer
-//   is never held whole.
+//   is never held whole; the MMAs are asynchronous, so the requantization of block s + 1 runs while layer 2
+//   multiplies block s (two buffers of each), and the next tile's inputs load during this one.
 //
 // The arithmetic is the Triton kernel's, operation for operation: y = fma(acc, w_scale, bias), q = round_half_even(
 // min(max(y * act_inv, 0), 127)) by the 1.5 * 2^23 add. The same bytes.
@@ -55,7 +56,10 @@ __device__ __forceinline__ uint64_t descriptor(uint32_t smem_address) {
 
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+template <int Pending>
+__device__ __forceinline__ void wgmma_wait() {  // until at most Pending committed groups are still running
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(Pending) : "memory");
+}
 
 // Keeps the compiler from moving accesses of registers an asynchronous MMA owns across its issue or its wait.
 template <int N>
@@ -225,6 +229,41 @@ __device__ __forceinline__ unsigned half2_bits(const int8_t* row, int k, int k_i
   return unsigned(__half_as_ushort(lo)) | (unsigned(__half_as_ushort(hi)) << 16);
 }
 
+// Layer 1's A operand (fp16, m64 k16) of a tile: rows g and g + 8 of the warp's 16 at k 2t, 2t+1 and 8+2t, 8+2t+1;
+// zeros past the batch (and for a tile past the last).
+__device__ __forceinline__ void load_inputs(const Args& args, int tile, int warp, int g, int t, unsigned (&a)[4]) {
+  const int p0 = tile * kTileRows + warp * 16 + g, p1 = p0 + 8;
+  const int8_t* x0 = nullptr;
+  const int8_t* x1 = nullptr;
+  if (p0 < args.num_pairs) x0 = args.x + (args.rows ? args.rows[p0] : p0) * args.x_stride;
+  if (p1 < args.num_pairs) x1 = args.x + (args.rows ? args.rows[p1] : p1) * args.x_stride;
+  a[0] = half2_bits(x0, 2 * t, args.k_in);
+  a[1] = half2_bits(x1, 2 * t, args.k_in);
+  a[2] = half2_bits(x0, 8 + 2 * t, args.k_in);
+  a[3] = half2_bits(x1, 8 + 2 * t, args.k_in);
+}
+
+// Layers 1 and 2, k block by k block, software-pipelined: while layer 2 multiplies block s, layer 1 computes block
+// s + 1 and its requantization follows. Two accumulator and two fragment buffers (B = s % 2); before touching
+// buffer B again, wait until at most the latest MMA (layer 2 of block s - 1) is still running.
+template <int B>
+__device__ __forceinline__ void layers_1_2_step(int s, float (&acc1)[2][16], unsigned (&a2)[2][4], int (&acc2)[128],
+                                                const unsigned (&a1)[4], const float* prm, uint32_t base, int t) {
+  if (s == 0)
+    wgmma_wait<0>();
+  else
+    wgmma_wait<1>();
+  pin(acc1[B]);
+  to_fragment(acc1[B], prm, kS1, kB1, kA1, 32 * s, t, a2[B]);
+  wgmma_fence();
+  if (s + 1 < 16) {
+    mma_layer1(acc1[B ^ 1], a1, descriptor(base + kW1 + (s + 1) * 1024));
+    wgmma_commit();
+  }
+  mma_layer2(acc2, a2[B], descriptor(base + kW2 + s * 8192), s);
+  wgmma_commit();
+}
+
 __global__ void __launch_bounds__(kThreads, 1) bottom_mlp_kernel(Args args) {
   extern __shared__ __align__(128) uint8_t smem[];
   {
@@ -239,48 +278,45 @@ __global__ void __launch_bounds__(kThreads, 1) bottom_mlp_kernel(Args args) {
   const int group = threadIdx.x / 128, warp = (threadIdx.x % 128) / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4;
   const int tiles = (args.num_pairs + kTileRows - 1) / kTileRows;
+  const int stride = gridDim.x * kWarpgroups;
 
-  for (int tile = blockIdx.x * kWarpgroups + group; tile < tiles; tile += gridDim.x * kWarpgroups) {
-    const int p0 = tile * kTileRows + warp * 16 + g, p1 = p0 + 8;
-    const int8_t* x0 = nullptr;
-    const int8_t* x1 = nullptr;
-    if (p0 < args.num_pairs) x0 = args.x + (args.rows ? args.rows[p0] : p0) * args.x_stride;
-    if (p1 < args.num_pairs) x1 = args.x + (args.rows ? args.rows[p1] : p1) * args.x_stride;
-    // layer 1's A (fp16 m64 k16): rows g / g + 8 at k 2t, 2t+1 and 8+2t, 8+2t+1
-    const unsigned a1[4] = {half2_bits(x0, 2 * t, args.k_in), half2_bits(x1, 2 * t, args.k_in),
-                            half2_bits(x0, 8 + 2 * t, args.k_in), half2_bits(x1, 8 + 2 * t, args.k_in)};
+  int tile = blockIdx.x * kWarpgroups + group;
+  unsigned a1[4];
+  load_inputs(args, tile, warp, g, t, a1);
+  for (; tile < tiles; tile += stride) {
+    unsigned a1_next[4];  // the next tile's inputs load while this one computes
+    load_inputs(args, tile + stride, warp, g, t, a1_next);
 
     int acc2[128] = {};
+    float acc1[2][16] = {};
+    unsigned a2[2][4];
+    wgmma_fence();
+    mma_layer1(acc1[0], a1, descriptor(base + kW1));
+    wgmma_commit();
 #pragma unroll 1
-    for (int s = 0; s < 16; ++s) {
-      float acc1[16] = {};
-      wgmma_fence();
-      mma_layer1(acc1, a1, descriptor(base + kW1 + s * 1024));
-      wgmma_commit();
-      wgmma_wait_all();
-      pin(acc1);
-      unsigned a2[4];
-      to_fragment(acc1, prm, kS1, kB1, kA1, 32 * s, t, a2);
-      wgmma_fence();
-      mma_layer2(acc2, a2, descriptor(base + kW2 + s * 8192), s);
-      wgmma_commit();
-      wgmma_wait_all();
+    for (int s = 0; s < 16; s += 2) {
+      layers_1_2_step<0>(s, acc1, a2, acc2, a1, prm, base, t);
+      layers_1_2_step<1>(s + 1, acc1, a2, acc2, a1, prm, base, t);
     }
+    wgmma_wait<0>();
     pin(acc2);
 
+    // layer 3: block s's fragment is requantized while block s - 1 multiplies (two fragment buffers)
     int acc3[64] = {};
+    unsigned a3[2][4];
 #pragma unroll
     for (int s = 0; s < 8; ++s) {
-      unsigned a3[4];
-      to_fragment(acc2 + 16 * s, prm, kS2, kB2, kA2, 32 * s, t, a3);
+      if (s >= 2) wgmma_wait<1>();
+      to_fragment(acc2 + 16 * s, prm, kS2, kB2, kA2, 32 * s, t, a3[s % 2]);
       wgmma_fence();
-      mma_layer3(acc3, a3, descriptor(base + kW3 + s * 4096), s);
+      mma_layer3(acc3, a3[s % 2], descriptor(base + kW3 + s * 4096), s);
       wgmma_commit();
-      wgmma_wait_all();
     }
+    wgmma_wait<0>();
     pin(acc3);
 
     // layer 3 -> int8, columns 8j + 2t, +1 of rows p0 and p1: one 16-bit store each
+    const int p0 = tile * kTileRows + warp * 16 + g, p1 = p0 + 8;
 #pragma unroll
     for (int j = 0; j < 16; ++j) {
       int c = 8 * j + 2 * t;
@@ -296,6 +332,8 @@ __global__ void __launch_bounds__(kThreads, 1) bottom_mlp_kernel(Args args) {
       if (p1 < args.num_pairs)
         *reinterpret_cast<uint16_t*>(args.out + p1 * args.out_stride + c) = static_cast<uint16_t>(r1);
     }
+#pragma unroll
+    for (int i = 0; i < 4; ++i) a1[i] = a1_next[i];
   }
 }
 
