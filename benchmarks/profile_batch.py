@@ -2,8 +2,8 @@
 """One batch's kernels, launched one by one (no CUDA graph) inside a profiler range, for Nsight Compute.
 
 Builds the bench model (bench_cuda.build), warms every kernel up, then runs one batch per --top-gemm variant
-between cudaProfilerStart and cudaProfilerStop: the bottom MLP, the CUDA gather + interaction, and the top MLP's
-hidden layers and final layer on that variant. Run it under ncu with `--profile-from-start off` so that only those
+between cudaProfilerStart and cudaProfilerStop: the bottom MLP (Triton and CUDA kernels), the CUDA gather +
+interaction, and the top MLP's hidden layers and final layer on that variant. Run it under ncu with `--profile-from-start off` so that only those
 kernels are profiled, e.g.
 
     ncu --clock-control none --profile-from-start off --section SpeedOfLight --section WarpStateStats \\
@@ -61,6 +61,7 @@ def main() -> int:
     ids = scattered(skewed_ids(cards, n, device, 8), cards, 8)
     top_in = torch.zeros(n, TOP_INPUT_PAD, dtype=torch.int8, device=device)
     bottom = BottomMLP(qm, device)
+    cuda_bottom = BottomMLP(qm, device, kernel="cuda")
     interaction = Interaction(qm, tables, offsets, layout=LAYOUT, kernel="cuda")
     tops = {}
     for variant in variants:
@@ -69,7 +70,8 @@ def main() -> int:
             return 2
     hidden = [torch.empty(n, w, dtype=torch.int8, device=device) for w in tops[variants[0]].widths]
     probs = torch.empty(n, device=device)
-    steps = {"bottom MLP": lambda: bottom(numeric, None, n, top_in),
+    steps = {"bottom MLP (triton)": lambda: bottom(numeric, None, n, top_in),
+             "bottom MLP (cuda)": lambda: cuda_bottom(numeric, None, n, top_in),
              "gather + interaction (cuda)": lambda: interaction(ids, None, n, top_in)}
     for variant, top in tops.items():
         steps[f"top MLP ({variant})"] = lambda top=top: top(top_in, hidden, probs, n)
