@@ -20,8 +20,8 @@
 //   is never held whole; the MMAs are asynchronous, so the requantization of block s + 1 runs while layer 2
 //   multiplies block s (two buffers of each), and the next tile's inputs load during this one.
 //
-// The arithmetic is the Triton kernel's, operation for operation: y = fma(acc, w_scale, bias), q = round_half_even(
-// min(max(y * act_inv, 0), 127)) by the 1.5 * 2^23 add. The same bytes.
+// The arithmetic is the Triton kernel's: y = fma(acc, w_scale, bias), q = round_half_even(min(max(y * act_inv, 0),
+// 127)), rounded and saturated by the packed conversion (to_int8x2). The same bytes.
 //
 // Shared memory, B operands "K-major, no swizzle": 8 x 16-byte core matrices stored as 128 contiguous bytes; within
 // a 32-deep k block, core matrix (n / 8, k / 16) sits at (n / 8) * 256 + (k / 16) * 128 (descriptor: leading byte
@@ -178,14 +178,19 @@ __device__ __forceinline__ void mma_layer3(int (&d)[64], const unsigned (&a)[4],
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(accumulate));
 }
 
-// The Triton kernel's requantization: round_half_even(min(max(fma(v, s, b) * a, 0), 127)) as a byte (in bits 0..7).
-__device__ __forceinline__ unsigned requant(float v, float s, float b, float a) {
-  float q = fminf(fmaxf(fmaf(v, s, b) * a, 0.0f), 127.0f);
-  return __float_as_uint(q + 12582912.0f);
-}
+// The Triton kernel's requantization, round_half_even(min(max(fma(v, s, b) * a, 0), 127)), before its rounding.
+__device__ __forceinline__ float requant_scale(float v, float s, float b, float a) { return fmaf(v, s, b) * a; }
 
-__device__ __forceinline__ unsigned pack4(unsigned b0, unsigned b1, unsigned b2, unsigned b3) {
-  return __byte_perm(__byte_perm(b0, b1, 0x0040), __byte_perm(b2, b3, 0x0040), 0x5410);
+// Two of those to int8, in bytes 0 and 1, with `above` in bytes 2 and 3: round half to even, ReLU and saturate.
+// Rounding before the upper clamp gives the same integer (the bound is one). ptxas makes this one packed
+// F2IP.S8.F32.RELU, where the Triton kernel spends two FMNMX, an FADD and a byte move per value.
+__device__ __forceinline__ unsigned to_int8x2(float lo, float hi, unsigned above) {
+  int a, b;
+  unsigned r;
+  asm("cvt.rni.s32.f32 %0, %1;" : "=r"(a) : "f"(fmaxf(lo, 0.0f)));
+  asm("cvt.rni.s32.f32 %0, %1;" : "=r"(b) : "f"(fmaxf(hi, 0.0f)));
+  asm("cvt.pack.sat.s8.s32.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(b), "r"(a), "r"(above));
+  return r;
 }
 
 // Four 8-column groups of an accumulator (16 values: group j at v[4j..4j+3] = (g, 2t), (g, 2t+1), (g+8, 2t),
@@ -194,22 +199,22 @@ __device__ __forceinline__ unsigned pack4(unsigned b0, unsigned b1, unsigned b2,
 template <class Value>
 __device__ __forceinline__ void to_fragment(const Value* v, const float* prm, int s, int b, int a, int col0, int t,
                                             unsigned (&frag)[4]) {
-  unsigned q[16];
+  float z[16];
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
     int c = col0 + 8 * j + 2 * t;
     float2 sc = *reinterpret_cast<const float2*>(prm + s + c);
     float2 bi = *reinterpret_cast<const float2*>(prm + b + c);
     float2 ai = *reinterpret_cast<const float2*>(prm + a + c);
-    q[4 * j + 0] = requant(float(v[4 * j + 0]), sc.x, bi.x, ai.x);
-    q[4 * j + 1] = requant(float(v[4 * j + 1]), sc.y, bi.y, ai.y);
-    q[4 * j + 2] = requant(float(v[4 * j + 2]), sc.x, bi.x, ai.x);
-    q[4 * j + 3] = requant(float(v[4 * j + 3]), sc.y, bi.y, ai.y);
+    z[4 * j + 0] = requant_scale(float(v[4 * j + 0]), sc.x, bi.x, ai.x);
+    z[4 * j + 1] = requant_scale(float(v[4 * j + 1]), sc.y, bi.y, ai.y);
+    z[4 * j + 2] = requant_scale(float(v[4 * j + 2]), sc.x, bi.x, ai.x);
+    z[4 * j + 3] = requant_scale(float(v[4 * j + 3]), sc.y, bi.y, ai.y);
   }
-  frag[0] = pack4(q[0], q[1], q[4], q[5]);
-  frag[1] = pack4(q[2], q[3], q[6], q[7]);
-  frag[2] = pack4(q[8], q[9], q[12], q[13]);
-  frag[3] = pack4(q[10], q[11], q[14], q[15]);
+  frag[0] = to_int8x2(z[0], z[1], to_int8x2(z[4], z[5], 0));
+  frag[1] = to_int8x2(z[2], z[3], to_int8x2(z[6], z[7], 0));
+  frag[2] = to_int8x2(z[8], z[9], to_int8x2(z[12], z[13], 0));
+  frag[3] = to_int8x2(z[10], z[11], to_int8x2(z[14], z[15], 0));
 }
 
 struct Args {
@@ -323,10 +328,10 @@ __global__ void __launch_bounds__(kThreads, 1) bottom_mlp_kernel(Args args) {
       float2 sc = *reinterpret_cast<const float2*>(prm + kS3 + c);
       float2 bi = *reinterpret_cast<const float2*>(prm + kB3 + c);
       float2 ai = *reinterpret_cast<const float2*>(prm + kA3 + c);
-      unsigned r0 = __byte_perm(requant(float(acc3[4 * j + 0]), sc.x, bi.x, ai.x),
-                                requant(float(acc3[4 * j + 1]), sc.y, bi.y, ai.y), 0x0040);
-      unsigned r1 = __byte_perm(requant(float(acc3[4 * j + 2]), sc.x, bi.x, ai.x),
-                                requant(float(acc3[4 * j + 3]), sc.y, bi.y, ai.y), 0x0040);
+      unsigned r0 = to_int8x2(requant_scale(float(acc3[4 * j + 0]), sc.x, bi.x, ai.x),
+                              requant_scale(float(acc3[4 * j + 1]), sc.y, bi.y, ai.y), 0);
+      unsigned r1 = to_int8x2(requant_scale(float(acc3[4 * j + 2]), sc.x, bi.x, ai.x),
+                              requant_scale(float(acc3[4 * j + 3]), sc.y, bi.y, ai.y), 0);
       if (p0 < args.num_pairs)
         *reinterpret_cast<uint16_t*>(args.out + p0 * args.out_stride + c) = static_cast<uint16_t>(r0);
       if (p1 < args.num_pairs)
