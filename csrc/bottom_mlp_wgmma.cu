@@ -17,8 +17,8 @@
 //   weight columns are permuted to match (bottom_mlp.K_PERMUTATION), so the requantized bytes are
 //   packed and used with no shuffle and no shared memory;
 // * layer 1 is computed one 32-column block at a time, just before layer 2 consumes it, so the 512-wide hidden layer
-//   is never held whole; the MMAs are asynchronous, so the requantization of block s + 1 runs while layer 2
-//   multiplies block s (two buffers of each), and the next tile's inputs load during this one.
+//   is never held whole; the MMAs are asynchronous, so block s is requantized while layer 2 multiplies block s - 1
+//   and layer 1 computes block s + 1, and the next tile's inputs load during this one.
 //
 // The arithmetic is the Triton kernel's: y = fma(acc, w_scale, bias), q = round_half_even(min(max(y * act_inv, 0),
 // 127)), rounded and saturated by the packed conversion (to_int8x2). The same bytes.
@@ -248,24 +248,26 @@ __device__ __forceinline__ void load_inputs(const Args& args, int tile, int warp
   a[3] = half2_bits(x1, 8 + 2 * t, args.k_in);
 }
 
-// Layers 1 and 2, k block by k block, software-pipelined: while layer 2 multiplies block s, layer 1 computes block
-// s + 1 and its requantization follows. Two accumulator and two fragment buffers (B = s % 2); before touching
-// buffer B again, wait until at most the latest MMA (layer 2 of block s - 1) is still running.
-template <int B>
-__device__ __forceinline__ void layers_1_2_step(int s, float (&acc1)[2][16], unsigned (&a2)[2][4], int (&acc2)[128],
+// Layers 1 and 2, k block by k block, software-pipelined two deep: while layer 2 multiplies block s - 1, layer 1
+// has block s + 1 in flight and block s is requantized. Three layer-1 accumulators (s % 3) and two fragment buffers
+// (s % 2); before touching them, wait until at most the two latest groups (layer 1 of block s + 1, layer 2 of block
+// s - 1) are still running. Fully unrolled (s is a constant), so every buffer index is one.
+__device__ __forceinline__ void layers_1_2_step(int s, float (&acc1)[3][16], unsigned (&a2)[2][4], int (&acc2)[128],
                                                 const unsigned (&a1)[4], const float* prm, uint32_t base, int t) {
   if (s == 0)
-    wgmma_wait<0>();
+    wgmma_wait<1>();  // layer 1 of blocks 0 and 1 issued: block 0's done
+  else if (s == 15)
+    wgmma_wait<1>();  // nothing issued for block 17: only layer 2 of block 14 may still run
   else
-    wgmma_wait<1>();
-  pin(acc1[B]);
-  to_fragment(acc1[B], prm, kS1, kB1, kA1, 32 * s, t, a2[B]);
+    wgmma_wait<2>();
+  pin(acc1[s % 3]);
+  to_fragment(acc1[s % 3], prm, kS1, kB1, kA1, 32 * s, t, a2[s % 2]);
   wgmma_fence();
-  if (s + 1 < 16) {
-    mma_layer1(acc1[B ^ 1], a1, descriptor(base + kW1 + (s + 1) * 1024));
+  if (s + 2 < 16) {
+    mma_layer1(acc1[(s + 2) % 3], a1, descriptor(base + kW1 + (s + 2) * 1024));
     wgmma_commit();
   }
-  mma_layer2(acc2, a2[B], descriptor(base + kW2 + s * 8192), s);
+  mma_layer2(acc2, a2[s % 2], descriptor(base + kW2 + s * 8192), s);
   wgmma_commit();
 }
 
@@ -293,16 +295,15 @@ __global__ void __launch_bounds__(kThreads, 1) bottom_mlp_kernel(Args args) {
     load_inputs(args, tile + stride, warp, g, t, a1_next);
 
     int acc2[128] = {};
-    float acc1[2][16] = {};
+    float acc1[3][16] = {};
     unsigned a2[2][4];
     wgmma_fence();
     mma_layer1(acc1[0], a1, descriptor(base + kW1));
     wgmma_commit();
-#pragma unroll 1
-    for (int s = 0; s < 16; s += 2) {
-      layers_1_2_step<0>(s, acc1, a2, acc2, a1, prm, base, t);
-      layers_1_2_step<1>(s + 1, acc1, a2, acc2, a1, prm, base, t);
-    }
+    mma_layer1(acc1[1], a1, descriptor(base + kW1 + 1024));
+    wgmma_commit();
+#pragma unroll
+    for (int s = 0; s < 16; ++s) layers_1_2_step(s, acc1, a2, acc2, a1, prm, base, t);
     wgmma_wait<0>();
     pin(acc2);
 
