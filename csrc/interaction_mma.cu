@@ -15,7 +15,7 @@
 //   operands it ever needs.
 // * only the six 16 x 8 tiles that hold an entry (i, j), j <= i < 27, are computed (of eight): 24 MMAs per pair.
 // * the accumulator's lane holds columns 2t, 2t + 1 of a row, adjacent bytes in the paired layout (every row of
-//   entries starts at an even column), so each is one 16-bit store, as in the Triton kernel.
+//   entries starts at an even column), so each pair of entries is one packed conversion and one 16-bit store.
 //
 // Requantization as the Triton kernel's: q = round_half_even(clamp(float(dot) * mult[i][j], -127, 127)).
 
@@ -71,15 +71,21 @@ __device__ __forceinline__ int row_start(int i) {
   return 128 + 2 * ((i - 1) % 2 == 0 ? half * (half + 1) : (half + 1) * (half + 1));
 }
 
-// round_half_even(clamp(float(dot) * mult, -127, 127)) as the bits of a float whose low byte is that int8:
-// float(dot) without I2FP (|dot| <= 128 * 127 * 127 < 2^22, so 0x4B400000 + dot is the float 1.5 * 2^23 + dot
-// exactly), and adding 1.5 * 2^23 leaves the rounded integer in the low mantissa bits (ties to even: the add's
-// rounding), as clamped_to_int8 in triton_env.py. Fast-pipe instructions only, no F2I.
-__device__ __forceinline__ unsigned requant_bits(int dot, float mult) {
+// round_half_even(clamp(float(dot) * mult, -127, 127)) of two entries as int8, in bytes 0 and 1 (the Triton
+// kernel's requantization). float(dot) without I2FP: |dot| <= 128 * 127 * 127 < 2^22, so 0x4B400000 + dot is the
+// float 1.5 * 2^23 + dot exactly. Rounding before the upper clamp gives the same integer (the bound is one), so after
+// the lower clamp it is cvt.rni.s32 + cvt.pack.sat.s8, which ptxas makes one packed F2IP per two entries (instead
+// of two FMNMX, an FADD and a byte move per entry).
+__device__ __forceinline__ unsigned requant_pair(int dot_lo, float mult_lo, int dot_hi, float mult_hi) {
   constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23, bits 0x4B400000
-  float x = __int_as_float(0x4B400000 + dot) - kMagic;
-  float y = fminf(fmaxf(x * mult, -127.0f), 127.0f);
-  return __float_as_uint(y + kMagic);
+  float lo = fmaxf((__int_as_float(0x4B400000 + dot_lo) - kMagic) * mult_lo, -127.0f);
+  float hi = fmaxf((__int_as_float(0x4B400000 + dot_hi) - kMagic) * mult_hi, -127.0f);
+  int a, b;
+  unsigned r;
+  asm("cvt.rni.s32.f32 %0, %1;" : "=r"(a) : "f"(lo));
+  asm("cvt.rni.s32.f32 %0, %1;" : "=r"(b) : "f"(hi));
+  asm("cvt.pack.sat.s8.s32.b32 %0, %1, %2, 0;" : "=r"(r) : "r"(b), "r"(a));
+  return r;
 }
 
 struct Args {
@@ -184,9 +190,8 @@ __global__ void __launch_bounds__(32 * kWarpsPerBlock) interaction_kernel(Args a
     for (int tile = 0; tile < kTiles; ++tile) {
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
-        unsigned lo = requant_bits(acc[tile][2 * half], mult[tile][half][0]);
-        unsigned hi = requant_bits(acc[tile][2 * half + 1], mult[tile][half][1]);
-        unsigned two = __byte_perm(lo, hi, 0x0040);  // low bytes of lo and hi, side by side
+        unsigned two = requant_pair(acc[tile][2 * half], mult[tile][half][0], acc[tile][2 * half + 1],
+                                    mult[tile][half][1]);
         store_u16_if(out, column[tile][half], two);
       }
     }
