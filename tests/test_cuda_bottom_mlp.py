@@ -17,16 +17,13 @@ if importlib.util.find_spec("triton") is None:
     pytest.skip("OpenAI Triton is not installed", allow_module_level=True)
 
 from dlrm_bench.engines.cuda.bottom_mlp import K_PERMUTATION, BottomMLP, wgmma_image  # noqa: E402
-from dlrm_bench.engines.cuda.cutlass_gemm import library_path  # noqa: E402
 from dlrm_bench.errors import UserError  # noqa: E402
 from dlrm_bench.quant.recipe import emulate_bottom, quantize_numeric  # noqa: E402
+from tests.hopper import hopper_test  # noqa: E402
 from tests.quant_fixtures import random_inputs, random_quantized  # noqa: E402
 
 CARDS = [1000, 50, 7, 300, 2, 64, 100, 5, 3, 900, 17, 40, 10, 8, 33, 12, 4, 60, 14, 700, 500, 800, 90, 70, 6, 36]
 SIZES = [1, 7, 63, 64, 65, 1001, 65537, 262144]
-ON_HOPPER = (torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
-             and library_path().is_file())
-gpu = [pytest.mark.gpu, pytest.mark.skipif(not ON_HOPPER, reason="needs a Hopper GPU and make cutlass_gemm")]
 
 
 @pytest.fixture(scope="module")
@@ -70,12 +67,11 @@ def _buffer(batch: int, seed: int) -> torch.Tensor:
     return torch.randint(-128, 128, (batch + 3, 512), generator=g, dtype=torch.int8).cuda()
 
 
+@hopper_test
 @pytest.mark.parametrize("batch", SIZES)
 @pytest.mark.parametrize("indirect", [False, True])
 @pytest.mark.parametrize("columns", [13, 16])
 def test_cuda_kernel_writes_the_triton_kernels_bytes(model, batch: int, indirect: bool, columns: int) -> None:
-    if not ON_HOPPER:
-        pytest.skip("needs a Hopper GPU and make cutlass_gemm")
     if batch == 262144 and (columns != 13 or not indirect):
         pytest.skip("the largest batch once, as the engine runs it")
     _, qm, _, _ = model
@@ -95,20 +91,11 @@ def test_cuda_kernel_writes_the_triton_kernels_bytes(model, batch: int, indirect
         assert int(diff.max()) <= 1 and float((diff > 0).float().mean()) < 0.01
 
 
-for _mark in gpu:
-    test_cuda_kernel_writes_the_triton_kernels_bytes = _mark(test_cuda_kernel_writes_the_triton_kernels_bytes)
-
-
+@hopper_test
 def test_an_empty_batch_writes_nothing(model) -> None:
-    if not ON_HOPPER:
-        pytest.skip("needs a Hopper GPU and make cutlass_gemm")
     _, qm, _, _ = model
     out = _buffer(0, 3)
     before = out.clone()
     BottomMLP(qm, torch.device("cuda"), kernel="cuda")(torch.zeros(4, 13, dtype=torch.int8).cuda(), None, 0, out)
     torch.cuda.synchronize()
     assert torch.equal(out, before)
-
-
-for _mark in gpu:
-    test_an_empty_batch_writes_nothing = _mark(test_an_empty_batch_writes_nothing)

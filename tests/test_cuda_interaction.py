@@ -16,17 +16,14 @@ import torch
 if importlib.util.find_spec("triton") is None:
     pytest.skip("OpenAI Triton is not installed", allow_module_level=True)
 
-from dlrm_bench.engines.cuda.cutlass_gemm import library_path  # noqa: E402
 from dlrm_bench.engines.cuda.interaction import Interaction, layout_columns, to_layout  # noqa: E402
 from dlrm_bench.errors import UserError  # noqa: E402
 from dlrm_bench.quant.recipe import emulate_bottom, emulate_interaction, gather_rows, quantize_numeric  # noqa: E402
+from tests.hopper import hopper_test  # noqa: E402
 from tests.quant_fixtures import random_inputs, random_quantized  # noqa: E402
 
 CARDS = [1000, 50, 7, 300, 2, 64, 100, 5, 3, 900, 17, 40, 10, 8, 33, 12, 4, 60, 14, 700, 500, 800, 90, 70, 6, 36]
 SIZES = [1, 7, 67, 1001, 65537, 262144]
-ON_HOPPER = (torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
-             and library_path().is_file())
-gpu = [pytest.mark.gpu, pytest.mark.skipif(not ON_HOPPER, reason="needs a Hopper GPU and make cutlass_gemm")]
 
 
 @pytest.fixture(scope="module")
@@ -59,13 +56,12 @@ def _buffers(batch: int, dense: torch.Tensor, seed: int) -> torch.Tensor:
     return top_in.cuda()
 
 
+@hopper_test
 @pytest.mark.parametrize("batch", SIZES)
 @pytest.mark.parametrize("indirect", [False, True])
 @pytest.mark.parametrize("pairs_per_warp", [1, 3, 8])
 def test_cuda_kernel_writes_the_triton_kernels_bytes(model, batch: int, indirect: bool, pairs_per_warp: int
                                                      ) -> None:
-    if not ON_HOPPER:
-        pytest.skip("needs a Hopper GPU and make cutlass_gemm")
     if batch == 262144 and (pairs_per_warp != 8 or not indirect):
         pytest.skip("the largest batch once, as the engine runs it")
     _, qm, tables, offsets = model
@@ -88,13 +84,8 @@ def test_cuda_kernel_writes_the_triton_kernels_bytes(model, batch: int, indirect
         assert int(diff.max()) <= 1 and float((diff > 0).float().mean()) < 0.01
 
 
-for _mark in gpu:
-    test_cuda_kernel_writes_the_triton_kernels_bytes = _mark(test_cuda_kernel_writes_the_triton_kernels_bytes)
-
-
+@hopper_test
 def test_an_empty_batch_leaves_the_buffer_alone(model) -> None:
-    if not ON_HOPPER:
-        pytest.skip("needs a Hopper GPU and make cutlass_gemm")
     _, qm, tables, offsets = model
     _, cat = random_inputs(10, 10, CARDS)
     top_in = _buffers(0, torch.zeros(0, 128, dtype=torch.int8), 5)
@@ -102,7 +93,3 @@ def test_an_empty_batch_leaves_the_buffer_alone(model) -> None:
     Interaction(qm, tables.cuda(), offsets, layout="paired", kernel="cuda")(cat.cuda(), None, 0, top_in)
     torch.cuda.synchronize()
     assert torch.equal(top_in, before)
-
-
-for _mark in gpu:
-    test_an_empty_batch_leaves_the_buffer_alone = _mark(test_an_empty_batch_leaves_the_buffer_alone)

@@ -173,14 +173,6 @@ class BottomMLP:
     @staticmethod
     def _native_kernel(device: torch.device) -> "CutlassTopGemm":
         """The loaded library whose CUDA kernel this bottom MLP runs."""
-        from dlrm_bench.engines.cuda.cutlass_gemm import CutlassUnavailable, cutlass_top_gemm
+        from dlrm_bench.engines.cuda.cutlass_gemm import hopper_kernel_library
 
-        capability = torch.cuda.get_device_capability(device)
-        if capability != (9, 0):
-            raise CutlassUnavailable(f"the CUDA bottom-MLP kernel is built for Hopper (sm_90a); this GPU is sm_"
-                                     f"{capability[0]}{capability[1]}")
-        lib = cutlass_top_gemm()
-        if not lib.has_bottom_mlp:
-            raise CutlassUnavailable(f"{lib.path}: built before the CUDA bottom-MLP kernel; rebuild it with "
-                                     f"`make cutlass_gemm`")
-        return lib
+        return hopper_kernel_library(device, "bottom-MLP", "has_bottom_mlp")

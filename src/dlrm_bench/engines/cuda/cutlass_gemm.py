@@ -182,6 +182,20 @@ def _check(code: int, what: str) -> None:
 _LOADED: CutlassTopGemm | None = None
 
 
+def hopper_kernel_library(device: torch.device, what: str, present: str) -> CutlassTopGemm:
+    """The loaded library, for the CUDA `what` kernel on `device`: CutlassUnavailable where the GPU is not a Hopper
+    (the library is built for sm_90a) or the library predates the kernel (its attribute `present` is false)."""
+    capability = torch.cuda.get_device_capability(device)
+    if capability != (9, 0):
+        raise CutlassUnavailable(f"the CUDA {what} kernel is built for Hopper (sm_90a); this GPU is sm_"
+                                 f"{capability[0]}{capability[1]}")
+    lib = cutlass_top_gemm()
+    if not getattr(lib, present):
+        raise CutlassUnavailable(f"{lib.path}: built before the CUDA {what} kernel; rebuild it with "
+                                 "`make cutlass_gemm`")
+    return lib
+
+
 def cutlass_top_gemm() -> CutlassTopGemm:
     """The library, loaded once per process."""
     global _LOADED

@@ -213,7 +213,7 @@ class Interaction:
 
     def _native_kernel(self) -> "CutlassTopGemm":
         """The loaded library whose CUDA kernel this interaction runs (checks what it supports first)."""
-        from dlrm_bench.engines.cuda.cutlass_gemm import CutlassUnavailable, cutlass_top_gemm
+        from dlrm_bench.engines.cuda.cutlass_gemm import hopper_kernel_library
 
         unsupported = [why for why, bad in (("the paired layout only", self.layout != "paired"),
                                             ("plain ids only (compress_categorical_inputs)", self.unpack is not None),
@@ -222,15 +222,7 @@ class Interaction:
                                             ("no probe", self.probe_no_scatter)) if bad]
         if unsupported:
             raise UserError(f"interaction_kernel cuda: supports {'; '.join(unsupported)}")
-        capability = torch.cuda.get_device_capability(self.tables.device)
-        if capability != (9, 0):
-            raise CutlassUnavailable(f"the CUDA interaction kernel is built for Hopper (sm_90a); this GPU is sm_"
-                                     f"{capability[0]}{capability[1]}")
-        lib = cutlass_top_gemm()
-        if not lib.has_interaction:
-            raise CutlassUnavailable(f"{lib.path}: built before the CUDA interaction kernel; rebuild it with "
-                                     "`make cutlass_gemm`")
-        return lib
+        return hopper_kernel_library(self.tables.device, "interaction", "has_interaction")
 
     def __call__(self, categorical: torch.Tensor, rows: torch.Tensor | None, num_pairs: int,
                  top_in: torch.Tensor) -> None:
