@@ -8,6 +8,9 @@
 #          where build/cutlass holds the library)
 # cutlass: the CUTLASS hidden-layer GEMMs (needs build/cutlass/libdlrm_top_gemm.so: `make cutlass_gemm` here, or
 #          carry build/cutlass): their GPU tests, then benchmarks/bench_top_gemm.py (CUTLASS_ARGS adds flags)
+# profile: Nsight Compute over benchmarks/profile_batch.py (PROFILE_ARGS: its flags, e.g. --top-gemm a,b; NCU_ARGS:
+#          ncu's, default the CUTLASS kernels with speed of light, warp states and source counters) into
+#          $OUT/profile.ncu-rep, its details page (profile_details.txt) and per-SASS-line counters (profile_source.csv)
 # frontoverlap: benchmarks/bench_front_overlap.py (the sliced pipeline: front beside the top MLP; FRONT_ARGS adds
 #          flags; with the CUTLASS kernels where build/cutlass holds the library)
 # overlap: benchmarks/bench_overlap.py (1-3 batches in flight on separate streams, 1 or 2 GEMM programs per SM)
@@ -59,6 +62,13 @@ fi
 if has cutlass; then
   timeout 300 python3 -m pytest -q -x -p no:cacheprovider tests/test_cutlass_gemm.py 2>&1 | tail -6 | tee -a "$OUT/session.log"
   timeout 400 python3 benchmarks/bench_top_gemm.py ${CUTLASS_ARGS:-} --out "$OUT" 2>&1 | tail -30 | tee -a "$OUT/session.log"
+fi
+if has profile; then
+  ncu_default="--kernel-name regex:device_kernel --section SpeedOfLight --section WarpStateStats --section SourceCounters"
+  timeout 400 ncu --clock-control none --profile-from-start off ${NCU_ARGS:-$ncu_default} -f -o "$OUT/profile" \
+    python3 benchmarks/profile_batch.py ${PROFILE_ARGS:-} 2>&1 | tail -12 | tee -a "$OUT/session.log"
+  ncu --import "$OUT/profile.ncu-rep" --page details > "$OUT/profile_details.txt" 2>&1
+  ncu --import "$OUT/profile.ncu-rep" --page source --csv --print-source sass > "$OUT/profile_source.csv" 2>&1
 fi
 if has frontoverlap; then
   front_default="--top-gemm triton"

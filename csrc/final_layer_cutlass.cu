@@ -16,20 +16,27 @@
 #include "cutlass/gemm/dispatch_policy.hpp"
 #include "cutlass/gemm/kernel/gemm_universal.hpp"
 #include "cutlass_launch.h"
+#include "whole_row_broadcast.h"
 
 using namespace cute;
 namespace fusion = cutlass::epilogue::fusion;
 
 namespace {
 
-using Tile = Shape<_128, _128, _128>;
+using FinalTile = Shape<_128, _128, _128>;
 using Cluster = Shape<_1, _2, _1>;
 constexpr auto kRound = cutlass::FloatRoundStyle::round_to_nearest;
-using PerColumn = fusion::Sm90RowBroadcast<0, Tile, float, float, Stride<_0, _1, int64_t>>;  // a value per n
+
+// The per-column vectors (w_scale, bias, final_w): CUTLASS's row broadcast fetches each tile's slice from global
+// memory at every tile (variant 0); dlrm_cutlass::Sm90WholeRowBroadcast holds them whole in shared memory, copied
+// once per consumer warpgroup (variant 1, N <= 256; csrc/whole_row_broadcast.h).
+using TileSlices = fusion::Sm90RowBroadcast<0, FinalTile, float, float, Stride<_0, _1, int64_t>>;
+using WholeRows = dlrm_cutlass::Sm90WholeRowBroadcast<256, FinalTile>;
 
 // z[m] += sum_n relu(acc * w_scale[n] + bias[n]) * final_w[n]
+template <class PerColumn>
 using FinalEVT = fusion::Sm90EVT<
-    fusion::Sm90ColReduction<cutlass::plus, cutlass::plus, cutlass::atomic_add, 0, Tile, float, float, kRound>,
+    fusion::Sm90ColReduction<cutlass::plus, cutlass::plus, cutlass::atomic_add, 0, FinalTile, float, float, kRound>,
     fusion::Sm90EVT<fusion::Sm90Compute<cutlass::multiplies, float, float, kRound>,
                     fusion::Sm90EVT<fusion::Sm90Compute<cutlass::epilogue::thread::ReLu, float, float, kRound>,
                                     fusion::Sm90EVT<fusion::Sm90Compute<cutlass::homogeneous_multiply_add, float,
@@ -39,63 +46,97 @@ using FinalEVT = fusion::Sm90EVT<
 
 // With no D to store, the epilogue builder sizes its (unused) staging from the tree's auxiliary element type;
 // a bare tree has none, so name one.
-struct FinalCallbacks : FinalEVT {
-  using FinalEVT::FinalEVT;
+template <class PerColumn>
+struct FinalCallbacks : FinalEVT<PerColumn> {
+  using FinalEVT<PerColumn>::FinalEVT;
   using ElementAux = float;
 };
 
-using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
-    cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Tile, Cluster,
-    cutlass::epilogue::collective::EpilogueTileAuto, int32_t, float,
-    void, cutlass::layout::RowMajor, 16, void, cutlass::layout::RowMajor, 16,
-    cutlass::epilogue::TmaWarpSpecialized, FinalCallbacks>::CollectiveOp;
+template <class PerColumn>
+struct FinalLayer {
+  using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, FinalTile, Cluster,
+      cutlass::epilogue::collective::EpilogueTileAuto, int32_t, float,
+      void, cutlass::layout::RowMajor, 16, void, cutlass::layout::RowMajor, 16,
+      cutlass::epilogue::TmaWarpSpecialized, FinalCallbacks<PerColumn>>::CollectiveOp;
 
-using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
-    cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, int8_t, cutlass::layout::RowMajor, 16, int8_t,
-    cutlass::layout::ColumnMajor, 16, int32_t, Tile, Cluster,
-    cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
-    cutlass::gemm::KernelTmaWarpSpecializedPingpong>::CollectiveOp;
+  using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, int8_t, cutlass::layout::RowMajor, 16, int8_t,
+      cutlass::layout::ColumnMajor, 16, int32_t, FinalTile, Cluster,
+      cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
+      cutlass::gemm::KernelTmaWarpSpecializedPingpong>::CollectiveOp;
 
-using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue>;
-using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
+  using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue>;
+  using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
 
-typename Gemm::Arguments arguments(const int8_t* a, const int8_t* b, float* z, const float* w_scale,
-                                   const float* bias, const float* final_w, int m, int n, int k, int lda, int ldb,
-                                   int sm_count, int device) {
-  auto args = dlrm_cutlass::int8_gemm_arguments<Gemm>(a, b, nullptr, m, n, k, lda, ldb, n, sm_count, device);
-  // the tree's arguments, outermost node first: {children..., node}
-  args.epilogue.thread = {
-      {                                       // multiplies
-          {                                   // relu
-              {                               // multiply_add
-                  {w_scale, 0.0f, {}},        // w_scale[n]
-                  {},                         // acc
-                  {bias, 0.0f, {}},           // bias[n]
-                  {}},
-              {}},
-          {final_w, 0.0f, {}},                // final_w[n]
-          {}},
-      {z, 0.0f, {}}};                         // z[m] (col reduction)
-  return args;
-}
+  static typename Gemm::Arguments arguments(const int8_t* a, const int8_t* b, float* z, const float* w_scale,
+                                            const float* bias, const float* final_w, int m, int n, int k, int lda,
+                                            int ldb, int sm_count, int device) {
+    auto args = dlrm_cutlass::int8_gemm_arguments<Gemm>(a, b, nullptr, m, n, k, lda, ldb, n, sm_count, device);
+    // the tree's arguments, outermost node first: {children..., node}
+    args.epilogue.thread = {
+        {                                                  // multiplies
+            {                                              // relu
+                {column(w_scale), {}, column(bias), {}},   // multiply_add(w_scale[n], acc, bias[n])
+                {}},
+            column(final_w),                               // final_w[n]
+            {}},
+        {z, 0.0f, {}}};                                    // z[m] (col reduction)
+    return args;
+  }
+
+  static typename PerColumn::Arguments column(const float* values) {
+    if constexpr (cute::is_same_v<PerColumn, TileSlices>) {
+      return {values, 0.0f, {}};
+    } else {
+      return {values};
+    }
+  }
+
+  static int run(const int8_t* a, const int8_t* b, float* z, const float* w_scale, const float* bias,
+                 const float* final_w, int m, int n, int k, int lda, int ldb, int sm_count, int device,
+                 void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+    return dlrm_cutlass::launch<Gemm>(
+        arguments(a, b, z, w_scale, bias, final_w, m, n, k, lda, ldb, sm_count, device), device, workspace,
+        workspace_bytes, stream);
+  }
+
+  static size_t workspace(int m, int n, int k, int sm_count) {
+    return Gemm::get_workspace_size(arguments(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, m, n, k, k, k,
+                                              sm_count, 0));
+  }
+};
 
 }  // namespace
 
 extern "C" {
 
+int dlrm_final_layer_variants() { return 2; }
+
 // z fp32 [m]: initialize() zeroes it on `stream` (the atomic row reduction's fill), then the GEMM adds into it.
-// Returns 0 or a code of csrc/cutlass_launch.h.
-int dlrm_final_layer_run(const void* a, const void* b, float* z, const float* w_scale, const float* bias,
-                         const float* final_w, int m, int n, int k, int lda, int ldb, int sm_count, int device,
-                         void* workspace, size_t workspace_bytes, void* stream) {
-  auto args = arguments(static_cast<const int8_t*>(a), static_cast<const int8_t*>(b), z, w_scale, bias, final_w, m,
-                        n, k, lda, ldb, sm_count, device);
-  return dlrm_cutlass::launch<Gemm>(args, device, workspace, workspace_bytes, static_cast<cudaStream_t>(stream));
+// variant: 0 the per-column vectors fetched per tile, 1 held whole in shared memory. Returns 0, -1 for an
+// unknown variant, or a code of csrc/cutlass_launch.h.
+int dlrm_final_layer_run(int variant, const void* a, const void* b, float* z, const float* w_scale,
+                         const float* bias, const float* final_w, int m, int n, int k, int lda, int ldb,
+                         int sm_count, int device, void* workspace, size_t workspace_bytes, void* stream) {
+  auto A = static_cast<const int8_t*>(a);
+  auto B = static_cast<const int8_t*>(b);
+  auto s = static_cast<cudaStream_t>(stream);
+  switch (variant) {
+    case 0: return FinalLayer<TileSlices>::run(A, B, z, w_scale, bias, final_w, m, n, k, lda, ldb, sm_count,
+                                               device, workspace, workspace_bytes, s);
+    case 1: return FinalLayer<WholeRows>::run(A, B, z, w_scale, bias, final_w, m, n, k, lda, ldb, sm_count,
+                                              device, workspace, workspace_bytes, s);
+    default: return -1;
+  }
 }
 
-size_t dlrm_final_layer_workspace(int m, int n, int k, int sm_count) {
-  return Gemm::get_workspace_size(arguments(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, m, n, k, k, k,
-                                            sm_count, 0));
+size_t dlrm_final_layer_workspace(int variant, int m, int n, int k, int sm_count) {
+  switch (variant) {
+    case 0: return FinalLayer<TileSlices>::workspace(m, n, k, sm_count);
+    case 1: return FinalLayer<WholeRows>::workspace(m, n, k, sm_count);
+    default: return 0;
+  }
 }
 
 }  // extern "C"

@@ -22,6 +22,7 @@
 #include "cutlass/gemm/dispatch_policy.hpp"
 #include "cutlass/gemm/kernel/gemm_universal.hpp"
 #include "cutlass_launch.h"
+#include "whole_row_broadcast.h"
 
 using namespace cute;
 
@@ -43,7 +44,8 @@ struct LinCombFusion {
   }
 };
 
-// An epilogue tree: relu(fma(acc, alpha[n], bias[n])) -> int8, one multiply-add per element.
+// An epilogue tree: relu(fma(acc, alpha[n], bias[n])) -> int8, one multiply-add per element. alpha and bias come
+// from CUTLASS's row broadcast (the tile's slice fetched from global memory at each tile).
 template <class TileShape>
 struct FmaFusion {
   using PerColumn = fusion::Sm90RowBroadcast<0, TileShape, float, float, Stride<_0, _1, int64_t>>;  // per n
@@ -62,8 +64,27 @@ struct FmaFusion {
   }
 };
 
+// The same tree with alpha and bias held whole in shared memory (csrc/whole_row_broadcast.h: each consumer
+// warpgroup copies them once; no global load or barrier per tile). N <= 1024.
+template <class TileShape>
+struct FmaSmemFusion {
+  using PerColumn = dlrm_cutlass::Sm90WholeRowBroadcast<1024, TileShape>;
+  using Callbacks = fusion::Sm90EVT<
+      fusion::Sm90Compute<cutlass::epilogue::thread::ReLu, int8_t, float, kRound>,
+      fusion::Sm90EVT<fusion::Sm90Compute<cutlass::homogeneous_multiply_add, float, float, kRound>,
+                      PerColumn, fusion::Sm90AccFetch, PerColumn>>;
+  template <class ThreadArgs>
+  static void set(ThreadArgs& thread, const float* alpha, const float* bias) {
+    thread = {{{alpha}, {}, {bias}, {}}, {}};  // relu(multiply_add(alpha[n], acc, bias[n]))
+  }
+};
+
+// EpilogueTile: the subtile the epilogue converts, stages in shared memory and stores by TMA at a time (Auto: 64 x
+// 64 for these int8 pingpong tiles, i.e. four per 128 x 128 tile, two staging buffers; a pingpong subtile is 64
+// rows).
 template <class TileShape, class ClusterShape, class KernelSchedule, class EpilogueSchedule,
-          template <class> class Fusion = LinCombFusion>
+          template <class> class Fusion = LinCombFusion,
+          class EpilogueTile = cutlass::epilogue::collective::EpilogueTileAuto>
 struct Int8Layer {
   using LayoutA = cutlass::layout::RowMajor;     // A [M, K]
   using LayoutB = cutlass::layout::ColumnMajor;  // B^T [K, N] column-major == weight [N, K] row-major
@@ -71,8 +92,7 @@ struct Int8Layer {
   static constexpr int kAlign = 16;              // 16 int8 = one 128-bit access
 
   using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
-      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
-      cutlass::epilogue::collective::EpilogueTileAuto, int32_t, float,
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape, EpilogueTile, int32_t, float,
       void, LayoutD, kAlign, int8_t, LayoutD, kAlign, EpilogueSchedule,
       typename Fusion<TileShape>::Callbacks>::CollectiveOp;
 
@@ -123,12 +143,17 @@ using V6 = Int8Layer<Shape<_128, _128, _128>, Shape<_1, _4, _1>, Pingpong, EpiPi
 using V7 = Int8Layer<Shape<_128, _128, _128>, Shape<_2, _2, _1>, Pingpong, EpiPingpong>;
 using V8 = Int8Layer<Shape<_128, _128, _64>, Shape<_1, _2, _1>, Pingpong, EpiPingpong>;
 using V9 = Int8Layer<Shape<_128, _128, _128>, Shape<_1, _2, _1>, Pingpong, EpiPingpong, FmaFusion>;
+using V10 = Int8Layer<Shape<_128, _128, _128>, Shape<_1, _2, _1>, Pingpong, EpiPingpong, FmaFusion,
+                      Shape<_64, _128>>;
+using V11 = Int8Layer<Shape<_128, _128, _128>, Shape<_1, _2, _1>, Pingpong, EpiPingpong, FmaSmemFusion>;
+using V12 = Int8Layer<Shape<_128, _128, _128>, Shape<_1, _2, _1>, Pingpong, EpiPingpong, FmaSmemFusion,
+                      Shape<_64, _128>>;
 
 }  // namespace
 
 extern "C" {
 
-int dlrm_top_gemm_variants() { return 10; }
+int dlrm_top_gemm_variants() { return 13; }
 
 // Returns 0 on success, -1 for an unknown variant, else a code of csrc/cutlass_launch.h.
 int dlrm_top_gemm_run(int variant, const void* a, const void* b, void* d, const float* alpha, const float* bias,
@@ -151,6 +176,9 @@ int dlrm_top_gemm_run(int variant, const void* a, const void* b, void* d, const 
     case 7: return DLRM_RUN(V7);
     case 8: return DLRM_RUN(V8);
     case 9: return DLRM_RUN(V9);
+    case 10: return DLRM_RUN(V10);
+    case 11: return DLRM_RUN(V11);
+    case 12: return DLRM_RUN(V12);
     default: return -1;
   }
 #undef DLRM_RUN
@@ -168,6 +196,9 @@ size_t dlrm_top_gemm_workspace(int variant, int m, int n, int k, int sm_count) {
     case 7: return V7::workspace(m, n, k, sm_count);
     case 8: return V8::workspace(m, n, k, sm_count);
     case 9: return V9::workspace(m, n, k, sm_count);
+    case 10: return V10::workspace(m, n, k, sm_count);
+    case 11: return V11::workspace(m, n, k, sm_count);
+    case 12: return V12::workspace(m, n, k, sm_count);
     default: return 0;
   }
 }

@@ -132,9 +132,13 @@ def test_the_layer_replays_in_a_cuda_graph(model) -> None:
     assert torch.equal(out, want)
 
 
+FINAL_VARIANTS = [next(iter(VARIANTS)), "128x128_c1x2_pingpong_fma_smemrows"]  # vectors per tile / held whole
+
+
 @on_gpu
 @pytest.mark.parametrize("batch", SIZES)
-def test_final_layer_matches_triton_and_emulation(model, batch: int) -> None:
+@pytest.mark.parametrize("variant", FINAL_VARIANTS)
+def test_final_layer_matches_triton_and_emulation(model, batch: int, variant: str) -> None:
     """The CUTLASS final layer (the 256 -> 1 dot in the GEMM's epilogue, row sums added atomically) on the Triton
     path's own input: the recipe's probabilities, and the Triton final layer's to float rounding."""
     from dlrm_bench.engines.cuda.top_mlp import TopMLP
@@ -147,7 +151,7 @@ def test_final_layer_matches_triton_and_emulation(model, batch: int) -> None:
     for final in (False, True):
         top = TopMLP(qm, torch.device("cuda"))
         if final:
-            top.configs[-1].cutlass = next(iter(VARIANTS))
+            top.configs[-1].cutlass = variant
         buffers = [torch.empty(batch, w, dtype=torch.int8, device="cuda") for w in top.widths]
         probs[final] = torch.full((batch + 2,), -1.0, device="cuda")
         top(x.cuda(), buffers, probs[final], batch)
@@ -155,3 +159,17 @@ def test_final_layer_matches_triton_and_emulation(model, batch: int) -> None:
     assert torch.allclose(got[:batch], probs[False][:batch].cpu(), atol=1e-5, rtol=0)
     assert torch.allclose(got[:batch], want, atol=2e-2), float((got[:batch] - want).abs().max())
     assert bool((got[batch:] == -1.0).all()), "wrote past the batch"
+
+
+@on_gpu
+def test_a_whole_row_variant_refuses_more_than_1024_columns(model) -> None:
+    """The "_smemrows" epilogue holds alpha and bias for at most 1,024 columns: a wider layer is refused with the
+    library's shape error, not run past its shared memory."""
+    from dlrm_bench.engines.cuda.cutlass_gemm import cutlass_top_gemm
+
+    x = _top_input(64, 3).cuda()
+    w = torch.ones(1152, 512, dtype=torch.int8, device="cuda")
+    out = torch.empty(64, 1152, dtype=torch.int8, device="cuda")
+    ones = torch.ones(1152, device="cuda")
+    with pytest.raises(RuntimeError, match=r"fma_smemrows on \[64, 512\] x \[1152, 512\].*N <= 1024"):
+        cutlass_top_gemm()("128x128_c1x2_pingpong_fma_smemrows", x, w, out, ones, ones, 64, 132)

@@ -39,15 +39,26 @@ VARIANTS = {
     "128x128_c2x2_pingpong": 7,
     "128x128k64_c1x2_pingpong": 8,
     "128x128_c1x2_pingpong_fma": 9,
+    "128x128_c1x2_pingpong_fma_e64x128": 10,
+    "128x128_c1x2_pingpong_fma_smemrows": 11,
+    "128x128_c1x2_pingpong_fma_smemrows_e64x128": 12,
 }
 """Kernel variants by name -> index in the library: tile M x N (K step 128 unless named), cluster shape (M x N
 CTAs: c1x2 = two CTAs of neighbouring N tiles that receive one A tile by multicast), warpgroup schedule
 (pingpong: two consumer warpgroups take turns on 128 x 128 tiles, one's epilogue beside the other's MMAs;
 cooperative: both share one tile). "_fma": the epilogue as a tree of one multiply-add per element,
 relu(fma(acc, alpha, bias)), instead of CUTLASS's linear combination (alpha * acc + (0 * C + bias): two FFMA in the
-SASS); the same bytes (csrc/top_gemm_cutlass.cu)."""
+SASS); the same bytes (csrc/top_gemm_cutlass.cu). "_smemrows": alpha and bias held whole in shared memory, copied
+once per consumer warpgroup, where CUTLASS's row broadcast fetches each tile's slice from global memory and waits
+at a barrier at every tile (csrc/whole_row_broadcast.h; N <= 1024); the final layer of a "_smemrows" variant holds
+its three vectors that way too. "_e64x128": the epilogue converts and stores 64 x 128 subtiles (two per tile)
+instead of CUTLASS's 64 x 64 (four)."""
 
-_ERRORS = {-1: "unknown variant", 1: "shape or alignment not supported (rows must be 16-byte aligned)",
+WHOLE_ROWS_MARK = "_smemrows"
+
+_ERRORS = {-1: "unknown variant",
+           1: "shape or alignment not supported (rows must be 16-byte aligned; the \"_smemrows\" variants take N <= "
+              "1024, their final layer N <= 256)",
            2: "workspace too small", 3: "initialize failed (TMA descriptors)", 4: "launch failed",
            5: "CUDA error after the launch", 6: "cannot select the tensors' device"}
 
@@ -80,10 +91,10 @@ class CutlassTopGemm:
         lib.dlrm_top_gemm_workspace.restype = ctypes.c_size_t
         lib.dlrm_top_gemm_workspace.argtypes = [ctypes.c_int] * 5
         lib.dlrm_final_layer_run.restype = ctypes.c_int
-        lib.dlrm_final_layer_run.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int] * 7 + [
+        lib.dlrm_final_layer_run.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 6 + [ctypes.c_int] * 7 + [
             ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
         lib.dlrm_final_layer_workspace.restype = ctypes.c_size_t
-        lib.dlrm_final_layer_workspace.argtypes = [ctypes.c_int] * 4
+        lib.dlrm_final_layer_workspace.argtypes = [ctypes.c_int] * 5
         self.path = path
         self.has_interaction = hasattr(lib, "dlrm_interaction_run")  # not in a library built before it
         if self.has_interaction:
@@ -127,17 +138,19 @@ class CutlassTopGemm:
         _check(code, f"CUTLASS top GEMM {variant} on [{m}, {k}] x [{n}, {k}]")
 
     def final_layer(self, x: torch.Tensor, w: torch.Tensor, z: torch.Tensor, w_scale: torch.Tensor,
-                    bias: torch.Tensor, final_w: torch.Tensor, m: int, sm_count: int) -> None:
+                    bias: torch.Tensor, final_w: torch.Tensor, m: int, sm_count: int, whole_rows: bool = False) -> None:
         """z[:m] fp32 = relu(x[:m] @ w.T * w_scale + bias) @ final_w (csrc/final_layer_cutlass.cu: 128 x 128
         tiles, c1x2 pingpong, the row sums added atomically onto zeros); x int8 [>= m, K], w int8 [N, K], w_scale /
-        bias / final_w fp32 [N]. The last bias and the sigmoid are the caller's."""
+        bias / final_w fp32 [N]. whole_rows: the three vectors held whole in shared memory (N <= 256) instead of
+        fetched per tile. The last bias and the sigmoid are the caller's."""
         n, k = w.shape
-        ws = self._workspace_for(int(self._lib.dlrm_final_layer_workspace(m, n, k, sm_count)), x.device)
+        variant = 1 if whole_rows else 0
+        ws = self._workspace_for(int(self._lib.dlrm_final_layer_workspace(variant, m, n, k, sm_count)), x.device)
         stream = torch.cuda.current_stream(x.device).cuda_stream
-        code = self._lib.dlrm_final_layer_run(x.data_ptr(), w.data_ptr(), z.data_ptr(), w_scale.data_ptr(),
-                                              bias.data_ptr(), final_w.data_ptr(), m, n, k, x.stride(0),
-                                              w.stride(0), sm_count, x.device.index, ws.data_ptr(), ws.numel(),
-                                              stream)
+        code = self._lib.dlrm_final_layer_run(variant, x.data_ptr(), w.data_ptr(), z.data_ptr(),
+                                              w_scale.data_ptr(), bias.data_ptr(), final_w.data_ptr(), m, n, k,
+                                              x.stride(0), w.stride(0), sm_count, x.device.index, ws.data_ptr(),
+                                              ws.numel(), stream)
         _check(code, f"CUTLASS final layer on [{m}, {k}] x [{n}, {k}]")
 
     def bottom_mlp_image_bytes(self) -> int:
