@@ -23,6 +23,8 @@
 #          TRITON_EXTRA adds bench_triton flags (e.g. "--set inflight_batches=6 --set triton_model_inflight=3")
 # affinity: Server at AFFINITY_QPS (default 540000) twice: as started, then pinned off the CPUs that serve the
 #          GPU's interrupts (irq_cpus.py -> --set cpu_affinity); summarize_results.py prints both with their stalls
+# aboffline: one LoadGen Offline run per ";"-separated entry of AB_SETS, each entry that run's extra flags or
+#          "shipped" (the config as it is), e.g. AB_SETS="shipped;--set top_gemm=X;shipped"; then their summary
 # offline, server : LoadGen PerformanceOnly runs of the cuda engine on criteo-tb-random (MIN_DURATION seconds),
 #          both in one `dlrm-bench run` (one engine load); RUN_ARGS adds flags (e.g. --server_target_qps N);
 #          SERVER_QPS_SWEEP="a b" adds one Server run per target. TESTS overrides the test files of `tests`.
@@ -97,6 +99,17 @@ if has affinity; then
   server_run "${AFFINITY_QPS:-540000}"
   [ -n "$pinned" ] && server_run "${AFFINITY_QPS:-540000}" --set "cpu_affinity=$pinned"
   python3 benchmarks/summarize_results.py "$MLPERF_SCRATCH_PATH/logs" | tail -2 | tee -a "$OUT/session.log"
+fi
+if has aboffline; then  # one Offline run per ";"-separated AB_SETS entry (extra flags, or "shipped")
+  IFS=';' read -r -a ab_entries <<< "${AB_SETS:-shipped}"
+  for flags in "${ab_entries[@]}"; do
+    [ "$flags" = shipped ] && flags=""
+    echo "Offline ${flags:-(shipped config)}" | tee -a "$OUT/session.log"
+    dlrm run --dataset criteo-tb-random --engine cuda --scenarios Offline --test_mode PerformanceOnly \
+      --min_duration "$MIN_DURATION" $flags ${RUN_ARGS:-} 2>&1 | grep -v "/s\]" | tail -2 | tee -a "$OUT/session.log"
+  done
+  python3 benchmarks/summarize_results.py "$MLPERF_SCRATCH_PATH/logs" | tail -$(( ${#ab_entries[@]} + 1 )) \
+    | tee -a "$OUT/session.log"
 fi
 scenarios=""
 has offline && scenarios="Offline"

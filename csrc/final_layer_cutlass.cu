@@ -52,11 +52,12 @@ struct FinalCallbacks : FinalEVT<PerColumn> {
   using ElementAux = float;
 };
 
-template <class PerColumn>
+// EpilogueTile: the subtile the epilogue walks at a time (Auto: 64 x 32, eight per tile, each with two barriers
+// even though nothing is staged for a store).
+template <class PerColumn, class EpilogueTile = cutlass::epilogue::collective::EpilogueTileAuto>
 struct FinalLayer {
   using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
-      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, FinalTile, Cluster,
-      cutlass::epilogue::collective::EpilogueTileAuto, int32_t, float,
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, FinalTile, Cluster, EpilogueTile, int32_t, float,
       void, cutlass::layout::RowMajor, 16, void, cutlass::layout::RowMajor, 16,
       cutlass::epilogue::TmaWarpSpecialized, FinalCallbacks<PerColumn>>::CollectiveOp;
 
@@ -111,11 +112,11 @@ struct FinalLayer {
 
 extern "C" {
 
-int dlrm_final_layer_variants() { return 2; }
+int dlrm_final_layer_variants() { return 3; }
 
 // z fp32 [m]: initialize() zeroes it on `stream` (the atomic row reduction's fill), then the GEMM adds into it.
-// variant: 0 the per-column vectors fetched per tile, 1 held whole in shared memory. Returns 0, -1 for an
-// unknown variant, or a code of csrc/cutlass_launch.h.
+// variant: 0 the per-column vectors fetched per tile, 1 held whole in shared memory, 2 held whole and 64 x 128
+// epilogue subtiles. Returns 0, -1 for an unknown variant, or a code of csrc/cutlass_launch.h.
 int dlrm_final_layer_run(int variant, const void* a, const void* b, float* z, const float* w_scale,
                          const float* bias, const float* final_w, int m, int n, int k, int lda, int ldb,
                          int sm_count, int device, void* workspace, size_t workspace_bytes, void* stream) {
@@ -127,6 +128,8 @@ int dlrm_final_layer_run(int variant, const void* a, const void* b, float* z, co
                                                device, workspace, workspace_bytes, s);
     case 1: return FinalLayer<WholeRows>::run(A, B, z, w_scale, bias, final_w, m, n, k, lda, ldb, sm_count,
                                               device, workspace, workspace_bytes, s);
+    case 2: return FinalLayer<WholeRows, Shape<_64, _128>>::run(A, B, z, w_scale, bias, final_w, m, n, k, lda, ldb,
+                                                                sm_count, device, workspace, workspace_bytes, s);
     default: return -1;
   }
 }
@@ -135,6 +138,7 @@ size_t dlrm_final_layer_workspace(int variant, int m, int n, int k, int sm_count
   switch (variant) {
     case 0: return FinalLayer<TileSlices>::workspace(m, n, k, sm_count);
     case 1: return FinalLayer<WholeRows>::workspace(m, n, k, sm_count);
+    case 2: return FinalLayer<WholeRows, Shape<_64, _128>>::workspace(m, n, k, sm_count);
     default: return 0;
   }
 }
