@@ -38,7 +38,7 @@ from bench_cuda import apply_top_gemm, gpu_bench_model, scattered, skewed_ids, t
 from bench_operand_power import LAYOUT, rounds_cell, sustained_rounds  # noqa: E402
 from dlrm_bench.engines.cuda.bottom_mlp import BottomMLP  # noqa: E402
 from dlrm_bench.engines.cuda.cutlass_gemm import VARIANTS as CUTLASS_VARIANTS  # noqa: E402
-from dlrm_bench.engines.cuda.interaction import DEFAULT_PIPELINE, PIPELINES, Interaction  # noqa: E402
+from dlrm_bench.engines.cuda.interaction import Interaction  # noqa: E402
 from dlrm_bench.engines.cuda.top_mlp import TopMLP  # noqa: E402
 from dlrm_bench.quant.recipe import TOP_INPUT_PAD  # noqa: E402
 
@@ -54,48 +54,40 @@ def tile_name(kind: str, tile: tuple[int, ...]) -> str:
     return f"{kind} {'/'.join(map(str, tile))}"
 
 
-def kernel_graphs(qm, tables, offsets, cards, device, n: int, cuda_only: bool = False
-                  ) -> tuple[dict, dict, torch.Tensor]:
+def kernel_graphs(qm, tables, offsets, cards, device, n: int) -> tuple[dict, dict, torch.Tensor]:
     """name -> graph of one front kernel on n pairs; name -> the op (for the whole-batch graphs); the top input
-    buffer they write. cuda_only: of the Triton kernels only the default tiles (the reference), no probes."""
+    buffer they write."""
     numeric = torch.randint(-20, 127, (n, 13), dtype=torch.int8, device=device)
     ids = {"skewed": scattered(skewed_ids(cards, n, device, 100 + n), cards, 100 + n),
            "zero ids": torch.zeros(n, len(cards), dtype=torch.int32, device=device),
            "uniform ids": torch.stack([torch.randint(0, c, (n,), device=device) for c in cards], 1).to(torch.int32)}
     top_in = torch.zeros(n, TOP_INPUT_PAD, dtype=torch.int8, device=device)
     graphs, ops = {}, {}
-    bottom_tiles, interaction_tiles = (BOTTOM_TILES[:1], INTERACTION_TILES[:1]) if cuda_only else (
-        BOTTOM_TILES, INTERACTION_TILES)
-    for tile in bottom_tiles:
+    for tile in BOTTOM_TILES:
         op = BottomMLP(qm, device, *tile)
         ops[tile_name("bottom", tile)] = lambda op=op: op(numeric, None, n, top_in)
     cuda_bottom = BottomMLP(qm, device, kernel="cuda")
     ops["bottom cuda"] = lambda: cuda_bottom(numeric, None, n, top_in)
-    for tile in interaction_tiles:
+    for tile in INTERACTION_TILES:
         op = Interaction(qm, tables, offsets, *tile, layout=LAYOUT)
         ops[tile_name("interaction", tile)] = lambda op=op: op(ids["skewed"], None, n, top_in)
     for ppw in CUDA_PAIRS_PER_WARP:
         op = Interaction(qm, tables, offsets, layout=LAYOUT, kernel="cuda", pairs_per_warp=ppw)
         ops[f"interaction cuda/{ppw}"] = lambda op=op: op(ids["skewed"], None, n, top_in)
-    for pipeline in PIPELINES:
-        if pipeline != DEFAULT_PIPELINE:
-            op = Interaction(qm, tables, offsets, layout=LAYOUT, kernel="cuda", pipeline=pipeline)
-            ops[f"interaction cuda/8 pipeline {pipeline}"] = lambda op=op: op(ids["skewed"], None, n, top_in)
     cuda = Interaction(qm, tables, offsets, layout=LAYOUT, kernel="cuda")
     ops["interaction cuda, zero ids"] = lambda: cuda(ids["zero ids"], None, n, top_in)
-    if not cuda_only:
-        default = Interaction(qm, tables, offsets, *INTERACTION_TILES[0], layout=LAYOUT)
-        for kind in ("zero ids", "uniform ids"):
-            ops[f"interaction default, {kind}"] = lambda kind=kind: default(ids[kind], None, n, top_in)
-        probe = Interaction(qm, tables, offsets, *INTERACTION_TILES[0], layout=LAYOUT, probe_no_scatter=True)
-        ops["interaction default, no scatter (probe)"] = lambda: probe(ids["skewed"], None, n, top_in)
+    default = Interaction(qm, tables, offsets, *INTERACTION_TILES[0], layout=LAYOUT)
+    for kind in ("zero ids", "uniform ids"):
+        ops[f"interaction default, {kind}"] = lambda kind=kind: default(ids[kind], None, n, top_in)
+    probe = Interaction(qm, tables, offsets, *INTERACTION_TILES[0], layout=LAYOUT, probe_no_scatter=True)
+    ops["interaction default, no scatter (probe)"] = lambda: probe(ids["skewed"], None, n, top_in)
     for name, fn in ops.items():
         graphs[name] = whole_batch_graph(fn)
     return graphs, ops, top_in
 
 
-def cuda_matches_triton(ops: dict, top_in: torch.Tensor, name: str) -> bool:
-    """The CUDA interaction `name`'s bytes against the Triton kernel's, on the bench's batch (bottom MLP output in
+def cuda_matches_triton(ops: dict, top_in: torch.Tensor) -> bool:
+    """The CUDA interaction's bytes against the Triton kernel's, on the bench's batch (bottom MLP output in
     place, the rest of the buffer filled with random bytes first)."""
     ops[tile_name("bottom", BOTTOM_TILES[0])]()
     top_in[:, 128:] = torch.randint(-128, 128, top_in[:, 128:].shape, dtype=torch.int8, device=top_in.device)
@@ -103,7 +95,7 @@ def cuda_matches_triton(ops: dict, top_in: torch.Tensor, name: str) -> bool:
     ops[tile_name("interaction", INTERACTION_TILES[0])]()
     want = top_in.clone()
     top_in.copy_(other)
-    ops[name]()
+    ops[f"interaction cuda/{CUDA_PAIRS_PER_WARP[0]}"]()
     return bool(torch.equal(top_in, want))
 
 
@@ -129,12 +121,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batch", type=int, default=262144, help="pairs per batch")
     ap.add_argument("--rows-scale", type=float, default=1.0, help="fraction of the full table rows")
-    ap.add_argument("--top-gemm", default="128x128_c1x2_pingpong_fma_smemrows_e64x128",
-                    choices=["triton", *CUTLASS_VARIANTS],
+    ap.add_argument("--top-gemm", default="128x128_c1x2_pingpong_fma", choices=["triton", *CUTLASS_VARIANTS],
                     help="the top MLP's kernels in the whole-batch graphs (CUTLASS: hidden and final layers)")
     ap.add_argument("--sustain", type=float, default=4.0, help="seconds of back-to-back replay per config")
-    ap.add_argument("--cuda-only", action="store_true",
-                    help="of the Triton kernels only the default tiles (the reference); no probes")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "build/bench")))
     args = ap.parse_args()
     if args.batch < 1 or args.sustain <= 0:
@@ -147,13 +136,11 @@ def main() -> int:
     top = TopMLP(qm, device, interaction_layout=LAYOUT)
     if not apply_top_gemm(top, args.top_gemm, True, "bench_front_energy.py"):
         return 2
-    graphs, ops, top_in = kernel_graphs(qm, tables, offsets, cards, device, n, args.cuda_only)
-    cuda_interactions = [name for name in ops if name.startswith("interaction cuda/")]
+    graphs, ops, top_in = kernel_graphs(qm, tables, offsets, cards, device, n)
     report: dict = {"device": torch.cuda.get_device_name(), "pairs": n, "rows_scale": args.rows_scale,
                     "top_gemm": args.top_gemm, "cuda_bottom_equals_triton": cuda_bottom_matches_triton(ops, top_in),
-                    "cuda_interaction_equals_triton": {name: cuda_matches_triton(ops, top_in, name)
-                                                       for name in cuda_interactions}, "configs": {}}
-    print("CUDA bottom MLP / interactions' bytes equal to Triton's:", report["cuda_bottom_equals_triton"],
+                    "cuda_interaction_equals_triton": cuda_matches_triton(ops, top_in), "configs": {}}
+    print("CUDA bottom MLP / interaction bytes equal to Triton's:", report["cuda_bottom_equals_triton"],
           report["cuda_interaction_equals_triton"], flush=True)
     for name, rounds in sustained_rounds(graphs, n, args.sustain, 1).items():
         report["configs"][name] = {"graph_ms": timed(graphs[name].replay), "sustained": rounds}
@@ -167,8 +154,6 @@ def main() -> int:
                   tile_name("bottom", BOTTOM_TILES[0]), "interaction cuda/8"),
               "whole batch, CUDA bottom + CUDA interaction (bottom_kernel cuda)": ("bottom cuda",
                                                                                    "interaction cuda/8"),
-              **{f"whole batch, CUDA bottom + CUDA interaction pipeline {p}": ("bottom cuda", f"interaction cuda/8 pipeline {p}")
-                 for p in PIPELINES if p != DEFAULT_PIPELINE},
               f"whole batch, {best[0]} + {best[1]}": best}
     whole_graphs = {name: whole_batch_graph(lambda b=b, i=i: (ops[b](), ops[i](), top(top_in, hidden, probs, n)))
                     for name, (b, i) in wholes.items()}

@@ -26,6 +26,7 @@ namespace {
 
 constexpr int kTables = 26;
 constexpr int kDim = 128;
+constexpr int kWarpsPerBlock = 4;
 constexpr int kTiles = 6;
 // The 16 x 8 tiles (m, q) of the 32 x 32 Gram matrix that hold entries j <= i <= 26 (rows 16m.., columns 8q..):
 // (0, 0), (0, 1), (1, 0), (1, 1), (1, 2), (1, 3).
@@ -129,64 +130,10 @@ __device__ __forceinline__ void load_rows(const Args& a, int64_t pair, const int
   }
 }
 
-// How a warp overlaps the gather with the MMAs (the `pipeline` argument):
-//   1  registers: pair n + 1's rows load into a second fragment buffer while pair n computes (150 registers,
-//      four-warp blocks, 12 warps per SM: 12 pairs' rows in flight per SM);
-//   2  registers, two ahead: three buffers in turn (242 registers, 8 warps per SM: up to 16 pairs in flight);
-//   3  shared memory: each lane's 32 bytes of each row land in a per-warp ring of three pair-sized stages by
-//      cp.async, two pairs ahead, and are read back into one fragment buffer (16 warps per SM: up to 32 pairs).
-// A lane reads back only the bytes it copied itself, so no barrier is needed, only cp.async's own wait.
-constexpr int kRingStages = 3;
-template <int kPipeline>
-struct Launch {
-  static constexpr int kWarps = kPipeline == 2 ? 2 : 4;
-  static constexpr int kMinBlocks = kPipeline == 1 ? 1 : 4;
-};
-
-__device__ __forceinline__ void cp_async_16(uint4* dst, const void* src) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(static_cast<unsigned>(__cvta_generic_to_shared(dst))),
-               "l"(src) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int Pending>
-__device__ __forceinline__ void cp_async_wait() {  // until at most Pending committed groups are still copying
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(Pending) : "memory");
-}
-
-// Pair `pair`'s rows of this lane's slots into its ring stage (piece 2k + h = slot k's bytes 32t + 16h..), one
-// committed group (empty where the slot is none or the pair is past the run, so that the groups count pairs).
-__device__ __forceinline__ void copy_rows(const Args& a, int64_t pair, const int (&ids)[4], const int64_t (&first)[4],
-                                          int g, int t, uint4 (*stage)[32], int lane, bool valid) {
-#pragma unroll
-  for (int k = 0; k < 4; ++k) {
-    int slot = g + 8 * k;
-    const int8_t* src = nullptr;
-    if (slot == 0) src = a.top + pair * a.top_stride + 32 * t;
-    else if (slot <= kTables) src = a.tables + (first[k] + ids[k]) * kDim + 32 * t;
-    if (valid && src != nullptr) {
-      cp_async_16(&stage[2 * k][lane], src);
-      cp_async_16(&stage[2 * k + 1][lane], src + 16);
-    }
-  }
-  cp_async_commit();
-}
-
-__device__ __forceinline__ void read_rows(uint4 (*stage)[32], int g, int lane, Fragments& f) {
-#pragma unroll
-  for (int k = 0; k < 4; ++k) {
-    bool none = g + 8 * k > kTables;
-    f.lo[k] = none ? make_uint4(0, 0, 0, 0) : stage[2 * k][lane];
-    f.hi[k] = none ? make_uint4(0, 0, 0, 0) : stage[2 * k + 1][lane];
-  }
-}
-
-// One warp per run of `pairs_per_warp` pairs (kPipeline above).
-template <int kPipeline>
-__global__ void __launch_bounds__(32 * Launch<kPipeline>::kWarps, Launch<kPipeline>::kMinBlocks)
-    interaction_kernel(Args a) {
+__global__ void __launch_bounds__(32 * kWarpsPerBlock) interaction_kernel(Args a) {
   const int lane = threadIdx.x & 31;
   const int g = lane >> 2, t = lane & 3;
-  const int64_t warp = int64_t(blockIdx.x) * Launch<kPipeline>::kWarps + (threadIdx.x >> 5);
+  const int64_t warp = int64_t(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
   const int64_t p0 = warp * a.pairs_per_warp;
   if (p0 >= a.num_pairs) return;
   const int count = int(min(int64_t(a.pairs_per_warp), a.num_pairs - p0));
@@ -215,9 +162,19 @@ __global__ void __launch_bounds__(32 * Launch<kPipeline>::kWarps, Launch<kPipeli
   }
 
   auto row_of = [&](int64_t p) { return a.rows ? a.rows[p] : p; };
+  int ids[4];
+  Fragments cur, next;
+  load_ids(a, row_of(p0), g, ids);
+  load_rows(a, p0, ids, first, g, t, cur);
+  if (count > 1) load_ids(a, row_of(p0 + 1), g, ids);
+
   int8_t* out = a.top + p0 * a.top_stride;  // pair p's row, moved on by one row per pair
-  // Pair p's entries from its fragments f: 24 MMAs, then one packed conversion and one 16-bit store per two.
-  auto compute = [&](const Fragments& f) {
+  // Pair n from `now`, with pair n + 1's rows loading into `later` meanwhile. (Two copies of the step with the
+  // buffers swapped copy no registers but need 187 of them, against 150: fewer warps per SM, more instructions.)
+  auto step = [&](int n, const Fragments& now, Fragments& later) {
+    const int64_t p = p0 + n;
+    if (n + 1 < count) load_rows(a, p + 1, ids, first, g, t, later);
+    if (n + 2 < count) load_ids(a, row_of(p + 2), g, ids);
     int acc[kTiles][4];
 #pragma unroll
     for (int tile = 0; tile < kTiles; ++tile) {
@@ -225,8 +182,8 @@ __global__ void __launch_bounds__(32 * Launch<kPipeline>::kWarps, Launch<kPipeli
       const int m = tile_m(tile), q = tile_q(tile);
 #pragma unroll
       for (int s = 0; s < 4; ++s) {
-        mma_s8(acc[tile], word(f, 2 * m, 2 * s), word(f, 2 * m + 1, 2 * s), word(f, 2 * m, 2 * s + 1),
-               word(f, 2 * m + 1, 2 * s + 1), word(f, q, 2 * s), word(f, q, 2 * s + 1));
+        mma_s8(acc[tile], word(now, 2 * m, 2 * s), word(now, 2 * m + 1, 2 * s), word(now, 2 * m, 2 * s + 1),
+               word(now, 2 * m + 1, 2 * s + 1), word(now, q, 2 * s), word(now, q, 2 * s + 1));
       }
     }
 #pragma unroll
@@ -240,99 +197,32 @@ __global__ void __launch_bounds__(32 * Launch<kPipeline>::kWarps, Launch<kPipeli
     }
     out += a.top_stride;
   };
-
-  int ids[4];
-  if constexpr (kPipeline == 1) {
-    Fragments cur, next;
-    load_ids(a, row_of(p0), g, ids);
-    load_rows(a, p0, ids, first, g, t, cur);
-    if (count > 1) load_ids(a, row_of(p0 + 1), g, ids);
-    // Pair n from `cur`, with pair n + 1's rows loading into `next` meanwhile, then copied over: the copy waits
-    // for that load only, which the next pair needs anyway. (Two copies of the step with the buffers swapped copy
-    // no registers but need 187 registers, against 150: fewer warps per SM, more instructions.)
 #pragma unroll 1
-    for (int n = 0; n < count; ++n) {
-      const int64_t p = p0 + n;
-      if (n + 1 < count) load_rows(a, p + 1, ids, first, g, t, next);
-      if (n + 2 < count) load_ids(a, row_of(p + 2), g, ids);
-      compute(cur);
-      cur = next;
-    }
-  } else if constexpr (kPipeline == 3) {
-    __shared__ uint4 ring[Launch<3>::kWarps][kRingStages][8][32];  // 48 KB per block
-    uint4(*stages)[8][32] = ring[threadIdx.x >> 5];
-    int ids1[4];
-    load_ids(a, row_of(p0), g, ids);
-    if (count > 1) load_ids(a, row_of(p0 + 1), g, ids1);
-    copy_rows(a, p0, ids, first, g, t, stages[0], lane, true);
-    copy_rows(a, p0 + 1, ids1, first, g, t, stages[1], lane, count > 1);
-    if (count > 2) load_ids(a, row_of(p0 + 2), g, ids);
-    Fragments cur;
-#pragma unroll 1
-    for (int n = 0; n < count; ++n) {
-      const int64_t p = p0 + n;
-      copy_rows(a, p + 2, ids, first, g, t, stages[(n + 2) % kRingStages], lane, n + 2 < count);
-      if (n + 3 < count) load_ids(a, row_of(p + 3), g, ids);
-      cp_async_wait<2>();  // pair n's group is in (those of n + 1 and n + 2 may still copy)
-      read_rows(stages[n % kRingStages], g, lane, cur);
-      compute(cur);
-    }
-  } else {
-    // Three buffers in turn, the loop unrolled by three so that no buffer with a load in flight is copied: pair n
-    // computes from one while pair n + 1's rows are in flight in the next and pair n + 2's start into the third.
-    Fragments f0, f1, f2;
-    int ids1[4];
-    load_ids(a, row_of(p0), g, ids);
-    if (count > 1) load_ids(a, row_of(p0 + 1), g, ids1);
-    load_rows(a, p0, ids, first, g, t, f0);
-    if (count > 1) load_rows(a, p0 + 1, ids1, first, g, t, f1);
-    if (count > 2) load_ids(a, row_of(p0 + 2), g, ids);
-    auto step = [&](int n, const Fragments& now, Fragments& later) {
-      const int64_t p = p0 + n;
-      if (n + 2 < count) load_rows(a, p + 2, ids, first, g, t, later);
-      if (n + 3 < count) load_ids(a, row_of(p + 3), g, ids);
-      compute(now);
-    };
-#pragma unroll 1
-    for (int n = 0; n < count; n += 3) {
-      step(n, f0, f2);
-      if (n + 1 < count) step(n + 1, f1, f0);
-      if (n + 2 < count) step(n + 2, f2, f1);
-    }
+  for (int n = 0; n < count; ++n) {
+    step(n, cur, next);
+    cur = next;
   }
-}
-
-template <int kPipeline>
-int launch(const Args& a, cudaStream_t stream) {
-  constexpr int kWarps = Launch<kPipeline>::kWarps;
-  if (kPipeline == 3 &&  // four 48 KB blocks per SM: ask for the largest shared-memory carveout
-      cudaFuncSetAttribute(interaction_kernel<kPipeline>, cudaFuncAttributePreferredSharedMemoryCarveout,
-                           int(cudaSharedmemCarveoutMaxShared)) != cudaSuccess)
-    return 4;
-  int64_t warps = (int64_t(a.num_pairs) + a.pairs_per_warp - 1) / a.pairs_per_warp;
-  int blocks = int((warps + kWarps - 1) / kWarps);
-  interaction_kernel<kPipeline><<<blocks, 32 * kWarps, 0, stream>>>(a);
-  return cudaGetLastError() == cudaSuccess ? 0 : 4;
 }
 
 }  // namespace
 
 extern "C" {
 
-// pipeline: how the gather overlaps the MMAs (1, 2 or 3: interaction_kernel's Launch above). Returns 0 on success;
-// 1 arguments not supported (alignment, sizes); 4 launch failed; 6 cannot select `device`.
+// Returns 0 on success; 1 arguments not supported (alignment, sizes); 4 launch failed; 6 cannot select `device`.
 int dlrm_interaction_run(const void* cat, const void* rows, long long cat_stride, int num_pairs, const void* tables,
                          const void* offsets, const float* mult, void* top, long long top_stride,
-                         int pairs_per_warp, int pipeline, int device, void* stream) {
+                         int pairs_per_warp, int device, void* stream) {
   if (cudaSetDevice(device) != cudaSuccess) return 6;
   if (num_pairs < 1 || pairs_per_warp < 1 || top_stride % 16 || reinterpret_cast<uintptr_t>(top) % 16 ||
-      reinterpret_cast<uintptr_t>(tables) % 16 || top_stride < 512 || pipeline < 1 || pipeline > 3)
+      reinterpret_cast<uintptr_t>(tables) % 16 || top_stride < 512)
     return 1;
   Args a{static_cast<const int*>(cat), static_cast<const int64_t*>(rows), cat_stride, num_pairs,
          static_cast<const int8_t*>(tables), static_cast<const int64_t*>(offsets), mult,
          static_cast<int8_t*>(top), top_stride, pairs_per_warp};
-  auto s = static_cast<cudaStream_t>(stream);
-  return pipeline == 1 ? launch<1>(a, s) : pipeline == 2 ? launch<2>(a, s) : launch<3>(a, s);
+  int64_t warps = (int64_t(num_pairs) + pairs_per_warp - 1) / pairs_per_warp;
+  int blocks = int((warps + kWarpsPerBlock - 1) / kWarpsPerBlock);
+  interaction_kernel<<<blocks, 32 * kWarpsPerBlock, 0, static_cast<cudaStream_t>(stream)>>>(a);
+  return cudaGetLastError() == cudaSuccess ? 0 : 4;
 }
 
 }  // extern "C"

@@ -56,21 +56,14 @@ def _buffers(batch: int, dense: torch.Tensor, seed: int) -> torch.Tensor:
     return top_in.cuda()
 
 
-def test_an_unknown_pipeline_is_named(model) -> None:
-    _, qm, tables, offsets = model
-    with pytest.raises(UserError, match=r"interaction_pipeline 4: choose one of 1, 2, 3"):
-        Interaction(qm, tables, offsets, layout="paired", kernel="cuda", pipeline=4)
-
-
 @hopper_test
 @pytest.mark.parametrize("batch", SIZES)
 @pytest.mark.parametrize("indirect", [False, True])
 @pytest.mark.parametrize("pairs_per_warp", [1, 3, 8])
-@pytest.mark.parametrize("pipeline", [1, 2, 3])
-def test_cuda_kernel_writes_the_triton_kernels_bytes(model, batch: int, indirect: bool, pairs_per_warp: int,
-                                                     pipeline: int) -> None:
+def test_cuda_kernel_writes_the_triton_kernels_bytes(model, batch: int, indirect: bool, pairs_per_warp: int
+                                                     ) -> None:
     if batch == 262144 and (pairs_per_warp != 8 or not indirect):
-        pytest.skip("the largest batch once per pipeline, as the engine runs it")
+        pytest.skip("the largest batch once, as the engine runs it")
     _, qm, tables, offsets = model
     numeric, cat = random_inputs(batch + 200, batch + 5, CARDS)
     rows = torch.randperm(batch + 5)[:batch] if indirect else torch.arange(batch)
@@ -80,8 +73,8 @@ def test_cuda_kernel_writes_the_triton_kernels_bytes(model, batch: int, indirect
     want = _buffers(batch, dense, batch)
     Interaction(qm, dev_tables, offsets, layout="paired")(dev_cat, dev_rows, batch, want)
     got = _buffers(batch, dense, batch)
-    Interaction(qm, dev_tables, offsets, layout="paired", kernel="cuda", pairs_per_warp=pairs_per_warp,
-                pipeline=pipeline)(dev_cat, dev_rows, batch, got)
+    Interaction(qm, dev_tables, offsets, layout="paired", kernel="cuda", pairs_per_warp=pairs_per_warp)(
+        dev_cat, dev_rows, batch, got)
     torch.cuda.synchronize()
     assert torch.equal(got, want), int((got != want).sum())
     if batch <= 1001:

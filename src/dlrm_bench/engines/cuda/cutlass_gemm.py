@@ -104,7 +104,7 @@ class CutlassTopGemm:
             lib.dlrm_interaction_run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_longlong, ctypes.c_int,
                                                  ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                                                  ctypes.c_void_p, ctypes.c_longlong, ctypes.c_int, ctypes.c_int,
-                                                 ctypes.c_int, ctypes.c_void_p]
+                                                 ctypes.c_void_p]
         self.has_bottom_mlp = hasattr(lib, "dlrm_bottom_mlp_run")  # not in a library built before it
         if self.has_bottom_mlp:
             lib.dlrm_bottom_mlp_image_bytes.restype = ctypes.c_int
@@ -175,13 +175,11 @@ class CutlassTopGemm:
 
     def interaction(self, categorical: torch.Tensor, rows: torch.Tensor | None, num_pairs: int,
                     tables: torch.Tensor, offsets: torch.Tensor, mult: torch.Tensor, top_in: torch.Tensor,
-                    pairs_per_warp: int, pipeline: int = 1) -> None:
+                    pairs_per_warp: int) -> None:
         """The gather + interaction in the paired layout (csrc/interaction_mma.cu), on the current stream:
         categorical int32 [*, >= 26] ids; rows int64 [num_pairs] (rows of categorical) or None; tables int8
         [R, 128]; offsets int64 [26]; mult fp32 [32, 32]; top_in int8 [>= num_pairs, 512] with the dense vector
-        in columns 0..127 (16-byte aligned rows); columns 128..491 are written. pipeline: how the gather overlaps
-        the MMAs (1 the next pair's rows in registers, 2 two pairs in registers, 3 two pairs in a shared-memory
-        ring: interaction.PIPELINES)."""
+        in columns 0..127 (16-byte aligned rows); columns 128..491 are written."""
         if categorical.dtype != torch.int32 or (rows is not None and rows.dtype != torch.int64):
             raise ValueError(f"CUDA interaction: ids must be int32 and rows int64, got {categorical.dtype} and "
                              f"{None if rows is None else rows.dtype}")
@@ -189,7 +187,7 @@ class CutlassTopGemm:
         code = self._lib.dlrm_interaction_run(
             categorical.data_ptr(), rows.data_ptr() if rows is not None else None, categorical.stride(0),
             num_pairs, tables.data_ptr(), offsets.data_ptr(), mult.data_ptr(), top_in.data_ptr(),
-            top_in.stride(0), pairs_per_warp, pipeline, top_in.device.index, stream)
+            top_in.stride(0), pairs_per_warp, top_in.device.index, stream)
         _check(code, f"CUDA interaction on {num_pairs} pairs")
 
 

@@ -41,12 +41,7 @@ LAYOUTS = ("triangle", "paired")
 KERNELS = ("triton", "cuda")
 """The interaction's kernels (module docstring)."""
 PAIRS_PER_WARP = 8
-"""Pairs each warp of the CUDA kernel computes one after the other (the next pairs' rows load meanwhile)."""
-PIPELINES = {1: "the next pair's rows load into registers (12 warps per SM)",
-             2: "the next two pairs' rows load into registers (8 warps per SM)",
-             3: "the next two pairs' rows load into a shared-memory ring by cp.async (16 warps per SM)"}
-"""How the CUDA kernel overlaps the gather with the MMAs (setting interaction_pipeline; csrc/interaction_mma.cu)."""
-DEFAULT_PIPELINE = 1
+"""Pairs each warp of the CUDA kernel computes one after the other (the next pair's rows load meanwhile)."""
 DEFAULT_LAYOUT = "paired"
 """The engine's default: 0.469 vs 0.590 ms for the interaction at 262,144 pairs, LoadGen Offline 475,988 vs
 447,530 samples/s on one H100 (benchmarks/NOTES.md, session 5)."""
@@ -197,11 +192,9 @@ class Interaction:
     def __init__(self, qm: QuantizedDLRM, tables: "torch.Tensor | TableStore", table_offsets: torch.Tensor,
                  block_p: int = 4, num_warps: int = 4, iters: int = 1, num_stages: int = 1,
                  packing: PackingLayout | None = None, probe_no_scatter: bool = False,
-                 layout: str = "triangle", kernel: str = "triton", pairs_per_warp: int = PAIRS_PER_WARP,
-                 pipeline: int = DEFAULT_PIPELINE) -> None:
+                 layout: str = "triangle", kernel: str = "triton", pairs_per_warp: int = PAIRS_PER_WARP) -> None:
         """kernel: "triton", or "cuda" (the paired layout with plain ids and every row on the GPU; UserError
-        otherwise, CutlassUnavailable where the library or the GPU cannot run it); pipeline: the CUDA kernel's
-        (PIPELINES)."""
+        otherwise, CutlassUnavailable where the library or the GPU cannot run it)."""
         store = tables if isinstance(tables, TableStore) else TableStore(tables)
         device = store.device
         self.consts = {k: v.to(device) for k, v in interaction_tables(qm).items()}
@@ -215,9 +208,7 @@ class Interaction:
         self.layout = layout
         if kernel not in KERNELS:
             raise UserError(f"interaction_kernel '{kernel}': choose one of {', '.join(KERNELS)}")
-        if pipeline not in PIPELINES:
-            raise UserError(f"interaction_pipeline {pipeline}: choose one of {', '.join(map(str, PIPELINES))}")
-        self.kernel, self.pairs_per_warp, self.pipeline = kernel, pairs_per_warp, pipeline
+        self.kernel, self.pairs_per_warp = kernel, pairs_per_warp
         self.native = self._native_kernel() if kernel == "cuda" else None
 
     def _native_kernel(self) -> "CutlassTopGemm":
@@ -242,7 +233,7 @@ class Interaction:
             if num_pairs < 1:
                 return
             self.native.interaction(categorical, rows, num_pairs, self.tables, self.offsets, self.consts["mult"],
-                                    top_in, self.pairs_per_warp, self.pipeline)
+                                    top_in, self.pairs_per_warp)
             return
         grid = (triton.cdiv(num_pairs, self.block_p * self.iters),)
         _interaction_kernel[grid](
