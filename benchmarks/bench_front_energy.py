@@ -121,7 +121,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batch", type=int, default=262144, help="pairs per batch")
     ap.add_argument("--rows-scale", type=float, default=1.0, help="fraction of the full table rows")
-    ap.add_argument("--top-gemm", default="128x128_c1x2_pingpong_fma", choices=["triton", *CUTLASS_VARIANTS],
+    ap.add_argument("--top-gemm", default="128x128_c1x2_pingpong_fma_smemrows_e64x128",
+                    choices=["triton", *CUTLASS_VARIANTS],
                     help="the top MLP's kernels in the whole-batch graphs (CUTLASS: hidden and final layers)")
     ap.add_argument("--sustain", type=float, default=4.0, help="seconds of back-to-back replay per config")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "build/bench")))
