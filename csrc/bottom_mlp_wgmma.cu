@@ -153,23 +153,35 @@ __device__ __forceinline__ unsigned to_int8x2(float lo, float hi, unsigned above
   return r;
 }
 
-// Four 8-column groups of an accumulator (16 values: group j at v[4j..4j+3] = (g, 2t), (g, 2t+1), (g+8, 2t),
-// (g+8, 2t+1)) requantized with the parameters of columns col0 + 8j + 2t (+1) -> the int8 A fragment of one k block:
-// a[0] row g, k 4t..4t+3 = groups 0, 1; a[1] row g + 8 likewise; a[2], a[3] the same from groups 2, 3.
-template <class Value>
-__device__ __forceinline__ void to_fragment(const Value* v, const float* prm, int s, int b, int a, int col0, int t,
-                                            unsigned (&frag)[4]) {
-  float z[16];
+// The requantization parameters of one 32-column block for this lane: columns col0 + 8j + 2t (+1), j = 0..3.
+struct BlockParams {
+  float2 scale[4], bias[4], act_inv[4];
+};
+
+// Loaded from shared memory. They depend on the column only, so the callers load them before waiting for the
+// accumulator they apply to (the waits are asm statements that clobber memory: loads cannot move above them).
+__device__ __forceinline__ void load_params(const float* prm, int s, int b, int a, int col0, int t, BlockParams& p) {
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
     int c = col0 + 8 * j + 2 * t;
-    float2 sc = *reinterpret_cast<const float2*>(prm + s + c);
-    float2 bi = *reinterpret_cast<const float2*>(prm + b + c);
-    float2 ai = *reinterpret_cast<const float2*>(prm + a + c);
-    z[4 * j + 0] = requant_scale(float(v[4 * j + 0]), sc.x, bi.x, ai.x);
-    z[4 * j + 1] = requant_scale(float(v[4 * j + 1]), sc.y, bi.y, ai.y);
-    z[4 * j + 2] = requant_scale(float(v[4 * j + 2]), sc.x, bi.x, ai.x);
-    z[4 * j + 3] = requant_scale(float(v[4 * j + 3]), sc.y, bi.y, ai.y);
+    p.scale[j] = *reinterpret_cast<const float2*>(prm + s + c);
+    p.bias[j] = *reinterpret_cast<const float2*>(prm + b + c);
+    p.act_inv[j] = *reinterpret_cast<const float2*>(prm + a + c);
+  }
+}
+
+// Four 8-column groups of an accumulator (16 values: group j at v[4j..4j+3] = (g, 2t), (g, 2t+1), (g+8, 2t),
+// (g+8, 2t+1)) requantized with the block's parameters -> the int8 A fragment of one k block: a[0] row g, k
+// 4t..4t+3 = groups 0, 1; a[1] row g + 8 likewise; a[2], a[3] the same from groups 2, 3.
+template <class Value>
+__device__ __forceinline__ void to_fragment(const Value* v, const BlockParams& p, unsigned (&frag)[4]) {
+  float z[16];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    z[4 * j + 0] = requant_scale(float(v[4 * j + 0]), p.scale[j].x, p.bias[j].x, p.act_inv[j].x);
+    z[4 * j + 1] = requant_scale(float(v[4 * j + 1]), p.scale[j].y, p.bias[j].y, p.act_inv[j].y);
+    z[4 * j + 2] = requant_scale(float(v[4 * j + 2]), p.scale[j].x, p.bias[j].x, p.act_inv[j].x);
+    z[4 * j + 3] = requant_scale(float(v[4 * j + 3]), p.scale[j].y, p.bias[j].y, p.act_inv[j].y);
   }
   frag[0] = to_int8x2(z[0], z[1], to_int8x2(z[4], z[5], 0));
   frag[1] = to_int8x2(z[2], z[3], to_int8x2(z[6], z[7], 0));
@@ -214,6 +226,8 @@ __device__ __forceinline__ void load_inputs(const Args& args, int tile, int warp
 // s - 1) are still running. Fully unrolled (s is a constant), so every buffer index is one.
 __device__ __forceinline__ void layers_1_2_step(int s, float (&acc1)[3][16], unsigned (&a2)[2][4], int (&acc2)[128],
                                                 const unsigned (&a1)[4], const float* prm, uint32_t base, int t) {
+  BlockParams params;
+  load_params(prm, kS1, kB1, kA1, 32 * s, t, params);
   if (s == 0)
     wgmma_wait<1>();  // layer 1 of blocks 0 and 1 issued: block 0's done
   else if (s == 15)
@@ -221,7 +235,7 @@ __device__ __forceinline__ void layers_1_2_step(int s, float (&acc1)[3][16], uns
   else
     wgmma_wait<2>();
   pin(acc1[s % 3]);
-  to_fragment(acc1[s % 3], prm, kS1, kB1, kA1, 32 * s, t, a2[s % 2]);
+  to_fragment(acc1[s % 3], params, a2[s % 2]);
   wgmma_fence();
   if (s + 2 < 16) {
     mma_layer1(acc1[(s + 2) % 3], a1, descriptor(base + kW1 + (s + 2) * 1024));
@@ -272,8 +286,10 @@ __global__ void __launch_bounds__(kThreads, 1) bottom_mlp_kernel(Args args) {
     unsigned a3[2][4];
 #pragma unroll
     for (int s = 0; s < 8; ++s) {
+      BlockParams params;
+      load_params(prm, kS2, kB2, kA2, 32 * s, t, params);
       if (s >= 2) wgmma_wait<1>();
-      to_fragment(acc2 + 16 * s, prm, kS2, kB2, kA2, 32 * s, t, a3[s % 2]);
+      to_fragment(acc2 + 16 * s, params, a3[s % 2]);
       wgmma_fence();
       mma_layer3(acc3, a3[s % 2], descriptor(base + kW3 + s * 4096), s);
       wgmma_commit();

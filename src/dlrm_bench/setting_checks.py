@@ -96,6 +96,7 @@ CHECKS: dict[str, Check] = {
     "top_gemm": one_of("triton", *CUTLASS_VARIANTS),
     "cutlass_final_layer": boolean(),
     "interaction_kernel": one_of("triton", "cuda"),
+    "interaction_pairs_per_warp": integer(1, 64),
     "bottom_kernel": one_of("triton", "cuda"),
     "front_overlap_slices": integer(1, 16),
     "top_gemm_sms": integer(0),

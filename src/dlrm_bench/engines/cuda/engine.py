@@ -45,7 +45,7 @@ from dlrm_bench.criteo.dataset import Split
 from dlrm_bench.criteo.packing import pack, pack_torch, packing_layout
 from dlrm_bench.engines.base import Engine, chunk_ranges, contiguous_span, join_futures, ranges_to_rows
 from dlrm_bench.engines.cuda.bottom_mlp import BottomMLP
-from dlrm_bench.engines.cuda.interaction import DEFAULT_LAYOUT, Interaction
+from dlrm_bench.engines.cuda.interaction import DEFAULT_LAYOUT, PAIRS_PER_WARP, Interaction
 from dlrm_bench.engines.cuda.row_index import expand_rows, pack_ranges, packed_length, search_steps
 from dlrm_bench.engines.cuda.sliced_pipeline import SlicedPipeline
 from dlrm_bench.engines.cuda.table_store import TableStore, build_store
@@ -130,7 +130,8 @@ class CudaEngine(Engine):
         self.packing = packing_layout(cards) if settings.get("compress_categorical_inputs") else None
         self.interaction_layout = str(settings.get("interaction_layout", DEFAULT_LAYOUT))
         self.interaction = self._interaction(qm, torch.from_numpy(model.table_offsets),
-                                             str(settings.get("interaction_kernel", "triton")))
+                                             str(settings.get("interaction_kernel", "triton")),
+                                             int(settings.get("interaction_pairs_per_warp", PAIRS_PER_WARP)))
         self.top = TopMLP(qm, self.dev, interaction_layout=self.interaction_layout,
                           programs_per_sm=int(settings.get("gemm_programs_per_sm", 2)))
         self.cutlass_final_layer = bool(settings.get("cutlass_final_layer", False))
@@ -463,6 +464,7 @@ class CudaEngine(Engine):
                 "graph_batches": self.graph_batches, "interaction_layout": self.interaction_layout,
                 "top_gemm": self.top_gemm, "cutlass_final_layer": self.cutlass_final_layer,
                 "top_gemm_sms": self.top.num_sms, "interaction_kernel": self.interaction.kernel,
+                "interaction_pairs_per_warp": self.interaction.pairs_per_warp,
                 "bottom_kernel": self.bottom.kernel,
                 "front_overlap_slices": self.sliced.slices if self.sliced is not None else 1,
                 "shared_compute_stream": self.compute_stream is not None}
@@ -476,12 +478,13 @@ class CudaEngine(Engine):
             print(f"warning: bottom_kernel {kernel}: {exc}; the bottom MLP runs in Triton", file=sys.stderr)
             return BottomMLP(qm, self.dev)
 
-    def _interaction(self, qm, offsets: torch.Tensor, kernel: str) -> Interaction:
-        """The gather + interaction on `kernel` (setting "interaction_kernel"); the CUDA kernel where its library
-        is not built or the GPU is not a Hopper: a warning on stderr and the Triton kernel."""
+    def _interaction(self, qm, offsets: torch.Tensor, kernel: str, pairs_per_warp: int) -> Interaction:
+        """The gather + interaction on `kernel` (setting "interaction_kernel"; "interaction_pairs_per_warp" for the
+        CUDA kernel); the CUDA kernel where its library is not built or the GPU is not a Hopper: a warning on stderr
+        and the Triton kernel."""
         try:
             return Interaction(qm, self.store, offsets, packing=self.packing, layout=self.interaction_layout,
-                               kernel=kernel)
+                               kernel=kernel, pairs_per_warp=pairs_per_warp)
         except CutlassUnavailable as exc:
             print(f"warning: interaction_kernel {kernel}: {exc}; the interaction runs in Triton", file=sys.stderr)
             return Interaction(qm, self.store, offsets, packing=self.packing, layout=self.interaction_layout)
