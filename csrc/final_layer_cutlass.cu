@@ -74,6 +74,7 @@ struct FinalLayer {
                                             const float* bias, const float* final_w, int m, int n, int k, int lda,
                                             int ldb, int sm_count, int device) {
     auto args = dlrm_cutlass::int8_gemm_arguments<Gemm>(a, b, nullptr, m, n, k, lda, ldb, n, sm_count, device);
+    auto column = dlrm_cutlass::per_column_arguments<PerColumn>;
     // the tree's arguments, outermost node first: {children..., node}
     args.epilogue.thread = {
         {                                                  // multiplies
@@ -84,14 +85,6 @@ struct FinalLayer {
             {}},
         {z, 0.0f, {}}};                                    // z[m] (col reduction)
     return args;
-  }
-
-  static typename PerColumn::Arguments column(const float* values) {
-    if constexpr (cute::is_same_v<PerColumn, TileSlices>) {
-      return {values, 0.0f, {}};
-    } else {
-      return {values};
-    }
   }
 
   static int run(const int8_t* a, const int8_t* b, float* z, const float* w_scale, const float* bias,

@@ -44,40 +44,29 @@ struct LinCombFusion {
   }
 };
 
-// An epilogue tree: relu(fma(acc, alpha[n], bias[n])) -> int8, one multiply-add per element. alpha and bias come
-// from CUTLASS's row broadcast (the tile's slice fetched from global memory at each tile).
-template <class TileShape>
-struct FmaFusion {
-  using PerColumn = fusion::Sm90RowBroadcast<0, TileShape, float, float, Stride<_0, _1, int64_t>>;  // per n
+// An epilogue tree: relu(fma(acc, alpha[n], bias[n])) -> int8, one multiply-add per element, alpha and bias from
+// a per-column leaf.
+template <class PerColumn>
+struct FmaTree {
   using Callbacks = fusion::Sm90EVT<
       fusion::Sm90Compute<cutlass::epilogue::thread::ReLu, int8_t, float, kRound>,
       fusion::Sm90EVT<fusion::Sm90Compute<cutlass::homogeneous_multiply_add, float, float, kRound>,
                       PerColumn, fusion::Sm90AccFetch, PerColumn>>;
   template <class ThreadArgs>
   static void set(ThreadArgs& thread, const float* alpha, const float* bias) {
-    thread = {{                  // relu
-                  {alpha, 0.0f, {}},  // alpha[n]
-                  {},                 // acc
-                  {bias, 0.0f, {}},   // bias[n]
-                  {}},                // multiply_add
-              {}};
+    auto column = dlrm_cutlass::per_column_arguments<PerColumn>;
+    thread = {{column(alpha), {}, column(bias), {}}, {}};  // relu(multiply_add(alpha[n], acc, bias[n]))
   }
 };
 
-// The same tree with alpha and bias held whole in shared memory (csrc/whole_row_broadcast.h: each consumer
-// warpgroup copies them once; no global load or barrier per tile). N <= 1024.
+// alpha and bias from CUTLASS's row broadcast (the tile's slice fetched from global memory at each tile).
 template <class TileShape>
-struct FmaSmemFusion {
-  using PerColumn = dlrm_cutlass::Sm90WholeRowBroadcast<1024, TileShape>;
-  using Callbacks = fusion::Sm90EVT<
-      fusion::Sm90Compute<cutlass::epilogue::thread::ReLu, int8_t, float, kRound>,
-      fusion::Sm90EVT<fusion::Sm90Compute<cutlass::homogeneous_multiply_add, float, float, kRound>,
-                      PerColumn, fusion::Sm90AccFetch, PerColumn>>;
-  template <class ThreadArgs>
-  static void set(ThreadArgs& thread, const float* alpha, const float* bias) {
-    thread = {{{alpha}, {}, {bias}, {}}, {}};  // relu(multiply_add(alpha[n], acc, bias[n]))
-  }
-};
+using FmaFusion = FmaTree<fusion::Sm90RowBroadcast<0, TileShape, float, float, Stride<_0, _1, int64_t>>>;
+
+// alpha and bias held whole in shared memory (csrc/whole_row_broadcast.h: each consumer warpgroup copies them once;
+// no global load or barrier per tile). N <= 1024.
+template <class TileShape>
+using FmaSmemFusion = FmaTree<dlrm_cutlass::Sm90WholeRowBroadcast<1024, TileShape>>;
 
 // EpilogueTile: the subtile the epilogue converts, stages in shared memory and stores by TMA at a time (Auto: 64 x
 // 64 for these int8 pingpong tiles, i.e. four per 128 x 128 tile, two staging buffers; a pingpong subtile is 64

@@ -146,4 +146,20 @@ struct Sm90WholeRowBroadcast {
   }
 };
 
+template <class T>
+struct IsWholeRowBroadcast : cute::false_type {};
+template <int MaxN, class CtaTileShapeMNK>
+struct IsWholeRowBroadcast<Sm90WholeRowBroadcast<MaxN, CtaTileShapeMNK>> : cute::true_type {};
+
+// The arguments of a per-column leaf over `values` [N]: Sm90WholeRowBroadcast's (the pointer) or CUTLASS's
+// Sm90RowBroadcast's (the pointer, the value for a null pointer, the stride).
+template <class PerColumn>
+typename PerColumn::Arguments per_column_arguments(const float* values) {
+  if constexpr (IsWholeRowBroadcast<PerColumn>::value) {
+    return {values};
+  } else {
+    return {values, 0.0f, {}};
+  }
+}
+
 }  // namespace dlrm_cutlass

@@ -31,6 +31,14 @@ def test_a_file_that_is_not_a_library_is_refused(tmp_path) -> None:
         CutlassTopGemm(bad)
 
 
+def test_each_hidden_variant_names_its_final_layer_kernel() -> None:
+    from dlrm_bench.engines.cuda.cutlass_gemm import final_layer_variant
+
+    assert [final_layer_variant(v) for v in ("128x128_c1x2_pingpong", "128x128_c1x2_pingpong_fma_e64x128",
+                                             "128x128_c1x2_pingpong_fma_smemrows",
+                                             "128x128_c1x2_pingpong_fma_smemrows_e64x128")] == [0, 0, 1, 2]
+
+
 NO_GPU = not torch.cuda.is_available()
 NO_LIBRARY = not library_path().is_file()
 NO_TRITON = importlib.util.find_spec("triton") is None

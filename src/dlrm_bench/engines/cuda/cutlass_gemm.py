@@ -55,8 +55,15 @@ its three vectors that way too. "_e64x128": the epilogue converts and stores 64 
 instead of CUTLASS's 64 x 64 (four); the final layer of a "_smemrows_e64x128" variant walks 64 x 128 subtiles too
 (instead of 64 x 32)."""
 
-WHOLE_ROWS_MARK = "_smemrows"
-WIDE_SUBTILES_MARK = "_e64x128"
+
+
+def final_layer_variant(variant: str) -> int:
+    """The final layer's kernel (csrc/final_layer_cutlass.cu) that goes with the hidden layers' `variant`: 0 the
+    vectors fetched per tile, 1 held whole in shared memory ("_smemrows"), 2 held whole with 64 x 128 subtiles
+    ("_smemrows_e64x128")."""
+    if "_smemrows" not in variant:
+        return 0
+    return 2 if "_e64x128" in variant else 1
 
 _ERRORS = {-1: "unknown variant",
            1: "shape or alignment not supported (rows must be 16-byte aligned; the \"_smemrows\" variants take N <= "
@@ -140,18 +147,16 @@ class CutlassTopGemm:
         _check(code, f"CUTLASS top GEMM {variant} on [{m}, {k}] x [{n}, {k}]")
 
     def final_layer(self, x: torch.Tensor, w: torch.Tensor, z: torch.Tensor, w_scale: torch.Tensor,
-                    bias: torch.Tensor, final_w: torch.Tensor, m: int, sm_count: int, whole_rows: bool = False,
-                    wide_subtiles: bool = False) -> None:
+                    bias: torch.Tensor, final_w: torch.Tensor, m: int, sm_count: int, variant: str = "") -> None:
         """z[:m] fp32 = relu(x[:m] @ w.T * w_scale + bias) @ final_w (csrc/final_layer_cutlass.cu: 128 x 128
         tiles, c1x2 pingpong, the row sums added atomically onto zeros); x int8 [>= m, K], w int8 [N, K], w_scale /
-        bias / final_w fp32 [N]. whole_rows: the three vectors held whole in shared memory (N <= 256) instead of
-        fetched per tile; wide_subtiles (with whole_rows): the epilogue walks 64 x 128 subtiles, not 64 x 32. The last
-        bias and the sigmoid are the caller's."""
+        bias / final_w fp32 [N]. variant: the hidden layers' (final_layer_variant picks the kernel that goes with
+        it). The last bias and the sigmoid are the caller's."""
         n, k = w.shape
-        variant = (2 if wide_subtiles else 1) if whole_rows else 0
-        ws = self._workspace_for(int(self._lib.dlrm_final_layer_workspace(variant, m, n, k, sm_count)), x.device)
+        index = final_layer_variant(variant)
+        ws = self._workspace_for(int(self._lib.dlrm_final_layer_workspace(index, m, n, k, sm_count)), x.device)
         stream = torch.cuda.current_stream(x.device).cuda_stream
-        code = self._lib.dlrm_final_layer_run(variant, x.data_ptr(), w.data_ptr(), z.data_ptr(),
+        code = self._lib.dlrm_final_layer_run(index, x.data_ptr(), w.data_ptr(), z.data_ptr(),
                                               w_scale.data_ptr(), bias.data_ptr(), final_w.data_ptr(), m, n, k,
                                               x.stride(0), w.stride(0), sm_count, x.device.index, ws.data_ptr(),
                                               ws.numel(), stream)

@@ -255,15 +255,14 @@ class TopMLP:
                        final: bool) -> None:
         """Layer i on the CUTLASS library: a hidden layer with the folded epilogue; the final layer's row sums,
         then the last bias and the sigmoid in place (one small Triton kernel)."""
-        from dlrm_bench.engines.cuda.cutlass_gemm import WHOLE_ROWS_MARK, WIDE_SUBTILES_MARK, cutlass_top_gemm
+        from dlrm_bench.engines.cuda.cutlass_gemm import cutlass_top_gemm
 
         if not final:
             cutlass_top_gemm()(variant, x, self.w[i], out, self.folded_mul[i], self.folded_add[i], num_pairs,
                                self.num_sms)
             return
         cutlass_top_gemm().final_layer(x, self.w[i], out, self.s[i], self.b[i], self.final_w, num_pairs,
-                                       self.num_sms, whole_rows=WHOLE_ROWS_MARK in variant,
-                                       wide_subtiles=WIDE_SUBTILES_MARK in variant)
+                                       self.num_sms, variant)
         _sigmoid_in_place_kernel[(triton.cdiv(num_pairs, 1024),)](out, self.final_b, num_pairs, BLOCK=1024)
 
     def _layer_tma(self, i: int, x: torch.Tensor, out: torch.Tensor, num_pairs: int, cfg: GemmConfig,
