@@ -16,7 +16,6 @@
 #include "cutlass/gemm/dispatch_policy.hpp"
 #include "cutlass/gemm/kernel/gemm_universal.hpp"
 #include "cutlass_launch.h"
-#include "exact_acc_to_float.h"
 #include "whole_row_broadcast.h"
 
 using namespace cute;
@@ -34,35 +33,33 @@ constexpr auto kRound = cutlass::FloatRoundStyle::round_to_nearest;
 using TileSlices = fusion::Sm90RowBroadcast<0, FinalTile, float, float, Stride<_0, _1, int64_t>>;
 using WholeRows = dlrm_cutlass::Sm90WholeRowBroadcast<256, FinalTile>;
 
-// z[m] += sum_n relu(acc * w_scale[n] + bias[n]) * final_w[n]; acc from AccLeaf (CUTLASS's, converted by I2FP, or
-// dlrm_cutlass::Sm90ExactAccToFloat: the same fp32 values without it, csrc/exact_acc_to_float.h)
-template <class PerColumn, class AccLeaf>
+// z[m] += sum_n relu(acc * w_scale[n] + bias[n]) * final_w[n]
+template <class PerColumn>
 using FinalEVT = fusion::Sm90EVT<
     fusion::Sm90ColReduction<cutlass::plus, cutlass::plus, cutlass::atomic_add, 0, FinalTile, float, float, kRound>,
     fusion::Sm90EVT<fusion::Sm90Compute<cutlass::multiplies, float, float, kRound>,
                     fusion::Sm90EVT<fusion::Sm90Compute<cutlass::epilogue::thread::ReLu, float, float, kRound>,
                                     fusion::Sm90EVT<fusion::Sm90Compute<cutlass::homogeneous_multiply_add, float,
                                                                         float, kRound>,
-                                                    PerColumn, AccLeaf, PerColumn>>,
+                                                    PerColumn, fusion::Sm90AccFetch, PerColumn>>,
                     PerColumn>>;
 
 // With no D to store, the epilogue builder sizes its (unused) staging from the tree's auxiliary element type;
 // a bare tree has none, so name one.
-template <class PerColumn, class AccLeaf>
-struct FinalCallbacks : FinalEVT<PerColumn, AccLeaf> {
-  using FinalEVT<PerColumn, AccLeaf>::FinalEVT;
+template <class PerColumn>
+struct FinalCallbacks : FinalEVT<PerColumn> {
+  using FinalEVT<PerColumn>::FinalEVT;
   using ElementAux = float;
 };
 
 // EpilogueTile: the subtile the epilogue walks at a time (Auto: 64 x 32, eight per tile, each with two barriers
 // even though nothing is staged for a store).
-template <class PerColumn, class EpilogueTile = cutlass::epilogue::collective::EpilogueTileAuto,
-          class AccLeaf = fusion::Sm90AccFetch>
+template <class PerColumn, class EpilogueTile = cutlass::epilogue::collective::EpilogueTileAuto>
 struct FinalLayer {
   using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, FinalTile, Cluster, EpilogueTile, int32_t, float,
       void, cutlass::layout::RowMajor, 16, void, cutlass::layout::RowMajor, 16,
-      cutlass::epilogue::TmaWarpSpecialized, FinalCallbacks<PerColumn, AccLeaf>>::CollectiveOp;
+      cutlass::epilogue::TmaWarpSpecialized, FinalCallbacks<PerColumn>>::CollectiveOp;
 
   using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, int8_t, cutlass::layout::RowMajor, 16, int8_t,
@@ -104,44 +101,37 @@ struct FinalLayer {
   }
 };
 
-using FinalV0 = FinalLayer<TileSlices>;
-using FinalV1 = FinalLayer<WholeRows>;
-using FinalV2 = FinalLayer<WholeRows, Shape<_64, _128>>;
-using FinalV3 = FinalLayer<WholeRows, Shape<_64, _128>, dlrm_cutlass::Sm90ExactAccToFloat>;
-
 }  // namespace
 
 extern "C" {
 
-int dlrm_final_layer_variants() { return 4; }
+int dlrm_final_layer_variants() { return 3; }
 
 // z fp32 [m]: initialize() zeroes it on `stream` (the atomic row reduction's fill), then the GEMM adds into it.
 // variant: 0 the per-column vectors fetched per tile, 1 held whole in shared memory, 2 held whole and 64 x 128
-// epilogue subtiles, 3 as 2 with the accumulator converted without I2FP. Returns 0, -1 for an unknown variant, or a code of csrc/cutlass_launch.h.
+// epilogue subtiles. Returns 0, -1 for an unknown variant, or a code of csrc/cutlass_launch.h.
 int dlrm_final_layer_run(int variant, const void* a, const void* b, float* z, const float* w_scale,
                          const float* bias, const float* final_w, int m, int n, int k, int lda, int ldb,
                          int sm_count, int device, void* workspace, size_t workspace_bytes, void* stream) {
   auto A = static_cast<const int8_t*>(a);
   auto B = static_cast<const int8_t*>(b);
   auto s = static_cast<cudaStream_t>(stream);
-#define DLRM_RUN(V) \
-  V::run(A, B, z, w_scale, bias, final_w, m, n, k, lda, ldb, sm_count, device, workspace, workspace_bytes, s)
   switch (variant) {
-    case 0: return DLRM_RUN(FinalV0);
-    case 1: return DLRM_RUN(FinalV1);
-    case 2: return DLRM_RUN(FinalV2);
-    case 3: return DLRM_RUN(FinalV3);
+    case 0: return FinalLayer<TileSlices>::run(A, B, z, w_scale, bias, final_w, m, n, k, lda, ldb, sm_count,
+                                               device, workspace, workspace_bytes, s);
+    case 1: return FinalLayer<WholeRows>::run(A, B, z, w_scale, bias, final_w, m, n, k, lda, ldb, sm_count,
+                                              device, workspace, workspace_bytes, s);
+    case 2: return FinalLayer<WholeRows, Shape<_64, _128>>::run(A, B, z, w_scale, bias, final_w, m, n, k, lda, ldb,
+                                                                sm_count, device, workspace, workspace_bytes, s);
     default: return -1;
   }
-#undef DLRM_RUN
 }
 
 size_t dlrm_final_layer_workspace(int variant, int m, int n, int k, int sm_count) {
   switch (variant) {
-    case 0: return FinalV0::workspace(m, n, k, sm_count);
-    case 1: return FinalV1::workspace(m, n, k, sm_count);
-    case 2: return FinalV2::workspace(m, n, k, sm_count);
-    case 3: return FinalV3::workspace(m, n, k, sm_count);
+    case 0: return FinalLayer<TileSlices>::workspace(m, n, k, sm_count);
+    case 1: return FinalLayer<WholeRows>::workspace(m, n, k, sm_count);
+    case 2: return FinalLayer<WholeRows, Shape<_64, _128>>::workspace(m, n, k, sm_count);
     default: return 0;
   }
 }

@@ -22,7 +22,6 @@
 #include "cutlass/gemm/dispatch_policy.hpp"
 #include "cutlass/gemm/kernel/gemm_universal.hpp"
 #include "cutlass_launch.h"
-#include "exact_acc_to_float.h"
 #include "whole_row_broadcast.h"
 
 using namespace cute;
@@ -46,14 +45,13 @@ struct LinCombFusion {
 };
 
 // An epilogue tree: relu(fma(acc, alpha[n], bias[n])) -> int8, one multiply-add per element, alpha and bias from
-// a per-column leaf, the accumulator from AccLeaf (CUTLASS's, converted to fp32 by I2FP, or
-// dlrm_cutlass::Sm90ExactAccToFloat: the same fp32 values by an integer add and a subtraction).
-template <class PerColumn, class AccLeaf = fusion::Sm90AccFetch>
+// a per-column leaf.
+template <class PerColumn>
 struct FmaTree {
   using Callbacks = fusion::Sm90EVT<
       fusion::Sm90Compute<cutlass::epilogue::thread::ReLu, int8_t, float, kRound>,
       fusion::Sm90EVT<fusion::Sm90Compute<cutlass::homogeneous_multiply_add, float, float, kRound>,
-                      PerColumn, AccLeaf, PerColumn>>;
+                      PerColumn, fusion::Sm90AccFetch, PerColumn>>;
   template <class ThreadArgs>
   static void set(ThreadArgs& thread, const float* alpha, const float* bias) {
     auto column = dlrm_cutlass::per_column_arguments<PerColumn>;
@@ -69,11 +67,6 @@ using FmaFusion = FmaTree<fusion::Sm90RowBroadcast<0, TileShape, float, float, S
 // no global load or barrier per tile). N <= 1024.
 template <class TileShape>
 using FmaSmemFusion = FmaTree<dlrm_cutlass::Sm90WholeRowBroadcast<1024, TileShape>>;
-
-// FmaSmemFusion with the accumulator converted without I2FP (csrc/exact_acc_to_float.h; the same values).
-template <class TileShape>
-using FmaSmemBitcvtFusion = FmaTree<dlrm_cutlass::Sm90WholeRowBroadcast<1024, TileShape>,
-                                    dlrm_cutlass::Sm90ExactAccToFloat>;
 
 // EpilogueTile: the subtile the epilogue converts, stages in shared memory and stores by TMA at a time (Auto: 64 x
 // 64 for these int8 pingpong tiles, i.e. four per 128 x 128 tile, two staging buffers; a pingpong subtile is 64
@@ -144,14 +137,12 @@ using V10 = Int8Layer<Shape<_128, _128, _128>, Shape<_1, _2, _1>, Pingpong, EpiP
 using V11 = Int8Layer<Shape<_128, _128, _128>, Shape<_1, _2, _1>, Pingpong, EpiPingpong, FmaSmemFusion>;
 using V12 = Int8Layer<Shape<_128, _128, _128>, Shape<_1, _2, _1>, Pingpong, EpiPingpong, FmaSmemFusion,
                       Shape<_64, _128>>;
-using V13 = Int8Layer<Shape<_128, _128, _128>, Shape<_1, _2, _1>, Pingpong, EpiPingpong, FmaSmemBitcvtFusion,
-                      Shape<_64, _128>>;
 
 }  // namespace
 
 extern "C" {
 
-int dlrm_top_gemm_variants() { return 14; }
+int dlrm_top_gemm_variants() { return 13; }
 
 // Returns 0 on success, -1 for an unknown variant, else a code of csrc/cutlass_launch.h.
 int dlrm_top_gemm_run(int variant, const void* a, const void* b, void* d, const float* alpha, const float* bias,
@@ -177,7 +168,6 @@ int dlrm_top_gemm_run(int variant, const void* a, const void* b, void* d, const 
     case 10: return DLRM_RUN(V10);
     case 11: return DLRM_RUN(V11);
     case 12: return DLRM_RUN(V12);
-    case 13: return DLRM_RUN(V13);
     default: return -1;
   }
 #undef DLRM_RUN
@@ -198,7 +188,6 @@ size_t dlrm_top_gemm_workspace(int variant, int m, int n, int k, int sm_count) {
     case 10: return V10::workspace(m, n, k, sm_count);
     case 11: return V11::workspace(m, n, k, sm_count);
     case 12: return V12::workspace(m, n, k, sm_count);
-    case 13: return V13::workspace(m, n, k, sm_count);
     default: return 0;
   }
 }

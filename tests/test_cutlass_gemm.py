@@ -36,8 +36,7 @@ def test_each_hidden_variant_names_its_final_layer_kernel() -> None:
 
     assert [final_layer_variant(v) for v in ("128x128_c1x2_pingpong", "128x128_c1x2_pingpong_fma_e64x128",
                                              "128x128_c1x2_pingpong_fma_smemrows",
-                                             "128x128_c1x2_pingpong_fma_smemrows_e64x128",
-                                             "128x128_c1x2_pingpong_fma_smemrows_e64x128_bitcvt")] == [0, 0, 1, 2, 3]
+                                             "128x128_c1x2_pingpong_fma_smemrows_e64x128")] == [0, 0, 1, 2]
 
 
 NO_GPU = not torch.cuda.is_available()
@@ -143,7 +142,7 @@ def test_the_layer_replays_in_a_cuda_graph(model) -> None:
 
 # the final layer's vectors per tile / held whole / held whole with 64 x 128 subtiles
 FINAL_VARIANTS = [next(iter(VARIANTS)), "128x128_c1x2_pingpong_fma_smemrows",
-                  "128x128_c1x2_pingpong_fma_smemrows_e64x128", "128x128_c1x2_pingpong_fma_smemrows_e64x128_bitcvt"]
+                  "128x128_c1x2_pingpong_fma_smemrows_e64x128"]
 
 
 @on_gpu
@@ -184,32 +183,3 @@ def test_a_whole_row_variant_refuses_more_than_1024_columns(model) -> None:
     ones = torch.ones(1152, device="cuda")
     with pytest.raises(RuntimeError, match=r"fma_smemrows on \[64, 512\] x \[1152, 512\].*N <= 1024"):
         cutlass_top_gemm()("128x128_c1x2_pingpong_fma_smemrows", x, w, out, ones, ones, 64, 132)
-
-
-@on_gpu
-@pytest.mark.parametrize("k", [512, 1024])
-@pytest.mark.parametrize("batch", [1, 67, 4099])
-def test_bitcvt_gives_the_bytes_of_i2f_also_past_2_to_the_22(k: int, batch: int) -> None:
-    """"_bitcvt" converts the accumulator by an integer add into a float's mantissa, exact for |acc| < 2^22, and
-    converts a fragment with any larger value by I2FP. Rows of all-127 weights against all-127 / all -128 inputs
-    reach K * 127 * 128 (> 2^22); the other rows stay small. Every byte equals the I2FP variant's."""
-    from dlrm_bench.engines.cuda.cutlass_gemm import cutlass_top_gemm
-
-    g = torch.Generator().manual_seed(k + batch)
-    x = torch.randint(-128, 128, (batch, k), generator=g, dtype=torch.int8)
-    x[::5] = 127
-    x[1::7] = -128
-    w = torch.randint(-127, 128, (256, k), generator=g, dtype=torch.int8)
-    w[::9] = 127
-    w[4::11] = -127
-    alpha = torch.rand(256, generator=g) * 4e-5 + 1e-6
-    bias = torch.randn(256, generator=g) * 30
-    acc = x.double() @ w.double().T
-    assert float(acc.abs().max()) >= 2 ** 22 and float((acc.abs() < 2 ** 22).double().mean()) > 0.5
-    out = {}
-    for variant in ("128x128_c1x2_pingpong_fma_smemrows_e64x128", "128x128_c1x2_pingpong_fma_smemrows_e64x128_bitcvt"):
-        out[variant] = torch.full((batch + 2, 256), 99, dtype=torch.int8, device="cuda")
-        cutlass_top_gemm()(variant, x.cuda(), w.cuda(), out[variant], alpha.cuda(), bias.cuda(), batch, 132)
-    plain, bitcvt = (o.cpu() for o in out.values())
-    assert torch.equal(bitcvt, plain)
-    assert len(torch.unique(plain[:batch])) > 20, "the outputs should spread over the int8 range"

@@ -42,7 +42,6 @@ VARIANTS = {
     "128x128_c1x2_pingpong_fma_e64x128": 10,
     "128x128_c1x2_pingpong_fma_smemrows": 11,
     "128x128_c1x2_pingpong_fma_smemrows_e64x128": 12,
-    "128x128_c1x2_pingpong_fma_smemrows_e64x128_bitcvt": 13,
 }
 """Kernel variants by name -> index in the library: tile M x N (K step 128 unless named), cluster shape (M x N
 CTAs: c1x2 = two CTAs of neighbouring N tiles that receive one A tile by multicast), warpgroup schedule
@@ -54,22 +53,17 @@ once per consumer warpgroup, where CUTLASS's row broadcast fetches each tile's s
 at a barrier at every tile (csrc/whole_row_broadcast.h; N <= 1024); the final layer of a "_smemrows" variant holds
 its three vectors that way too. "_e64x128": the epilogue converts and stores 64 x 128 subtiles (two per tile)
 instead of CUTLASS's 64 x 64 (four); the final layer of a "_smemrows_e64x128" variant walks 64 x 128 subtiles too
-(instead of 64 x 32). "_bitcvt": the int32 accumulator becomes fp32 by an integer add into a float's mantissa and
-one exact subtraction instead of the I2FP conversion, which Hopper issues at a fraction of the fp32 rate; a thread's
-fragment holding any |acc| >= 2^22 is converted by I2FP instead; the same values, so the same bytes
-(csrc/exact_acc_to_float.h); its final layer too."""
+(instead of 64 x 32)."""
 
 
 
 def final_layer_variant(variant: str) -> int:
     """The final layer's kernel (csrc/final_layer_cutlass.cu) that goes with the hidden layers' `variant`: 0 the
     vectors fetched per tile, 1 held whole in shared memory ("_smemrows"), 2 held whole with 64 x 128 subtiles
-    ("_smemrows_e64x128"), 3 as 2 with the accumulator converted without I2FP ("_bitcvt")."""
+    ("_smemrows_e64x128")."""
     if "_smemrows" not in variant:
         return 0
-    if "_e64x128" not in variant:
-        return 1
-    return 3 if "_bitcvt" in variant else 2
+    return 2 if "_e64x128" in variant else 1
 
 _ERRORS = {-1: "unknown variant",
            1: "shape or alignment not supported (rows must be 16-byte aligned; the \"_smemrows\" variants take N <= "
