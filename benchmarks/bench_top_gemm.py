@@ -10,8 +10,12 @@ For each CUTLASS variant (cutlass_gemm.VARIANTS) in the three hidden layers (the
 * the four layers as one CUDA graph: short timing, then replayed back to back for --sustain seconds per round
   (SM clock and power read each second; a GPU at its 700 W limit lowers its clock, so only these numbers rank
   kernels for a long LoadGen run).
+* with --chunks C: each variant's four layers over the batch cut into C row chunks, one chunk's layers after the
+  other, in one graph ("<variant>@C", TopMLP.row_chunks, the engine's top_mlp_row_chunks): a chunk's intermediates (C = 8: 32 MB per layer) can stay in the 50 MB L2
+  between its layers, where a whole batch's go through HBM.
 
-    python3 benchmarks/bench_top_gemm.py [--batch 262144] [--variants all] [--sustain 5] [--rounds 2] [--out DIR]
+    python3 benchmarks/bench_top_gemm.py [--batch 262144] [--variants all] [--sustain 5] [--rounds 2] [--chunks 8,16]
+                                         [--out DIR]
 Prints a table and writes bench_top_gemm.json.
 """
 
@@ -78,9 +82,17 @@ def main() -> int:
     ap.add_argument("--sustain", type=float, default=5.0, help="seconds of back-to-back replay per config and round")
     ap.add_argument("--rounds", type=int, default=2, help="rounds over the configs")
     ap.add_argument("--final", action="store_true", help="also each variant with the CUTLASS final layer")
+    ap.add_argument("--chunks", default="", help="comma-separated row-chunk counts: also each variant (with --final, "
+                    "with the CUTLASS final layer) run chunk by chunk in one graph")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "build/bench")))
     args = ap.parse_args()
     names = list(VARIANTS) if args.variants == "all" else [v for v in args.variants.split(",") if v]
+    try:
+        chunk_counts = [int(c) for c in args.chunks.split(",") if c]
+    except ValueError:
+        ap.error(f"--chunks: expected comma-separated integers, got {args.chunks!r}")
+    if any(c < 2 for c in chunk_counts):
+        ap.error(f"--chunks: each count must be >= 2, got {args.chunks!r}")
     unknown = [v for v in names if v not in VARIANTS]
     if unknown:
         ap.error(f"--variants: unknown {unknown}; known: {', '.join(VARIANTS)}")
@@ -124,6 +136,23 @@ def main() -> int:
             row["error"] = str(exc)
         report["configs"][name] = row
         print(name, json.dumps(row), flush=True)
+    for chunks in chunk_counts:
+        for variant in [f"{v}+final" if args.final else v for v in names]:
+            if variant not in keep_alive:
+                continue
+            _, graph_buffers, own_probs = keep_alive[variant]
+            name = f"{variant}@{chunks}"
+            top = top_with(qm, device, variant)
+            top.row_chunks = chunks
+            keep_alive[name] = top
+            graphs[name] = whole_batch_graph(lambda t=top, b=graph_buffers, p=own_probs: t(x0, b, p, n))
+            graphs[name].replay()
+            chunk_probs = own_probs.clone()
+            graphs[variant].replay()
+            row = {"layers": [], "graph_ms": timed(graphs[name].replay),
+                   "max_prob_diff": float((chunk_probs - own_probs).abs().max())}
+            report["configs"][name] = row
+            print(name, json.dumps(row), flush=True)
     for name, rounds in sustained_rounds(graphs, n, args.sustain, args.rounds).items():
         report["configs"][name]["sustained"] = rounds
     write_report(args.out, "bench_top_gemm.json", report)

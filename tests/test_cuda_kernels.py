@@ -182,6 +182,27 @@ def test_top_mlp_matches_emulation(model, batch: int, variant: str) -> None:
     assert torch.allclose(probs.cpu(), want, atol=tol), float((probs.cpu() - want).abs().max())
 
 
+@pytest.mark.parametrize("batch,chunks", [(1, 4), (200, 3)] + ([] if INTERPRETED else [(65537, 8)]))
+def test_top_mlp_in_row_chunks_gives_the_same_bytes(model, batch: int, chunks: int) -> None:
+    """row_chunks (the engine's top_mlp_row_chunks): the rows in ranges of whole 128-row tiles, every layer of a
+    range before the next range: the same activations and probabilities as the whole batch at once."""
+    _, qm, _, _ = model
+    g = torch.Generator().manual_seed(batch + 9)
+    top_in = torch.randint(-40, 40, (batch, 512), generator=g, dtype=torch.int8).to(DEVICE)
+    top_in[:, 479:] = 0
+    results = []
+    for row_chunks in (1, chunks):
+        top = TopMLP(qm, DEVICE)
+        top.row_chunks = row_chunks
+        buffers = [torch.full((batch + 1, w), 99, dtype=torch.int8, device=DEVICE) for w in top.widths]
+        probs = torch.full((batch + 1,), -1.0, device=DEVICE)
+        top(top_in, buffers, probs, batch)
+        results.append((buffers, probs))
+    (whole, whole_probs), (chunked, chunked_probs) = results
+    assert all(torch.equal(a, b) for a, b in zip(whole, chunked))
+    assert torch.equal(whole_probs, chunked_probs) and float(chunked_probs[batch]) == -1.0
+
+
 @pytest.mark.parametrize("batch", SIZES)
 @pytest.mark.parametrize("per_sm", [1, 2])
 def test_final_layer_in_column_halves_matches_emulation(model, batch: int, per_sm: int) -> None:

@@ -183,3 +183,24 @@ def test_a_whole_row_variant_refuses_more_than_1024_columns(model) -> None:
     ones = torch.ones(1152, device="cuda")
     with pytest.raises(RuntimeError, match=r"fma_smemrows on \[64, 512\] x \[1152, 512\].*N <= 1024"):
         cutlass_top_gemm()("128x128_c1x2_pingpong_fma_smemrows", x, w, out, ones, ones, 64, 132)
+
+
+@on_gpu
+@pytest.mark.parametrize("batch", [1, 4099, 65537])
+def test_cutlass_top_mlp_in_row_chunks_gives_the_same_bytes(model, batch: int) -> None:
+    """The shipped CUTLASS hidden and final layers over 8 row ranges (top_mlp_row_chunks): the bytes and
+    probabilities of the whole batch at once."""
+    _, qm, _, _ = model
+    x = _top_input(batch, batch + 3).cuda()
+    results = []
+    for row_chunks in (1, 8):
+        top = _top(qm, "128x128_c1x2_pingpong_fma_smemrows_e64x128")
+        top.configs[-1].cutlass = "128x128_c1x2_pingpong_fma_smemrows_e64x128"
+        top.row_chunks = row_chunks
+        buffers = [torch.full((batch + 1, w), 99, dtype=torch.int8, device="cuda") for w in top.widths]
+        probs = torch.full((batch + 1,), -1.0, device="cuda")
+        top(x, buffers, probs, batch)
+        results.append((buffers, probs))
+    (whole, whole_probs), (chunked, chunked_probs) = results
+    assert all(torch.equal(a, b) for a, b in zip(whole, chunked))
+    assert torch.equal(whole_probs, chunked_probs) and float(chunked_probs[batch]) == -1.0

@@ -99,6 +99,7 @@ CHECKS: dict[str, Check] = {
     "interaction_pairs_per_warp": integer(1, 64),
     "bottom_kernel": one_of("triton", "cuda"),
     "front_overlap_slices": integer(1, 16),
+    "top_mlp_row_chunks": integer(1, 64),
     "top_gemm_sms": integer(0),
     # Triton serving
     "triton_grpc_port": integer(0, 65535),

@@ -26,6 +26,9 @@ Triton where the library or the GPU cannot run it.
 front_overlap_slices (default 1: off): cut each batch into this many slices and run the front of slice k + 1 beside
 the top MLP of slice k (sliced_pipeline.py); top_gemm_sms (default 0: all): the SMs the top MLP's persistent GEMMs
 take, so that the others keep running the front.
+top_mlp_row_chunks (default 1): run the top MLP over each batch in this many row ranges, all four layers of one
+range before the next, so that a range's intermediates (1 KB per pair per layer) can stay in the 50 MB L2 between
+layers instead of going through HBM.
 """
 
 from __future__ import annotations
@@ -136,6 +139,7 @@ class CudaEngine(Engine):
                           programs_per_sm=int(settings.get("gemm_programs_per_sm", 2)))
         self.cutlass_final_layer = bool(settings.get("cutlass_final_layer", False))
         self.top_gemm = self._hidden_layer_kernels(str(settings.get("top_gemm", "triton")))
+        self.top.row_chunks = int(settings.get("top_mlp_row_chunks", 1))
         gemm_sms = int(settings.get("top_gemm_sms", 0))
         if gemm_sms:
             self.top.num_sms = min(gemm_sms, self.top.num_sms)
@@ -467,6 +471,7 @@ class CudaEngine(Engine):
                 "interaction_pairs_per_warp": self.interaction.pairs_per_warp,
                 "bottom_kernel": self.bottom.kernel,
                 "front_overlap_slices": self.sliced.slices if self.sliced is not None else 1,
+                "top_mlp_row_chunks": self.top.row_chunks,
                 "shared_compute_stream": self.compute_stream is not None}
 
     def _bottom(self, qm, kernel: str) -> BottomMLP:

@@ -225,6 +225,9 @@ class TopMLP:
         last = len(self.w) - 1
         self.configs = configs or [default_config(w.shape[0], i == last, programs_per_sm)
                                    for i, w in enumerate(self.w)]
+        # 1: each layer over the whole batch; C > 1: the batch in C row ranges, each range's layers in turn (a
+        # range's intermediates can stay in L2 between its layers; setting "top_mlp_row_chunks")
+        self.row_chunks = 1
 
     @property
     def widths(self) -> list[int]:
@@ -299,7 +302,16 @@ class TopMLP:
     def __call__(self, top_in: torch.Tensor, buffers: list[torch.Tensor], probs: torch.Tensor,
                  num_pairs: int) -> None:
         """top_in: int8 [>= num_pairs, 512]; buffers: int8 [>= num_pairs, width] per hidden layer;
-        probs: fp32 [>= num_pairs] receives the click probabilities."""
+        probs: fp32 [>= num_pairs] receives the click probabilities. With row_chunks C > 1, the rows in C ranges
+        of a whole number of 128-row tiles, all layers of one range before the next."""
+        step = max(128, -(-num_pairs // (self.row_chunks * 128)) * 128)
+        for start in range(0, num_pairs, step) if num_pairs > step else [0]:
+            stop = min(num_pairs, start + step)
+            self._all_layers(top_in[start:], [b[start:] for b in buffers], probs[start:], stop - start)
+
+    def _all_layers(self, top_in: torch.Tensor, buffers: list[torch.Tensor], probs: torch.Tensor,
+                    num_pairs: int) -> None:
+        """The hidden layers and the final layer over rows [0, num_pairs) of the given views."""
         x = top_in
         for i, buf in enumerate(buffers):
             self.layer(i, x, buf, num_pairs)
