@@ -149,6 +149,40 @@ def test_take_by_pairs_waits_for_want_or_deadline(kind: str) -> None:
         queue.close()
 
 
+def test_a_large_native_issue_is_taken_while_it_is_still_going_in() -> None:
+    """One issue of 4,000,000 samples (Offline's single query; it goes in in pieces of 65,536 under the lock): a
+    batcher taking at the same time gets every sample exactly once, in issue order, and its first batch before
+    the issue has returned."""
+    if not native_available():
+        pytest.skip("LoadGen's C API is not usable here")
+    count = 4_000_000
+    queue = make_queue("native", np.full(count, 3, dtype=np.int64), wake_pairs=1)
+    samples = np.stack([np.arange(count, dtype=np.uint64) + 10, np.arange(count, dtype=np.uint64)], axis=1)
+    taken: list[np.ndarray] = []
+    first_take_at: list[float] = []
+
+    def batcher() -> None:
+        while (got := queue.take(max_samples=20000, max_pairs=60000, want_pairs=1, max_wait_s=0.0)) is not None:
+            if not first_take_at:
+                first_take_at.append(time.perf_counter())
+            taken.append(got[0])
+
+    thread = threading.Thread(target=batcher)
+    thread.start()
+    try:
+        time.sleep(0.05)  # the batcher waits in bridge_take
+        queue.lib.bridge_issue(0, np.ascontiguousarray(samples).ctypes.data, count)
+        issued_at = time.perf_counter()
+        while sum(len(t) for t in taken) < count and thread.is_alive():
+            time.sleep(0.01)
+        queue.stop()
+        thread.join(timeout=10)
+    finally:
+        queue.close()
+    assert np.array_equal(np.concatenate(taken), np.arange(count, dtype=np.uint64) + 10)
+    assert first_take_at and first_take_at[0] < issued_at
+
+
 class ScriptedQueue:
     """A sample queue fed by the test: each `take` returns the next scripted (ids, indices) and records when it
     was called; `complete` records the ids. Only the batcher's order of calls is under test here; the real
