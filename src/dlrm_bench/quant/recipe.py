@@ -202,7 +202,8 @@ def emulate_top(qm: QuantizedDLRM, top_in: torch.Tensor) -> torch.Tensor:
     for layer in qm.top[:-1]:
         x = requantize(int8_linear(x, layer), layer.act_inv)
     hidden = int8_linear(x, qm.top[-1])  # fp32 [B, 256]
-    return torch.sigmoid(hidden @ qm.final_weight + qm.final_bias)
+    # a row-wise dot: the same sum for a row whatever the batch (a gemv's order depends on it), as the CPU engine
+    return torch.sigmoid(torch.linalg.vecdot(hidden, qm.final_weight) + qm.final_bias)
 
 
 def gather_rows(tables: torch.Tensor, table_offsets: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:

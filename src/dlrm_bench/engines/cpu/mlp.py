@@ -116,5 +116,7 @@ class TopMLP:
         self.final_bias = float(qm.final_bias)
 
     def final(self, hidden: torch.Tensor) -> torch.Tensor:
-        """fp32 [n, 256] -> sigmoid(hidden @ w + b): fp32 [n]."""
-        return torch.sigmoid(torch.mv(hidden, self.final_weight).add_(self.final_bias))
+        """fp32 [n, 256] -> sigmoid(hidden @ w + b): fp32 [n]. A row-wise dot (vecdot), not torch.mv: MKL's gemv
+        sums a row in an order that depends on the batch around it (on AVX-512 machines: 1-ulp differences), and a
+        sample's probability must not depend on which samples share its batch."""
+        return torch.sigmoid(torch.linalg.vecdot(hidden, self.final_weight).add_(self.final_bias))
