@@ -182,6 +182,20 @@ def test_top_mlp_matches_emulation(model, batch: int, variant: str) -> None:
     assert torch.allclose(probs.cpu(), want, atol=tol), float((probs.cpu() - want).abs().max())
 
 
+def test_row_ranges_are_whole_tiles_covering_the_batch(model) -> None:
+    top = TopMLP(model[1], DEVICE)
+    top.row_chunks = 8
+    assert top.row_ranges(262144) == [(i * 32768, (i + 1) * 32768) for i in range(8)]
+    ranges = top.row_ranges(65537)
+    assert ranges[0] == (0, 8320) and ranges[-1] == (58240, 65537) and len(ranges) == 8
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    top.row_chunks = 16
+    assert top.row_ranges(300) == [(0, 128), (128, 256), (256, 300)]  # no range of less than a tile but the last
+    assert top.row_ranges(0) == [(0, 0)]
+    top.row_chunks = 1
+    assert top.row_ranges(262143) == [(0, 262143)]
+
+
 @pytest.mark.parametrize("batch,chunks", [(1, 4), (200, 3)] + ([] if INTERPRETED else [(65537, 8)]))
 def test_top_mlp_in_row_chunks_gives_the_same_bytes(model, batch: int, chunks: int) -> None:
     """row_chunks (the engine's top_mlp_row_chunks): the rows in ranges of whole 128-row tiles, every layer of a

@@ -304,10 +304,15 @@ class TopMLP:
         """top_in: int8 [>= num_pairs, 512]; buffers: int8 [>= num_pairs, width] per hidden layer;
         probs: fp32 [>= num_pairs] receives the click probabilities. With row_chunks C > 1, the rows in C ranges
         of a whole number of 128-row tiles, all layers of one range before the next."""
-        step = max(128, -(-num_pairs // (self.row_chunks * 128)) * 128)
-        for start in range(0, num_pairs, step) if num_pairs > step else [0]:
-            stop = min(num_pairs, start + step)
+        for start, stop in self.row_ranges(num_pairs):
             self._all_layers(top_in[start:], [b[start:] for b in buffers], probs[start:], stop - start)
+
+    def row_ranges(self, num_pairs: int) -> list[tuple[int, int]]:
+        """(start, stop) of each of the row_chunks ranges over num_pairs rows: whole 128-row tiles, the last range
+        shorter; one range when row_chunks is 1 (or there are no rows)."""
+        tiles = -(-num_pairs // 128)
+        step = max(1, -(-tiles // self.row_chunks)) * 128
+        return [(start, min(num_pairs, start + step)) for start in range(0, num_pairs, step)] or [(0, 0)]
 
     def _all_layers(self, top_in: torch.Tensor, buffers: list[torch.Tensor], probs: torch.Tensor,
                     num_pairs: int) -> None:
