@@ -3,8 +3,8 @@
     python3 benchmarks/summarize_results.py [build/logs] [--json out.json]
 
 Reads every result.json that `dlrm-bench run` wrote (newest runs last) and prints what the session notes quote:
-samples/s, VALID/INVALID, p99, the interpreter watchdog's stalls (count, longest) and the settings that differ
-most between runs (target QPS, batch sizes, CUDA graphs, bundles).
+samples/s, VALID/INVALID, p99 (Server) or the first result's latency (Offline), the interpreter watchdog's stalls
+(count, longest) and the settings that differ most between runs (target QPS, batch sizes, CUDA graphs, bundles).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def summarize(result_file: Path) -> dict:
     return {"run": str(result_file.parent), "scenario": r.get("scenario"), "config_ver": r.get("config_ver"),
             "test_mode": r.get("test_mode"), "samples_per_second": r.get("samples_per_second"),
             "validity": r.get("result_validity"), "p99_ms": r.get("latency_p99_ms"),
-            "auc_ratio": r.get("auc_ratio"), "stalls": pauses.get("stalls"),
+            "auc_ratio": r.get("auc_ratio"), "first_result_ms": r.get("latency_min_ms"), "stalls": pauses.get("stalls"),
             "stall_max_ms": pauses.get("stall_max_ms"),
             "settings": {k: settings[k] for k in SETTINGS_SHOWN if k in settings}}
 
@@ -47,10 +47,12 @@ def line(s: dict) -> str:
     sps = f"{s['samples_per_second']:,.0f}/s" if s["samples_per_second"] is not None else "-"
     p99 = f"p99 {s['p99_ms']:.2f} ms" if s["p99_ms"] is not None and s["scenario"] != "Offline" else ""
     auc = f"AUC ratio {100 * s['auc_ratio']:.3f}%" if s["auc_ratio"] is not None else ""
+    first = (f"first result {s['first_result_ms']:.0f} ms" if s.get("first_result_ms") is not None
+             and s["scenario"] == "Offline" else "")
     stalls = f"stalls {s['stalls']} (max {s['stall_max_ms']:.1f} ms)" if s["stalls"] is not None else ""
     cfg = " ".join(f"{k}={v}" for k, v in s["settings"].items())
     return "  ".join(x for x in (f"{s['scenario']}/{s['config_ver']}/{s['test_mode']}", sps, s["validity"] or "",
-                                 p99, auc, stalls, cfg) if x)
+                                 p99, auc, first, stalls, cfg) if x)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -75,6 +75,7 @@ def loadgen_metrics(detail: dict[str, Any], scenario: str) -> dict[str, Any]:
         sps = detail.get("result_samples_per_second")
     p99 = detail.get("result_99.00_percentile_latency_ns")
     p90 = detail.get("result_90.00_percentile_latency_ns")
+    first = detail.get("result_min_latency_ns")  # Offline: LoadGen's single issue to the first result
     return {
         "samples_per_second": float(sps) if sps is not None else None,
         "result_valid": detail.get("result_validity") == "VALID",
@@ -82,5 +83,6 @@ def loadgen_metrics(detail: dict[str, Any], scenario: str) -> dict[str, Any]:
         "invalid_reason": detail.get("result_invalid_reason"),
         "latency_p99_ms": p99 / 1e6 if p99 is not None else None,
         "latency_p90_ms": p90 / 1e6 if p90 is not None else None,
+        "latency_min_ms": first / 1e6 if first is not None else None,
         "loadgen_errors": detail.get("num_errors"),
     }
