@@ -202,8 +202,14 @@ def emulate_top(qm: QuantizedDLRM, top_in: torch.Tensor) -> torch.Tensor:
     for layer in qm.top[:-1]:
         x = requantize(int8_linear(x, layer), layer.act_inv)
     hidden = int8_linear(x, qm.top[-1])  # fp32 [B, 256]
-    # a row-wise dot: the same sum for a row whatever the batch (a gemv's order depends on it), as the CPU engine
-    return torch.sigmoid(torch.linalg.vecdot(hidden, qm.final_weight) + qm.final_bias)
+    return final_probabilities(hidden, qm.final_weight, float(qm.final_bias))
+
+
+def final_probabilities(hidden: torch.Tensor, weight: torch.Tensor, bias: float) -> torch.Tensor:
+    """The last layer and the sigmoid: hidden fp32 [B, 256], weight fp32 [256] -> sigmoid(hidden @ weight + bias)
+    fp32 [B]. A row-wise dot (vecdot), not a gemv: MKL's gemv sums a row in an order that depends on the rows
+    around it (1-ulp differences on AVX-512 machines), and a sample's probability must not depend on its batch."""
+    return torch.sigmoid(torch.linalg.vecdot(hidden, weight) + bias)
 
 
 def gather_rows(tables: torch.Tensor, table_offsets: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ import torch
 
 from dlrm_bench.criteo.schema import EMBEDDING_DIM, NUM_INTERACTIONS
 from dlrm_bench.engines.cpu.interaction import END, NEG, POS, TOP_WIDTH
-from dlrm_bench.quant.recipe import NUMERIC_PAD, QuantizedDLRM, QuantLayer
+from dlrm_bench.quant.recipe import NUMERIC_PAD, QuantizedDLRM, QuantLayer, final_probabilities
 
 GEMMS = ("int8", "fp32")
 
@@ -116,7 +116,5 @@ class TopMLP:
         self.final_bias = float(qm.final_bias)
 
     def final(self, hidden: torch.Tensor) -> torch.Tensor:
-        """fp32 [n, 256] -> sigmoid(hidden @ w + b): fp32 [n]. A row-wise dot (vecdot), not torch.mv: MKL's gemv
-        sums a row in an order that depends on the batch around it (on AVX-512 machines: 1-ulp differences), and a
-        sample's probability must not depend on which samples share its batch."""
-        return torch.sigmoid(torch.linalg.vecdot(hidden, self.final_weight).add_(self.final_bias))
+        """fp32 [n, 256] -> sigmoid(hidden @ w + b): fp32 [n] (the recipe's, batch-invariant)."""
+        return final_probabilities(hidden, self.final_weight, self.final_bias)

@@ -56,7 +56,6 @@ instead of CUTLASS's 64 x 64 (four); the final layer of a "_smemrows_e64x128" va
 (instead of 64 x 32)."""
 
 
-
 def final_layer_variant(variant: str) -> int:
     """The final layer's kernel (csrc/final_layer_cutlass.cu) that goes with the hidden layers' `variant`: 0 the
     vectors fetched per tile, 1 held whole in shared memory ("_smemrows"), 2 held whole with 64 x 128 subtiles
@@ -64,6 +63,7 @@ def final_layer_variant(variant: str) -> int:
     if "_smemrows" not in variant:
         return 0
     return 2 if "_e64x128" in variant else 1
+
 
 _ERRORS = {-1: "unknown variant",
            1: "shape or alignment not supported (rows must be 16-byte aligned; the \"_smemrows\" variants take N <= "

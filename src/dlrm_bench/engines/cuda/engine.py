@@ -28,7 +28,8 @@ the top MLP of slice k (sliced_pipeline.py); top_gemm_sms (default 0: all): the 
 take, so that the others keep running the front.
 top_mlp_row_chunks (default 1): run the top MLP over each batch in this many row ranges, all four layers of one
 range before the next, so that a range's intermediates (1 KB per pair per layer) can stay in the 50 MB L2 between
-layers instead of going through HBM.
+layers instead of going through HBM. Measured slower on an H100 at 4, 8 and 16 ranges (benchmarks/NOTES.md,
+session 14), so off in every config.
 """
 
 from __future__ import annotations
