@@ -77,7 +77,8 @@ $(CUTLASS_HEADERS): $(STAMP)
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps "nvidia-cutlass==$(CUTLASS_VERSION)"
 	@mkdir -p build/cutlass && touch $@
 
-build/cutlass/%.o: csrc/%.cu csrc/cutlass_launch.h csrc/whole_row_broadcast.h $(CUTLASS_HEADERS)
+build/cutlass/%.o: csrc/%.cu csrc/cutlass_launch.h csrc/whole_row_broadcast.h csrc/permuted_store_epilogue.h \
+		$(CUTLASS_HEADERS)
 	$(NVCC) $(NVCC_FLAGS) -I"$$($(PY) -c 'import importlib.util as u; print(u.find_spec("cutlass_library").submodule_search_locations[0])')/source/include" \
 	  -c -o $@ $<
 

@@ -34,7 +34,8 @@ import torch  # noqa: E402
 from bench_inputs import write_report  # noqa: E402
 from bench_cuda import gpu_bench_model, timed, whole_batch_graph  # noqa: E402
 from bench_operand_power import LAYOUT, real_top_input, rounds_cell, sustained_rounds  # noqa: E402
-from dlrm_bench.engines.cuda.cutlass_gemm import VARIANTS, CutlassUnavailable, cutlass_top_gemm  # noqa: E402
+from dlrm_bench.engines.cuda.cutlass_gemm import (VARIANTS, CutlassUnavailable, cutlass_top_gemm,  # noqa: E402
+                                                  in_logical_order, in_stored_order)
 from dlrm_bench.engines.cuda.top_mlp import TopMLP  # noqa: E402
 
 
@@ -56,8 +57,8 @@ def agreement(top: TopMLP, inputs: list[torch.Tensor], want: list[torch.Tensor],
     rows = []
     for i, (x, ref) in enumerate(zip(inputs, want)):
         out = torch.empty_like(ref)
-        top.layer(i, x, out, n)
-        diff = (out.to(torch.int16) - ref.to(torch.int16)).abs()
+        top.layer(i, in_stored_order(x, top.stored_order(i - 1)), out, n)
+        diff = (in_logical_order(out, top.stored_order(i)).to(torch.int16) - ref.to(torch.int16)).abs()
         rows.append({"max_step": int(diff.max()), "differing": float((diff > 0).float().mean())})
     return rows
 

@@ -22,6 +22,7 @@
 #include "cutlass/gemm/dispatch_policy.hpp"
 #include "cutlass/gemm/kernel/gemm_universal.hpp"
 #include "cutlass_launch.h"
+#include "permuted_store_epilogue.h"
 #include "whole_row_broadcast.h"
 
 using namespace cute;
@@ -68,6 +69,34 @@ using FmaFusion = FmaTree<fusion::Sm90RowBroadcast<0, TileShape, float, float, S
 template <class TileShape>
 using FmaSmemFusion = FmaTree<dlrm_cutlass::Sm90WholeRowBroadcast<1024, TileShape>>;
 
+// No epilogue tree: csrc/permuted_store_epilogue.h stores each thread's results from registers, 16 bytes at a time,
+// in its own column order within each 128-column tile (alpha and bias given in that order too).
+template <class TileShape>
+struct PermutedStoreFusion {
+  template <class ThreadArgs>
+  static void set(ThreadArgs& thread, const float* alpha, const float* bias) {
+    thread.alpha = alpha;
+    thread.bias = bias;
+  }
+};
+
+// The collective epilogue of a layer: CUTLASS's TMA-store epilogue with the Fusion's tree, or for
+// PermutedStoreFusion the register-to-global one (wrapped for the warp-specialized kernels).
+template <class TileShape, class ClusterShape, class EpilogueTile, class EpilogueSchedule, class LayoutD, int kAlign,
+          template <class> class Fusion>
+struct EpilogueFor {
+  using Op = typename cutlass::epilogue::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape, EpilogueTile, int32_t, float,
+      void, LayoutD, kAlign, int8_t, LayoutD, kAlign, EpilogueSchedule,
+      typename Fusion<TileShape>::Callbacks>::CollectiveOp;
+};
+
+template <class TileShape, class ClusterShape, class EpilogueTile, class EpilogueSchedule, class LayoutD, int kAlign>
+struct EpilogueFor<TileShape, ClusterShape, EpilogueTile, EpilogueSchedule, LayoutD, kAlign, PermutedStoreFusion> {
+  using Op = cutlass::epilogue::collective::detail::Sm90TmaWarpSpecializedAdapter<
+      dlrm_cutlass::PermutedInt8Epilogue<cutlass::detail::TagToStrideC_t<LayoutD>>>;
+};
+
 // EpilogueTile: the subtile the epilogue converts, stages in shared memory and stores by TMA at a time (Auto: 64 x
 // 64 for these int8 pingpong tiles, i.e. four per 128 x 128 tile, two staging buffers; a pingpong subtile is 64
 // rows).
@@ -80,10 +109,8 @@ struct Int8Layer {
   using LayoutD = cutlass::layout::RowMajor;     // D [M, N]
   static constexpr int kAlign = 16;              // 16 int8 = one 128-bit access
 
-  using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
-      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape, EpilogueTile, int32_t, float,
-      void, LayoutD, kAlign, int8_t, LayoutD, kAlign, EpilogueSchedule,
-      typename Fusion<TileShape>::Callbacks>::CollectiveOp;
+  using Epilogue =
+      typename EpilogueFor<TileShape, ClusterShape, EpilogueTile, EpilogueSchedule, LayoutD, kAlign, Fusion>::Op;
 
   using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, int8_t, LayoutA, kAlign, int8_t, LayoutB, kAlign,
@@ -137,12 +164,13 @@ using V10 = Int8Layer<Shape<_128, _128, _128>, Shape<_1, _2, _1>, Pingpong, EpiP
 using V11 = Int8Layer<Shape<_128, _128, _128>, Shape<_1, _2, _1>, Pingpong, EpiPingpong, FmaSmemFusion>;
 using V12 = Int8Layer<Shape<_128, _128, _128>, Shape<_1, _2, _1>, Pingpong, EpiPingpong, FmaSmemFusion,
                       Shape<_64, _128>>;
+using V13 = Int8Layer<Shape<_128, _128, _128>, Shape<_1, _2, _1>, Pingpong, EpiPingpong, PermutedStoreFusion>;
 
 }  // namespace
 
 extern "C" {
 
-int dlrm_top_gemm_variants() { return 13; }
+int dlrm_top_gemm_variants() { return 14; }
 
 // Returns 0 on success, -1 for an unknown variant, else a code of csrc/cutlass_launch.h.
 int dlrm_top_gemm_run(int variant, const void* a, const void* b, void* d, const float* alpha, const float* bias,
@@ -168,6 +196,7 @@ int dlrm_top_gemm_run(int variant, const void* a, const void* b, void* d, const 
     case 10: return DLRM_RUN(V10);
     case 11: return DLRM_RUN(V11);
     case 12: return DLRM_RUN(V12);
+    case 13: return DLRM_RUN(V13);
     default: return -1;
   }
 #undef DLRM_RUN
@@ -188,6 +217,7 @@ size_t dlrm_top_gemm_workspace(int variant, int m, int n, int k, int sm_count) {
     case 10: return V10::workspace(m, n, k, sm_count);
     case 11: return V11::workspace(m, n, k, sm_count);
     case 12: return V12::workspace(m, n, k, sm_count);
+    case 13: return V13::workspace(m, n, k, sm_count);
     default: return 0;
   }
 }

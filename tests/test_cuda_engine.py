@@ -144,7 +144,8 @@ def test_cuda_graph_replays_match_kernel_launches(workspace, monkeypatch) -> Non
 
 def test_cutlass_hidden_layers_in_the_engine(workspace, monkeypatch) -> None:
     """top_gemm: the hidden top layers on the CUTLASS library, with and without CUDA graphs (buckets of several
-    sizes, so the kernels are captured at several row counts): the emulation's predictions, as the Triton path."""
+    sizes, so the kernels are captured at several row counts): the emulation's predictions, as the Triton path.
+    The "_permuted" variant too, whose stored column order the Triton final layer follows."""
     from dlrm_bench.engines.cuda.cutlass_gemm import library_path
     if not library_path().is_file() or torch.cuda.get_device_capability() != (9, 0):
         pytest.skip("needs the CUTLASS library (make cutlass_gemm) and a Hopper GPU")
@@ -152,7 +153,9 @@ def test_cutlass_hidden_layers_in_the_engine(workspace, monkeypatch) -> None:
     meta = load_meta(workspace["data"])
     split = open_split(workspace["data"] / "test")
     results = {}
-    for top_gemm, graphs in (("triton", False), ("128x128_c1x2_pingpong", False), ("128x128_c1x2_pingpong", True)):
+    permuted = "128x128_c1x2_pingpong_fma_permuted"  # stores its columns in an order of its own
+    for top_gemm, graphs in (("triton", False), ("128x128_c1x2_pingpong", False), ("128x128_c1x2_pingpong", True),
+                             (permuted, True)):
         engine = create_engine("cuda", workspace["model"], meta,
                                {"gpu_batch_size": 1024, "gpu_num_bundles": 2, "cuda_graphs": graphs,
                                 "cuda_graph_buckets": 4, "top_gemm": top_gemm})
@@ -164,6 +167,7 @@ def test_cutlass_hidden_layers_in_the_engine(workspace, monkeypatch) -> None:
     # both paths use the folded epilogue: the same int8 activations, so the same probabilities
     np.testing.assert_array_equal(results["128x128_c1x2_pingpong", False], results["triton", False])
     np.testing.assert_array_equal(results["128x128_c1x2_pingpong", True], results["triton", False])
+    np.testing.assert_array_equal(results[permuted, True], results["triton", False])
     engine = create_engine("cuda", workspace["model"], meta, {"gpu_batch_size": 1024, "cuda_graphs": True,
                                                               "cuda_graph_buckets": 4, "cutlass_final_layer": True,
                                                               "top_gemm": "128x128_c1x2_pingpong"})

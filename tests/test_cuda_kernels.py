@@ -196,6 +196,31 @@ def test_row_ranges_are_whole_tiles_covering_the_batch(model) -> None:
     assert top.row_ranges(262143) == [(0, 262143)]
 
 
+def test_a_layer_reads_the_columns_in_the_order_the_one_before_stored_them(model) -> None:
+    """With the "_permuted" CUTLASS variant on the hidden layers, each layer after one reads its K columns in the
+    stored order: the stored activations times the reordered weight are the logical product exactly; the first
+    layer's weight is untouched and the epilogue vectors follow the stored order."""
+    from dlrm_bench.engines.cuda.cutlass_gemm import physical_column_order
+
+    top = TopMLP(model[1], DEVICE)
+    assert top.stored_order(0) is None and top.input_weight(1) is top.w[1]
+    for cfg in top.configs[:-1]:
+        cfg.cutlass = "128x128_c1x2_pingpong_fma_permuted"
+    top.prepare_column_orders()
+    assert top.input_weight(0) is top.w[0] and top.stored_order(len(top.w) - 1) is None
+    g = torch.Generator().manual_seed(5)
+    for i in range(1, len(top.w)):
+        order = physical_column_order(top.w[i - 1].shape[0])
+        assert torch.equal(top.stored_order(i - 1), order)
+        x = torch.randint(-128, 128, (9, top.w[i].shape[1]), generator=g, dtype=torch.int8)
+        stored = x[:, order]
+        got = stored.int() @ top.input_weight(i).cpu().int().T
+        assert torch.equal(got, x.int() @ top.w[i].cpu().int().T)
+    mul, add = top._epilogue_vectors(0)
+    order = physical_column_order(top.w[0].shape[0]).to(mul.device)
+    assert torch.equal(mul, top.folded_mul[0][order]) and torch.equal(add, top.folded_add[0][order])
+
+
 @pytest.mark.parametrize("batch,chunks", [(1, 4), (200, 3)] + ([] if INTERPRETED else [(65537, 8)]))
 def test_top_mlp_in_row_chunks_gives_the_same_bytes(model, batch: int, chunks: int) -> None:
     """row_chunks (the engine's top_mlp_row_chunks): the rows in ranges of whole 128-row tiles, every layer of a

@@ -12,7 +12,8 @@ import importlib.util
 import pytest
 import torch
 
-from dlrm_bench.engines.cuda.cutlass_gemm import VARIANTS, CutlassTopGemm, CutlassUnavailable, library_path
+from dlrm_bench.engines.cuda.cutlass_gemm import (VARIANTS, CutlassTopGemm, CutlassUnavailable, in_logical_order,
+                                                  in_stored_order, library_path)
 
 CARDS = [1000, 50, 7, 300, 2, 64, 100, 5, 3, 900, 17, 40, 10, 8, 33, 12, 4, 60, 14, 700, 500, 800, 90, 70, 6, 36]
 SIZES = [1, 7, 67, 1001, 65537, 262144]
@@ -36,7 +37,28 @@ def test_each_hidden_variant_names_its_final_layer_kernel() -> None:
 
     assert [final_layer_variant(v) for v in ("128x128_c1x2_pingpong", "128x128_c1x2_pingpong_fma_e64x128",
                                              "128x128_c1x2_pingpong_fma_smemrows",
-                                             "128x128_c1x2_pingpong_fma_smemrows_e64x128")] == [0, 0, 1, 2]
+                                             "128x128_c1x2_pingpong_fma_smemrows_e64x128",
+                                             "128x128_c1x2_pingpong_fma_permuted")] == [0, 0, 1, 2, 2]
+
+
+def test_the_permuted_column_order_puts_each_threads_values_side_by_side() -> None:
+    """physical_column_order is a permutation of each 128-column tile on its own, and the 16 columns that lane
+    quarter q of a wgmma accumulator holds in half h of a row (logical 8 j + 2 q + k, j = 8 h .. 8 h + 7) are the
+    physical columns 64 h + 16 q .. 64 h + 16 q + 15, in order of j then k."""
+    from dlrm_bench.engines.cuda.cutlass_gemm import physical_column_order, stores_permuted
+
+    order = physical_column_order(384)
+    assert sorted(order.tolist()) == list(range(384))
+    assert all(set(order[t:t + 128].tolist()) == set(range(t, t + 128)) for t in (0, 128, 256))
+    for h in range(2):
+        for q in range(4):
+            want = [8 * j + 2 * q + k for j in range(8 * h, 8 * h + 8) for k in range(2)]
+            assert order[64 * h + 16 * q:64 * h + 16 * q + 16].tolist() == want
+    assert order[128 + 17].item() == 128 + order[17].item()
+    assert stores_permuted("128x128_c1x2_pingpong_fma_permuted")
+    assert not stores_permuted("128x128_c1x2_pingpong_fma_smemrows_e64x128")
+    with pytest.raises(ValueError, match="multiple of 128 columns, got 100"):
+        physical_column_order(100)
 
 
 NO_GPU = not torch.cuda.is_available()
@@ -99,8 +121,9 @@ def test_hidden_layers_are_within_one_step(model, batch: int, variant: str) -> N
     top = _top(qm, variant)
     for i, (x, want) in enumerate(_reference_layers(qm, batch)):
         out = torch.full((batch + 3, want.shape[1]), 99, dtype=torch.int8, device="cuda")
-        top.layer(i, x.cuda(), out, batch)
-        diff = (out[:batch].cpu().to(torch.int16) - want.to(torch.int16)).abs()
+        top.layer(i, in_stored_order(x, top.stored_order(i - 1)).cuda(), out, batch)
+        got = in_logical_order(out[:batch].cpu(), top.stored_order(i))
+        diff = (got.to(torch.int16) - want.to(torch.int16)).abs()
         assert int(diff.max()) <= 1 and float((diff > 0).float().mean()) < 0.01, (i, int(diff.max()))
         assert bool((out[batch:] == 99).all()), f"layer {i} wrote past row {batch}"
 
@@ -204,3 +227,43 @@ def test_cutlass_top_mlp_in_row_chunks_gives_the_same_bytes(model, batch: int) -
     (whole, whole_probs), (chunked, chunked_probs) = results
     assert all(torch.equal(a, b) for a, b in zip(whole, chunked))
     assert torch.equal(whole_probs, chunked_probs) and float(chunked_probs[batch]) == -1.0
+
+
+PERMUTED = "128x128_c1x2_pingpong_fma_permuted"
+SHIPPED = "128x128_c1x2_pingpong_fma_smemrows_e64x128"
+
+
+@on_gpu
+@pytest.mark.parametrize("batch", SIZES)
+def test_permuted_stores_are_the_shipped_bytes_in_their_order(model, batch: int) -> None:
+    """The register-to-global epilogue ("_permuted") against the shipped TMA-store epilogue, with the CUTLASS final
+    layer: each hidden layer's bytes, once put back in logical order, are the same, nothing is written past the
+    batch, and the probabilities are equal."""
+    _, qm, _, _ = model
+    x = _top_input(batch, batch + 21).cuda()
+    results = []
+    for variant in (SHIPPED, PERMUTED):
+        top = _top(qm, variant)
+        top.configs[-1].cutlass = variant
+        buffers = [torch.full((batch + 2, w), 99, dtype=torch.int8, device="cuda") for w in top.widths]
+        probs = torch.full((batch + 2,), -1.0, device="cuda")
+        top(x, buffers, probs, batch)
+        assert all(bool((b[batch:] == 99).all()) for b in buffers), f"{variant} wrote past row {batch}"
+        logical = [in_logical_order(b[:batch], top.stored_order(i)) for i, b in enumerate(buffers)]
+        results.append((logical, probs))
+    (shipped, shipped_probs), (permuted, permuted_probs) = results
+    for i, (a, b) in enumerate(zip(shipped, permuted)):
+        assert torch.equal(a, b), f"layer {i}: {int((a != b).sum())} bytes differ"
+    assert torch.equal(shipped_probs, permuted_probs)
+
+
+@on_gpu
+def test_the_permuted_variant_refuses_a_width_that_is_not_whole_tiles(model) -> None:
+    from dlrm_bench.engines.cuda.cutlass_gemm import cutlass_top_gemm
+
+    x = _top_input(64, 4).cuda()
+    w = torch.ones(1040, 512, dtype=torch.int8, device="cuda")
+    out = torch.empty(64, 1040, dtype=torch.int8, device="cuda")
+    ones = torch.ones(1040, device="cuda")
+    with pytest.raises(RuntimeError, match=r"fma_permuted on \[64, 512\] x \[1040, 512\].*multiple of 128"):
+        cutlass_top_gemm()(PERMUTED, x, w, out, ones, ones, 64, 132)

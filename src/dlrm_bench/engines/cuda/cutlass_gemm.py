@@ -42,6 +42,7 @@ VARIANTS = {
     "128x128_c1x2_pingpong_fma_e64x128": 10,
     "128x128_c1x2_pingpong_fma_smemrows": 11,
     "128x128_c1x2_pingpong_fma_smemrows_e64x128": 12,
+    "128x128_c1x2_pingpong_fma_permuted": 13,
 }
 """Kernel variants by name -> index in the library: tile M x N (K step 128 unless named), cluster shape (M x N
 CTAs: c1x2 = two CTAs of neighbouring N tiles that receive one A tile by multicast), warpgroup schedule
@@ -53,13 +54,53 @@ once per consumer warpgroup, where CUTLASS's row broadcast fetches each tile's s
 at a barrier at every tile (csrc/whole_row_broadcast.h; N <= 1024); the final layer of a "_smemrows" variant holds
 its three vectors that way too. "_e64x128": the epilogue converts and stores 64 x 128 subtiles (two per tile)
 instead of CUTLASS's 64 x 64 (four); the final layer of a "_smemrows_e64x128" variant walks 64 x 128 subtiles too
-(instead of 64 x 32)."""
+(instead of 64 x 32). "_permuted": no shared memory in the epilogue at all; each thread stores its int8 values
+straight from registers, 16 bytes at a time, which puts the columns of each 128-column tile in an order of its own
+(physical_column_order; csrc/permuted_store_epilogue.h). The next layer reads them in that order (TopMLP reorders
+its weight's K columns) and alpha / bias are passed in it. N must be a multiple of 128."""
+
+TILE_COLUMNS = 128
+"""Columns per tile of the "_permuted" variant's column order."""
+
+
+def stores_permuted(variant: str) -> bool:
+    """Whether hidden-layer `variant` writes its output columns in physical_column_order."""
+    return variant.endswith("_permuted")
+
+
+def physical_column_order(n: int) -> torch.Tensor:
+    """int64 [n]: the logical column that a "_permuted" variant stores at each physical column of an [M, n] output
+    (stored[:, p] = logical[:, order[p]]). Within each 128-column tile, logical c = 8 (8 h + j) + 2 q + k lands at
+    p = 64 h + 16 q + 2 j + k: lane quarter q of a wgmma accumulator holds columns 2 q, 2 q + 1 of each group of 8,
+    and this makes a thread's 16 values of a half-tile row neighbours."""
+    if n % TILE_COLUMNS:
+        raise ValueError(f"a permuted-store layer needs a multiple of {TILE_COLUMNS} columns, got {n}")
+    p = torch.arange(TILE_COLUMNS)
+    h, q, j, k = p // 64, (p % 64) // 16, (p % 16) // 2, p % 2
+    within = 8 * (8 * h + j) + 2 * q + k
+    return (torch.arange(0, n, TILE_COLUMNS)[:, None] + within[None, :]).reshape(-1)
+
+
+def in_stored_order(x: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
+    """x [rows, N] in logical column order -> stored order `order` (physical_column_order; None: unchanged)."""
+    return x if order is None else x[:, order.to(x.device)]
+
+
+def in_logical_order(stored: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
+    """The inverse of in_stored_order: stored [rows, N] -> logical column order."""
+    if order is None:
+        return stored
+    logical = torch.empty_like(stored)
+    logical[:, order.to(stored.device)] = stored
+    return logical
 
 
 def final_layer_variant(variant: str) -> int:
     """The final layer's kernel (csrc/final_layer_cutlass.cu) that goes with the hidden layers' `variant`: 0 the
     vectors fetched per tile, 1 held whole in shared memory ("_smemrows"), 2 held whole with 64 x 128 subtiles
-    ("_smemrows_e64x128")."""
+    ("_smemrows_e64x128", and "_permuted")."""
+    if stores_permuted(variant):
+        return 2
     if "_smemrows" not in variant:
         return 0
     return 2 if "_e64x128" in variant else 1
@@ -67,7 +108,7 @@ def final_layer_variant(variant: str) -> int:
 
 _ERRORS = {-1: "unknown variant",
            1: "shape or alignment not supported (rows must be 16-byte aligned; the \"_smemrows\" variants take N <= "
-              "1024, their final layer N <= 256)",
+              "1024, their final layer N <= 256; the \"_permuted\" variant a multiple of 128)",
            2: "workspace too small", 3: "initialize failed (TMA descriptors)", 4: "launch failed",
            5: "CUDA error after the launch", 6: "cannot select the tensors' device"}
 

@@ -228,14 +228,58 @@ class TopMLP:
         # 1: each layer over the whole batch; C > 1: the batch in C row ranges, each range's layers in turn (a
         # range's intermediates can stay in L2 between its layers; setting "top_mlp_row_chunks")
         self.row_chunks = 1
+        # weights with K columns in a previous layer's stored order, and epilogue vectors in a layer's own, by layer
+        self._reordered_weight: dict[int, torch.Tensor] = {}
+        self._reordered_vectors: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
     def widths(self) -> list[int]:
         """Output width of each int8 layer (the activation buffers the engine allocates)."""
         return [w.shape[0] for w in self.w[:-1]]
 
+    def stored_order(self, i: int) -> torch.Tensor | None:
+        """The column order in which hidden layer i stores its output (cutlass_gemm.physical_column_order: stored
+        column p holds logical column order[p]), or None for the natural order. A "_permuted" CUTLASS variant has
+        one; every other kernel stores columns in order."""
+        from dlrm_bench.engines.cuda.cutlass_gemm import physical_column_order, stores_permuted
+
+        if i < 0 or i >= len(self.w) - 1 or not stores_permuted(self.configs[i].cutlass):
+            return None
+        return physical_column_order(self.w[i].shape[0])
+
+    def input_weight(self, i: int) -> torch.Tensor:
+        """Layer i's weight int8 [N, K] with its K columns in the order layer i - 1 stores them (reordered once,
+        then kept)."""
+        order = self.stored_order(i - 1)
+        if order is None:
+            return self.w[i]
+        if i not in self._reordered_weight:
+            self._reordered_weight[i] = self.w[i][:, order.to(self.w[i].device)].contiguous()
+        return self._reordered_weight[i]
+
+    def prepare_column_orders(self) -> None:
+        """Reorder now what the layers' stored column orders need (input_weight, the epilogue vectors), so that
+        nothing is allocated or gathered later inside a CUDA-graph capture."""
+        for i in range(len(self.w)):
+            self.input_weight(i)
+            if i < len(self.w) - 1:
+                self._epilogue_vectors(i)
+
+    def _epilogue_vectors(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hidden layer i's folded multiplier and offset, in the order it stores its columns."""
+        order = self.stored_order(i)
+        if order is None:
+            return self.folded_mul[i], self.folded_add[i]
+        if i not in self._reordered_vectors:
+            order = order.to(self.folded_mul[i].device)
+            self._reordered_vectors[i] = (self.folded_mul[i][order].contiguous(),
+                                          self.folded_add[i][order].contiguous())
+        return self._reordered_vectors[i]
+
     def layer(self, i: int, x: torch.Tensor, out: torch.Tensor, num_pairs: int) -> None:
-        w, cfg = self.w[i], self.configs[i]
+        """Layer i on x int8 [>= num_pairs, K] (its columns in the order layer i - 1 stores them) into out: int8
+        [>= num_pairs, N] for a hidden layer (in stored_order(i)), fp32 probabilities for the last."""
+        w, cfg = self.input_weight(i), self.configs[i]
         n, k = w.shape
         if n % cfg.block_n or k % cfg.block_k:
             raise ValueError(f"top layer {i}: a {cfg.block_n} x {cfg.block_k} tile must divide its weight "
@@ -261,10 +305,10 @@ class TopMLP:
         from dlrm_bench.engines.cuda.cutlass_gemm import cutlass_top_gemm
 
         if not final:
-            cutlass_top_gemm()(variant, x, self.w[i], out, self.folded_mul[i], self.folded_add[i], num_pairs,
-                               self.num_sms)
+            mul, add = self._epilogue_vectors(i)
+            cutlass_top_gemm()(variant, x, self.input_weight(i), out, mul, add, num_pairs, self.num_sms)
             return
-        cutlass_top_gemm().final_layer(x, self.w[i], out, self.s[i], self.b[i], self.final_w, num_pairs,
+        cutlass_top_gemm().final_layer(x, self.input_weight(i), out, self.s[i], self.b[i], self.final_w, num_pairs,
                                        self.num_sms, variant)
         _sigmoid_in_place_kernel[(triton.cdiv(num_pairs, 1024),)](out, self.final_b, num_pairs, BLOCK=1024)
 
@@ -272,7 +316,7 @@ class TopMLP:
                    final: bool) -> None:
         from triton.tools.tensor_descriptor import TensorDescriptor
 
-        w = self.w[i]
+        w = self.input_weight(i)
         n, k = w.shape
         a_desc = TensorDescriptor(x, [num_pairs, k], [x.stride(0), 1], [cfg.block_m, cfg.block_k])
         b_desc = TensorDescriptor.from_tensor(w, [cfg.block_n, cfg.block_k])
@@ -341,3 +385,4 @@ def use_cutlass_hidden_layers(top: TopMLP, variant: str, final_layer: bool = Fal
         cfg.cutlass = variant
     if final_layer:
         top.configs[-1].cutlass = variant
+    top.prepare_column_orders()
