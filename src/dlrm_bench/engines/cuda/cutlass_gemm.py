@@ -18,6 +18,7 @@ build/cutlass/libdlrm_top_gemm.so, or named by $DLRM_TOP_GEMM_LIB. Nothing here 
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 from pathlib import Path
 
@@ -68,11 +69,13 @@ def stores_permuted(variant: str) -> bool:
     return variant.endswith("_permuted")
 
 
+@functools.lru_cache(maxsize=None)
 def physical_column_order(n: int) -> torch.Tensor:
     """int64 [n]: the logical column that a "_permuted" variant stores at each physical column of an [M, n] output
     (stored[:, p] = logical[:, order[p]]). Within each 128-column tile, logical c = 8 (8 h + j) + 2 q + k lands at
     p = 64 h + 16 q + 2 j + k: lane quarter q of a wgmma accumulator holds columns 2 q, 2 q + 1 of each group of 8,
-    and this makes a thread's 16 values of a half-tile row neighbours."""
+    and this makes a thread's 16 values of a half-tile row neighbours. Computed once per n (the engine asks at every
+    layer call): treat the tensor as read-only."""
     if n % TILE_COLUMNS:
         raise ValueError(f"a permuted-store layer needs a multiple of {TILE_COLUMNS} columns, got {n}")
     p = torch.arange(TILE_COLUMNS)
