@@ -41,14 +41,17 @@ from dlrm_bench.engines.cuda.top_mlp import TopMLP  # noqa: E402
 
 def top_with(qm, device, name: str) -> TopMLP:
     """The top MLP of config `name`: "triton" (the default configs), a CUTLASS variant for the hidden layers, or
-    "<variant>+final" (the final layer on CUTLASS too)."""
+    "<variant>+final" (the final layer on CUTLASS too). A variant may name one kernel per hidden layer, "a/b/c"
+    (the final layer then goes with the last)."""
     top = TopMLP(qm, device, interaction_layout=LAYOUT)
     variant, _, final = name.partition("+")
     if variant != "triton":
-        for cfg in top.configs[:-1]:
-            cfg.cutlass = variant
+        per_layer = variant.split("/")
+        for i, cfg in enumerate(top.configs[:-1]):
+            cfg.cutlass = per_layer[min(i, len(per_layer) - 1)]
     if final:
-        top.configs[-1].cutlass = variant
+        top.configs[-1].cutlass = top.configs[-2].cutlass
+    top.prepare_column_orders()
     return top
 
 
@@ -79,7 +82,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batch", type=int, default=262144, help="pairs per batch")
     ap.add_argument("--rows-scale", type=float, default=0.02, help="fraction of the full table rows")
-    ap.add_argument("--variants", default="all", help="comma-separated cutlass_gemm.VARIANTS names, or all")
+    ap.add_argument("--variants", default="all", help="comma-separated cutlass_gemm.VARIANTS names (or \"a/b/c\": "
+                    "one per hidden layer), or all")
     ap.add_argument("--sustain", type=float, default=5.0, help="seconds of back-to-back replay per config and round")
     ap.add_argument("--rounds", type=int, default=2, help="rounds over the configs")
     ap.add_argument("--final", action="store_true", help="also each variant with the CUTLASS final layer")
@@ -94,7 +98,7 @@ def main() -> int:
         ap.error(f"--chunks: expected comma-separated integers, got {args.chunks!r}")
     if any(c < 2 for c in chunk_counts):
         ap.error(f"--chunks: each count must be >= 2, got {args.chunks!r}")
-    unknown = [v for v in names if v not in VARIANTS]
+    unknown = [v for v in names if any(part not in VARIANTS for part in v.split("/"))]
     if unknown:
         ap.error(f"--variants: unknown {unknown}; known: {', '.join(VARIANTS)}")
     model = gpu_bench_model("bench_top_gemm.py", args.rows_scale)

@@ -219,6 +219,9 @@ def test_a_layer_reads_the_columns_in_the_order_the_one_before_stored_them(model
     mul, add = top._epilogue_vectors(0)
     order = physical_column_order(top.w[0].shape[0]).to(mul.device)
     assert torch.equal(mul, top.folded_mul[0][order]) and torch.equal(add, top.folded_add[0][order])
+    top.configs[1].cutlass = top.configs[2].cutlass = "128x128_c1x2_pingpong_fma_smemrows_e64x128"  # first only
+    assert top.stored_order(1) is None and top.input_weight(2) is top.w[2]
+    assert top._epilogue_vectors(1)[0] is top.folded_mul[1]
 
 
 @pytest.mark.parametrize("batch,chunks", [(1, 4), (200, 3)] + ([] if INTERPRETED else [(65537, 8)]))

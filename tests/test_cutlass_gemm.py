@@ -235,16 +235,22 @@ SHIPPED = "128x128_c1x2_pingpong_fma_smemrows_e64x128"
 
 @on_gpu
 @pytest.mark.parametrize("batch", SIZES)
-def test_permuted_stores_are_the_shipped_bytes_in_their_order(model, batch: int) -> None:
+@pytest.mark.parametrize("first_only", [False, True])
+def test_permuted_stores_are_the_shipped_bytes_in_their_order(model, batch: int, first_only: bool) -> None:
     """The register-to-global epilogue ("_permuted") against the shipped TMA-store epilogue, with the CUTLASS final
-    layer: each hidden layer's bytes, once put back in logical order, are the same, nothing is written past the
-    batch, and the probabilities are equal."""
+    layer, on every hidden layer or (first_only) on the first: each hidden layer's bytes, once put back in logical
+    order, are the same, nothing is written past the batch, and the probabilities are equal."""
+    from dlrm_bench.engines.cuda.top_mlp import use_cutlass_hidden_layers
+
     _, qm, _, _ = model
     x = _top_input(batch, batch + 21).cuda()
     results = []
     for variant in (SHIPPED, PERMUTED):
         top = _top(qm, variant)
-        top.configs[-1].cutlass = variant
+        if first_only and variant == PERMUTED:
+            use_cutlass_hidden_layers(top, SHIPPED, final_layer=True, first_layer=PERMUTED)
+        else:
+            top.configs[-1].cutlass = variant
         buffers = [torch.full((batch + 2, w), 99, dtype=torch.int8, device="cuda") for w in top.widths]
         probs = torch.full((batch + 2,), -1.0, device="cuda")
         top(x, buffers, probs, batch)

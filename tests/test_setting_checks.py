@@ -40,6 +40,7 @@ def test_every_system_of_every_shipped_config_passes(scenario: str) -> None:
     ("gemm_programs_per_sm=3", "expected an integer from 1 to 2"),
     ("triton_grpc_port=70000", "expected an integer from 0 to 65535"),
     ("start_from_device=1", "expected true or false"),
+    ("top_gemm_first_layer=128x128", "expected empty (top_gemm's kernel) or one of 128x128_c2x1_pingpong"),
 ])
 def test_bad_set_values_name_the_setting_and_the_flag(item: str, expected: str) -> None:
     with pytest.raises(UserError) as err:
@@ -49,7 +50,8 @@ def test_bad_set_values_name_the_setting_and_the_flag(item: str, expected: str) 
 
 @pytest.mark.parametrize("item", ["batch_size=8192", "cuda_graphs=true", "server_target_qps=1.5e5",
                                   "embedding_weights_on_gpu_part=0.25", "interaction_layout=paired",
-                                  "threads=0", "triton_inputs=rows", "server_max_wait_ms=0"])
+                                  "threads=0", "triton_inputs=rows", "server_max_wait_ms=0",
+                                  "top_gemm_first_layer=128x128_c1x2_pingpong_fma_permuted"])
 def test_good_set_values_pass(item: str) -> None:
     key = item.partition("=")[0]
     assert key in cfg.parse_overrides([item])

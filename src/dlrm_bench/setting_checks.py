@@ -94,6 +94,8 @@ CHECKS: dict[str, Check] = {
     "shared_compute_stream": boolean(),
     "interaction_layout": one_of("triangle", "paired"),
     "top_gemm": one_of("triton", *CUTLASS_VARIANTS),
+    "top_gemm_first_layer": Check("empty (top_gemm's kernel) or one of " + ", ".join(CUTLASS_VARIANTS),
+                                  lambda v: v == "" or (isinstance(v, str) and v in CUTLASS_VARIANTS)),
     "cutlass_final_layer": boolean(),
     "interaction_kernel": one_of("triton", "cuda"),
     "interaction_pairs_per_warp": integer(1, 64),

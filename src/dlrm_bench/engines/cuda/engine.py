@@ -139,7 +139,8 @@ class CudaEngine(Engine):
         self.top = TopMLP(qm, self.dev, interaction_layout=self.interaction_layout,
                           programs_per_sm=int(settings.get("gemm_programs_per_sm", 2)))
         self.cutlass_final_layer = bool(settings.get("cutlass_final_layer", False))
-        self.top_gemm = self._hidden_layer_kernels(str(settings.get("top_gemm", "triton")))
+        self.top_gemm = self._hidden_layer_kernels(str(settings.get("top_gemm", "triton")),
+                                                   str(settings.get("top_gemm_first_layer", "")))
         self.top.row_chunks = int(settings.get("top_mlp_row_chunks", 1))
         gemm_sms = int(settings.get("top_gemm_sms", 0))
         if gemm_sms:
@@ -467,7 +468,8 @@ class CudaEngine(Engine):
                 "table_bytes_on_gpu": self.table_bytes_on_gpu, "cuda_graphs": self.use_graphs,
                 "cuda_graph_sizes": self.graph_sizes if self.use_graphs else [],
                 "graph_batches": self.graph_batches, "interaction_layout": self.interaction_layout,
-                "top_gemm": self.top_gemm, "cutlass_final_layer": self.cutlass_final_layer,
+                "top_gemm": self.top_gemm, "top_gemm_first_layer": self.top.configs[0].cutlass or "triton",
+                "cutlass_final_layer": self.cutlass_final_layer,
                 "top_gemm_sms": self.top.num_sms, "interaction_kernel": self.interaction.kernel,
                 "interaction_pairs_per_warp": self.interaction.pairs_per_warp,
                 "bottom_kernel": self.bottom.kernel,
@@ -495,15 +497,17 @@ class CudaEngine(Engine):
             print(f"warning: interaction_kernel {kernel}: {exc}; the interaction runs in Triton", file=sys.stderr)
             return Interaction(qm, self.store, offsets, packing=self.packing, layout=self.interaction_layout)
 
-    def _hidden_layer_kernels(self, top_gemm: str) -> str:
+    def _hidden_layer_kernels(self, top_gemm: str, first_layer: str = "") -> str:
         """Put the top MLP's hidden layers on the CUTLASS kernel `top_gemm` (setting "top_gemm"; with setting
-        "cutlass_final_layer" the last layer too); where the library is not built or the GPU is not a Hopper, say
-        so on stderr and keep Triton. Returns the kernels in use."""
+        "cutlass_final_layer" the last layer too; setting "top_gemm_first_layer", where not empty, the first hidden
+        layer's kernel); where the library is not built or the GPU is not a Hopper, say so on stderr and keep
+        Triton. Returns the kernels in use."""
         if top_gemm == "triton":
             self.cutlass_final_layer = False
             return top_gemm
         try:
-            use_cutlass_hidden_layers(self.top, top_gemm, final_layer=self.cutlass_final_layer)
+            use_cutlass_hidden_layers(self.top, top_gemm, final_layer=self.cutlass_final_layer,
+                                      first_layer=first_layer)
         except CutlassUnavailable as exc:
             print(f"warning: top_gemm {top_gemm}: {exc}; the top layers run in Triton", file=sys.stderr)
             self.cutlass_final_layer = False

@@ -368,14 +368,15 @@ class TopMLP:
         self.layer(len(self.w) - 1, x, probs, num_pairs)
 
 
-def use_cutlass_hidden_layers(top: TopMLP, variant: str, final_layer: bool = False) -> None:
+def use_cutlass_hidden_layers(top: TopMLP, variant: str, final_layer: bool = False, first_layer: str = "") -> None:
     """Run `top`'s hidden layers (with final_layer, its last layer too) on the CUTLASS kernel `variant`
-    (cutlass_gemm.VARIANTS). Loads the library now:
+    (cutlass_gemm.VARIANTS), the first hidden layer on `first_layer` where given. Loads the library now:
     CutlassUnavailable (with the path and how to build it, or the GPU that cannot run it) at start, not mid-run."""
     from dlrm_bench.engines.cuda.cutlass_gemm import VARIANTS, CutlassUnavailable, cutlass_top_gemm
 
-    if variant not in VARIANTS:
-        raise ValueError(f"top_gemm {variant!r}: expected triton or one of {', '.join(VARIANTS)}")
+    for setting, name in (("top_gemm", variant), ("top_gemm_first_layer", first_layer or variant)):
+        if name not in VARIANTS:
+            raise ValueError(f"{setting} {name!r}: expected triton or one of {', '.join(VARIANTS)}")
     capability = torch.cuda.get_device_capability(top.final_w.device)
     if capability != (9, 0):
         raise CutlassUnavailable(f"the CUTLASS kernels are built for Hopper (sm_90a); this GPU is sm_"
@@ -385,4 +386,6 @@ def use_cutlass_hidden_layers(top: TopMLP, variant: str, final_layer: bool = Fal
         cfg.cutlass = variant
     if final_layer:
         top.configs[-1].cutlass = variant
+    if first_layer:
+        top.configs[0].cutlass = first_layer
     top.prepare_column_orders()
