@@ -139,18 +139,19 @@ class BottomMLP:
             raise UserError(f"bottom_kernel '{kernel}': choose one of {', '.join(KERNELS)}")
         self.kernel = kernel
         self.native = self._native_kernel(device) if kernel == "cuda" else None
-        if self.native is not None:
+        self.layer1_fp16 = layer1_fp16
+        self.block_m, self.chunk, self.num_warps, self.num_stages = block_m, chunk, num_warps, num_stages
+        if self.native is not None:  # the CUDA kernel reads everything from its shared-memory image
             self.image = wgmma_image(qm).to(device)
             self.num_sms = torch.cuda.get_device_properties(device).multi_processor_count
+            return
         l1, l2, l3 = qm.bottom
         w1 = torch.zeros(512, K1_PAD, dtype=torch.float16 if layer1_fp16 else torch.int8)
         w1[:, : l1.weight.shape[1]] = l1.weight.to(w1.dtype)
         self.w = [w1.to(device), l2.weight.contiguous().to(device), l3.weight.contiguous().to(device)]
-        self.layer1_fp16 = layer1_fp16
         self.s = [layer.w_scale.float().to(device) for layer in qm.bottom]
         self.b = [layer.bias.float().to(device) for layer in qm.bottom]
         self.a = [layer.act_inv.to(device) for layer in qm.bottom]
-        self.block_m, self.chunk, self.num_warps, self.num_stages = block_m, chunk, num_warps, num_stages
 
     def __call__(self, numeric_int8: torch.Tensor, rows: torch.Tensor | None, num_pairs: int,
                  out: torch.Tensor) -> None:
