@@ -31,6 +31,20 @@ typename Gemm::Arguments int8_gemm_arguments(const int8_t* a, const int8_t* b, D
           hw};
 }
 
+// The workspace half of the interface CUTLASS asks of an epilogue or an epilogue-tree node: none needed.
+struct NoWorkspace {
+  template <class ProblemShape, class Arguments>
+  static size_t get_workspace_size(ProblemShape const&, Arguments const&) {
+    return 0;
+  }
+
+  template <class ProblemShape, class Arguments>
+  static cutlass::Status initialize_workspace(ProblemShape const&, Arguments const&, void*, cudaStream_t,
+                                              cutlass::CudaHostAdapter* = nullptr) {
+    return cutlass::Status::kSuccess;
+  }
+};
+
 // Check, set up (TMA descriptors, the epilogue's workspace fills) and launch on `stream`.
 template <class Gemm>
 int launch(typename Gemm::Arguments const& args, int device, void* workspace, size_t workspace_bytes,

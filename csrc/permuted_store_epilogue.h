@@ -28,13 +28,14 @@
 #include "cute/tensor.hpp"
 #include "cutlass/array.h"
 #include "cutlass/cutlass.h"
+#include "cutlass_launch.h"
 #include "cutlass/epilogue/thread/activation.h"
 #include "cutlass/numeric_conversion.h"
 
 namespace dlrm_cutlass {
 
 template <class StrideD_>
-class PermutedInt8Epilogue {
+class PermutedInt8Epilogue : public NoWorkspace {
  public:
   using ElementC = int8_t;
   using StrideC = StrideD_;
@@ -70,17 +71,6 @@ class PermutedInt8Epilogue {
   template <class ProblemShape>
   static constexpr Params to_underlying_arguments(ProblemShape const&, Arguments const& args, void*) {
     return args;
-  }
-
-  template <class ProblemShape>
-  static size_t get_workspace_size(ProblemShape const&, Arguments const&) {
-    return 0;
-  }
-
-  template <class ProblemShape>
-  static cutlass::Status initialize_workspace(ProblemShape const&, Arguments const&, void*, cudaStream_t,
-                                              cutlass::CudaHostAdapter* = nullptr) {
-    return cutlass::Status::kSuccess;
   }
 
   // N a whole number of tiles; D's rows and alpha / bias 16-byte aligned.

@@ -17,12 +17,13 @@
 
 #include "cute/tensor.hpp"
 #include "cutlass/cutlass.h"
+#include "cutlass_launch.h"
 #include "cutlass/epilogue/fusion/sm90_visitor_tma_warpspecialized.hpp"
 
 namespace dlrm_cutlass {
 
 template <int MaxN, class CtaTileShapeMNK>
-struct Sm90WholeRowBroadcast {
+struct Sm90WholeRowBroadcast : NoWorkspace {
   static constexpr int kConsumerWarpGroups = 2;
   static constexpr int kWarpGroupThreads = 128;
   static constexpr int kTileN = cute::size<1>(CtaTileShapeMNK{});
@@ -45,17 +46,6 @@ struct Sm90WholeRowBroadcast {
   template <class ProblemShape>
   static bool can_implement(ProblemShape const& problem_shape, Arguments const& args) {
     return int(cute::get<1>(problem_shape)) <= MaxN;
-  }
-
-  template <class ProblemShape>
-  static size_t get_workspace_size(ProblemShape const&, Arguments const&) {
-    return 0;
-  }
-
-  template <class ProblemShape>
-  static cutlass::Status initialize_workspace(ProblemShape const&, Arguments const&, void*, cudaStream_t,
-                                              cutlass::CudaHostAdapter* = nullptr) {
-    return cutlass::Status::kSuccess;
   }
 
   CUTLASS_HOST_DEVICE Sm90WholeRowBroadcast() {}
