@@ -261,3 +261,12 @@ def test_cuda_front_kernels_in_the_engine(workspace, monkeypatch) -> None:
         engine.close()
     for name in results:
         np.testing.assert_array_equal(results[name], results["triton"])
+
+
+def test_a_first_layer_kernel_without_a_cutlass_top_gemm_is_named(workspace, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("MLPERF_SCRATCH_PATH", str(workspace["root"]))
+    engine = create_engine("cuda", workspace["model"], load_meta(workspace["data"]),
+                           {"gpu_batch_size": 512, "top_gemm_first_layer": "128x128_c1x2_pingpong_fma_permuted"})
+    assert engine.describe()["top_gemm"] == "triton" and engine.describe()["top_gemm_first_layer"] == "triton"
+    engine.close()
+    assert "top_gemm_first_layer 128x128_c1x2_pingpong_fma_permuted needs a CUTLASS top_gemm" in capsys.readouterr().err

@@ -503,6 +503,9 @@ class CudaEngine(Engine):
         layer's kernel); where the library is not built or the GPU is not a Hopper, say so on stderr and keep
         Triton. Returns the kernels in use."""
         if top_gemm == "triton":
+            if first_layer:
+                print(f"warning: top_gemm_first_layer {first_layer} needs a CUTLASS top_gemm; the top layers run in "
+                      f"Triton", file=sys.stderr)
             self.cutlass_final_layer = False
             return top_gemm
         try:
