@@ -33,6 +33,12 @@ def test_line_quotes_what_loadgen_ran(tmp_path) -> None:
     assert "server_target_qps=550000.0" in text and "unrelated" not in text
 
 
+def test_the_first_top_layers_kernel_is_shown_where_set(tmp_path) -> None:
+    settings = {"gpu_batch_size": 524288, "top_gemm_first_layer": "128x128_c1x2_pingpong_fma_permuted"}
+    text = sr.line(sr.summarize(_write(tmp_path / "o", "Offline", settings=settings)))
+    assert "gpu_batch_size=524288" in text and "top_gemm_first_layer=128x128_c1x2_pingpong_fma_permuted" in text
+
+
 def test_offline_and_accuracy_rows(tmp_path) -> None:
     offline = sr.line(sr.summarize(_write(tmp_path / "o", "Offline", loadgen_settings={})))
     assert "p99" not in offline
