@@ -286,10 +286,10 @@ class TopMLP:
                              f"[N, K] = [{n}, {k}]")
         final = i == len(self.w) - 1
         if cfg.cutlass:
-            self._layer_cutlass(i, x, out, num_pairs, cfg.cutlass, final)
+            self._layer_cutlass(i, x, w, out, num_pairs, cfg.cutlass, final)
             return
         if cfg.tma:
-            self._layer_tma(i, x, out, num_pairs, cfg, final)
+            self._layer_tma(i, x, w, out, num_pairs, cfg, final)
             return
         grid = (triton.cdiv(num_pairs, cfg.block_m) * (n // cfg.block_n),)
         _linear_int8_kernel[grid](
@@ -298,25 +298,24 @@ class TopMLP:
             FINAL=final, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m,
             num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
-    def _layer_cutlass(self, i: int, x: torch.Tensor, out: torch.Tensor, num_pairs: int, variant: str,
-                       final: bool) -> None:
-        """Layer i on the CUTLASS library: a hidden layer with the folded epilogue; the final layer's row sums,
-        then the last bias and the sigmoid in place (one small Triton kernel)."""
+    def _layer_cutlass(self, i: int, x: torch.Tensor, w: torch.Tensor, out: torch.Tensor, num_pairs: int,
+                       variant: str, final: bool) -> None:
+        """Layer i (weight w, input_weight(i)) on the CUTLASS library: a hidden layer with the folded epilogue; the
+        final layer's row sums, then the last bias and the sigmoid in place (one small Triton kernel)."""
         from dlrm_bench.engines.cuda.cutlass_gemm import cutlass_top_gemm
 
         if not final:
             mul, add = self._epilogue_vectors(i)
-            cutlass_top_gemm()(variant, x, self.input_weight(i), out, mul, add, num_pairs, self.num_sms)
+            cutlass_top_gemm()(variant, x, w, out, mul, add, num_pairs, self.num_sms)
             return
-        cutlass_top_gemm().final_layer(x, self.input_weight(i), out, self.s[i], self.b[i], self.final_w, num_pairs,
-                                       self.num_sms, variant)
+        cutlass_top_gemm().final_layer(x, w, out, self.s[i], self.b[i], self.final_w, num_pairs, self.num_sms,
+                                       variant)
         _sigmoid_in_place_kernel[(triton.cdiv(num_pairs, 1024),)](out, self.final_b, num_pairs, BLOCK=1024)
 
-    def _layer_tma(self, i: int, x: torch.Tensor, out: torch.Tensor, num_pairs: int, cfg: GemmConfig,
-                   final: bool) -> None:
+    def _layer_tma(self, i: int, x: torch.Tensor, w: torch.Tensor, out: torch.Tensor, num_pairs: int,
+                   cfg: GemmConfig, final: bool) -> None:
         from triton.tools.tensor_descriptor import TensorDescriptor
 
-        w = self.input_weight(i)
         n, k = w.shape
         a_desc = TensorDescriptor(x, [num_pairs, k], [x.stride(0), 1], [cfg.block_m, cfg.block_k])
         b_desc = TensorDescriptor.from_tensor(w, [cfg.block_n, cfg.block_k])
