@@ -149,6 +149,31 @@ def test_take_by_pairs_waits_for_want_or_deadline(kind: str) -> None:
         queue.close()
 
 
+@pytest.mark.parametrize("kind", ["native", "python"])
+def test_a_sample_left_behind_waits_from_its_own_arrival(kind: str) -> None:
+    """A take that leaves a sample behind does not make it due at once: the next take still waits for
+    `want_pairs` until max_wait_s past that sample's own arrival (a loaded Server then sends full batches
+    instead of whatever was queued when a slot freed). Samples 0..2 have 1, 2, 3 pairs."""
+    if kind == "native" and not native_available():
+        pytest.skip("LoadGen's C API is not usable here")
+    queue = make_queue(kind, np.array([1, 2, 3], dtype=np.int64), wake_pairs=100)
+    issue = (lambda s: queue.lib.bridge_issue(0, np.ascontiguousarray(s, dtype=np.uint64).ctypes.data, len(s))) \
+        if kind == "native" else (lambda s: queue._issue([int(a) for a, _ in s], [int(b) for _, b in s]))
+    try:
+        issue([[7, 0], [8, 1]])
+        time.sleep(0.2)  # the queue's first sample is now 200 ms old
+        issue([[9, 2]])
+        arrived = time.perf_counter()
+        ids, _ = queue.take(max_samples=10, max_pairs=3, want_pairs=1, max_wait_s=0.0)
+        assert ids.tolist() == [7, 8]  # 3 pairs; sample 9 is left behind
+        ids, _ = queue.take(max_samples=10, max_pairs=100, want_pairs=100, max_wait_s=0.15)
+        waited = time.perf_counter() - arrived
+        assert ids.tolist() == [9]
+        assert 0.12 <= waited < 1.0, f"the left-behind sample was taken {waited * 1e3:.0f} ms after it arrived"
+    finally:
+        queue.close()
+
+
 def test_a_large_native_issue_is_taken_while_it_is_still_going_in() -> None:
     """One issue of 4,000,000 samples (Offline's single query; it goes in in pieces of 65,536 under the lock): a
     batcher taking at the same time gets every sample exactly once, in issue order, and its first batch before

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Protocol
 
@@ -43,8 +44,8 @@ class SampleQueue(Protocol):
 
     def take(self, max_samples: int, max_pairs: int, want_pairs: int,
              max_wait_s: float) -> tuple[np.ndarray, np.ndarray] | None:
-        """Block until samples are queued, then until `want_pairs` pairs are queued or the oldest has waited
-        `max_wait_s`; return the longest prefix of at most `max_samples` samples and `max_pairs` pairs (at least
+        """Block until samples are queued, then until `want_pairs` pairs are queued or the head sample has waited
+        `max_wait_s` since its own arrival (one left behind by an earlier take is not due at once); return the longest prefix of at most `max_samples` samples and `max_pairs` pairs (at least
         one sample) as (response ids uint64 [n], sample indices int64 [n]), in issue order. None once `stop` was
         called and the queue is empty."""
 
@@ -72,7 +73,9 @@ class PythonSampleQueue:
         self.ids: list[int] = []
         self.indices: list[int] = []
         self.queued_pairs = 0
-        self.oldest = 0.0
+        self.arrivals: deque[tuple[int, float]] = deque()  # (issued count after an issue, when it came)
+        self.issued = 0
+        self.taken = 0
         self.running = True
 
     def construct_sut(self) -> int:
@@ -84,8 +87,9 @@ class PythonSampleQueue:
     def _issue(self, ids: list[int], indices: list[int]) -> None:
         with self.cond:
             if not self.ids:
-                self.oldest = time.perf_counter()
                 self.cond.notify()
+            self.issued += len(ids)
+            self.arrivals.append((self.issued, time.perf_counter()))
             self.ids.extend(ids)
             self.indices.extend(indices)
             self.queued_pairs += int(self.lengths[indices].sum())
@@ -102,7 +106,7 @@ class PythonSampleQueue:
                 self.cond.wait()
             if not self.ids:
                 return None
-            deadline = self.oldest + max_wait_s
+            deadline = self.arrivals[0][1] + max_wait_s  # the head sample's own arrival
             while self.queued_pairs < want_pairs and self.running:
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0:
@@ -114,6 +118,9 @@ class PythonSampleQueue:
             ids, indices = self.ids[:n], head[:n]
             del self.ids[:n], self.indices[:n]
             self.queued_pairs -= int(pairs[n - 1])
+            self.taken += n
+            while self.arrivals and self.arrivals[0][0] <= self.taken:
+                self.arrivals.popleft()
         return np.array(ids, dtype=np.uint64), indices
 
     def complete(self, ids: np.ndarray, pairs: np.ndarray, predictions: np.ndarray) -> None:

@@ -3,7 +3,7 @@
  * LoadGen calls `bridge_issue` (registered through mlperf::c::ConstructSUT) on its own threads: the new samples
  * are appended to one growable queue under a mutex, without Python and without the GIL. The harness's batcher
  * thread calls `bridge_take` through ctypes (which releases the GIL while it waits): it blocks until samples are
- * queued, then until enough pairs are queued or `max_wait_s` has passed since the oldest queued arrival, and
+ * queued, then until enough pairs are queued or `max_wait_s` has passed since the head sample's own arrival, and
  * copies out at most one batch of pairs. `bridge_complete` builds LoadGen's response records for a finished batch
  * (one float32 prediction per pair, consecutive samples' predictions back to back in one buffer) and hands them
  * to LoadGen's QuerySamplesComplete in one call.
@@ -38,7 +38,16 @@ static const int64_t *g_lengths = NULL; /* pairs per QSL sample index */
 static size_t g_num_samples = 0;
 static uint64_t g_queued_pairs = 0;
 static uint64_t g_wake_pairs = 1;
-static double g_oldest = 0.0;
+/* When samples arrived: one record per publish, for the samples up to `end` in g_issued's count. The head
+ * sample's arrival is the first record ending past g_taken (samples taken so far), so a sample left behind by a
+ * take keeps its own arrival time. */
+typedef struct {
+    uint64_t end;
+    double time;
+} Arrival;
+static Arrival *g_arrivals = NULL;
+static size_t g_arrival_head = 0, g_arrival_tail = 0, g_arrival_capacity = 0;
+static uint64_t g_taken = 0;
 static int g_stopped = 0;
 static uint64_t g_issued = 0;
 static CompleteFn g_complete = NULL;
@@ -77,6 +86,8 @@ int bridge_reset(void *complete_fn, int response_words, const int64_t *lengths, 
     g_filling = 0;
     g_stopped = 0;
     g_issued = 0;
+    g_taken = 0;
+    g_arrival_head = g_arrival_tail = 0;
     if (g_queue == NULL) {
         g_capacity = 1 << 16;
         g_queue = (Sample *)malloc(g_capacity * sizeof(Sample));
@@ -113,13 +124,32 @@ static uint64_t pairs_in(const Sample *samples, size_t count) {
     return pairs;
 }
 
+/* Record that the samples up to `end` (in g_issued's count) arrived now (caller holds the lock). */
+static void record_arrival(uint64_t end) {
+    if (g_arrival_tail == g_arrival_capacity && g_arrival_head > 0) {
+        memmove(g_arrivals, g_arrivals + g_arrival_head, (g_arrival_tail - g_arrival_head) * sizeof(Arrival));
+        g_arrival_tail -= g_arrival_head;
+        g_arrival_head = 0;
+    }
+    if (g_arrival_tail == g_arrival_capacity) {
+        size_t capacity = g_arrival_capacity ? 2 * g_arrival_capacity : 1 << 12;
+        Arrival *grown = (Arrival *)realloc(g_arrivals, capacity * sizeof(Arrival));
+        if (grown == NULL) abort(); /* LoadGen would wait forever for these samples: fail loudly instead */
+        g_arrivals = grown;
+        g_arrival_capacity = capacity;
+    }
+    g_arrivals[g_arrival_tail].end = end;
+    g_arrivals[g_arrival_tail].time = now_s();
+    ++g_arrival_tail;
+}
+
 /* Make the `count` samples written at the tail queued (they carry `pairs` pairs) and wake the batcher (caller
  * holds the lock). */
 static void publish(size_t count, uint64_t pairs) {
     int was_empty = g_tail == g_head;
-    if (was_empty) g_oldest = now_s();
     g_tail += count;
     g_issued += count;
+    record_arrival(g_issued);
     g_queued_pairs += pairs;
     if (was_empty || g_queued_pairs >= g_wake_pairs) pthread_cond_signal(&g_ready);
 }
@@ -172,7 +202,15 @@ static uint64_t pairs_of(const Sample *s) {
     return (size_t)s->index < g_num_samples ? (uint64_t)g_lengths[s->index] : 0;
 }
 
-/* Wait for samples, then until `want_pairs` pairs are queued or the oldest queued sample has waited `max_wait_s`;
+/* Forget the arrival records of the `n` samples just taken (caller holds the lock). */
+static void drop_arrivals(size_t n) {
+    g_taken += n;
+    while (g_arrival_head < g_arrival_tail && g_arrivals[g_arrival_head].end <= g_taken) ++g_arrival_head;
+    if (g_arrival_head == g_arrival_tail) g_arrival_head = g_arrival_tail = 0;
+}
+
+/* Wait for samples, then until `want_pairs` pairs are queued or the head sample has waited `max_wait_s` since it
+ * arrived;
  * copy to `out` the longest prefix of at most `max_n` samples and at most `max_pairs` pairs (at least one
  * sample). Returns the count, or -1 once stopped and empty. */
 int64_t bridge_take(Sample *out, size_t max_n, uint64_t max_pairs, uint64_t want_pairs, double max_wait_s) {
@@ -182,7 +220,7 @@ int64_t bridge_take(Sample *out, size_t max_n, uint64_t max_pairs, uint64_t want
         pthread_mutex_unlock(&g_lock);
         return -1;
     }
-    double deadline = g_oldest + max_wait_s;
+    double deadline = g_arrivals[g_arrival_head].time + max_wait_s;
     while (g_queued_pairs < want_pairs && !g_stopped) {
         double left = deadline - now_s();
         if (left <= 0) break;
@@ -205,7 +243,7 @@ int64_t bridge_take(Sample *out, size_t max_n, uint64_t max_pairs, uint64_t want
     memcpy(out, g_queue + g_head, n * sizeof(Sample));
     g_head += n;
     if (g_head == g_tail && !g_filling) g_head = g_tail = 0;
-    /* Samples left behind keep g_oldest: they are due at once on the next take. */
+    drop_arrivals(n);
     pthread_mutex_unlock(&g_lock);
     return (int64_t)n;
 }
