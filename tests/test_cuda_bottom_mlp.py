@@ -23,7 +23,9 @@ from tests.hopper import hopper_test  # noqa: E402
 from tests.quant_fixtures import random_inputs, random_quantized  # noqa: E402
 
 CARDS = [1000, 50, 7, 300, 2, 64, 100, 5, 3, 900, 17, 40, 10, 8, 33, 12, 4, 60, 14, 700, 500, 800, 90, 70, 6, 36]
-SIZES = [1, 7, 63, 64, 65, 1001, 65537, 262144]
+LARGEST = 1048576
+"""The largest batch the configs run (the H100x1 Offline and multi-GPU configs' gpu_batch_size)."""
+SIZES = [1, 7, 63, 64, 65, 1001, 65537, LARGEST]
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +74,7 @@ def _buffer(batch: int, seed: int) -> torch.Tensor:
 @pytest.mark.parametrize("indirect", [False, True])
 @pytest.mark.parametrize("columns", [13, 16])
 def test_cuda_kernel_writes_the_triton_kernels_bytes(model, batch: int, indirect: bool, columns: int) -> None:
-    if batch == 262144 and (columns != 13 or not indirect):
+    if batch == LARGEST and (columns != 13 or not indirect):
         pytest.skip("the largest batch once, as the engine runs it")
     _, qm, _, _ = model
     numeric, _ = random_inputs(batch + 9, batch + 50, CARDS)

@@ -23,7 +23,9 @@ from tests.hopper import hopper_test  # noqa: E402
 from tests.quant_fixtures import random_inputs, random_quantized  # noqa: E402
 
 CARDS = [1000, 50, 7, 300, 2, 64, 100, 5, 3, 900, 17, 40, 10, 8, 33, 12, 4, 60, 14, 700, 500, 800, 90, 70, 6, 36]
-SIZES = [1, 7, 67, 1001, 65537, 262144]
+LARGEST = 1048576
+"""The largest batch the configs run (the H100x1 Offline and multi-GPU configs' gpu_batch_size)."""
+SIZES = [1, 7, 67, 1001, 65537, LARGEST]
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +64,7 @@ def _buffers(batch: int, dense: torch.Tensor, seed: int) -> torch.Tensor:
 @pytest.mark.parametrize("pairs_per_warp", [1, 3, 8, 16])
 def test_cuda_kernel_writes_the_triton_kernels_bytes(model, batch: int, indirect: bool, pairs_per_warp: int
                                                      ) -> None:
-    if batch == 262144 and (pairs_per_warp < 8 or not indirect):
+    if batch == LARGEST and (pairs_per_warp < 8 or not indirect):
         pytest.skip("the largest batch with the engine's runs only (8 or 16 pairs per warp, rows indirect)")
     _, qm, tables, offsets = model
     numeric, cat = random_inputs(batch + 200, batch + 5, CARDS)

@@ -234,7 +234,7 @@ SHIPPED = "128x128_c1x2_pingpong_fma_smemrows_e64x128"
 
 
 @on_gpu
-@pytest.mark.parametrize("batch", [*SIZES, 524288])  # 524,288: the H100x1 / H200x1 configs' batch
+@pytest.mark.parametrize("batch", [*SIZES, 524288, 1048576])  # the H100x1 / H200x1 configs' batches
 @pytest.mark.parametrize("first_only", [False, True])
 def test_permuted_stores_are_the_shipped_bytes_in_their_order(model, batch: int, first_only: bool) -> None:
     """The register-to-global epilogue ("_permuted") against the shipped TMA-store epilogue, with the CUTLASS final
