@@ -145,3 +145,15 @@ def test_offline_takes_samples_in_chunks() -> None:
     server = take_policy("Server", {"offline_take_samples": 100, "server_max_wait_ms": 5.0}, 262144)
     assert (server.max_samples, server.max_pairs, server.want_pairs) == (OFFLINE_TAKE, 262144, 262144)
     assert server.max_wait_s == 0.005
+
+
+def test_a_server_batch_that_fills_slower_than_the_wait_is_named() -> None:
+    """1,048,576 pairs at 736K samples/s of 270 pairs take 5.3 ms to arrive: with a 5 ms wait, batches leave part
+    full under load, and the note says by how much and what to change; 524,288 pairs (2.6 ms) fill in time."""
+    from dlrm_bench.harness.sut import batch_fill_note
+
+    note = batch_fill_note(1048576, 5.0, 736000, 270.0)
+    assert note is not None and "5.3 ms" in note and "~95% full" in note and "server_max_wait_ms above 5.3" in note
+    assert batch_fill_note(1048576, 8.0, 736000, 270.0) is None
+    assert batch_fill_note(524288, 5.0, 736000, 270.0) is None
+    assert batch_fill_note(524288, 5.0, 0, 270.0) is None

@@ -29,7 +29,7 @@ from dlrm_bench.harness.cpu_affinity import apply_cpu_affinity
 from dlrm_bench.harness.host_stats import HostSample, host_delta
 from dlrm_bench.harness.logs import loadgen_metrics, make_run_root, read_detail_log, run_dir, update_latest
 from dlrm_bench.harness.qsl import SampleLibrary
-from dlrm_bench.harness.sut import make_sut
+from dlrm_bench.harness.sut import batch_fill_note, make_sut
 from dlrm_bench.harness.system import SystemInfo, detect_system
 from dlrm_bench.paths import configs_dir, logs_dir
 from dlrm_bench.serving import create_triton_engine
@@ -106,6 +106,10 @@ def run_loadgen(ctx: RunContext, engine: Engine, scenario: str, mode: str, setti
     audit = ctx.audit if ctx.audit else out / "no-audit.config"
     engine.submit_phases()  # forget the warm-up's
     with SampleLibrary(ctx.split, ctx.offsets, qsl_count) as qsl, make_sut(scenario, engine, qsl, settings) as sut:
+        note = batch_fill_note(sut.batch_size, 1e3 * sut.policy.max_wait_s, ts.server_target_qps,
+                               qsl.mean_pairs_per_sample) if scenario == "Server" else None
+        if note:
+            print(note, flush=True)
         t0 = time.perf_counter()
         host_before = HostSample()
         lg.StartTestWithLogSettings(sut.handle, qsl.handle, ts, log_settings(out), str(audit))

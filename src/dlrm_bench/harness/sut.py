@@ -5,7 +5,8 @@ setting `loadgen_bridge`). One batcher thread takes them out:
 Offline: the whole query, cut in LoadGen's order into batches of at most `batch_size` pairs, with
 `inflight_batches` batches in the engine at once.
 Server and SingleStream: once an engine slot is free, queued samples until about `batch_size` pairs or
-`server_max_wait_ms` after the oldest one (SingleStream: 0 ms, take what is queued now), so latency stays bounded.
+`server_max_wait_ms` after the oldest one's arrival (SingleStream: 0 ms, take what is queued now), so latency stays
+bounded.
 Completion threads (`complete_threads`) hand the results back: one float32 prediction per pair of each sample,
 from a buffer that stays alive until LoadGen's QuerySamplesComplete returns.
 """
@@ -124,6 +125,21 @@ def take_policy(scenario: str, settings: dict[str, Any], batch_size: int) -> Tak
         return TakePolicy(int(settings.get("offline_take_samples", OFFLINE_TAKE)), 1 << 62, 1, 0.0)
     wait_ms = 0.0 if scenario == "SingleStream" else float(settings.get("server_max_wait_ms", 1.0))
     return TakePolicy(OFFLINE_TAKE, batch_size, batch_size, wait_ms / 1000.0)
+
+
+def batch_fill_note(batch_size: int, max_wait_ms: float, target_qps: float, pairs_per_sample: float) -> str | None:
+    """A warning when `batch_size` pairs take longer to arrive at the Server target than `server_max_wait_ms`:
+    then, under load, every batch goes out by the deadline part-full, and an engine that computes fixed batch sizes
+    (the CUDA engine's graph buckets) pads the rest. None when the batch fills within the wait."""
+    if target_qps <= 0 or pairs_per_sample <= 0:
+        return None
+    fill_ms = 1e3 * batch_size / (target_qps * pairs_per_sample)
+    if fill_ms <= max_wait_ms:
+        return None
+    full = 100.0 * max_wait_ms / fill_ms
+    return (f"Server: batch_size {batch_size:,} pairs take {fill_ms:.1f} ms to arrive at {target_qps:,.0f} samples/s "
+            f"({pairs_per_sample:.1f} pairs each), longer than server_max_wait_ms {max_wait_ms:g}: under load "
+            f"batches leave ~{full:.0f}% full. Raise server_max_wait_ms above {fill_ms:.1f} or lower batch_size.")
 
 
 class BatchingSUT:
