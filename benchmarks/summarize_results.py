@@ -4,7 +4,8 @@
 
 Reads every result.json that `dlrm-bench run` wrote (newest runs last) and prints what the session notes quote:
 samples/s, VALID/INVALID, p99 (Server) or the first result's latency (Offline), the interpreter watchdog's stalls
-(count, longest) and the settings that differ most between runs (target QPS, batch sizes, CUDA graphs, bundles).
+(count, longest), the machine's memory stalls where there were any (direct compactions and reclaims, this process's
+major page faults) and the settings that differ most between runs (target QPS, batch sizes, CUDA graphs, bundles).
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ def summarize(result_file: Path) -> dict:
     key = {"Server": "server_target_qps", "Offline": "offline_expected_qps"}.get(r.get("scenario"))
     if key in loadgen:  # what LoadGen ran with (a command-line target overrides the config's)
         settings[key] = loadgen[key]
+    host = r.get("host_cpu") if isinstance(r.get("host_cpu"), dict) else {}
+    vmstat = host.get("vmstat") if isinstance(host.get("vmstat"), dict) else {}
+    memory = {"compactions": vmstat.get("compact_stall"), "reclaims": vmstat.get("allocstall"),
+              "major faults": host.get("major_faults")}
     engine = r.get("engine_info") or {}
     for k in ("cuda_graphs", "gpus"):
         if k in engine:
@@ -40,6 +45,7 @@ def summarize(result_file: Path) -> dict:
             "validity": r.get("result_validity"), "p99_ms": r.get("latency_p99_ms"),
             "auc_ratio": r.get("auc_ratio"), "first_result_ms": r.get("latency_min_ms"), "stalls": pauses.get("stalls"),
             "stall_max_ms": pauses.get("stall_max_ms"),
+            "memory_stalls": {k: int(v) for k, v in memory.items() if v},
             "settings": {k: settings[k] for k in SETTINGS_SHOWN if k in settings}}
 
 
@@ -50,9 +56,11 @@ def line(s: dict) -> str:
     first = (f"first result {s['first_result_ms']:.0f} ms" if s.get("first_result_ms") is not None
              and s["scenario"] == "Offline" else "")
     stalls = f"stalls {s['stalls']} (max {s['stall_max_ms']:.1f} ms)" if s["stalls"] is not None else ""
+    memory = ", ".join(f"{k} {v}" for k, v in s.get("memory_stalls", {}).items())
+    memory = f"memory: {memory}" if memory else ""
     cfg = " ".join(f"{k}={v}" for k, v in s["settings"].items())
     return "  ".join(x for x in (f"{s['scenario']}/{s['config_ver']}/{s['test_mode']}", sps, s["validity"] or "",
-                                 p99, auc, first, stalls, cfg) if x)
+                                 p99, auc, first, stalls, memory, cfg) if x)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dlrm_bench.harness.host_stats import CPU_FIELDS, HostSample, host_delta, irq_top, read_cpu_ticks, read_interrupts
+from dlrm_bench.harness.host_stats import (CPU_FIELDS, VMSTAT_FIELDS, HostSample, host_delta, irq_top, read_cpu_ticks,
+                                          read_interrupts, read_vmstat)
 
 
 def test_cpu_line_is_read_by_field(tmp_path: Path) -> None:
@@ -27,6 +28,25 @@ def test_delta_in_seconds_with_the_steal_share() -> None:
     assert delta["user_s"] == 3.0 and delta["steal_s"] == 1.0
     assert delta["steal_share"] == 0.1
     assert delta["voluntary_switches"] == 4 and delta["involuntary_switches"] == 3
+
+
+def test_vmstat_counters_are_read_and_per_zone_allocstalls_summed(tmp_path: Path) -> None:
+    vmstat = tmp_path / "vmstat"
+    vmstat.write_text("pgfault 900\npgmajfault 7\nallocstall_dma 1\nallocstall_normal 4\ncompact_stall 2\n"
+                      "thp_fault_alloc 30\nnr_free_pages 5\n")
+    assert read_vmstat(vmstat) == {"compact_stall": 2, "allocstall": 5, "thp_fault_alloc": 30, "pgmajfault": 7}
+    vmstat.write_text("pgmajfault 7\n")  # an older kernel without the rest: zeros
+    assert read_vmstat(vmstat) == {"compact_stall": 0, "allocstall": 0, "thp_fault_alloc": 0, "pgmajfault": 7}
+    assert read_vmstat(tmp_path / "missing") == {}
+
+
+def test_faults_and_vmstat_deltas() -> None:
+    before = HostSample(minor_faults=10, major_faults=1, vmstat=dict.fromkeys(VMSTAT_FIELDS, 3))
+    after = HostSample(minor_faults=25, major_faults=2, vmstat=dict.fromkeys(VMSTAT_FIELDS, 3) | {"compact_stall": 5})
+    delta = host_delta(before, after)
+    assert delta["minor_faults"] == 15 and delta["major_faults"] == 1
+    assert delta["vmstat"] == {"compact_stall": 2, "allocstall": 0, "thp_fault_alloc": 0, "pgmajfault": 0}
+    assert "vmstat" not in host_delta(HostSample(vmstat={}), after)
 
 
 def test_a_real_sample_moves_forward() -> None:

@@ -74,3 +74,11 @@ def test_an_offline_line_names_when_the_first_result_came(tmp_path) -> None:
     assert "VALID  first result 389 ms  stalls 3 (max 5.8 ms)" in offline
     server = sr.line(sr.summarize(_write(tmp_path / "s", "Server", latency_min_ms=0.4)))
     assert "first result" not in server
+
+
+def test_memory_stalls_are_shown_only_where_there_were_some(tmp_path) -> None:
+    host = {"major_faults": 2.0, "vmstat": {"compact_stall": 5.0, "allocstall": 0.0, "thp_fault_alloc": 9.0}}
+    text = sr.line(sr.summarize(_write(tmp_path / "m", "Server", host_cpu=host)))
+    assert "memory: compactions 5, major faults 2" in text and "reclaims" not in text
+    quiet = {"major_faults": 0.0, "vmstat": {"compact_stall": 0.0, "allocstall": 0.0}}
+    assert "memory" not in sr.line(sr.summarize(_write(tmp_path / "q", "Server", host_cpu=quiet)))

@@ -5,7 +5,10 @@ were runnable but the hypervisor ran something else), this process's context swi
 waited for something, involuntary = preempted while runnable) and the interrupt counts per CPU
 (/proc/interrupts). `host_delta` turns two samples into seconds and counts for result.json's `host_cpu`, with the
 busiest interrupt sources and the CPUs that took them (`irq_top`: which CPUs to keep the harness off, see the
-`cpu_affinity` setting). On a system without /proc the CPU times and interrupts are left out.
+`cpu_affinity` setting), this process's page faults (getrusage) and the machine's memory-pressure counters from
+/proc/vmstat (`VMSTAT_FIELDS`: direct compactions and reclaims stall the thread that faulted, and a thread holding
+the GIL then stalls the whole harness). On a system without /proc the CPU times, interrupts and counters are left
+out.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ from typing import Any
 
 PROC_STAT = Path("/proc/stat")
 PROC_INTERRUPTS = Path("/proc/interrupts")
+PROC_VMSTAT = Path("/proc/vmstat")
+VMSTAT_FIELDS = ("compact_stall", "allocstall", "thp_fault_alloc", "pgmajfault")
+"""/proc/vmstat counters kept (`allocstall` sums the per-zone allocstall_* lines of newer kernels)."""
 IRQ_TOP = 5
 """Interrupt sources listed in host_cpu.irq_top (the most frequent during the test), each with its 3 busiest CPUs."""
 CPU_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
@@ -35,6 +41,21 @@ def read_cpu_ticks(path: Path = PROC_STAT) -> dict[str, int]:
         return {}
     values = [int(v) for v in first[1:1 + len(CPU_FIELDS)]]
     return dict(zip(CPU_FIELDS, values))
+
+
+def read_vmstat(path: Path = PROC_VMSTAT) -> dict[str, int]:
+    """The VMSTAT_FIELDS counters of /proc/vmstat ({} when it cannot be read); a field the kernel lacks is 0."""
+    try:
+        lines = path.read_text(encoding="ascii", errors="replace").splitlines()
+    except OSError:
+        return {}
+    out = dict.fromkeys(VMSTAT_FIELDS, 0)
+    for line in lines:
+        name, _, value = line.partition(" ")
+        key = "allocstall" if name.startswith("allocstall") else name
+        if key in out and value.strip().isdigit():
+            out[key] += int(value)
+    return out
 
 
 def read_interrupts(path: Path = PROC_INTERRUPTS) -> dict[str, tuple[str, dict[str, int]]]:
@@ -86,15 +107,22 @@ class HostSample:
     voluntary: int = field(default_factory=lambda: resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw)
     involuntary: int = field(default_factory=lambda: resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw)
     irqs: dict[str, tuple[str, dict[str, int]]] = field(default_factory=read_interrupts)
+    minor_faults: int = field(default_factory=lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
+    major_faults: int = field(default_factory=lambda: resource.getrusage(resource.RUSAGE_SELF).ru_majflt)
+    vmstat: dict[str, int] = field(default_factory=read_vmstat)
 
 
 def host_delta(before: HostSample, after: HostSample) -> dict[str, Any]:
     """Seconds of CPU time per /proc/stat field summed over all CPUs between the samples (`steal_share`: steal
-    as a fraction of all CPU time), the wall seconds, the number of CPUs, this process's context switches, and
-    the busiest interrupt sources (`irq_top`)."""
+    as a fraction of all CPU time), the wall seconds, the number of CPUs, this process's context switches and page
+    faults, the machine's `vmstat` counters and the busiest interrupt sources (`irq_top`)."""
     out: dict[str, Any] = {"wall_s": after.wall - before.wall, "cpus": float(os.cpu_count() or 1),
                              "voluntary_switches": float(after.voluntary - before.voluntary),
-                             "involuntary_switches": float(after.involuntary - before.involuntary)}
+                             "involuntary_switches": float(after.involuntary - before.involuntary),
+                             "minor_faults": float(after.minor_faults - before.minor_faults),
+                             "major_faults": float(after.major_faults - before.major_faults)}
+    if before.vmstat and after.vmstat:
+        out["vmstat"] = {name: float(after.vmstat[name] - before.vmstat[name]) for name in VMSTAT_FIELDS}
     if before.ticks and after.ticks:
         hertz = os.sysconf("SC_CLK_TCK")
         seconds = {name: (after.ticks[name] - before.ticks[name]) / hertz for name in CPU_FIELDS}
