@@ -28,6 +28,8 @@
 # offline, server : LoadGen PerformanceOnly runs of the cuda engine on criteo-tb-random (MIN_DURATION seconds),
 #          both in one `dlrm-bench run` (one engine load); RUN_ARGS adds flags (e.g. --server_target_qps N);
 #          SERVER_QPS_SWEEP="a b" adds one Server run per target. TESTS overrides the test files of `tests`.
+#          SERVER_AB_SETS="736000;736000 --set server_max_wait_ms=10" adds one Server run per ";"-separated entry:
+#          its target, then that run's extra flags (none: the config as it is), then their summary.
 # Wheels missing on the machine (mlcommons-loadgen) are taken from .whl/ if present.
 set -uo pipefail
 source "$(dirname "$0")/device_env.sh"
@@ -116,6 +118,15 @@ has offline && scenarios="Offline"
 has server && scenarios="${scenarios:+$scenarios,}Server"
 if [ -n "${SERVER_QPS_SWEEP:-}" ]; then  # Server only, one run per target (one engine load each)
   for qps in $SERVER_QPS_SWEEP; do server_run "$qps"; done
+fi
+if [ -n "${SERVER_AB_SETS:-}" ]; then  # one Server run per ";"-separated "QPS [flags]" entry
+  IFS=';' read -r -a server_entries <<< "$SERVER_AB_SETS"
+  for entry in "${server_entries[@]}"; do
+    read -r -a words <<< "$entry"
+    echo "Server ${entry}" | tee -a "$OUT/session.log"
+    server_run "${words[@]}"
+  done
+  python3 benchmarks/summarize_results.py "$MLPERF_SCRATCH_PATH/logs" | tail -${#server_entries[@]} | tee -a "$OUT/session.log"
 fi
 if [ -n "$scenarios" ]; then
   dlrm run --dataset criteo-tb-random --engine cuda --scenarios "$scenarios" --test_mode PerformanceOnly \
