@@ -3,7 +3,8 @@
 #   STEPS=preset,bench,offline,server  OUT=<folder>  bash benchmarks/gpu_session.sh
 # preset : dlrm-bench make-random-preset (criteo-tb-random: 89,137,319 test pairs + 24 GB int8 model) under build/
 # tests  : the GPU tests (kernels, engine, harness)
-# harness: benchmarks/bench_harness.py (LoadGen + SUT with an instant engine: the harness's own ceiling)
+# harness: benchmarks/bench_harness.py (LoadGen + SUT with an instant engine: the harness's own ceiling; HARNESS_ARGS
+#          replaces its flags, e.g. "--bridges native --duration 20 --server-qps 740000,800000")
 # bench  : benchmarks/bench_cuda.py --tune (kernels vs roofline, tile configurations; with the CUTLASS kernels
 #          where build/cutlass holds the library)
 # cutlass: the CUTLASS hidden-layer GEMMs (needs build/cutlass/libdlrm_top_gemm.so: `make cutlass_gemm` here, or
@@ -52,7 +53,7 @@ if has tests; then
     tests/test_packing.py tests/test_sample_queue.py} 2>&1 | tail -15 | tee -a "$OUT/session.log"
 fi
 if has harness; then
-  timeout 200 python3 benchmarks/bench_harness.py --duration 8 --server-qps 300000,600000 --out "$OUT" 2>&1 \
+  timeout 200 python3 benchmarks/bench_harness.py ${HARNESS_ARGS:---duration 8 --server-qps 300000,600000} --out "$OUT" 2>&1 \
     | tail -9 | tee -a "$OUT/session.log"
 fi
 if has hotcold; then
