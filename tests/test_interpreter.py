@@ -62,3 +62,33 @@ def test_watchdog_sees_a_thread_that_holds_the_gil() -> None:
     assert summary["stalls"] >= 1
     assert summary["stall_max_ms"] > 0.5 * 1e3 * held
     assert quiet._watcher is None
+
+
+def hold_the_gil() -> float:
+    """Seconds spent in C code that keeps the GIL (sum over a range never lets it go)."""
+    started = time.perf_counter()
+    sum(range(20_000_000))
+    return time.perf_counter() - started
+
+
+def test_a_long_stall_writes_every_threads_stack(tmp_path) -> None:
+    """With trace_after_ms, a stall longer than that leaves faulthandler's dump of each Python thread, naming the
+    function that held the GIL; short waits leave nothing."""
+    path = tmp_path / "stall_traces.txt"
+    with open(path, "w", encoding="utf-8") as trace:
+        with QuietInterpreter(watch=True, trace_file=trace, trace_after_ms=20):
+            time.sleep(0.1)  # wake-ups every 2 ms re-arm it: no dump
+            assert path.stat().st_size == 0
+            held = hold_the_gil()
+            time.sleep(0.02)
+    assert held > 0.03, "the GIL-holding call was too fast on this machine to be seen"
+    text = path.read_text()
+    assert "Timeout" in text and "hold_the_gil" in text
+
+
+def test_without_trace_after_ms_nothing_is_armed(tmp_path) -> None:
+    path = tmp_path / "stall_traces.txt"
+    with open(path, "w", encoding="utf-8") as trace:
+        with QuietInterpreter(watch=True, trace_file=trace, trace_after_ms=0):
+            hold_the_gil()
+    assert path.read_text() == ""

@@ -3,6 +3,7 @@ the pauses the interpreter itself causes (garbage collections, threads that cann
 
 from __future__ import annotations
 
+import faulthandler
 import gc
 import sys
 import threading
@@ -34,10 +35,14 @@ class QuietInterpreter:
     seconds).
     With `watch=True` a daemon thread sleeps WATCH_INTERVAL_S at a time and records in `stalls` each wake-up
     that came more than WATCH_LATE_S late ((perf_counter when it should have woken, seconds late)): time the
-    interpreter gave no thread of this process (a collection, or a thread holding the GIL in C code)."""
+    interpreter gave no thread of this process (a collection, or a thread holding the GIL in C code).
+    With `trace_file` and `trace_after_ms` as well, every wake-up re-arms faulthandler: when no wake-up comes for
+    trace_after_ms, its C thread (which needs no GIL) writes every Python thread's stack to trace_file, so the
+    thread that held the GIL shows in the line it was calling from. A diagnostic: it starts an OS thread per
+    wake-up."""
 
     def __init__(self, switch_interval_ms: float = DEFAULT_SWITCH_INTERVAL_MS, collector: str = "frozen",
-                 watch: bool = False) -> None:
+                 watch: bool = False, trace_file: Any = None, trace_after_ms: float = 0.0) -> None:
         if collector not in COLLECTOR_MODES:
             raise UserError(f"gc_during_test '{collector}': choose from {', '.join(COLLECTOR_MODES)}")
         self.switch_interval_s = max(float(switch_interval_ms), 0.01) / 1000.0
@@ -47,6 +52,8 @@ class QuietInterpreter:
         self.stalls: deque[tuple[float, float]] = deque(maxlen=KEPT)
         self._gc_started = 0.0
         self._watch = watch
+        self._trace_file = trace_file if watch and trace_after_ms > 0 else None
+        self._trace_after_s = trace_after_ms / 1000.0
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
 
@@ -59,11 +66,19 @@ class QuietInterpreter:
 
     def _watch_loop(self) -> None:
         due = time.perf_counter() + WATCH_INTERVAL_S
+        self._arm_trace()
         while not self._stop.wait(max(0.0, due - time.perf_counter())):
             late = time.perf_counter() - due
             if late > WATCH_LATE_S:
                 self.stalls.append((due, late))
+            self._arm_trace()
             due = max(due + WATCH_INTERVAL_S, time.perf_counter())
+        if self._trace_file is not None:
+            faulthandler.cancel_dump_traceback_later()
+
+    def _arm_trace(self) -> None:
+        if self._trace_file is not None:
+            faulthandler.dump_traceback_later(self._trace_after_s, file=self._trace_file)
 
     def __enter__(self) -> "QuietInterpreter":
         gc.collect()

@@ -70,6 +70,7 @@ CHECKS: dict[str, Check] = {
     "server_num_issue_query_threads": integer(0),
     "gil_switch_interval_ms": number(0, inclusive=False),
     "stall_watch": boolean(),
+    "stall_trace_ms": number(0),
     "min_duration_s": number(0),
     "min_query_count": integer(1),
     "cpu_affinity": Check('a CPU list like "2-15" or "0,2,4-7"',

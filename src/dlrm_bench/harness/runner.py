@@ -29,7 +29,7 @@ from dlrm_bench.harness.cpu_affinity import apply_cpu_affinity
 from dlrm_bench.harness.host_stats import HostSample, host_delta
 from dlrm_bench.harness.logs import loadgen_metrics, make_run_root, read_detail_log, run_dir, update_latest
 from dlrm_bench.harness.qsl import SampleLibrary
-from dlrm_bench.harness.sut import batch_fill_note, make_sut
+from dlrm_bench.harness.sut import STALL_TRACES, batch_fill_note, make_sut
 from dlrm_bench.harness.system import SystemInfo, detect_system
 from dlrm_bench.paths import configs_dir, logs_dir
 from dlrm_bench.serving import create_triton_engine
@@ -105,7 +105,9 @@ def run_loadgen(ctx: RunContext, engine: Engine, scenario: str, mode: str, setti
         apply_audit_settings(ts, ctx.audit, scenario)  # the test05 keys LoadGen 6 does not take from the file
     audit = ctx.audit if ctx.audit else out / "no-audit.config"
     engine.submit_phases()  # forget the warm-up's
-    with SampleLibrary(ctx.split, ctx.offsets, qsl_count) as qsl, make_sut(scenario, engine, qsl, settings) as sut:
+    traces = out / STALL_TRACES  # written only with the setting stall_trace_ms
+    with SampleLibrary(ctx.split, ctx.offsets, qsl_count) as qsl, make_sut(scenario, engine, qsl, settings,
+                                                                            traces) as sut:
         note = batch_fill_note(sut.batch_size, 1e3 * sut.policy.max_wait_s, ts.server_target_qps,
                                qsl.mean_pairs_per_sample) if scenario == "Server" else None
         if note:

@@ -17,6 +17,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -110,6 +111,8 @@ class TakePolicy:
     max_wait_s: float
 
 
+STALL_TRACES = "stall_traces.txt"
+"""Where a run with the setting `stall_trace_ms` gets every Python thread's stack at each long stall."""
 OFFLINE_TAKE = 1 << 16
 """Offline (setting `offline_take_samples`): take up to this many samples at a time (LoadGen issues the whole
 query at once). Each take costs the batcher host work before its first batch goes out (15-23 ms per 1M samples
@@ -148,7 +151,7 @@ class BatchingSUT:
     completion threads hand the results back."""
 
     def __init__(self, engine: Engine, qsl: SampleLibrary, settings: dict[str, Any], batch_size: int,
-                 policy: TakePolicy, queue: SampleQueue) -> None:
+                 policy: TakePolicy, queue: SampleQueue, trace_path: Path | None = None) -> None:
         self.engine = engine
         self.qsl = qsl
         self.batch_size = batch_size
@@ -160,8 +163,11 @@ class BatchingSUT:
         self.handle: int | None = None
         self.thread = threading.Thread(target=self._loop, name="batcher", daemon=True)
         switch_ms = float(settings.get("gil_switch_interval_ms", DEFAULT_SWITCH_INTERVAL_MS))
+        trace_after_ms = float(settings.get("stall_trace_ms", 0.0))
+        self.trace_file = open(trace_path, "w", encoding="utf-8") if trace_path and trace_after_ms > 0 else None
         self.interpreter = QuietInterpreter(switch_ms, str(settings.get("gc_during_test", "frozen")),
-                                            watch=bool(settings.get("stall_watch", True)))
+                                            watch=bool(settings.get("stall_watch", True)),
+                                            trace_file=self.trace_file, trace_after_ms=trace_after_ms)
 
     def _loop(self) -> None:
         """Wait for a free engine slot first, then take samples: while every slot is busy the samples gather in
@@ -208,11 +214,18 @@ class BatchingSUT:
             self.queue.destroy_sut(self.handle)
             self.handle = None
         self.queue.close()
+        if self.trace_file is not None:
+            self.trace_file.close()
+            trace = Path(self.trace_file.name)
+            if trace.stat().st_size == 0:  # no stall that long
+                trace.unlink()
 
 
-def make_sut(scenario: str, engine: Engine, qsl: SampleLibrary, settings: dict[str, Any]) -> BatchingSUT:
-    """The SUT for `scenario`, on the sample queue `settings['loadgen_bridge']` names (default native)."""
+def make_sut(scenario: str, engine: Engine, qsl: SampleLibrary, settings: dict[str, Any],
+             trace_path: Path | None = None) -> BatchingSUT:
+    """The SUT for `scenario`, on the sample queue `settings['loadgen_bridge']` names (default native); with the
+    setting `stall_trace_ms`, the stacks of every stall longer than that go to `trace_path`."""
     batch_size = max(1, int(settings.get("batch_size", 16384)))
     policy = take_policy(scenario, settings, batch_size)
     queue = make_queue(str(settings.get("loadgen_bridge", "native")), qsl.lengths, policy.want_pairs)
-    return BatchingSUT(engine, qsl, settings, batch_size, policy, queue)
+    return BatchingSUT(engine, qsl, settings, batch_size, policy, queue, trace_path)
