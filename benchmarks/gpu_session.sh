@@ -133,6 +133,11 @@ if [ -n "$scenarios" ]; then
   dlrm run --dataset criteo-tb-random --engine cuda --scenarios "$scenarios" --test_mode PerformanceOnly \
     --min_duration "$MIN_DURATION" ${RUN_ARGS:-} 2>&1 | grep -v "/s\]" | tail -25 | tee -a "$OUT/session.log"
 fi
+# runs with --set stall_trace_ms=N (e.g. in RUN_ARGS or SERVER_AB_SETS): where the threads were at each long stall
+find "$MLPERF_SCRATCH_PATH/logs" -name stall_traces.txt 2>/dev/null | sort | while read -r traces; do
+  echo "$traces" | tee -a "$OUT/session.log"
+  python3 benchmarks/stall_traces.py "$traces" --top 8 2>&1 | tee -a "$OUT/session.log"
+done
 if [ -d "$MLPERF_SCRATCH_PATH/logs/latest" ]; then
   tar -czf "$OUT/logs.tgz" -C "$MLPERF_SCRATCH_PATH/logs" "$(readlink "$MLPERF_SCRATCH_PATH/logs/latest")" 2>/dev/null
 fi
