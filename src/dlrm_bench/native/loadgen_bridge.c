@@ -210,9 +210,8 @@ static void drop_arrivals(size_t n) {
 }
 
 /* Wait for samples, then until `want_pairs` pairs are queued or the head sample has waited `max_wait_s` since it
- * arrived;
- * copy to `out` the longest prefix of at most `max_n` samples and at most `max_pairs` pairs (at least one
- * sample). Returns the count, or -1 once stopped and empty. */
+ * arrived; copy to `out` the longest prefix of at most `max_n` samples and at most `max_pairs` pairs (at least
+ * one sample). Returns the count, or -1 once stopped and empty. */
 int64_t bridge_take(Sample *out, size_t max_n, uint64_t max_pairs, uint64_t want_pairs, double max_wait_s) {
     pthread_mutex_lock(&g_lock);
     while (g_tail == g_head && !g_stopped) pthread_cond_wait(&g_ready, &g_lock);
