@@ -170,6 +170,13 @@ def test_a_sample_left_behind_waits_from_its_own_arrival(kind: str) -> None:
         waited = time.perf_counter() - arrived
         assert ids.tolist() == [9]
         assert 0.12 <= waited < 1.0, f"the left-behind sample was taken {waited * 1e3:.0f} ms after it arrived"
+        issue(np.zeros((0, 2)))  # an empty issue into the empty queue is no arrival
+        time.sleep(0.2)
+        issue([[10, 0]])
+        arrived = time.perf_counter()
+        ids, _ = queue.take(max_samples=10, max_pairs=100, want_pairs=100, max_wait_s=0.15)
+        waited = time.perf_counter() - arrived
+        assert ids.tolist() == [10] and 0.12 <= waited < 1.0, f"taken {waited * 1e3:.0f} ms after it arrived"
     finally:
         queue.close()
 

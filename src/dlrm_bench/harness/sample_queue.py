@@ -88,8 +88,9 @@ class PythonSampleQueue:
         with self.cond:
             if not self.ids:
                 self.cond.notify()
-            self.issued += len(ids)
-            self.arrivals.append((self.issued, time.perf_counter()))
+            if ids:
+                self.issued += len(ids)
+                self.arrivals.append((self.issued, time.perf_counter()))
             self.ids.extend(ids)
             self.indices.extend(indices)
             self.queued_pairs += int(self.lengths[indices].sum())

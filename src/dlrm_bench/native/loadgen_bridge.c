@@ -149,7 +149,7 @@ static void publish(size_t count, uint64_t pairs) {
     int was_empty = g_tail == g_head;
     g_tail += count;
     g_issued += count;
-    record_arrival(g_issued);
+    if (count > 0) record_arrival(g_issued);
     g_queued_pairs += pairs;
     if (was_empty || g_queued_pairs >= g_wake_pairs) pthread_cond_signal(&g_ready);
 }
