@@ -75,20 +75,22 @@ def test_a_long_stall_writes_every_threads_stack(tmp_path) -> None:
     """With trace_after_ms, a stall longer than that leaves faulthandler's dump of each Python thread, naming the
     function that held the GIL; short waits leave nothing."""
     path = tmp_path / "stall_traces.txt"
-    with open(path, "w", encoding="utf-8") as trace:
-        with QuietInterpreter(watch=True, trace_file=trace, trace_after_ms=20):
-            time.sleep(0.1)  # wake-ups every 2 ms re-arm it: no dump
-            assert path.stat().st_size == 0
-            held = hold_the_gil()
-            time.sleep(0.02)
+    with QuietInterpreter(watch=True, trace_path=path, trace_after_ms=20):
+        time.sleep(0.1)  # wake-ups every 2 ms re-arm it: no dump
+        assert path.stat().st_size == 0
+        held = hold_the_gil()
+        time.sleep(0.02)
     assert held > 0.03, "the GIL-holding call was too fast on this machine to be seen"
     text = path.read_text()
     assert "Timeout" in text and "hold_the_gil" in text
 
 
-def test_without_trace_after_ms_nothing_is_armed(tmp_path) -> None:
+def test_without_trace_after_ms_or_without_a_stall_no_file_is_left(tmp_path) -> None:
     path = tmp_path / "stall_traces.txt"
-    with open(path, "w", encoding="utf-8") as trace:
-        with QuietInterpreter(watch=True, trace_file=trace, trace_after_ms=0):
-            hold_the_gil()
-    assert path.read_text() == ""
+    with QuietInterpreter(watch=True, trace_path=path, trace_after_ms=0):
+        hold_the_gil()
+    assert not path.exists()
+    with QuietInterpreter(watch=True, trace_path=path, trace_after_ms=5000):
+        assert path.exists()  # open while entered
+        time.sleep(0.05)
+    assert not path.exists()  # empty: removed

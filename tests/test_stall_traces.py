@@ -19,11 +19,10 @@ def spin() -> None:
 
 def test_a_real_dump_names_the_gil_holder(tmp_path: Path, capsys) -> None:
     path = tmp_path / "stall_traces.txt"
-    with open(path, "w", encoding="utf-8") as trace:
-        with QuietInterpreter(watch=True, trace_file=trace, trace_after_ms=20):
-            time.sleep(0.01)
-            spin()
-            time.sleep(0.01)
+    with QuietInterpreter(watch=True, trace_path=path, trace_after_ms=20):
+        time.sleep(0.01)
+        spin()
+        time.sleep(0.01)
     dumps, frames = stall_traces.innermost_frames(path.read_text())
     assert dumps >= 1
     assert any(frame.startswith("test_stall_traces.py:") and frame.endswith("in spin") for frame in frames)

@@ -9,7 +9,8 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 from dlrm_bench.errors import UserError
 
@@ -36,13 +37,13 @@ class QuietInterpreter:
     With `watch=True` a daemon thread sleeps WATCH_INTERVAL_S at a time and records in `stalls` each wake-up
     that came more than WATCH_LATE_S late ((perf_counter when it should have woken, seconds late)): time the
     interpreter gave no thread of this process (a collection, or a thread holding the GIL in C code).
-    With `trace_file` and `trace_after_ms` as well, every wake-up re-arms faulthandler: when no wake-up comes for
-    trace_after_ms, its C thread (which needs no GIL) writes every Python thread's stack to trace_file, so the
-    thread that held the GIL shows in the line it was calling from. A diagnostic: it starts an OS thread per
-    wake-up."""
+    With `trace_path` and `trace_after_ms` as well, every wake-up re-arms faulthandler: when no wake-up comes for
+    trace_after_ms, its C thread (which needs no GIL) writes every Python thread's stack to trace_path, so the
+    thread that held the GIL shows in the line it was calling from. The file is open while entered and removed
+    on exit when no stall was that long. A diagnostic: it starts an OS thread per wake-up."""
 
     def __init__(self, switch_interval_ms: float = DEFAULT_SWITCH_INTERVAL_MS, collector: str = "frozen",
-                 watch: bool = False, trace_file: Any = None, trace_after_ms: float = 0.0) -> None:
+                 watch: bool = False, trace_path: Path | None = None, trace_after_ms: float = 0.0) -> None:
         if collector not in COLLECTOR_MODES:
             raise UserError(f"gc_during_test '{collector}': choose from {', '.join(COLLECTOR_MODES)}")
         self.switch_interval_s = max(float(switch_interval_ms), 0.01) / 1000.0
@@ -52,8 +53,9 @@ class QuietInterpreter:
         self.stalls: deque[tuple[float, float]] = deque(maxlen=KEPT)
         self._gc_started = 0.0
         self._watch = watch
-        self._trace_file = trace_file if watch and trace_after_ms > 0 else None
+        self._trace_path = trace_path if watch and trace_after_ms > 0 else None
         self._trace_after_s = trace_after_ms / 1000.0
+        self._trace_file: TextIO | None = None
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
 
@@ -89,6 +91,8 @@ class QuietInterpreter:
         self.saved = sys.getswitchinterval()
         sys.setswitchinterval(self.switch_interval_s)
         if self._watch:
+            if self._trace_path is not None:
+                self._trace_file = open(self._trace_path, "w", encoding="utf-8")
             self._stop.clear()
             self._watcher = threading.Thread(target=self._watch_loop, name="stall-watch", daemon=True)
             self._watcher.start()
@@ -99,6 +103,11 @@ class QuietInterpreter:
             self._stop.set()
             self._watcher.join()
             self._watcher = None
+        if self._trace_file is not None:
+            self._trace_file.close()
+            self._trace_file = None
+            if self._trace_path.stat().st_size == 0:  # no stall that long
+                self._trace_path.unlink()
         sys.setswitchinterval(self.saved)
         if self._on_gc in gc.callbacks:
             gc.callbacks.remove(self._on_gc)

@@ -163,11 +163,9 @@ class BatchingSUT:
         self.handle: int | None = None
         self.thread = threading.Thread(target=self._loop, name="batcher", daemon=True)
         switch_ms = float(settings.get("gil_switch_interval_ms", DEFAULT_SWITCH_INTERVAL_MS))
-        trace_after_ms = float(settings.get("stall_trace_ms", 0.0))
-        self.trace_file = open(trace_path, "w", encoding="utf-8") if trace_path and trace_after_ms > 0 else None
         self.interpreter = QuietInterpreter(switch_ms, str(settings.get("gc_during_test", "frozen")),
-                                            watch=bool(settings.get("stall_watch", True)),
-                                            trace_file=self.trace_file, trace_after_ms=trace_after_ms)
+                                            watch=bool(settings.get("stall_watch", True)), trace_path=trace_path,
+                                            trace_after_ms=float(settings.get("stall_trace_ms", 0.0)))
 
     def _loop(self) -> None:
         """Wait for a free engine slot first, then take samples: while every slot is busy the samples gather in
@@ -214,11 +212,6 @@ class BatchingSUT:
             self.queue.destroy_sut(self.handle)
             self.handle = None
         self.queue.close()
-        if self.trace_file is not None:
-            self.trace_file.close()
-            trace = Path(self.trace_file.name)
-            if trace.stat().st_size == 0:  # no stall that long
-                trace.unlink()
 
 
 def make_sut(scenario: str, engine: Engine, qsl: SampleLibrary, settings: dict[str, Any],
