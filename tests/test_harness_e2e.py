@@ -81,8 +81,7 @@ def test_performance_runs_write_the_output_contract(workspace, monkeypatch, caps
     every_cpu = compact(STARTED_WITH)  # pinned to all the CPUs it has: nothing changes for the later tests
     status = run(workspace, "--scenarios", "Offline,Server", "--test_mode", "PerformanceOnly",
                  "--min_duration", "1", "--min_query_count", "50", "--server_target_qps", "20",
-                 "--offline_expected_qps", "200", "--set", f"cpu_affinity={every_cpu}",
-                 "--set", "stall_trace_ms=0.5", monkeypatch=monkeypatch)  # shorter than the watchdog's 2 ms sleeps
+                 "--offline_expected_qps", "200", "--set", f"cpu_affinity={every_cpu}", monkeypatch=monkeypatch)
     assert status == 0
     for scenario in ("Offline", "Server"):
         out_dir, result = newest_result(workspace, scenario, "PerformanceOnly")
@@ -92,7 +91,7 @@ def test_performance_runs_write_the_output_contract(workspace, monkeypatch, caps
         assert result["pairs_per_second"] == pytest.approx(result["samples_per_second"] * result["pairs_per_sample"])
         assert result["shortened_run"] is True
         assert result["cpu_affinity"] == sorted(STARTED_WITH)
-        assert "Timeout" in (out_dir / "stall_traces.txt").read_text()  # each 2 ms sleep is a "stall" of 0.5 ms
+        assert not (out_dir / "stall_traces.txt").exists()  # only with stall_trace_ms
         if Path("/proc/interrupts").exists():
             assert result["host_cpu"]["irq_top"] and {"irq", "what", "count", "busiest_cpus"} <= set(
                 result["host_cpu"]["irq_top"][0])

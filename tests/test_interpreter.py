@@ -8,8 +8,10 @@ import time
 
 import pytest
 
+from dlrm_bench import interpreter
 from dlrm_bench.errors import UserError
 from dlrm_bench.interpreter import QuietInterpreter
+from gil import hold_the_gil
 
 
 class Cycle:
@@ -64,13 +66,6 @@ def test_watchdog_sees_a_thread_that_holds_the_gil() -> None:
     assert quiet._watcher is None
 
 
-def hold_the_gil() -> float:
-    """Seconds spent in C code that keeps the GIL (sum over a range never lets it go)."""
-    started = time.perf_counter()
-    sum(range(20_000_000))
-    return time.perf_counter() - started
-
-
 def test_a_long_stall_writes_every_threads_stack(tmp_path) -> None:
     """With trace_after_ms, a stall longer than that leaves faulthandler's dump of each Python thread, naming the
     function that held the GIL; short waits leave nothing."""
@@ -83,6 +78,18 @@ def test_a_long_stall_writes_every_threads_stack(tmp_path) -> None:
     assert held > 0.03, "the GIL-holding call was too fast on this machine to be seen"
     text = path.read_text()
     assert "Timeout" in text and "hold_the_gil" in text
+
+
+def test_dumps_stop_at_the_cap(tmp_path, monkeypatch) -> None:
+    """A threshold below the watchdog's own 2 ms sleep makes every sleep a "stall": the dumps stop at the cap."""
+    monkeypatch.setattr(interpreter, "MAX_TRACE_DUMPS", 3)
+    path = tmp_path / "stall_traces.txt"
+    quiet = QuietInterpreter(watch=True, trace_path=path, trace_after_ms=0.2)
+    with quiet:
+        time.sleep(0.2)  # the other threads wait while the dumps are written: their frames stay put
+    assert quiet.trace_dumps == 3
+    assert path.read_text().count("Timeout (") == 3
+    assert quiet.summary(0.0)["stall_trace_dumps"] == 3
 
 
 def test_without_trace_after_ms_or_without_a_stall_no_file_is_left(tmp_path) -> None:

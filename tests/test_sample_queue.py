@@ -23,6 +23,7 @@ from dlrm_bench.harness.loadgen_settings import log_settings
 from dlrm_bench.harness.qsl import SampleLibrary
 from dlrm_bench.harness.sample_queue import NativeSampleQueue, PythonSampleQueue, make_queue
 from dlrm_bench.harness.sut import make_sut
+from gil import hold_the_gil
 
 
 class RowEngine(Engine):
@@ -332,3 +333,16 @@ def test_offline_query_cut_into_batches_keeps_the_inflight_limit() -> None:
         engine.release(0)
         wait_for(lambda: len(engine.pending) == 3)
     assert queue.completed == [0, 1, 2, 3, 4, 5]
+
+
+def test_the_setting_stall_trace_ms_reaches_the_suts_watchdog(tmp_path: Path) -> None:
+    """make_sut hands `stall_trace_ms` and the trace path to its interpreter: a stall while the SUT is entered
+    leaves the dump naming the call that held the GIL (the batcher and completers wait meanwhile)."""
+    path = tmp_path / "stall_traces.txt"
+    settings = {"loadgen_bridge": "python", "stall_trace_ms": 20}
+    with SampleLibrary(empty_split(), offsets_for(10), 10) as qsl, \
+            make_sut("Server", RowEngine(), qsl, settings, path):
+        held = hold_the_gil()
+        time.sleep(0.02)
+    assert held > 0.03, "the GIL-holding call was too fast on this machine to be seen"
+    assert "hold_the_gil" in path.read_text()

@@ -11,21 +11,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import stall_traces  # noqa: E402
 
 from dlrm_bench.interpreter import QuietInterpreter  # noqa: E402
-
-
-def spin() -> None:
-    sum(range(20_000_000))  # holds the GIL
+from gil import hold_the_gil  # noqa: E402
 
 
 def test_a_real_dump_names_the_gil_holder(tmp_path: Path, capsys) -> None:
     path = tmp_path / "stall_traces.txt"
     with QuietInterpreter(watch=True, trace_path=path, trace_after_ms=20):
         time.sleep(0.01)
-        spin()
+        hold_the_gil()
         time.sleep(0.01)
     dumps, frames = stall_traces.innermost_frames(path.read_text())
     assert dumps >= 1
-    assert any(frame.startswith("test_stall_traces.py:") and frame.endswith("in spin") for frame in frames)
+    assert any(frame.startswith("gil.py:") and frame.endswith("in hold_the_gil") for frame in frames)
     assert stall_traces.main([str(path), "--top", "3"]) == 0
     assert "stalls; innermost frame" in capsys.readouterr().out
 

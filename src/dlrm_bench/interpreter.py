@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import faulthandler
 import gc
+import os
 import sys
 import threading
 import time
@@ -22,6 +23,10 @@ WATCH_INTERVAL_S = 0.002
 """How often the stall watchdog wakes; it records a wake-up later than `WATCH_LATE_S` past this."""
 WATCH_LATE_S = 0.004
 KEPT = 100_000
+MAX_TRACE_DUMPS = 50
+"""Stall dumps written per entry at most. faulthandler walks the other threads' frames without the GIL, which can
+crash the process if one of them is running meanwhile (a stalled process rarely has one); the cap bounds that risk
+and the file's size when the threshold is set below the stalls that are common."""
 """Collections and stalls remembered (the most recent), so a long-lived model instance never grows."""
 
 
@@ -40,7 +45,8 @@ class QuietInterpreter:
     With `trace_path` and `trace_after_ms` as well, every wake-up re-arms faulthandler: when no wake-up comes for
     trace_after_ms, its C thread (which needs no GIL) writes every Python thread's stack to trace_path, so the
     thread that held the GIL shows in the line it was calling from. The file is open while entered and removed
-    on exit when no stall was that long. A diagnostic: it starts an OS thread per wake-up."""
+    on exit when no stall was that long. A diagnostic: it starts an OS thread per wake-up, and stops after
+    MAX_TRACE_DUMPS dumps (`trace_dumps` counts them)."""
 
     def __init__(self, switch_interval_ms: float = DEFAULT_SWITCH_INTERVAL_MS, collector: str = "frozen",
                  watch: bool = False, trace_path: Path | None = None, trace_after_ms: float = 0.0) -> None:
@@ -56,6 +62,8 @@ class QuietInterpreter:
         self._trace_path = trace_path if watch and trace_after_ms > 0 else None
         self._trace_after_s = trace_after_ms / 1000.0
         self._trace_file: TextIO | None = None
+        self._trace_size = 0
+        self.trace_dumps = 0
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
 
@@ -73,14 +81,24 @@ class QuietInterpreter:
             late = time.perf_counter() - due
             if late > WATCH_LATE_S:
                 self.stalls.append((due, late))
+            self._count_dumps()
             self._arm_trace()
             due = max(due + WATCH_INTERVAL_S, time.perf_counter())
         if self._trace_file is not None:
             faulthandler.cancel_dump_traceback_later()
+            self._count_dumps()
 
     def _arm_trace(self) -> None:
-        if self._trace_file is not None:
+        if self._trace_file is not None and self.trace_dumps < MAX_TRACE_DUMPS:
             faulthandler.dump_traceback_later(self._trace_after_s, file=self._trace_file)
+
+    def _count_dumps(self) -> None:
+        """A dump since the last wake-up grew the file: count it."""
+        if self._trace_file is not None:
+            size = os.fstat(self._trace_file.fileno()).st_size
+            if size > self._trace_size:
+                self.trace_dumps += 1
+                self._trace_size = size
 
     def __enter__(self) -> "QuietInterpreter":
         gc.collect()
@@ -93,6 +111,8 @@ class QuietInterpreter:
         if self._watch:
             if self._trace_path is not None:
                 self._trace_file = open(self._trace_path, "w", encoding="utf-8")
+                self._trace_size = 0
+                self.trace_dumps = 0
             self._stop.clear()
             self._watcher = threading.Thread(target=self._watch_loop, name="stall-watch", daemon=True)
             self._watcher.start()
@@ -131,4 +151,6 @@ class QuietInterpreter:
             out["stall_total_ms"] = 1e3 * sum(s for _, s in self.stalls)
             out["stalls_longest"] = [[round(t - t0, 4), round(1e3 * s, 3)]
                                      for t, s in sorted(self.stalls, key=lambda p: -p[1])[:5]]
+        if self._trace_path is not None:
+            out["stall_trace_dumps"] = self.trace_dumps
         return out
