@@ -24,9 +24,9 @@ WATCH_INTERVAL_S = 0.002
 WATCH_LATE_S = 0.004
 KEPT = 100_000
 MAX_TRACE_DUMPS = 50
-"""Stall dumps written per entry at most. faulthandler walks the other threads' frames without the GIL, which can
-crash the process if one of them is running meanwhile (a stalled process rarely has one); the cap bounds that risk
-and the file's size when the threshold is set below the stalls that are common."""
+"""Stall dumps written per entry at most. faulthandler walks the threads' frames without the GIL, which can crash
+the process if a thread runs Python meanwhile. A stall where one thread holds the GIL in C code changes no frame;
+a threshold near the watchdog's own 2 ms period dumps while threads run: the cap bounds that risk and the size."""
 """Collections and stalls remembered (the most recent), so a long-lived model instance never grows."""
 
 
