@@ -23,11 +23,11 @@ WATCH_INTERVAL_S = 0.002
 """How often the stall watchdog wakes; it records a wake-up later than `WATCH_LATE_S` past this."""
 WATCH_LATE_S = 0.004
 KEPT = 100_000
+"""Collections and stalls remembered (the most recent), so a long-lived model instance never grows."""
 MAX_TRACE_DUMPS = 50
 """Stall dumps written per entry at most. faulthandler walks the threads' frames without the GIL, which can crash
 the process if a thread runs Python meanwhile. A stall where one thread holds the GIL in C code changes no frame;
 a threshold near the watchdog's own 2 ms period dumps while threads run: the cap bounds that risk and the size."""
-"""Collections and stalls remembered (the most recent), so a long-lived model instance never grows."""
 
 
 class QuietInterpreter:

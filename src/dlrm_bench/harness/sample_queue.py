@@ -45,9 +45,10 @@ class SampleQueue(Protocol):
     def take(self, max_samples: int, max_pairs: int, want_pairs: int,
              max_wait_s: float) -> tuple[np.ndarray, np.ndarray] | None:
         """Block until samples are queued, then until `want_pairs` pairs are queued or the head sample has waited
-        `max_wait_s` since its own arrival (one left behind by an earlier take is not due at once); return the longest prefix of at most `max_samples` samples and `max_pairs` pairs (at least
-        one sample) as (response ids uint64 [n], sample indices int64 [n]), in issue order. None once `stop` was
-        called and the queue is empty."""
+        `max_wait_s` since its own arrival (one left behind by an earlier take is not due at once); return the
+        longest prefix of at most `max_samples` samples and `max_pairs` pairs (at least one sample) as (response
+        ids uint64 [n], sample indices int64 [n]), in issue order. None once `stop` was called and the queue is
+        empty."""
 
     def complete(self, ids: np.ndarray, pairs: np.ndarray, predictions: np.ndarray) -> None:
         """Hand finished samples to LoadGen: ids uint64 [n], pairs int64 [n], predictions float32 [sum(pairs)]
