@@ -138,6 +138,7 @@ find "$MLPERF_SCRATCH_PATH/logs" -name stall_traces.txt 2>/dev/null | sort | whi
   echo "$traces" | tee -a "$OUT/session.log"
   python3 benchmarks/stall_traces.py "$traces" --top 8 2>&1 | tee -a "$OUT/session.log"
 done
-if [ -d "$MLPERF_SCRATCH_PATH/logs/latest" ]; then
-  tar -czf "$OUT/logs.tgz" -C "$MLPERF_SCRATCH_PATH/logs" "$(readlink "$MLPERF_SCRATCH_PATH/logs/latest")" 2>/dev/null
+if [ -d "$MLPERF_SCRATCH_PATH/logs" ]; then  # every run folder on this machine, less LoadGen's accuracy / trace logs
+  (cd "$MLPERF_SCRATCH_PATH/logs" && find . -mindepth 1 -maxdepth 1 -name '2*' -type d | sort \
+    | tar -czf "$OUT/logs.tgz" --exclude=mlperf_log_accuracy.json --exclude=mlperf_log_trace.json -T - 2>/dev/null)
 fi

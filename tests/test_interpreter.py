@@ -35,6 +35,25 @@ def test_collections_while_entered_are_recorded_and_settings_restored() -> None:
     assert summary["gc_longest"][0][0] >= 0  # seconds since t0
 
 
+def test_the_timeline_holds_collections_and_stalls_in_time_order() -> None:
+    quiet = QuietInterpreter(watch=True)
+    t0 = time.perf_counter()
+    with quiet:
+        time.sleep(0.02)
+        sum(range(20_000_000))  # a stall the watchdog sees
+        gc.collect(0)
+        time.sleep(0.02)
+    timeline = quiet.timeline(t0)
+    assert timeline.shape[1] == 3 and timeline.dtype == "float64"
+    assert list(timeline[:, 0]) == sorted(timeline[:, 0]) and timeline[0, 0] >= 0
+    kinds = set(timeline[:, 1])
+    assert 0.0 in kinds and interpreter.STALL_KIND in kinds
+    stalls = timeline[timeline[:, 1] == interpreter.STALL_KIND]
+    collections = timeline[timeline[:, 1] == 0]
+    assert stalls[:, 0].min() < collections[:, 0].max()  # the stall came before the explicit collection
+    assert QuietInterpreter().timeline(0.0).shape == (0, 3)
+
+
 def test_collector_off_disables_collection_and_restores_it() -> None:
     quiet = QuietInterpreter(collector="off")
     with quiet:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from dlrm_bench import plots
-from dlrm_bench.harness import batch_stamps
+from dlrm_bench.harness import batch_stamps, runner
 from dlrm_bench.cli import main as cli
 from dlrm_bench.harness.logs import read_detail_log
 from tests.conftest import save_random_model, write_preprocessed_dataset
@@ -66,6 +66,12 @@ def test_every_batch_is_stamped_in_order_and_summarized(logs):
         phases = result["sut_batch_phases"]
         assert phases["total_max_ms"] >= phases["total_p99_ms"] >= phases["total_median_ms"] > 0
         assert phases["longest_completion_gap_ms"] <= 1e3 * result["wall_seconds"]
+        pauses = np.load(folder / runner.PAUSES_FILE)
+        assert pauses.shape[1] == 3 and np.all(np.diff(pauses[:, 0]) >= 0)
+        pauses_result = result["interpreter_pauses"]
+        collections = sum(pauses_result[f"gc{g}_collections"] for g in (0, 1, 2))
+        assert np.count_nonzero(pauses[:, 1] >= 0) == collections
+        assert np.count_nonzero(pauses[:, 1] < 0) == pauses_result.get("stalls", 0)
 
 
 def test_batch_phase_summary_finds_a_stall() -> None:

@@ -13,6 +13,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any, TextIO
 
+import numpy as np
+
 from dlrm_bench.errors import UserError
 
 DEFAULT_SWITCH_INTERVAL_MS = 0.5
@@ -22,6 +24,8 @@ off: also gc.disable() for the test (cycles made during it are collected when it
 WATCH_INTERVAL_S = 0.002
 """How often the stall watchdog wakes; it records a wake-up later than `WATCH_LATE_S` past this."""
 WATCH_LATE_S = 0.004
+STALL_KIND = -1.0
+"""`timeline`'s kind of a watchdog stall (collections are 0, 1, 2: their generation)."""
 KEPT = 100_000
 """Collections and stalls remembered (the most recent), so a long-lived model instance never grows."""
 MAX_TRACE_DUMPS = 50
@@ -134,6 +138,14 @@ class QuietInterpreter:
         if self.collector == "off":
             gc.enable()
         gc.unfreeze()
+
+    def timeline(self, t0: float) -> np.ndarray:
+        """Every recorded pause as float64 [pauses, 3], in time order: start in seconds since t0, what it was
+        (0, 1, 2: a collection of that generation; STALL_KIND: a late watchdog wake-up, from when it was due),
+        seconds."""
+        rows = [(t - t0, float(g), s) for t, g, s in self.pauses]
+        rows += [(t - t0, STALL_KIND, s) for t, s in self.stalls]
+        return np.array(sorted(rows), dtype=np.float64).reshape(-1, 3)
 
     def summary(self, t0: float) -> dict[str, Any]:
         """Collections per generation, their longest and total milliseconds, the watchdog's stalls, and the five

@@ -14,7 +14,7 @@ import mlperf_loadgen as lg
 import numpy as np
 
 from dlrm_bench import accuracy
-from dlrm_bench.atomic import save_json, save_text
+from dlrm_bench.atomic import save_json, save_npy, save_text
 from dlrm_bench.compliance import apply_audit_settings
 from dlrm_bench.criteo.dataset import DatasetMeta, Split, open_partition, open_split
 from dlrm_bench.criteo.schema import ACCURACY_TARGETS
@@ -30,6 +30,10 @@ from dlrm_bench.harness.host_stats import HostSample, host_delta
 from dlrm_bench.harness.logs import loadgen_metrics, make_run_root, read_detail_log, run_dir, update_latest
 from dlrm_bench.harness.qsl import SampleLibrary
 from dlrm_bench.harness.sut import STALL_TRACES, batch_fill_note, make_sut
+
+PAUSES_FILE = "interpreter_pauses.npy"
+"""Per run: every garbage collection and watchdog stall of the test (QuietInterpreter.timeline), on the clock of
+sut_batches.npy, so a slow stretch of batches can be matched to what the interpreter did then."""
 from dlrm_bench.harness.system import SystemInfo, detect_system
 from dlrm_bench.paths import configs_dir, logs_dir
 from dlrm_bench.serving import create_triton_engine
@@ -120,6 +124,7 @@ def run_loadgen(ctx: RunContext, engine: Engine, scenario: str, mode: str, setti
     counters = sut.counters
     save_timeline(out, counters.timeline, t0)
     sut_phases = batch_stamps.summarize(batch_stamps.save(out, counters.stamps, t0))
+    save_npy(out / PAUSES_FILE, sut.interpreter.timeline(t0))
     if counters.errors:
         raise UserError(f"{engine.name} engine failed during the {scenario} run: {counters.errors[0]}")
     metrics = loadgen_metrics(read_detail_log(out / "mlperf_log_detail.txt"), scenario)
