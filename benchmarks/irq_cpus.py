@@ -16,19 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from dlrm_bench.harness.cpu_affinity import STARTED_WITH, compact  # noqa: E402
+from dlrm_bench.harness.cpu_affinity import STARTED_WITH, compact, serving_cpus  # noqa: E402
 from dlrm_bench.harness.host_stats import PROC_INTERRUPTS, read_interrupts  # noqa: E402
-
-
-def serving_cpus(irqs: dict[str, tuple[str, dict[str, int]]], match: str) -> dict[int, int]:
-    """CPU number -> interrupts it took from the sources whose description contains `match`."""
-    out: dict[int, int] = {}
-    for what, counts in irqs.values():
-        if match.lower() in what.lower():
-            for label, n in counts.items():
-                if n > 0 and label.startswith("CPU") and label[3:].isdigit():
-                    out[int(label[3:])] = out.get(int(label[3:]), 0) + n
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:

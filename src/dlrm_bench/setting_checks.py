@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from dlrm_bench.engines.cuda.cutlass_gemm import VARIANTS as CUTLASS_VARIANTS
 from dlrm_bench.errors import UserError
-from dlrm_bench.harness.cpu_affinity import CPU_LIST
+from dlrm_bench.harness.cpu_affinity import CPU_LIST, OFF_GPU_IRQS
 
 
 @dataclass(frozen=True)
@@ -73,8 +73,9 @@ CHECKS: dict[str, Check] = {
     "stall_trace_ms": number(0),
     "min_duration_s": number(0),
     "min_query_count": integer(1),
-    "cpu_affinity": Check('a CPU list like "2-15" or "0,2,4-7"',
-                          lambda v: (_is_int(v) and v >= 0) or (isinstance(v, str) and bool(CPU_LIST.match(v)))),
+    "cpu_affinity": Check(f'a CPU list like "2-15" or "0,2,4-7", or "{OFF_GPU_IRQS}"',
+                          lambda v: (_is_int(v) and v >= 0) or v == OFF_GPU_IRQS
+                          or (isinstance(v, str) and bool(CPU_LIST.match(v)))),
     # engines
     "threads": integer(0),
     "staging_threads": integer(1),

@@ -2,8 +2,9 @@
 
 MLPerf submitters pin their harness with numactl; this does the same from the config, e.g. to keep LoadGen, the
 batcher and the completion threads off the CPUs that take the GPU's interrupts (`host_cpu.irq_top` in result.json
-names them). The value is a Linux CPU list: "2-15", "0,2,4-7". CPUs outside the set the process started with are an
-error that names them.
+names them). The value is a Linux CPU list: "2-15", "0,2,4-7", or "off-gpu-irqs": the CPUs the process started with
+less every CPU that has served an nvidia interrupt (/proc/interrupts, counted since boot). CPUs outside the set the
+process started with are an error that names them.
 """
 
 from __future__ import annotations
@@ -13,19 +14,48 @@ import re
 from pathlib import Path
 
 from dlrm_bench.errors import UserError
+from dlrm_bench.harness.host_stats import PROC_INTERRUPTS, read_interrupts
 
 CPU_LIST = re.compile(r"^\s*\d+(\s*-\s*\d+)?(\s*,\s*\d+(\s*-\s*\d+)?)*\s*$")
 """A Linux CPU list: ranges and single CPUs separated by commas."""
 STARTED_WITH: frozenset[int] = frozenset(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else frozenset()
 """The CPUs this process could run on when it started (a container's cpuset, taskset): the allowed choices."""
 TASKS = Path("/proc/self/task")
+OFF_GPU_IRQS = "off-gpu-irqs"
+"""The setting's value for: every CPU this process may use but those that serve the GPU driver's interrupts."""
+GPU_IRQ_MATCH = "nvidia"
+
+
+def serving_cpus(irqs: dict[str, tuple[str, dict[str, int]]], match: str) -> dict[int, int]:
+    """CPU number -> interrupts it took from the sources whose description contains `match` (read_interrupts'
+    form)."""
+    out: dict[int, int] = {}
+    for what, counts in irqs.values():
+        if match.lower() in what.lower():
+            for label, n in counts.items():
+                if n > 0 and label.startswith("CPU") and label[3:].isdigit():
+                    out[int(label[3:])] = out.get(int(label[3:]), 0) + n
+    return out
+
+
+def off_gpu_irqs(interrupts: Path = PROC_INTERRUPTS) -> tuple[str | None, str]:
+    """The CPU list for OFF_GPU_IRQS, or None (stay as started) when no CPU served an nvidia interrupt or every
+    one did; and a line that says which."""
+    served = serving_cpus(read_interrupts(interrupts), GPU_IRQ_MATCH)
+    if not served:
+        return None, f"cpu_affinity {OFF_GPU_IRQS}: no {GPU_IRQ_MATCH} interrupt in {interrupts}; not pinned"
+    rest = sorted(STARTED_WITH - set(served))
+    if not rest:
+        return None, (f"cpu_affinity {OFF_GPU_IRQS}: every CPU of this process ({compact(STARTED_WITH)}) serves "
+                      f"{GPU_IRQ_MATCH} interrupts; not pinned")
+    return compact(rest), f"cpu_affinity {OFF_GPU_IRQS}: {compact(rest)} (the GPU's interrupts on {compact(served)})"
 
 
 def parse_cpu_list(text: str, source: str = "cpu_affinity") -> list[int]:
     """'0-3,8' -> [0, 1, 2, 3, 8] (sorted, each once); UserError naming `source` for anything else."""
     if not isinstance(text, str) or not CPU_LIST.match(text):
         raise UserError(f"{source}: setting 'cpu_affinity' is {text!r}: expected a CPU list like \"2-15\" or "
-                        f"\"0,2,4-7\"")
+                        f"\"0,2,4-7\", or \"{OFF_GPU_IRQS}\"")
     cpus: set[int] = set()
     for part in text.replace(" ", "").split(","):
         lo, _, hi = part.partition("-")
@@ -47,9 +77,17 @@ def compact(cpus: list[int] | frozenset[int]) -> str:
     return ",".join(parts)
 
 
-def apply_cpu_affinity(text: str, source: str = "cpu_affinity") -> list[int]:
-    """Pin every current thread of this process (and so every thread they start) to the CPUs of `text`.
-    Returns them. UserError when the list is malformed or names CPUs the process was not started with."""
+def apply_cpu_affinity(text: str, source: str = "cpu_affinity",
+                       interrupts: Path = PROC_INTERRUPTS) -> list[int] | None:
+    """Pin every current thread of this process (and so every thread they start) to the CPUs of `text` (a CPU
+    list, or OFF_GPU_IRQS resolved from `interrupts`). Returns them, or None when OFF_GPU_IRQS leaves the process
+    as started. UserError when the list is malformed or names CPUs the process was not started with."""
+    if text == OFF_GPU_IRQS:
+        resolved, note = off_gpu_irqs(interrupts)
+        print(note, flush=True)
+        if resolved is None:
+            return None
+        text = resolved
     cpus = parse_cpu_list(text, source)
     missing = [c for c in cpus if c not in STARTED_WITH]
     if missing:

@@ -165,8 +165,8 @@ def run_one(ctx: RunContext, engines: EngineCache, args: argparse.Namespace, sce
     settings = cfg.scenario_settings(scenario, config_ver, args.engine, ctx.system, args.config)
     settings.update(cfg.parse_overrides(getattr(args, "settings", [])))
     name = pick_engine(args.engine, settings)
+    engine = engines.get(name, config_ver, settings)  # first: a GPU engine's driver then has served interrupts
     affinity = apply_cpu_affinity(str(settings["cpu_affinity"])) if "cpu_affinity" in settings else None
-    engine = engines.get(name, config_ver, settings)
     out = run_dir(ctx.root, ctx.system.system_id, scenario, config_ver, label or mode)
     print(f"--- {scenario} {config_ver} {label or mode} ({name} engine) -> {out}", flush=True)
     result: dict[str, Any] = {
