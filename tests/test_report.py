@@ -69,6 +69,8 @@ def test_every_batch_is_stamped_in_order_and_summarized(logs):
         cpu = np.load(folder / batch_stamps.CPU_FILE)
         assert cpu.shape == (len(stamps), 2) and np.all(cpu >= 0)
         assert phases["dispatch_cpu_max_ms"] >= phases["dispatch_cpu_median_ms"] > 0
+        threads = {t["name"]: t for t in result["host_cpu"].get("threads", [])}
+        assert "batcher" in threads and threads["batcher"]["cpu_s"] > 0
         pauses = np.load(folder / runner.PAUSES_FILE)
         assert pauses.shape[1] == 3 and np.all(np.diff(pauses[:, 0]) >= 0)
         pauses_result = result["interpreter_pauses"]

@@ -35,6 +35,7 @@ PAUSES_FILE = "interpreter_pauses.npy"
 """Per run: every garbage collection and watchdog stall of the test (QuietInterpreter.timeline), on the clock of
 sut_batches.npy, so a slow stretch of batches can be matched to what the interpreter did then."""
 from dlrm_bench.harness.system import SystemInfo, detect_system
+from dlrm_bench.harness.thread_times import python_thread_names, read_schedstats, thread_deltas
 from dlrm_bench.paths import configs_dir, logs_dir
 from dlrm_bench.serving import create_triton_engine
 from dlrm_bench.plots import save_timeline, write_run_plots
@@ -117,9 +118,10 @@ def run_loadgen(ctx: RunContext, engine: Engine, scenario: str, mode: str, setti
         if note:
             print(note, flush=True)
         t0 = time.perf_counter()
-        host_before = HostSample()
+        host_before, threads_before = HostSample(), read_schedstats()
         lg.StartTestWithLogSettings(sut.handle, qsl.handle, ts, log_settings(out), str(audit))
         host_cpu = host_delta(host_before, HostSample())
+        host_cpu["threads"] = thread_deltas(threads_before, read_schedstats(), python_thread_names())
         wall = time.perf_counter() - t0
     counters = sut.counters
     save_timeline(out, counters.timeline, t0)
