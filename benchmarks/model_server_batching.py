@@ -34,19 +34,15 @@ WARMUP_S = 2.0
 
 
 def simulate(policy: str, qps: float, capacity: float, batch: int, slots: int, wait_s: float, seconds: float,
-             buckets: int, hand_back_s: float, stalls: int, stall_s: float, seed: int,
-             max_batch: int = 0, fixed_s: float = 0.0) -> dict[str, float]:
-    """Latencies (ms) of the samples that arrived after WARMUP_S, the padding share and the batch count.
-    A take waits for `batch` pairs but gets up to `max_batch` (default `batch`) when more are queued."""
-    max_batch = max(batch, max_batch)
-    fixed_s = fixed_s or FIXED_BATCH_S
+             buckets: int, hand_back_s: float, stalls: int, stall_s: float, seed: int) -> dict[str, float]:
+    """Latencies (ms) of the samples that arrived after WARMUP_S, the padding share and the batch count."""
     rng = np.random.default_rng(seed)
     n = int(qps * seconds)
     arrival = np.cumsum(rng.exponential(1.0 / qps, n))
     pairs = np.maximum(1, rng.gamma(1.2, MEAN_PAIRS / 1.2, n)).astype(np.int64)
     cum = np.concatenate(([0], np.cumsum(pairs)))
-    pair_rate = batch / (batch / (capacity * MEAN_PAIRS) - fixed_s)
-    sizes = np.array(graph_bucket_sizes(max_batch, buckets * max_batch // batch))
+    pair_rate = batch / (batch / (capacity * MEAN_PAIRS) - FIXED_BATCH_S)
+    sizes = np.array(graph_bucket_sizes(batch, buckets))
     stall_at = np.sort(rng.uniform(0.0, seconds, stalls))
     latency = np.empty(n)
     slot_free = [0.0] * slots
@@ -63,13 +59,13 @@ def simulate(policy: str, qps: float, capacity: float, batch: int, slots: int, w
         fills = arrival[full_at - 1] if full_at - 1 < n else np.inf
         taken_at = max(now, min(fills, first + wait_s))
         arrived = int(np.searchsorted(arrival, taken_at, side="right"))
-        limit = int(np.searchsorted(cum, cum[head] + max_batch, side="right")) - 1
+        limit = int(np.searchsorted(cum, cum[head] + batch, side="right")) - 1
         end = max(head + 1, min(arrived, limit))
         got = int(cum[end] - cum[head])
         size = int(sizes[np.searchsorted(sizes, got)])
         padded += size - got
         computed += size
-        engine_free = max(taken_at + DISPATCH_S, engine_free) + fixed_s + size / pair_rate
+        engine_free = max(taken_at + DISPATCH_S, engine_free) + FIXED_BATCH_S + size / pair_rate
         done = engine_free + hand_back_s
         latency[head:end] = done - arrival[head:end]
         slot_free[batches % slots] = done

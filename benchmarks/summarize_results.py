@@ -5,8 +5,9 @@
 Reads every result.json that `dlrm-bench run` wrote (newest runs last) and prints what the session notes quote:
 samples/s, VALID/INVALID, p99 (Server) or the first result's latency (Offline), the interpreter watchdog's stalls
 (count, longest), the batches whose dispatch or hand-back took over 5 ms with the median share of that time their
-thread spent on a CPU (low: blocked or not scheduled; high: busy), the machine's memory stalls where there were any (direct compactions and reclaims, this process's
-major page faults) and the settings that differ most between runs (target QPS, batch sizes, CUDA graphs, bundles).
+thread spent on a CPU (low: blocked or not scheduled; high: busy), the machine's memory stalls where there were any
+(direct compactions and reclaims, this process's major page faults) and the settings that differ most between runs
+(target QPS, batch sizes, CUDA graphs, bundles).
 """
 
 from __future__ import annotations

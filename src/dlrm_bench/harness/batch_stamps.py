@@ -7,8 +7,9 @@ when the engine's future resolved (`engine_done`) and
 when its results were handed back to LoadGen (`completed`). A run writes them as `sut_batches.npy`, float64
 [batches, 6]: the four stamps in seconds since the test started, then samples and pairs; result.json gets the
 phase summary (`summarize`). `sut_batch_cpu.npy` (float64 [batches, 2], the same order) holds the thread CPU
-seconds of the dispatch and of the hand-back (CPU_PHASES). Offline takes the whole query at once, so all its batches share one `taken` and
-`dispatch` there is mostly the wait behind earlier batches; the phases speak of Server's batches.
+seconds of the dispatch and of the hand-back (CPU_PHASES). Offline takes the whole query at once, so all its
+batches share one `taken` and `dispatch` there is mostly the wait behind earlier batches; the phases speak of
+Server's batches.
 """
 
 from __future__ import annotations
@@ -28,9 +29,8 @@ CPU_FILE = "sut_batch_cpu.npy"
 PHASES = {"dispatch": ("taken", "sent"), "engine": ("sent", "engine_done"),
           "hand_back": ("engine_done", "completed"), "total": ("taken", "completed")}
 BATCHES_FILE = "sut_batches.npy"
-
-
 BATCH_COLUMNS = len(STAMPS) + 2
+"""BATCHES_FILE's columns: the stamps, samples, pairs."""
 
 
 def as_array(rows: list[tuple[float, ...]], t0: float) -> np.ndarray:

@@ -30,10 +30,6 @@ from dlrm_bench.harness.host_stats import HostSample, host_delta
 from dlrm_bench.harness.logs import loadgen_metrics, make_run_root, read_detail_log, run_dir, update_latest
 from dlrm_bench.harness.qsl import SampleLibrary
 from dlrm_bench.harness.sut import STALL_TRACES, batch_fill_note, make_sut
-
-PAUSES_FILE = "interpreter_pauses.npy"
-"""Per run: every garbage collection and watchdog stall of the test (QuietInterpreter.timeline), on the clock of
-sut_batches.npy, so a slow stretch of batches can be matched to what the interpreter did then."""
 from dlrm_bench.harness.system import SystemInfo, detect_system
 from dlrm_bench.harness.thread_times import python_thread_names, read_schedstats, thread_deltas
 from dlrm_bench.paths import configs_dir, logs_dir
@@ -41,6 +37,10 @@ from dlrm_bench.serving import create_triton_engine
 from dlrm_bench.plots import save_timeline, write_run_plots
 from dlrm_bench.report import results_table
 from dlrm_bench.workflow import resolve_inputs
+
+PAUSES_FILE = "interpreter_pauses.npy"
+"""Per run: every garbage collection and watchdog stall of the test (QuietInterpreter.timeline), on the clock of
+sut_batches.npy, so a slow stretch of batches can be matched to what the interpreter did then."""
 
 
 @dataclass
