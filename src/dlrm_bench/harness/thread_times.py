@@ -12,7 +12,8 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-TASKS = Path("/proc/self/task")
+from dlrm_bench.harness.cpu_affinity import TASKS
+
 SHOWN = 16
 """Threads listed at most (the most CPU first)."""
 
