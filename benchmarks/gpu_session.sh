@@ -31,6 +31,9 @@
 #          SERVER_QPS_SWEEP="a b" adds one Server run per target. TESTS overrides the test files of `tests`.
 #          SERVER_AB_SETS="736000;736000 --set server_max_wait_ms=10" adds one Server run per ";"-separated entry:
 #          its target, then that run's extra flags (none: the config as it is), then their summary.
+# facts  : the host's kernel, NUMA nodes and balancing, THP, CPU layout into session.log
+# HOST_SAMPLER=1: every Server run of SERVER_QPS_SWEEP / SERVER_AB_SETS / affinity gets benchmarks/host_sampler.py
+#          beside it ($OUT/host_samples_N.npz, SAMPLER_PERIOD_MS apart; its log $OUT/server_run_N.log)
 # Wheels missing on the machine (mlcommons-loadgen) are taken from .whl/ if present.
 set -uo pipefail
 source "$(dirname "$0")/device_env.sh"
@@ -38,13 +41,34 @@ STEPS="${STEPS-preset,offline,server}"  # unset: these; empty: none (e.g. only S
 MIN_DURATION="${MIN_DURATION:-60}"
 has() { [[ ",$STEPS," == *",$1,"* ]]; }
 dlrm() { python3 -m dlrm_bench.cli "$@"; }
+samples=0
 server_run() {  # server_run QPS [extra flags]: one Server run of the cuda engine on the preset, its last lines logged
   local qps=$1; shift
-  dlrm run --dataset criteo-tb-random --engine cuda --scenarios Server --test_mode PerformanceOnly \
-    --min_duration "$MIN_DURATION" --server_target_qps "$qps" "$@" ${RUN_ARGS:-} 2>&1 | grep -v "/s\]" | tail -3 \
-    | tee -a "$OUT/session.log"
+  local run=(python3 -m dlrm_bench.cli run --dataset criteo-tb-random --engine cuda --scenarios Server
+             --test_mode PerformanceOnly --min_duration "$MIN_DURATION" --server_target_qps "$qps" "$@" ${RUN_ARGS:-})
+  if [ -z "${HOST_SAMPLER:-}" ]; then
+    "${run[@]}" 2>&1 | grep -v "/s\]" | tail -3 | tee -a "$OUT/session.log"
+    return
+  fi
+  samples=$((samples + 1))  # HOST_SAMPLER=1: benchmarks/host_sampler.py beside the run, on CPU 0 where it can
+  "${run[@]}" > "$OUT/server_run_$samples.log" 2>&1 &
+  local pid=$!
+  local pin=(); command -v taskset >/dev/null && pin=(taskset -c 0)
+  "${pin[@]}" python3 benchmarks/host_sampler.py --pid "$pid" --out "$OUT/host_samples_$samples.npz" \
+    --period-ms "${SAMPLER_PERIOD_MS:-20}" >> "$OUT/session.log" 2>&1
+  wait "$pid"
+  grep -v "/s\]" "$OUT/server_run_$samples.log" | tail -3 | tee -a "$OUT/session.log"
+  grep -m1 -- "^--- Server" "$OUT/server_run_$samples.log" | tee -a "$OUT/session.log"
 }
 nvidia-smi --query-gpu=name,memory.total,memory.used --format=csv,noheader
+if has facts; then  # the host's NUMA, THP and CPU layout (what can slow a thread's work while it runs)
+  { uname -r; nproc; lscpu 2>/dev/null | grep -Ei "model name|socket|core|thread|numa|mhz|hypervisor"
+    for f in /proc/sys/kernel/numa_balancing /sys/kernel/mm/transparent_hugepage/enabled \
+             /sys/kernel/mm/transparent_hugepage/defrag /proc/sys/kernel/sched_autogroup_enabled; do
+      [ -r "$f" ] && echo "$f: $(cat "$f")"; done
+    ls -d /sys/devices/system/node/node* 2>/dev/null; nvidia-smi topo -m 2>/dev/null | head -4
+    grep -E "^numa_|^thp_collapse|^nr_tlb" /proc/vmstat; } 2>&1 | tee -a "$OUT/session.log"
+fi
 if has preset; then
   start=$(date +%s); dlrm make-random-preset 2>&1 | grep -v "/s\]" | tail -5 | tee -a "$OUT/session.log"; echo "preset: $(( $(date +%s) - start )) s" | tee -a "$OUT/session.log"
 fi

@@ -45,6 +45,7 @@ def test_engine_matches_int8_emulation(workspace, monkeypatch) -> None:
                 {"start_from_device": False, "embedding_weights_on_gpu_part": 0.05},
                 {"start_from_device": True},  # the default layout (paired)
                 {"start_from_device": True, "row_index_kernel": True},
+                {"start_from_device": True, "cuda_event_blocking": True},  # completion threads sleep, not spin
                 {"start_from_device": True, "shared_compute_stream": False},  # each bundle's kernels on its stream
                 {"start_from_device": False, "shared_compute_stream": False}]
     for variant in variants:

@@ -42,9 +42,34 @@ def test_deltas_count_new_threads_from_zero_and_name_the_others() -> None:
     before = {1: (1_000_000_000, 5_000_000, 10)}
     after = {1: (1_500_000_000, 6_000_000, 12), 2: (200_000_000, 300_000_000, 3)}
     rows = tt.thread_deltas(before, after, {1: "batcher"})
-    assert rows == [{"name": "batcher", "cpu_s": 0.5, "run_queue_wait_s": 0.001, "timeslices": 2},
-                    {"name": "native 2", "cpu_s": 0.2, "run_queue_wait_s": 0.3, "timeslices": 3}]
+    assert rows == [{"name": "batcher", "tid": 1, "cpu_s": 0.5, "run_queue_wait_s": 0.001, "timeslices": 2},
+                    {"name": "native 2", "tid": 2, "cpu_s": 0.2, "run_queue_wait_s": 0.3, "timeslices": 3}]
     assert len(tt.thread_deltas({}, {i: (i, 0, 0) for i in range(40)}, {})) == tt.SHOWN
+
+
+def test_stat_fields_give_faults_and_the_kernel_share() -> None:
+    before = {5: (0, 0, 0, 100, 50, 10)}
+    after = {5: (10**9, 0, 4, 400, 80, 40)}
+    (row,) = tt.thread_deltas(before, after, {})
+    assert row["minor_faults"] == 300 and row["kernel_share"] == 0.5
+
+
+@needs_schedstat
+def test_this_thread_reads_its_faults_and_ticks() -> None:
+    reading = tt.read_schedstats()[threading.get_native_id()]
+    assert len(reading) == 6 and all(v >= 0 for v in reading)
+    pages = bytearray(8 << 20)  # touching fresh pages faults them in
+    for k in range(0, len(pages), 4096):
+        pages[k] = 1
+    assert tt.read_schedstats()[threading.get_native_id()][3] > reading[3]
+
+
+def test_a_task_name_with_spaces_and_parentheses_is_parsed(tmp_path: Path) -> None:
+    (tmp_path / "3").mkdir()
+    (tmp_path / "3" / "schedstat").write_text("100 20 3\n")
+    fields = ["S"] + ["0"] * 6 + ["77", "0", "0", "0", "12", "34"] + ["0"] * 30
+    (tmp_path / "3" / "stat").write_text("3 (a (b) c) " + " ".join(fields) + "\n")
+    assert tt.read_schedstats(tmp_path) == {3: (100, 20, 3, 77, 12, 34)}
 
 
 def test_unreadable_entries_are_skipped(tmp_path: Path) -> None:

@@ -90,6 +90,7 @@ CHECKS: dict[str, Check] = {
     "check_contiguity": boolean(),
     "compress_categorical_inputs": boolean(),
     "cuda_graphs": boolean(),
+    "cuda_event_blocking": boolean(),
     "cuda_graph_buckets": integer(1),
     "row_index_kernel": boolean(),
     "gemm_programs_per_sm": integer(1, 2),

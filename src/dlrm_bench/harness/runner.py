@@ -138,6 +138,7 @@ def run_loadgen(ctx: RunContext, engine: Engine, scenario: str, mode: str, setti
         "samples_processed": counters.samples,
         "pairs_processed": counters.pairs,
         "wall_seconds": wall,
+        "t0_monotonic_s": t0,  # the run's time zero on CLOCK_MONOTONIC (perf_counter), for outside samplers
         "loadgen_settings": describe_test_settings(ts),
         "shortened_run": ts.min_duration_ms < int(ctx.rules["min_duration_ms"]),
         "sut_batch_phases": sut_phases,

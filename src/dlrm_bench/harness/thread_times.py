@@ -1,6 +1,8 @@
 """Per thread of this process, over a test: seconds on a CPU and seconds runnable but waiting for one.
 
-Linux keeps both per thread in /proc/self/task/<tid>/schedstat (CPU ns, run-queue wait ns, timeslices). Beside the
+Linux keeps both per thread in /proc/self/task/<tid>/schedstat (CPU ns, run-queue wait ns, timeslices), and in
+/proc/self/task/<tid>/stat the minor page faults and the CPU time split into user and kernel (clock ticks): a
+thread whose work slows while on a CPU with its kernel share up spends it in page faults or other system calls. Beside the
 SUT's per-batch CPU time (batch_stamps.CPU_PHASES) they say why a slow batch's thread was off the CPUs: a long
 run-queue wait means the scheduler kept it waiting for a CPU; a short one means it was blocked (a lock, the GIL, a
 device call). result.json's `host_cpu.threads` lists the threads alive at the end of the test, Python threads by
@@ -17,8 +19,16 @@ from dlrm_bench.harness.cpu_affinity import TASKS
 SHOWN = 16
 """Threads listed at most (the most CPU first)."""
 
-Reading = dict[int, tuple[int, int, int]]
-"""tid -> (ns on a CPU, ns waiting on a run queue, timeslices)."""
+Reading = dict[int, tuple[int, ...]]
+"""tid -> (ns on a CPU, ns waiting on a run queue, timeslices[, minor faults, user ticks, kernel ticks])."""
+
+
+def read_task_stat(entry: Path) -> tuple[int, int, int]:
+    """(minor faults, user ticks, kernel ticks) from a task's stat file (fields 10, 14, 15; the name in
+    parentheses may hold spaces, so the fields count from its closing parenthesis)."""
+    text = (entry / "stat").read_text(encoding="ascii", errors="replace")
+    fields = text[text.rindex(")") + 2:].split()
+    return int(fields[7]), int(fields[11]), int(fields[12])
 
 
 def read_schedstats(tasks: Path = TASKS) -> Reading:
@@ -31,9 +41,13 @@ def read_schedstats(tasks: Path = TASKS) -> Reading:
     for entry in entries:
         try:
             fields = (entry / "schedstat").read_text(encoding="ascii").split()
-            out[int(entry.name)] = (int(fields[0]), int(fields[1]), int(fields[2]))
+            sched = (int(fields[0]), int(fields[1]), int(fields[2]))
         except (OSError, ValueError, IndexError):
             continue  # the thread ended, or no schedstat
+        try:
+            out[int(entry.name)] = sched + read_task_stat(entry)
+        except (OSError, ValueError, IndexError):
+            out[int(entry.name)] = sched
     return out
 
 
@@ -43,11 +57,17 @@ def python_thread_names() -> dict[int, str]:
 
 
 def thread_deltas(before: Reading, after: Reading, names: dict[int, str], shown: int = SHOWN) -> list[dict]:
-    """Per thread alive at `after` (new ones count from zero): name, cpu_s, run_queue_wait_s, timeslices; the
-    `shown` with the most CPU time."""
+    """Per thread alive at `after` (new ones count from zero): name, tid, cpu_s, run_queue_wait_s, timeslices, and
+    where the stat file was read, minor_faults and kernel_share (kernel ticks / all ticks); the `shown` with the
+    most CPU time."""
     rows = []
-    for tid, (cpu, wait, slices) in after.items():
-        cpu0, wait0, slices0 = before.get(tid, (0, 0, 0))
-        rows.append({"name": names.get(tid, f"native {tid}"), "cpu_s": (cpu - cpu0) / 1e9,
-                     "run_queue_wait_s": (wait - wait0) / 1e9, "timeslices": slices - slices0})
+    for tid, now in after.items():
+        then = before.get(tid, (0,) * len(now))
+        delta = [a - b for a, b in zip(now, then)]
+        row = {"name": names.get(tid, f"native {tid}"), "tid": tid, "cpu_s": delta[0] / 1e9,
+               "run_queue_wait_s": delta[1] / 1e9, "timeslices": delta[2]}
+        if len(delta) == 6:
+            ticks = delta[4] + delta[5]
+            row.update(minor_faults=delta[3], kernel_share=round(delta[5] / ticks, 3) if ticks else 0.0)
+        rows.append(row)
     return sorted(rows, key=lambda r: -r["cpu_s"])[:shown]

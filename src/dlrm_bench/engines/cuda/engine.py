@@ -26,6 +26,8 @@ Triton where the library or the GPU cannot run it.
 front_overlap_slices (default 1: off): cut each batch into this many slices and run the front of slice k + 1 beside
 the top MLP of slice k (sliced_pipeline.py); top_gemm_sms (default 0: all): the SMs the top MLP's persistent GEMMs
 take, so that the others keep running the front.
+cuda_event_blocking (default false): the completion threads sleep in the driver until a batch's results are
+back instead of spinning on a CPU (the CUDA default), leaving those CPUs to the harness and LoadGen.
 top_mlp_row_chunks (default 1): run the top MLP over each batch in this many row ranges, all four layers of one
 range before the next, so that a range's intermediates (1 KB per pair per layer) can stay in the 50 MB L2 between
 layers instead of going through HBM. Measured slower on an H100 at 4, 8 and 16 ranges (benchmarks/NOTES.md,
@@ -85,7 +87,8 @@ def graph_bucket_sizes(max_pairs: int, buckets: int) -> list[int]:
 class Bundle:
     """Buffers and a stream for one batch in flight."""
 
-    def __init__(self, device: torch.device, max_pairs: int, widths: list[int], cat_width: int = 26) -> None:
+    def __init__(self, device: torch.device, max_pairs: int, widths: list[int], cat_width: int = 26,
+                 blocking_done: bool = False) -> None:
         self.stream = torch.cuda.Stream(device)
         self.top_in = torch.zeros(max_pairs, TOP_INPUT_PAD, dtype=torch.int8, device=device)
         self.hidden = [torch.empty(max_pairs, w, dtype=torch.int8, device=device) for w in widths]
@@ -100,7 +103,7 @@ class Bundle:
         self.categorical_host = torch.empty(max_pairs, cat_width, dtype=torch.int32, pin_memory=True)
         self.numeric = torch.empty(max_pairs, 13, dtype=torch.int8, device=device)
         self.categorical = torch.empty(max_pairs, cat_width, dtype=torch.int32, device=device)
-        self.done = torch.cuda.Event()
+        self.done = torch.cuda.Event(blocking=blocking_done)  # blocking: the waiting thread sleeps, not spins
         self.staged = torch.cuda.Event()  # inputs on the device (shared compute stream waits for it)
         self.computed = torch.cuda.Event()  # kernels finished (the copy back waits for it)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}  # pairs computed -> the recorded pipeline
@@ -150,7 +153,8 @@ class CudaEngine(Engine):
         self.arange = torch.arange(self.max_pairs, dtype=torch.int64, device=self.dev)
         self.bundles: "queue.SimpleQueue[Bundle]" = queue.SimpleQueue()
         for _ in range(max(1, int(settings.get("gpu_num_bundles", 2)))):
-            self.bundles.put(Bundle(self.dev, self.max_pairs, self.top.widths, 26 if self.packing is None else 16))
+            self.bundles.put(Bundle(self.dev, self.max_pairs, self.top.widths, 26 if self.packing is None else 16,
+                                    bool(settings.get("cuda_event_blocking", False))))
         self.completer = ThreadPoolExecutor(max(1, int(settings.get("complete_threads", 1))),
                                             thread_name_prefix="cuda-complete")
         self.numeric_dev: torch.Tensor | None = None
