@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import threading
 import time
 from pathlib import Path
@@ -58,10 +59,10 @@ def test_stat_fields_give_faults_and_the_kernel_share() -> None:
 def test_this_thread_reads_its_faults_and_ticks() -> None:
     reading = tt.read_schedstats()[threading.get_native_id()]
     assert len(reading) == 6 and all(v >= 0 for v in reading)
-    pages = bytearray(8 << 20)  # touching fresh pages faults them in
-    for k in range(0, len(pages), 4096):
-        pages[k] = 1
-    assert tt.read_schedstats()[threading.get_native_id()][3] > reading[3]
+    with mmap.mmap(-1, 8 << 20) as pages:  # fresh anonymous pages (not the heap's): touching them faults them in
+        for k in range(0, len(pages), 4096):
+            pages[k] = 1
+        assert tt.read_schedstats()[threading.get_native_id()][3] > reading[3]
 
 
 def test_a_task_name_with_spaces_and_parentheses_is_parsed(tmp_path: Path) -> None:
