@@ -4,7 +4,7 @@ events up with a Server run's slow stretches (its result.json `t0_monotonic_s` i
     python3 benchmarks/host_sampler.py --pid PID --out samples.npz [--period-ms 20]
     python3 benchmarks/host_sampler.py --show samples.npz --result RUN/result.json [--spikes 12]
 
-Sampling stops when the process exits (or after --max-seconds). The .npz holds
+Sampling stops when the process exits or turns zombie (or after --max-seconds). The .npz holds
 - `t`: float64 [samples], CLOCK_MONOTONIC seconds;
 - `vmstat`: int64 [samples, len(VMSTAT)], the /proc/vmstat counters VMSTAT names (NUMA hinting faults and page
   migrations, faults, THP collapses, compaction);
@@ -49,6 +49,15 @@ def read_cpus() -> list[list[int]]:
     return rows
 
 
+def exited(pid: int) -> bool:
+    """Whether the process is gone or a zombie (ended, not yet reaped by its parent)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text(errors="replace")
+    except OSError:
+        return True
+    return text[text.rindex(")") + 2:text.rindex(")") + 3] in ("Z", "X")
+
+
 def read_threads(pid: int) -> dict[int, tuple[str, int, int, int]]:
     out = {}
     for entry in Path(f"/proc/{pid}/task").iterdir():
@@ -67,7 +76,7 @@ def sample(pid: int, period_s: float, max_seconds: float) -> dict[str, np.ndarra
     names: dict[int, str] = {}
     end = time.monotonic() + max_seconds
     next_at = time.monotonic()
-    while time.monotonic() < end:
+    while time.monotonic() < end and not exited(pid):
         try:
             threads = read_threads(pid)
         except OSError:
