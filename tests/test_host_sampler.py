@@ -22,6 +22,8 @@ BUSY_CHILD = """
 import threading, time, mmap
 def touch():
     with mmap.mmap(-1, 32 << 20) as m:
+        if hasattr(mmap, "MADV_NOHUGEPAGE"):
+            m.madvise(mmap.MADV_NOHUGEPAGE)  # 4 KB pages: one fault each
         for k in range(0, len(m), 4096):
             m[k] = 1
         time.sleep(0.3)
@@ -39,9 +41,7 @@ def test_samples_a_process_until_it_exits(tmp_path: Path) -> None:
     assert data["cpu"].shape[0] == n and data["cpu"].shape[2] == 3
     assert data["threads"].shape == (n, len(data["tids"]), 3)
     assert child.pid in data["tids"].tolist() and len(data["tids"]) >= 2  # the main thread and the toucher
-    faults = data["threads"][:, :, 0]
-    seen = faults >= 0
-    assert (faults.max(axis=0) - np.where(seen, faults, faults.max()).min(axis=0)).sum() >= 4096  # 32 MB touched
+    assert data["threads"][:, :, 0].max() >= 8000  # the toucher's own faults since it started: 32 MB of 4 KB pages
 
 
 def test_the_command_line_writes_and_shows(tmp_path: Path) -> None:
