@@ -26,18 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
+from dlrm_bench.harness.host_stats import read_vmstat
+from dlrm_bench.harness.thread_times import parse_task_stat
+
 VMSTAT = ("numa_hint_faults", "numa_hint_faults_local", "numa_pte_updates", "numa_pages_migrated",
           "pgmigrate_success", "pgfault", "thp_collapse_alloc", "thp_split_pmd", "compact_stall",
           "pgscan_kswapd", "nr_tlb_remote_flush", "nr_tlb_remote_flush_received")
-
-
-def read_vmstat() -> list[int]:
-    values = dict.fromkeys(VMSTAT, 0)
-    for line in Path("/proc/vmstat").read_text().splitlines():
-        name, _, value = line.partition(" ")
-        if name in values:
-            values[name] = int(value)
-    return [values[k] for k in VMSTAT]
 
 
 def read_cpus() -> list[list[int]]:
@@ -59,15 +53,13 @@ def exited(pid: int) -> bool:
 
 
 def read_threads(pid: int) -> dict[int, tuple[str, int, int, int]]:
+    """tid -> (name, minor faults, user ticks, kernel ticks) of each thread of `pid`."""
     out = {}
     for entry in Path(f"/proc/{pid}/task").iterdir():
         try:
-            text = (entry / "stat").read_text(errors="replace")
-        except OSError:
-            continue
-        name = text[text.index("(") + 1:text.rindex(")")]
-        fields = text[text.rindex(")") + 2:].split()
-        out[int(entry.name)] = (name, int(fields[7]), int(fields[11]), int(fields[12]))
+            out[int(entry.name)] = parse_task_stat((entry / "stat").read_text(errors="replace"))
+        except (OSError, ValueError, IndexError):
+            continue  # the thread ended
     return out
 
 
@@ -82,7 +74,8 @@ def sample(pid: int, period_s: float, max_seconds: float) -> dict[str, np.ndarra
         except OSError:
             break  # the process ended
         times.append(time.monotonic())
-        vm.append(read_vmstat())
+        counters = read_vmstat(fields=VMSTAT)
+        vm.append([counters.get(k, 0) for k in VMSTAT])
         cpus.append(read_cpus())
         per_thread.append({tid: v[1:] for tid, v in threads.items()})
         names.update({tid: v[0] for tid, v in threads.items()})

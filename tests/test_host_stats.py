@@ -35,6 +35,7 @@ def test_vmstat_counters_are_read_and_per_zone_allocstalls_summed(tmp_path: Path
     vmstat.write_text("pgfault 900\npgmajfault 7\nallocstall_dma 1\nallocstall_normal 4\ncompact_stall 2\n"
                       "thp_fault_alloc 30\nnr_free_pages 5\n")
     assert read_vmstat(vmstat) == {"compact_stall": 2, "allocstall": 5, "thp_fault_alloc": 30, "pgmajfault": 7}
+    assert read_vmstat(vmstat, fields=("pgfault", "numa_hint_faults")) == {"pgfault": 900, "numa_hint_faults": 0}
     vmstat.write_text("pgmajfault 7\n")  # an older kernel without the rest: zeros
     assert read_vmstat(vmstat) == {"compact_stall": 0, "allocstall": 0, "thp_fault_alloc": 0, "pgmajfault": 7}
     assert read_vmstat(tmp_path / "missing") == {}

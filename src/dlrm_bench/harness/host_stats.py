@@ -43,13 +43,13 @@ def read_cpu_ticks(path: Path = PROC_STAT) -> dict[str, int]:
     return dict(zip(CPU_FIELDS, values))
 
 
-def read_vmstat(path: Path = PROC_VMSTAT) -> dict[str, int]:
-    """The VMSTAT_FIELDS counters of /proc/vmstat ({} when it cannot be read); a field the kernel lacks is 0."""
+def read_vmstat(path: Path = PROC_VMSTAT, fields: tuple[str, ...] = VMSTAT_FIELDS) -> dict[str, int]:
+    """The `fields` counters of /proc/vmstat ({} when it cannot be read); a field the kernel lacks is 0."""
     try:
         lines = path.read_text(encoding="ascii", errors="replace").splitlines()
     except OSError:
         return {}
-    out = dict.fromkeys(VMSTAT_FIELDS, 0)
+    out = dict.fromkeys(fields, 0)
     for line in lines:
         name, _, value = line.partition(" ")
         key = "allocstall" if name.startswith("allocstall") else name

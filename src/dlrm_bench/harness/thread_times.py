@@ -23,12 +23,17 @@ Reading = dict[int, tuple[int, ...]]
 """tid -> (ns on a CPU, ns waiting on a run queue, timeslices[, minor faults, user ticks, kernel ticks])."""
 
 
+def parse_task_stat(text: str) -> tuple[str, int, int, int]:
+    """(name, minor faults, user ticks, kernel ticks) from the text of a task's stat file (fields 2, 10, 14, 15;
+    the name in parentheses may hold spaces and parentheses, so the fields count from the last ')')."""
+    close = text.rindex(")")
+    fields = text[close + 2:].split()
+    return text[text.index("(") + 1:close], int(fields[7]), int(fields[11]), int(fields[12])
+
+
 def read_task_stat(entry: Path) -> tuple[int, int, int]:
-    """(minor faults, user ticks, kernel ticks) from a task's stat file (fields 10, 14, 15; the name in
-    parentheses may hold spaces, so the fields count from its closing parenthesis)."""
-    text = (entry / "stat").read_text(encoding="ascii", errors="replace")
-    fields = text[text.rindex(")") + 2:].split()
-    return int(fields[7]), int(fields[11]), int(fields[12])
+    """(minor faults, user ticks, kernel ticks) of the task whose /proc directory is `entry`."""
+    return parse_task_stat((entry / "stat").read_text(encoding="ascii", errors="replace"))[1:]
 
 
 def read_schedstats(tasks: Path = TASKS) -> Reading:
