@@ -63,10 +63,10 @@ calibrate: $(STAMP)
 
 # The CUTLASS top-MLP kernels (csrc/*.cu, Hopper sm_90a) as one library loaded with ctypes: needs nvcc (CUDA >= 12.3),
 # not a GPU. Header-only use of CUTLASS: the nvidia-cutlass wheel goes in without its Python dependencies.
-# About 3 min on 2 cores with `make -j2 cutlass_gemm` (the two sources side by side).
+# About 3 min on 2 cores with `make kernels` (the two sources side by side).
 CUTLASS_VERSION ?= 4.2.0.0
 NVCC ?= nvcc
-CUTLASS_LIB := build/cutlass/libdlrm_top_gemm.so
+CUTLASS_LIB := build/kernels/libdlrm_kernels.so
 CUTLASS_HEADERS := build/cutlass/.headers-$(CUTLASS_VERSION)
 CUTLASS_OBJECTS := build/cutlass/top_gemm_cutlass.o build/cutlass/final_layer_cutlass.o \
 	build/cutlass/interaction_mma.o build/cutlass/bottom_mlp_wgmma.o

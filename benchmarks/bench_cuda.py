@@ -30,11 +30,11 @@ import torch  # noqa: E402
 
 from bench_inputs import write_report  # noqa: E402
 
-from dlrm_bench.criteo.random_preset import access_laws  # noqa: E402
+from dlrm_bench.random_preset import access_laws  # noqa: E402
 from dlrm_bench.criteo.schema import BOTTOM_MLP, CRITEO_TB_CARDINALITIES, NUM_DENSE, TOP_MLP, TOP_MLP_INPUT  # noqa: E402
 from dlrm_bench.engines.cuda.bottom_mlp import BottomMLP  # noqa: E402
 from dlrm_bench.engines.cuda.interaction import Interaction, layout_columns, to_layout  # noqa: E402
-from dlrm_bench.engines.cuda.cutlass_gemm import VARIANTS as CUTLASS_VARIANTS, CutlassUnavailable  # noqa: E402
+from dlrm_bench.engines.cuda.kernel_library import VARIANTS as CUTLASS_VARIANTS, KernelsUnavailable  # noqa: E402
 from dlrm_bench.engines.cuda.top_mlp import TopMLP, use_cutlass_hidden_layers  # noqa: E402
 from dlrm_bench.quant.calibration import batch_ranges  # noqa: E402
 from dlrm_bench.quant.recipe import (TOP_INPUT_PAD, build_quantized, emulate_bottom, emulate_interaction,  # noqa: E402
@@ -242,7 +242,7 @@ def apply_top_gemm(top: TopMLP, variant: str, final_layer: bool, script: str) ->
         return True
     try:
         use_cutlass_hidden_layers(top, variant, final_layer=final_layer)
-    except CutlassUnavailable as exc:
+    except KernelsUnavailable as exc:
         print(f"{script}: error: --top-gemm {variant}: {exc}", file=sys.stderr)
         return False
     return True
@@ -559,7 +559,7 @@ def main() -> int:
                     help="tiles of the hidden top layers for the batches (HIDDEN_LAYER_PRESETS)")
     ap.add_argument("--top-gemm", default="triton", choices=["triton", *CUTLASS_VARIANTS],
                     help="the hidden top layers' kernels for the batches: Triton, or a CUTLASS variant (as the "
-                         "engine's top_gemm setting; needs make cutlass_gemm and a Hopper GPU)")
+                         "engine's top_gemm setting; needs make kernels and a Hopper GPU)")
     ap.add_argument("--cutlass-final", action="store_true",
                     help="with a CUTLASS --top-gemm: the final layer on CUTLASS too (cutlass_final_layer)")
     ap.add_argument("--tune-parts", default="top,bottom,interaction", help="kernels --tune times")

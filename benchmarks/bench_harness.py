@@ -30,7 +30,7 @@ from dlrm_bench.criteo.partition import aggregation_sizes, load_quantiles, parti
 from dlrm_bench.criteo.schema import CRITEO_TB_TEST_PAIRS  # noqa: E402
 from dlrm_bench.engines.base import Engine  # noqa: E402
 from dlrm_bench.harness.loadgen_settings import log_settings  # noqa: E402
-from dlrm_bench.harness.logs import loadgen_metrics, read_detail_log  # noqa: E402
+from dlrm_bench.loadgen_logs import loadgen_metrics, read_detail_log  # noqa: E402
 from dlrm_bench.harness.qsl import SampleLibrary  # noqa: E402
 from dlrm_bench.harness.sut import make_sut  # noqa: E402
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The top MLP's hidden layers: Triton GEMMs (top_mlp.py) against CUTLASS kernels with thread-block clusters and
-TMA multicast (csrc/top_gemm_cutlass.cu, `make cutlass_gemm`), on the same weights and the same real inputs.
+TMA multicast (csrc/top_gemm_cutlass.cu, `make kernels`), on the same weights and the same real inputs.
 
-For each CUTLASS variant (cutlass_gemm.VARIANTS) in the three hidden layers (the final layer in Triton):
+For each CUTLASS variant (kernel_library.VARIANTS) in the three hidden layers (the final layer in Triton):
 * agreement: each layer on the Triton path's input, against the Triton layer's int8 output (both use the folded
   epilogue: at most one step apart, rarely), and the probabilities of the whole top MLP;
 * per-layer time (median of CUDA-event timings) and int8 TOPS, the final layer's included (with --final, each
@@ -34,7 +34,7 @@ import torch  # noqa: E402
 from bench_inputs import write_report  # noqa: E402
 from bench_cuda import gpu_bench_model, timed, whole_batch_graph  # noqa: E402
 from bench_operand_power import LAYOUT, real_top_input, rounds_cell, sustained_rounds  # noqa: E402
-from dlrm_bench.engines.cuda.cutlass_gemm import (VARIANTS, CutlassUnavailable, cutlass_top_gemm,  # noqa: E402
+from dlrm_bench.engines.cuda.kernel_library import (VARIANTS, KernelsUnavailable, kernel_library,  # noqa: E402
                                                   in_logical_order, in_stored_order)
 from dlrm_bench.engines.cuda.top_mlp import TopMLP  # noqa: E402
 
@@ -82,7 +82,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batch", type=int, default=262144, help="pairs per batch")
     ap.add_argument("--rows-scale", type=float, default=0.02, help="fraction of the full table rows")
-    ap.add_argument("--variants", default="all", help="comma-separated cutlass_gemm.VARIANTS names (or \"a/b/c\": "
+    ap.add_argument("--variants", default="all", help="comma-separated kernel_library.VARIANTS names (or \"a/b/c\": "
                     "one per hidden layer), or all")
     ap.add_argument("--sustain", type=float, default=5.0, help="seconds of back-to-back replay per config and round")
     ap.add_argument("--rounds", type=int, default=2, help="rounds over the configs")
@@ -105,8 +105,8 @@ def main() -> int:
     if model is None:
         return 2
     try:
-        cutlass_top_gemm()
-    except CutlassUnavailable as exc:
+        kernel_library()
+    except KernelsUnavailable as exc:
         print(f"bench_top_gemm.py: error: {exc}", file=sys.stderr)
         return 2
     device, cards, qm, tables, offsets = model

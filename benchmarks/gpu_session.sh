@@ -7,7 +7,7 @@
 #          replaces its flags, e.g. "--bridges native --duration 20 --server-qps 740000,800000")
 # bench  : benchmarks/bench_cuda.py --tune (kernels vs roofline, tile configurations; with the CUTLASS kernels
 #          where build/cutlass holds the library)
-# cutlass: the CUTLASS hidden-layer GEMMs (needs build/cutlass/libdlrm_top_gemm.so: `make cutlass_gemm` here, or
+# cutlass: the CUTLASS hidden-layer GEMMs (needs build/kernels/libdlrm_kernels.so: `make kernels` here, or
 #          carry build/cutlass): their GPU tests, then benchmarks/bench_top_gemm.py (CUTLASS_ARGS adds flags)
 # profile: Nsight Compute over benchmarks/profile_batch.py (PROFILE_ARGS: its flags, e.g. --top-gemm a,b; NCU_ARGS:
 #          ncu's, default the CUTLASS kernels with speed of light, warp states and source counters) into
@@ -85,11 +85,11 @@ if has hotcold; then
 fi
 if has bench; then
   default_bench="--tune --batches 262144"  # + the configs' CUTLASS kernels where the library is built
-  [ -f build/cutlass/libdlrm_top_gemm.so ] && default_bench="$default_bench --top-gemm 128x128_c1x2_pingpong_fma --cutlass-final"
+  [ -f build/kernels/libdlrm_kernels.so ] && default_bench="$default_bench --top-gemm 128x128_c1x2_pingpong_fma --cutlass-final"
   timeout 300 python3 benchmarks/bench_cuda.py ${BENCH_ARGS:-$default_bench} --out "$OUT" 2>&1 | tail -22 | tee -a "$OUT/session.log"
 fi
 if has cutlass; then
-  timeout 300 python3 -m pytest -q -x -p no:cacheprovider tests/test_cutlass_gemm.py 2>&1 | tail -6 | tee -a "$OUT/session.log"
+  timeout 300 python3 -m pytest -q -x -p no:cacheprovider tests/test_kernel_library.py 2>&1 | tail -6 | tee -a "$OUT/session.log"
   timeout 400 python3 benchmarks/bench_top_gemm.py ${CUTLASS_ARGS:-} --out "$OUT" 2>&1 | tail -30 | tee -a "$OUT/session.log"
 fi
 if has profile; then
@@ -101,7 +101,7 @@ if has profile; then
 fi
 if has frontoverlap; then
   front_default="--top-gemm triton"
-  [ -f build/cutlass/libdlrm_top_gemm.so ] && front_default="--cutlass-final"
+  [ -f build/kernels/libdlrm_kernels.so ] && front_default="--cutlass-final"
   timeout 400 python3 benchmarks/bench_front_overlap.py $front_default ${FRONT_ARGS:-} --out "$OUT" 2>&1 | tail -20 \
     | tee -a "$OUT/session.log"
 fi

@@ -13,12 +13,12 @@ python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site b
 export PYTHONPATH=/tmp/site:$PWD/src:$PWD
 export MLPERF_SCRATCH_PATH=$PWD/build
 python3 -c "import sysconfig; print('LIBDIR', sysconfig.get_config_var('LIBDIR'), 'shared', sysconfig.get_config_var('Py_ENABLE_SHARED'))"
-python3 -c "import tritonclient.grpc, sklearn, matplotlib; from dlrm_bench.serving.install import find_triton; print(find_triton())" || exit 1
+python3 -c "import tritonclient.grpc, sklearn, matplotlib; from dlrm_bench.triton_server.install import find_triton; print(find_triton())" || exit 1
 STEP="${STEP:-bench}"
 if [ "$STEP" = bench ]; then
-  timeout ${BENCH_TIMEOUT:-520} python3 benchmarks/bench_triton.py ${BENCH_ARGS:-} --out "$OUT/${BENCH_NAME:-bench_triton}.json" 2>&1 | grep -v "it/s\]" | tail -70
+  timeout ${BENCH_TIMEOUT:-520} python3 benchmarks/bench_triton_server.py ${BENCH_ARGS:-} --out "$OUT/${BENCH_NAME:-bench_triton}.json" 2>&1 | grep -v "it/s\]" | tail -70
   cp -r build/bench/triton_logs "$OUT/" 2>/dev/null; true
 fi
 if [ "$STEP" = tests ]; then
-  timeout 520 python3 -m pytest -q -p no:cacheprovider tests/test_triton_serving.py 2>&1 | tail -20
+  timeout 520 python3 -m pytest -q -p no:cacheprovider tests/test_triton_server.py 2>&1 | tail -20
 fi

@@ -18,9 +18,10 @@ import torch
 
 import mlperf_loadgen as lg
 from dlrm_bench import compliance
+from dlrm_bench.harness import audit_config
 from dlrm_bench.cli import main as cli
 from dlrm_bench.errors import UserError
-from dlrm_bench.harness.logs import read_detail_log
+from dlrm_bench.loadgen_logs import read_detail_log
 from dlrm_bench.model.checkpoint import save_checkpoint
 from dlrm_bench.model.dlrm import DLRM, init_reference
 from tests.conftest import TINY_CARDINALITIES, _planted_model, write_preprocessed_dataset
@@ -88,9 +89,9 @@ def test_audit_writes_the_tree_and_configs(audited):
     status, base = audited
     for name in ("PerformanceOnly", "AccuracyOnly", "TEST01", "TEST05"):
         assert (base / name / "mlperf_log_summary.txt").exists() and (base / name / "throughput.png").exists()
-    assert compliance.read_audit_config(base / "TEST01" / "audit.config", "Offline") == {
+    assert audit_config.read_audit_config(base / "TEST01" / "audit.config", "Offline") == {
         "mode": "2", "accuracy_log_rng_seed": "720381539243781796", "accuracy_log_sampling_target": "4096"}
-    keys = compliance.read_audit_config(base / "TEST05" / "audit.config", "Offline")
+    keys = audit_config.read_audit_config(base / "TEST05" / "audit.config", "Offline")
     assert keys["test05"] == "1" and keys["test05_qsl_rng_seed"] == "7975553102935885558"
     verdicts = [last_line(base / t / f"verify_{c}.txt") for t, c in
                 (("TEST01", "accuracy"), ("TEST01", "performance"), ("TEST05", "performance"))]
@@ -107,7 +108,7 @@ def test_loadgen_applied_each_audit_config(audited):
     assert test01["effective_accuracy_log_sampling_target"] == 4096
     assert test01["effective_test_mode"] == test05["effective_test_mode"] == "PerformanceOnly"
     assert "Test05 flag detected" in (base / "TEST05" / "mlperf_log_detail.txt").read_text()
-    for name, value in compliance.TEST05_SEEDS.items():
+    for name, value in audit_config.TEST05_SEEDS.items():
         assert test05[f"effective_{name}"] == value != plain[f"effective_{name}"]
     assert compliance.verify_audit_took_effect("TEST05", base / "TEST05") == []
     assert compliance.verify_audit_took_effect("TEST01", base / "PerformanceOnly") != []
@@ -230,23 +231,23 @@ def test_apply_audit_settings_sets_the_test05_fields(tmp_path):
     path = tmp_path / "audit.config"
     path.write_text(compliance.audit_config_text("TEST05"))
     ts = lg.TestSettings()
-    compliance.apply_audit_settings(ts, path, "Offline")
+    audit_config.apply_audit_settings(ts, path, "Offline")
     assert ts.test05 and ts.test05_qsl_rng_seed == 7975553102935885558
     assert ts.test05_schedule_rng_seed == 15816800565822761601
     # older TEST05 configs name plain seed keys; model- and scenario-specific keys win over wildcards
     path.write_text("*.*.mode = 2\n*.*.qsl_rng_seed = 11\n*.Offline.qsl_rng_seed = 12  # comment\n"
                     "dlrm.Offline.sample_index_rng_seed = 13\nresnet50.*.schedule_rng_seed = 99\n")
     ts = lg.TestSettings()
-    compliance.apply_audit_settings(ts, path, "Offline")
+    audit_config.apply_audit_settings(ts, path, "Offline")
     assert (ts.test05, ts.test05_qsl_rng_seed, ts.test05_sample_index_rng_seed) == (True, 12, 13)
-    assert ts.test05_schedule_rng_seed == compliance.TEST05_SEEDS["schedule_rng_seed"]
+    assert ts.test05_schedule_rng_seed == audit_config.TEST05_SEEDS["schedule_rng_seed"]
     path.write_text(compliance.audit_config_text("TEST01"))
     ts = lg.TestSettings()
-    compliance.apply_audit_settings(ts, path, "Server")
+    audit_config.apply_audit_settings(ts, path, "Server")
     assert not ts.test05
     path.write_text("mode 2\n")
     with pytest.raises(UserError, match=r"audit.config:1: expected 'model.scenario.key = value'"):
-        compliance.apply_audit_settings(lg.TestSettings(), path, "Offline")
+        audit_config.apply_audit_settings(lg.TestSettings(), path, "Offline")
 
 
 @pytest.mark.parametrize("test, scenario, ref, new, passed", [

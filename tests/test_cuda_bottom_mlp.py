@@ -3,7 +3,7 @@ bytes in the whole top-MLP input buffer (columns 128.. and rows past the batch u
 indirection, for 13- and 16-column numeric inputs. Edge sizes: 1 pair, partial 64-row tiles (63, 65, odd counts),
 more tiles than two per SM, the largest batch the engine uses. And the shared-memory image's layout, on the CPU.
 
-The GPU tests need a Hopper GPU and the built library (`make cutlass_gemm`).
+The GPU tests need a Hopper GPU and the built library (`make kernels`).
 """
 
 from __future__ import annotations

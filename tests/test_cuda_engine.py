@@ -72,11 +72,11 @@ def test_engine_matches_int8_emulation(workspace, monkeypatch) -> None:
 def test_multi_gpu_engine_matches_one_gpu(workspace, monkeypatch, top_gemm: str) -> None:
     """Every GPU gives the one-GPU predictions; with the CUTLASS library too (its own CUDA runtime must launch on
     each engine's device, not on device 0)."""
-    from dlrm_bench.engines.cuda.cutlass_gemm import library_path
+    from dlrm_bench.engines.cuda.kernel_library import library_path
     if torch.cuda.device_count() < 2:
         pytest.skip("needs 2 GPUs")
     if top_gemm != "triton" and not library_path().is_file():
-        pytest.skip("needs the CUTLASS library (make cutlass_gemm)")
+        pytest.skip("needs the CUTLASS library (make kernels)")
     monkeypatch.setenv("MLPERF_SCRATCH_PATH", str(workspace["root"]))
     meta = load_meta(workspace["data"])
     split = open_split(workspace["data"] / "test")
@@ -147,9 +147,9 @@ def test_cutlass_hidden_layers_in_the_engine(workspace, monkeypatch) -> None:
     """top_gemm: the hidden top layers on the CUTLASS library, with and without CUDA graphs (buckets of several
     sizes, so the kernels are captured at several row counts): the emulation's predictions, as the Triton path.
     The "_permuted" variant too, whose stored column order the Triton final layer follows."""
-    from dlrm_bench.engines.cuda.cutlass_gemm import library_path
+    from dlrm_bench.engines.cuda.kernel_library import library_path
     if not library_path().is_file() or torch.cuda.get_device_capability() != (9, 0):
-        pytest.skip("needs the CUTLASS library (make cutlass_gemm) and a Hopper GPU")
+        pytest.skip("needs the CUTLASS library (make kernels) and a Hopper GPU")
     monkeypatch.setenv("MLPERF_SCRATCH_PATH", str(workspace["root"]))
     meta = load_meta(workspace["data"])
     split = open_split(workspace["data"] / "test")
@@ -181,11 +181,11 @@ def test_cutlass_hidden_layers_in_the_engine(workspace, monkeypatch) -> None:
 
 
 def test_a_missing_cutlass_library_falls_back_to_triton(workspace, monkeypatch, capsys) -> None:
-    import dlrm_bench.engines.cuda.cutlass_gemm as cutlass_gemm
+    import dlrm_bench.engines.cuda.kernel_library as kernel_library
 
     monkeypatch.setenv("MLPERF_SCRATCH_PATH", str(workspace["root"]))
-    monkeypatch.setenv(cutlass_gemm.LIBRARY_ENV, str(workspace["root"] / "no-such-lib.so"))
-    monkeypatch.setattr(cutlass_gemm, "_LOADED", None)
+    monkeypatch.setenv(kernel_library.LIBRARY_ENV, str(workspace["root"] / "no-such-lib.so"))
+    monkeypatch.setattr(kernel_library, "_LOADED", None)
     meta = load_meta(workspace["data"])
     engine = create_engine("cuda", workspace["model"], meta, {"gpu_batch_size": 512,
                                                               "top_gemm": "128x128_c1x2_pingpong",
@@ -218,7 +218,7 @@ def test_sliced_pipeline_matches_the_serial_batch(workspace, monkeypatch) -> Non
     configs = {"serial": {}, "sliced": {"front_overlap_slices": 3, "top_gemm_sms": 40},
                "sliced+graphs": {"front_overlap_slices": 4, "top_gemm_sms": 64, "cuda_graphs": True,
                                  "cuda_graph_buckets": 4}}
-    from dlrm_bench.engines.cuda.cutlass_gemm import library_path
+    from dlrm_bench.engines.cuda.kernel_library import library_path
     if library_path().is_file() and torch.cuda.get_device_capability() == (9, 0):  # the same bytes as Triton's
         configs["sliced+cutlass"] = {**configs["sliced+graphs"], "top_gemm": "128x128_c1x2_pingpong"}
     results = {}
@@ -238,10 +238,10 @@ def test_sliced_pipeline_matches_the_serial_batch(workspace, monkeypatch) -> Non
 def test_cuda_front_kernels_in_the_engine(workspace, monkeypatch) -> None:
     """interaction_kernel cuda, bottom_kernel cuda: the same probabilities as the Triton kernels, launched one by
     one, in CUDA graphs and in the sliced pipeline."""
-    from dlrm_bench.engines.cuda.cutlass_gemm import library_path
+    from dlrm_bench.engines.cuda.kernel_library import library_path
     import dlrm_bench.engines.cuda.sliced_pipeline as sliced_pipeline
     if not library_path().is_file() or torch.cuda.get_device_capability() != (9, 0):
-        pytest.skip("needs the CUTLASS library (make cutlass_gemm) and a Hopper GPU")
+        pytest.skip("needs the CUTLASS library (make kernels) and a Hopper GPU")
     monkeypatch.setenv("MLPERF_SCRATCH_PATH", str(workspace["root"]))
     monkeypatch.setattr(sliced_pipeline, "MIN_SLICE_PAIRS", 128)
     meta = load_meta(workspace["data"])

@@ -3,7 +3,7 @@ kernel in the paired layout: the same bytes in the whole top-MLP input buffer (s
 entries' columns or past the batch), and the recipe's emulation. Edge sizes: 1 pair, odd counts, partial warps
 (pairs per warp 1, 3, 8), the largest batch the engine uses; with and without row indirection.
 
-Needs a Hopper GPU and the built library (`make cutlass_gemm`), except the refusals at the top.
+Needs a Hopper GPU and the built library (`make kernels`), except the refusals at the top.
 """
 
 from __future__ import annotations

@@ -200,7 +200,7 @@ def test_a_layer_reads_the_columns_in_the_order_the_one_before_stored_them(model
     """With the "_permuted" CUTLASS variant on the hidden layers, each layer after one reads its K columns in the
     stored order: the stored activations times the reordered weight are the logical product exactly; the first
     layer's weight is untouched and the epilogue vectors follow the stored order."""
-    from dlrm_bench.engines.cuda.cutlass_gemm import physical_column_order
+    from dlrm_bench.engines.cuda.kernel_library import physical_column_order
 
     top = TopMLP(model[1], DEVICE)
     assert top.stored_order(0) is None and top.input_weight(1) is top.w[1]

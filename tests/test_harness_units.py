@@ -11,9 +11,10 @@ import pytest
 from dlrm_bench.errors import UserError
 from dlrm_bench.harness import config as cfg
 from dlrm_bench.harness.loadgen_settings import Overrides, build_test_settings, load_rules
-from dlrm_bench.harness.logs import loadgen_metrics, make_run_root, read_detail_log, update_latest
+from dlrm_bench.harness.logs import make_run_root, update_latest
+from dlrm_bench.loadgen_logs import loadgen_metrics, read_detail_log
 from dlrm_bench.engines.base import cut_by_pairs
-from dlrm_bench.harness.system import SystemInfo
+from dlrm_bench.system import SystemInfo
 from dlrm_bench.report import results_table
 
 CPU = SystemInfo("Test CPU", 2, ())

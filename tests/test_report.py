@@ -13,7 +13,7 @@ import pytest
 from dlrm_bench import plots
 from dlrm_bench.harness import batch_stamps, runner
 from dlrm_bench.cli import main as cli
-from dlrm_bench.harness.logs import read_detail_log
+from dlrm_bench.loadgen_logs import read_detail_log
 from tests.conftest import save_random_model, write_preprocessed_dataset
 
 PNG = b"\x89PNG\r\n\x1a\n"

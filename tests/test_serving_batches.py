@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dlrm_bench.serving.backend import Job, plan_batches
+from dlrm_bench.triton_server.backend import Job, plan_batches
 
 
 def ranges_job(index: int, lengths: list[int], start: int = 0) -> Job:
@@ -50,7 +50,7 @@ def test_rows_jobs_are_cut_into_row_slices() -> None:
 
 
 def test_model_inflight_defaults_to_the_clients_and_can_differ(tmp_path) -> None:
-    from dlrm_bench.serving.repository import spec_from_settings
+    from dlrm_bench.triton_server.repository import spec_from_settings
 
     def spec(settings: dict) -> int:
         return spec_from_settings("cpu", tmp_path, tmp_path, tmp_path, settings, tmp_path / "info").inflight

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dlrm_bench.serving.trace import PHASES, RequestTrace, format_summary, summarize
+from dlrm_bench.triton_server.trace import PHASES, RequestTrace, format_summary, summarize
 
 
 def test_trace_joins_both_sides_into_phases(tmp_path: Path) -> None:

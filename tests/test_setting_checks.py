@@ -10,7 +10,7 @@ import pytest
 
 from dlrm_bench.errors import UserError
 from dlrm_bench.harness import config as cfg
-from dlrm_bench.harness.system import SystemInfo
+from dlrm_bench.system import SystemInfo
 from dlrm_bench.setting_checks import CHECKS, check_settings
 
 CPU = SystemInfo("Test CPU", 2, ())

@@ -12,7 +12,7 @@ import pytest
 from dlrm_bench.criteo.dataset import load_meta, open_split
 from dlrm_bench.errors import UserError
 from dlrm_bench.model.checkpoint import REFERENCE_EXTRA_KEYS, load_for_dataset
-from dlrm_bench.workflow import default_model_path, locate, pick_dataset
+from dlrm_bench.inputs import default_model_path, locate, pick_dataset
 from dlrm_bench.model.train import (ThreadTuner, TrainConfig, iter_batches, main, resolve_precision,
                                    thread_candidates, train, training_days)
 

@@ -124,7 +124,7 @@ def reference_auc(model_path: Path, meta: DatasetMeta, split: Split) -> float:
     from dlrm_bench.engines import create_engine
 
     print(f"computing the FP32 reference AUC over {len(split):,} pairs (cached in {cache}) ...", flush=True)
-    engine = create_engine("reference", model_path, meta, {})
+    engine = create_engine("reference", model_path, meta)
     try:
         engine.load(split)
         preds = engine.predict_ranges(np.array([0]), np.array([len(split)]))
@@ -140,7 +140,7 @@ def reference_auc(model_path: Path, meta: DatasetMeta, split: Split) -> float:
 def main(args: argparse.Namespace) -> int:
     """`dlrm-bench accuracy --log FILE`: re-score an existing accuracy log."""
     from dlrm_bench.criteo.dataset import open_split
-    from dlrm_bench.workflow import resolve_inputs
+    from dlrm_bench.inputs import resolve_inputs
 
     meta, model_path = resolve_inputs(args.dataset, args.dataset_dir, args.model, prepare=False)
     split = open_split(meta.directory / "test")

@@ -97,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     p.add_argument("--quantile-file", type=Path, default=None)
     p.add_argument("--force", action="store_true", help="regenerate even if complete files exist")
-    p.set_defaults(func="dlrm_bench.criteo.random_preset:main")
+    p.set_defaults(func="dlrm_bench.random_preset:main")
 
     p = sub.add_parser("check-data", help="check that the 24 raw day files are present")
     p.add_argument("--raw-dir", type=Path, default=None)
@@ -163,7 +163,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--startup-timeout", type=float, default=900.0, help="seconds to wait for the model")
     p.add_argument("--workdir", type=Path, default=None,
                    help="model repository and server log (default: build/triton/serve-<time>)")
-    p.set_defaults(func="dlrm_bench.serving.serve:main")
+    p.set_defaults(func="dlrm_bench.triton_server.serve:main")
 
     p = sub.add_parser("generate-engines", help="split the checkpoint into int8 tables + MLP file (reused if current)")
     _add_dataset_args(p)

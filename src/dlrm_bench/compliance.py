@@ -43,16 +43,13 @@ import numpy as np
 
 from dlrm_bench.atomic import save_json, save_text
 from dlrm_bench.errors import DataError, UserError
+from dlrm_bench.harness.audit_config import TEST05_SEEDS, read_audit_config
 
 TESTS = ("TEST01", "TEST05")
 AUDIT_FILE = "audit.config"
 TEST01_SAMPLING_TARGET = 4096
 TEST01_ACCURACY_LOG_RNG_SEED = 720381539243781796
 """MLCommons' TEST01 audit.config value for DLRM."""
-TEST05_SEEDS = {"qsl_rng_seed": 7975553102935885558, "sample_index_rng_seed": 11403566307062068064,
-                "schedule_rng_seed": 15816800565822761601}
-"""The test05_* seeds of LoadGen 6.0's embedded mlperf.conf (whose plain seeds configs/dlrm/loadgen_rules.json
-uses for every other run)."""
 TEST01_PERF_TOLERANCE = 0.10
 TEST05_PERF_TOLERANCE = 0.05
 STREAM_RELAXED_TOLERANCE = 0.20
@@ -85,49 +82,6 @@ def audit_config_text(test: str) -> str:
     else:
         raise UserError(f"unknown compliance test '{test}': choose from {', '.join(TESTS)}")
     return "\n".join(head + body) + "\n"
-
-
-def read_audit_config(path: Path, scenario: str, model: str = "dlrm") -> dict[str, str]:
-    """key -> value for this model and scenario (exact > '*.scenario' > 'model.*' > '*.*', as LoadGen looks up)."""
-    entries: dict[str, str] = {}
-    try:
-        lines = Path(path).read_text().splitlines()
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read the audit config ({exc.strerror})") from None
-    for number, line in enumerate(lines, 1):
-        text = line.split("#", 1)[0].strip()
-        if not text:
-            continue
-        key, sep, value = (part.strip() for part in text.partition("="))
-        if not sep or key.count(".") < 2 or not value:
-            raise UserError(f"{path}:{number}: expected 'model.scenario.key = value', found {line.strip()!r}")
-        entries[key] = value
-    found: dict[str, str] = {}
-    for prefix in ("*.*.", f"{model}.*.", f"*.{scenario}.", f"{model}.{scenario}."):  # later wins
-        found.update({k[len(prefix):]: v for k, v in entries.items() if k.startswith(prefix)})
-    return found
-
-
-def _int(value: str, path: Path, key: str) -> int:
-    try:
-        return int(value, 0)
-    except ValueError:
-        raise UserError(f"{path}: {key} must be an integer, found {value!r}") from None
-
-
-def apply_audit_settings(ts: Any, path: Path, scenario: str) -> None:
-    """Set on LoadGen TestSettings `ts` what an audit.config asks for that LoadGen 6 does not read from it:
-    `test05 = 1` with `test05_*_rng_seed` keys, or (older TEST05 configs) plain `*_rng_seed` keys, become
-    ts.test05 = True and ts.test05_*_rng_seed. Everything else LoadGen reads from the file itself."""
-    keys = read_audit_config(path, scenario)
-    seeds = {name: keys.get(f"test05_{name}") for name in TEST05_SEEDS}
-    plain = {name: keys.get(name) for name in TEST05_SEEDS}
-    if keys.get("test05", "0") not in ("0", "") or any(plain.values()):
-        for name in TEST05_SEEDS:
-            value = seeds[name] or plain[name]
-            chosen = _int(value, path, name) if value else TEST05_SEEDS[name]
-            setattr(ts, f"test05_{name}", chosen)
-        ts.test05 = True
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -309,7 +263,7 @@ def _accuracy_fallback(lines: list[str], logged: list[tuple[int, str]], referenc
 
 def verify_audit_took_effect(test: str, test_dir: Path) -> list[str]:
     """Problems (empty: none) with how LoadGen applied the audit.config, from the detail log."""
-    from dlrm_bench.harness.logs import read_detail_log
+    from dlrm_bench.loadgen_logs import read_detail_log
 
     text = (test_dir / "mlperf_log_detail.txt").read_text(errors="replace")
     detail = read_detail_log(test_dir / "mlperf_log_detail.txt")

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from dlrm_bench.atomic import atomic_path, save_npy
-from dlrm_bench.harness.logs import read_detail_log
+from dlrm_bench.loadgen_logs import read_detail_log
 
 TIMELINE_FILE = "sut_completions.npy"
 THROUGHPUT_PNG = "throughput.png"

@@ -224,7 +224,7 @@ def _located(args: argparse.Namespace) -> tuple[tuple[int, ...], Path]:
     """(cardinalities from the dataset's meta.json, model path) by the --dataset / --dataset-dir / --model rules."""
     import json
 
-    from dlrm_bench.workflow import locate_args
+    from dlrm_bench.inputs import locate_args
 
     located = locate_args(args)
     meta = json.loads((located.dataset_dir / "meta.json").read_text())
@@ -259,7 +259,7 @@ def generate_engines_needs(args: argparse.Namespace) -> Needs:
 
 
 def train_needs(args: argparse.Namespace) -> Needs:
-    from dlrm_bench.workflow import locate_args
+    from dlrm_bench.inputs import locate_args
 
     cards, model = _located(args)
     output = Path(getattr(args, "output", None) or locate_args(args).model_path)
@@ -276,7 +276,7 @@ def train_needs(args: argparse.Namespace) -> Needs:
 
 
 def random_preset_needs(args: argparse.Namespace) -> Needs:
-    from dlrm_bench.criteo.random_preset import PRESET_NAME, _parse_cardinalities
+    from dlrm_bench.random_preset import PRESET_NAME, _parse_cardinalities
 
     cards = _parse_cardinalities(getattr(args, "cardinalities", None))
     what = getattr(args, "what", None) or "all"

@@ -11,10 +11,9 @@ internal batch), "device_table_budget_gb" (GPU memory for tables; default 70% of
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,21 +23,11 @@ from dlrm_bench.criteo.schema import NUM_DENSE, NUM_SPARSE
 from dlrm_bench.engines.base import Engine, contiguous_span, ranges_to_rows
 from dlrm_bench.errors import DataError, UserError
 from dlrm_bench.model.checkpoint import load_for_dataset
-from dlrm_bench.model.dlrm import DLRM
+from dlrm_bench.model.dlrm import DLRM, ieee_fp32
+from dlrm_bench.settings import Settings
 
 DEFAULT_BATCH = {"cpu": 8192, "cuda": 65536}
 """Pairs per internal batch: bounds memory (about 30 KB of activations per pair)."""
-
-
-@contextlib.contextmanager
-def ieee_fp32() -> Iterator[None]:
-    """Run float32 matmuls as IEEE float32 (no TF32, no bf16 emulation), restoring the previous setting."""
-    previous = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("highest")
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(previous)
 
 
 def _pick_device(requested: str | None) -> torch.device:
@@ -198,17 +187,17 @@ def predict_rows(engine: Engine, split: Split, start: int, end: int, chunk: int 
     return out
 
 
-def build(model_path: Path, meta: DatasetMeta, settings: Mapping[str, Any] | None = None) -> ReferenceEngine:
+def build(model_path: Path, meta: DatasetMeta, settings: Settings | None = None) -> ReferenceEngine:
     """Load the checkpoint (memory-mapped), check it against the dataset's table sizes, place it on the device."""
-    settings = dict(settings or {})
+    settings = settings or Settings()
     checkpoint = load_for_dataset(model_path, meta.cardinalities, dataset=f"dataset '{meta.name}'")
     model = DLRM.from_state_dict(checkpoint.state_dict)
-    return ReferenceEngine(model, _pick_device(settings.get("device")), settings.get("batch_size"),
-                           settings.get("device_table_budget_gb"), model_path=Path(model_path))
+    return ReferenceEngine(model, _pick_device(settings.device), settings.batch_size,
+                           settings.device_table_budget_gb, model_path=Path(model_path))
 
 
 def reference_predictions(model_path: Path, meta: DatasetMeta, split: str | Path | Split = "test",
-                          settings: Mapping[str, Any] | None = None, progress: bool = True) -> np.ndarray:
+                          settings: Settings | None = None, progress: bool = True) -> np.ndarray:
     """FP32 reference predictions for every pair of a split: float32 [N], in row order.
 
     split: a split name under the dataset folder ("test", "calibration", "days/day_0"), a folder, or an open Split.

@@ -15,14 +15,11 @@ from pathlib import Path
 
 from dlrm_bench.errors import UserError
 from dlrm_bench.harness.host_stats import PROC_INTERRUPTS, read_interrupts
+from dlrm_bench.settings import CPU_LIST, OFF_GPU_IRQS
 
-CPU_LIST = re.compile(r"^\s*\d+(\s*-\s*\d+)?(\s*,\s*\d+(\s*-\s*\d+)?)*\s*$")
-"""A Linux CPU list: ranges and single CPUs separated by commas."""
 STARTED_WITH: frozenset[int] = frozenset(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else frozenset()
 """The CPUs this process could run on when it started (a container's cpuset, taskset): the allowed choices."""
 TASKS = Path("/proc/self/task")
-OFF_GPU_IRQS = "off-gpu-irqs"
-"""The setting's value for: every CPU this process may use but those that serve the GPU driver's interrupts."""
 GPU_IRQ_MATCH = "nvidia"
 
 

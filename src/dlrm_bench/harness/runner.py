@@ -15,28 +15,30 @@ import numpy as np
 
 from dlrm_bench import accuracy
 from dlrm_bench.atomic import save_json, save_npy, save_text
-from dlrm_bench.compliance import apply_audit_settings
+from dlrm_bench.harness.audit_config import apply_audit_settings
 from dlrm_bench.criteo.dataset import DatasetMeta, Split, open_partition, open_split
 from dlrm_bench.criteo.schema import ACCURACY_TARGETS
-from dlrm_bench.engines import create_engine, default_engine, engine_available
+from dlrm_bench.engines import create_engine, pick_engine
 from dlrm_bench.engines.base import Engine
 from dlrm_bench.errors import UserError
-from dlrm_bench.harness import config as cfg
+from dlrm_bench import configs
 from dlrm_bench.harness.loadgen_settings import (Overrides, build_test_settings, describe_test_settings,
                                                  load_rules, log_settings)
 from dlrm_bench.harness import batch_stamps
 from dlrm_bench.harness.cpu_affinity import apply_cpu_affinity
 from dlrm_bench.harness.host_stats import HostSample, host_delta
-from dlrm_bench.harness.logs import loadgen_metrics, make_run_root, read_detail_log, run_dir, update_latest
+from dlrm_bench.harness.logs import make_run_root, run_dir, update_latest
+from dlrm_bench.loadgen_logs import loadgen_metrics, read_detail_log
 from dlrm_bench.harness.qsl import SampleLibrary
 from dlrm_bench.harness.sut import STALL_TRACES, batch_fill_note, make_sut
-from dlrm_bench.harness.system import SystemInfo, detect_system
+from dlrm_bench.system import SystemInfo, detect_system
 from dlrm_bench.harness.thread_times import python_thread_names, read_schedstats, thread_deltas
 from dlrm_bench.paths import configs_dir, logs_dir
-from dlrm_bench.serving import create_triton_engine
+from dlrm_bench.settings import Settings
+from dlrm_bench.triton_server import create_served_engine
 from dlrm_bench.plots import save_timeline, write_run_plots
 from dlrm_bench.report import results_table
-from dlrm_bench.workflow import resolve_inputs
+from dlrm_bench.inputs import resolve_inputs
 
 PAUSES_FILE = "interpreter_pauses.npy"
 """Per run: every garbage collection and watchdog stall of the test (QuietInterpreter.timeline), on the clock of
@@ -69,11 +71,11 @@ class EngineCache:
         self.ctx = ctx
         self.engines: dict[tuple[str, str], Engine] = {}
 
-    def get(self, name: str, config_ver: str, settings: dict[str, Any]) -> Engine:
+    def get(self, name: str, config_ver: str, settings: Settings) -> Engine:
         key = (name, config_ver)
         if key not in self.engines:
-            if config_ver.endswith("triton"):  # the engine behind a Triton Inference Server (serving/)
-                engine = create_triton_engine(name, self.ctx.model_path, self.ctx.meta, settings,
+            if config_ver.endswith("triton"):  # the engine behind a Triton Inference Server (triton_server/)
+                engine = create_served_engine(name, self.ctx.model_path, self.ctx.meta, settings,
                                               self.ctx.root / "triton" / f"{name}-{config_ver}")
             else:
                 engine = create_engine(name, self.ctx.model_path, self.ctx.meta, settings)
@@ -88,20 +90,7 @@ class EngineCache:
             engine.close()
 
 
-def pick_engine(requested: str | None, settings: dict[str, Any]) -> str:
-    """--engine wins; else the config's engine if this machine has it; else the fastest available."""
-    if requested:
-        return requested
-    wanted = settings.get("engine")
-    if wanted and engine_available(wanted):
-        return wanted
-    fallback = default_engine()
-    if wanted:
-        print(f"engine '{wanted}' from the config is not available here; using '{fallback}'", flush=True)
-    return fallback
-
-
-def run_loadgen(ctx: RunContext, engine: Engine, scenario: str, mode: str, settings: dict[str, Any],
+def run_loadgen(ctx: RunContext, engine: Engine, scenario: str, mode: str, settings: Settings,
                 out: Path) -> dict[str, Any]:
     """One LoadGen test; returns the measured numbers."""
     qsl_count = min(int(ctx.rules["performance_sample_count"]), len(ctx.offsets) - 1)
@@ -162,14 +151,35 @@ def score_accuracy(ctx: RunContext, out: Path, config_ver: str) -> dict[str, Any
             "accuracy_pairs": pairs, "accuracy_samples": samples}
 
 
+def resolve_run_settings(args: argparse.Namespace, scenario: str, config_ver: str,
+                         system: SystemInfo) -> configs.Resolved:
+    """The settings of one run: the config files and --set for the engine that will run (--engine, else the
+    config's if this machine has it, else the fastest it has)."""
+    overrides = configs.parse_overrides(getattr(args, "settings", []))
+    resolved = configs.resolve(scenario, config_ver, args.engine, system, args.config, overrides)
+    name = pick_engine(args.engine, resolved.settings.engine)
+    if name != resolved.settings.engine:
+        resolved = configs.resolve(scenario, config_ver, name, system, args.config, overrides)
+    return resolved
+
+
+def check_run_settings(args: argparse.Namespace, scenarios: list[str], config_vers: list[str]) -> None:
+    """Every config file, and the settings of every run asked for, checked before anything loads."""
+    configs.check_all_config_files()
+    system = detect_system()
+    for scenario in scenarios:
+        for config_ver in config_vers:
+            configs.resolve(scenario, config_ver, args.engine, system, args.config,
+                            configs.parse_overrides(getattr(args, "settings", [])))
+
+
 def run_one(ctx: RunContext, engines: EngineCache, args: argparse.Namespace, scenario: str, config_ver: str,
             mode: str, label: str | None = None) -> dict[str, Any]:
     """One LoadGen test into its run folder (named `label`, e.g. TEST01, instead of `mode` when given)."""
-    settings = cfg.scenario_settings(scenario, config_ver, args.engine, ctx.system, args.config)
-    settings.update(cfg.parse_overrides(getattr(args, "settings", [])))
-    name = pick_engine(args.engine, settings)
+    resolved = resolve_run_settings(args, scenario, config_ver, ctx.system)
+    settings, name = resolved.settings, resolved.settings.engine
     engine = engines.get(name, config_ver, settings)  # first: a GPU engine's driver then has served interrupts
-    affinity = apply_cpu_affinity(str(settings["cpu_affinity"])) if "cpu_affinity" in settings else None
+    affinity = apply_cpu_affinity(settings.cpu_affinity) if settings.cpu_affinity is not None else None
     out = run_dir(ctx.root, ctx.system.system_id, scenario, config_ver, label or mode)
     print(f"--- {scenario} {config_ver} {label or mode} ({name} engine) -> {out}", flush=True)
     result: dict[str, Any] = {
@@ -177,7 +187,8 @@ def run_one(ctx: RunContext, engines: EngineCache, args: argparse.Namespace, sce
         "device": engine.device, "system": ctx.system.system_id, "system_description": ctx.system.describe(),
         "dataset": ctx.meta.name, "dataset_dir": str(ctx.meta.directory), "model_path": str(ctx.model_path),
         "auc": None, "auc_fp32_reference": None, "auc_ratio": None, "accuracy_target": target_fraction(config_ver),
-        "accuracy_passed": None, "settings": settings, "engine_info": engine.describe(), "cpu_affinity": affinity,
+        "accuracy_passed": None, "system_config": resolved.system, "settings": settings.as_dict(),
+        "engine_info": engine.describe(), "cpu_affinity": affinity,
     }
     if label:
         result["compliance_test"] = label
@@ -241,10 +252,10 @@ def run_and_report(ctx: RunContext, runs: Callable[[EngineCache], Iterable[dict[
 def main(args: argparse.Namespace) -> int:
     if args.benchmarks.lower() != "dlrm":
         raise UserError(f"unknown benchmark '{args.benchmarks}': this system runs only dlrm")
-    scenarios = cfg.parse_choices(args.scenarios, cfg.SCENARIOS, "scenario")
-    config_vers = cfg.parse_choices(args.config_ver, cfg.CONFIG_VERS, "config_ver")
-    modes = cfg.parse_choices(args.test_mode, cfg.TEST_MODES, "test_mode")
-    cfg.parse_overrides(getattr(args, "settings", []))  # bad --set values stop the run before the dataset loads
+    scenarios = configs.parse_choices(args.scenarios, configs.SCENARIOS, "scenario")
+    config_vers = configs.parse_choices(args.config_ver, configs.CONFIG_VERS, "config_ver")
+    modes = configs.parse_choices(args.test_mode, configs.TEST_MODES, "test_mode")
+    check_run_settings(args, scenarios, config_vers)  # bad config files or --set stop the run before anything loads
     ctx = make_context(args)
 
     def runs(engines: EngineCache) -> Iterator[dict[str, Any]]:

@@ -25,9 +25,9 @@ import numpy as np
 
 from dlrm_bench.errors import UserError
 from dlrm_bench.harness.loadgen_c_api import CApiUnavailable, load_c_api
-from dlrm_bench.native.build import NativeBuildError, compile_shared
+from dlrm_bench.c_build import NativeBuildError, compile_shared
 
-BRIDGE_SOURCE = Path(__file__).resolve().parents[1] / "native" / "loadgen_bridge.c"
+BRIDGE_SOURCE = Path(__file__).with_name("loadgen_bridge.c")
 SUT_NAME = b"dlrm-bench"
 QUEUE_KINDS = ("native", "python")
 

@@ -12,9 +12,11 @@ Sequentials are the parameter-free activations, as in the reference).
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -178,3 +180,26 @@ def init_reference(model: DLRM, generator: torch.Generator | None = None) -> DLR
         table.weight.uniform_(-bound, bound, generator=generator)
     return model
 
+
+@contextlib.contextmanager
+def ieee_fp32() -> Iterator[None]:
+    """Run float32 matmuls as IEEE float32 (no TF32, no bf16 emulation), restoring the previous setting."""
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
+def predict_rows(model: "DLRM", numeric: np.ndarray, categorical: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
+    """Click probabilities of `model` in IEEE fp32: numeric float32 [N, 13] (log1p'd), categorical int [N, 26]
+    (may be memory-mapped; read `chunk` rows at a time) -> float32 [N]."""
+    out = np.empty(len(numeric), dtype=np.float32)
+    with torch.inference_mode(), ieee_fp32():
+        for lo in range(0, len(numeric), chunk):
+            hi = min(lo + chunk, len(numeric))
+            dense = torch.from_numpy(np.array(numeric[lo:hi], dtype=np.float32))
+            ids = torch.from_numpy(np.array(categorical[lo:hi], dtype=np.int64))
+            out[lo:hi] = model(dense, ids).float().numpy()
+    return out

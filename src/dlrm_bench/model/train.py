@@ -30,11 +30,10 @@ from torch import nn
 from tqdm import tqdm
 
 from dlrm_bench.criteo.dataset import DatasetMeta, Split, load_meta, open_split
-from dlrm_bench.engines.reference import ReferenceEngine, predict_rows
 from dlrm_bench.errors import UserError
 from dlrm_bench.model.checkpoint import save_checkpoint
-from dlrm_bench.model.dlrm import DLRM, init_reference
-from dlrm_bench.workflow import locate_args
+from dlrm_bench.model.dlrm import DLRM, init_reference, predict_rows
+from dlrm_bench.inputs import locate_args
 
 DEFAULT_DENSE_LR = 1e-3
 """Adam learning rate of the MLPs (--lr sets it); the tables use EMBEDDING_LR_RATIO times it (row-wise Adagrad)."""
@@ -270,8 +269,8 @@ def train_epoch(trainer: Trainer, batches: Iterator, total_rows: int, tuner: Thr
 def evaluate(model: DLRM, split: Split, max_rows: int | None = None) -> dict[str, float]:
     """AUC, log loss and accuracy of `model` on (the first max_rows rows of) `split`, in fp32."""
     n = len(split) if max_rows is None else min(len(split), max_rows)
-    engine = ReferenceEngine(model, "cpu")
-    scores = predict_rows(engine, split, 0, n).astype(np.float64)
+    model.eval()
+    scores = predict_rows(model, split.numeric[:n], split.categorical[:n]).astype(np.float64)
     labels = np.asarray(split.labels[:n], dtype=np.float64)
     clipped = np.clip(scores, 1e-7, 1 - 1e-7)
     loss = float(-np.mean(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped)))

@@ -149,7 +149,7 @@ def load_int8_model(model_path: Path, meta: DatasetMeta) -> Int8Model:
 
 
 def _inputs(args: argparse.Namespace) -> tuple[DatasetMeta, Path]:
-    from dlrm_bench.workflow import resolve_inputs
+    from dlrm_bench.inputs import resolve_inputs
 
     return resolve_inputs(args.dataset, args.dataset_dir, args.model, prepare=False)
 

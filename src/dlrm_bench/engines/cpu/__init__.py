@@ -4,13 +4,13 @@ point (engines/__init__.py); the design notes are in engine.py."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from dlrm_bench.criteo.dataset import DatasetMeta
 from dlrm_bench.engines.base import Engine
+from dlrm_bench.settings import Settings
 
 
-def build(model_path: Path, meta: DatasetMeta, settings: dict[str, Any]) -> Engine:
+def build(model_path: Path, meta: DatasetMeta, settings: Settings) -> Engine:
     """Split files and calibration cache (built on first use), then the engine with `settings`."""
     from dlrm_bench.engines.cpu.engine import CpuEngine
     from dlrm_bench.quant.artifacts import load_int8_model

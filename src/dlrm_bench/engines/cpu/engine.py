@@ -21,11 +21,8 @@ int16 and saturate for activations above 127; oneDNN there takes unsigned activa
 So the engine computes the recipe itself (no per-tensor activation variant); it matches
 `recipe.emulate_forward` up to those one-step rounding differences.
 
-Settings (config.json, all optional): "threads" (0 = every core this process may use; sets torch's intra-op
-threads, which is process-wide), "batch_size" (pairs per internal batch, bounds memory: about 3.5 KB a pair),
-"gemm" ("int8" = oneDNN, "fp32" = exact fp32 GEMMs on the same integers), "interaction" ("native" or "torch"),
-"embedding_weights_in_ram_part" (0 = every table row read through the read-only memory map of the .bin file, the
-default; p = the hottest p of the rows copied into RAM, the rest through the map; 1 = all copied: table_store.py).
+Settings (settings.py): threads (torch's intra-op threads, process-wide), batch_size (pairs per internal batch,
+bounds memory: about 3.5 KB a pair), cpu_gemm, cpu_interaction, embedding_weights_in_ram_part (table_store.py).
 """
 
 from __future__ import annotations
@@ -45,14 +42,13 @@ from dlrm_bench.criteo.dataset import Split
 from dlrm_bench.criteo.schema import NUM_DENSE, NUM_SPARSE
 from dlrm_bench.engines.base import Engine, contiguous_span, ranges_to_rows
 from dlrm_bench.engines.cpu.interaction import TOP_WIDTH, Interaction
-from dlrm_bench.engines.cpu.mlp import GEMMS, BottomMLP, TopMLP, onednn_available
-from dlrm_bench.engines.cpu.table_store import SETTING as RAM_PART_SETTING
+from dlrm_bench.engines.cpu.mlp import BottomMLP, TopMLP, onednn_available
 from dlrm_bench.engines.cpu.table_store import build_store
 from dlrm_bench.errors import DataError, UserError
 from dlrm_bench.quant.artifacts import Int8Model
 from dlrm_bench.quant.recipe import quantize_numeric
+from dlrm_bench.settings import Settings
 
-DEFAULT_BATCH = 16384
 STAGES = ("inputs", "bottom", "interaction", *TopMLP.names)
 
 
@@ -91,29 +87,26 @@ class CpuEngine(Engine):
 
     name = "cpu"
 
-    def __init__(self, model: Int8Model, settings: dict[str, Any], frequencies_file: Path | None = None) -> None:
+    def __init__(self, model: Int8Model, settings: Settings | None = None,
+                 frequencies_file: Path | None = None) -> None:
         """`frequencies_file`: the dataset's row_frequencies.bin (needed for 0 < embedding_weights_in_ram_part < 1)."""
         super().__init__()
-        self.settings = dict(settings)
-        self.threads = int(settings.get("threads", 0) or 0) or machine_threads()
-        self.batch_size = int(settings.get("batch_size", DEFAULT_BATCH) or DEFAULT_BATCH)
-        self.gemm = str(settings.get("gemm", "int8"))
-        if self.batch_size < 1:
-            raise UserError(f"cpu engine: batch_size must be positive, got {self.batch_size}")
-        if self.gemm not in GEMMS:
-            raise UserError(f"cpu engine: gemm must be one of {', '.join(GEMMS)}, got {self.gemm!r}")
+        settings = settings or Settings()
+        self.threads = settings.threads or machine_threads()
+        self.batch_size = settings.batch_size
+        self.gemm = settings.cpu_gemm
         if self.gemm == "int8" and not onednn_available():
-            raise UserError("cpu engine: this torch build lacks oneDNN int8 ops; set \"gemm\": \"fp32\"")
+            raise UserError("cpu engine: this torch build lacks oneDNN int8 ops; --set cpu_gemm=fp32")
         torch.set_num_threads(self.threads)
         qm = model.quantized
         offsets = np.asarray(model.table_offsets, dtype=np.int64)
         self.rows_per_table = np.diff(np.append(offsets, model.tables.shape[0])).astype(np.int64)
         self.model_dir = model.directory
         self.bottom = BottomMLP(qm, self.gemm)
-        self.store = build_store(model.tables, float(settings.get(RAM_PART_SETTING, 0.0) or 0.0), frequencies_file,
+        self.store = build_store(model.tables, settings.embedding_weights_in_ram_part, frequencies_file,
                                  self.rows_per_table.tolist())
         self.interaction = Interaction(qm, self.store, offsets, self.rows_per_table, self.threads,
-                                       use_native=settings.get("interaction", "native") != "torch")
+                                       use_native=settings.cpu_interaction == "native")
         self.top = TopMLP(qm, self.gemm)
         self.profile = StageProfile()
         self.numeric_int8: np.ndarray | None = None
@@ -199,9 +192,9 @@ class CpuEngine(Engine):
 
     def describe(self) -> dict[str, Any]:
         return {"engine": self.name, "device": self.device, "precision": f"int8 ({self.gemm} GEMMs)",
-                "threads": self.threads, "batch_size": self.batch_size, "gemm": self.gemm,
+                "threads": self.threads, "batch_size": self.batch_size, "cpu_gemm": self.gemm,
                 "interaction": self.interaction.kind, "isa": torch.backends.cpu.get_cpu_capability(),
-                "tables": self.store.kind, RAM_PART_SETTING: self.store.ram_part, "model_dir": str(self.model_dir)}
+                "tables": self.store.kind, "embedding_weights_in_ram_part": self.store.ram_part, "model_dir": str(self.model_dir)}
 
     def close(self) -> None:
         self.interaction.close()

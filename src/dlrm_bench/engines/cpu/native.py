@@ -1,6 +1,6 @@
 """The fused gather + interaction kernel (interaction.c), compiled with the machine's C compiler on first use.
 
-The shared library is cached under `$MLPERF_SCRATCH_PATH/cache/cpu_kernels/` (dlrm_bench.native.build). With no compiler (or a failed
+The shared library is cached under `$MLPERF_SCRATCH_PATH/cache/cpu_kernels/` (dlrm_bench.c_build). With no compiler (or a failed
 build) `load_kernel` returns None and the engine uses the slower torch path (interaction.py), saying so in
 `describe()`.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from dlrm_bench.native.build import NativeBuildError, compile_shared, compiler
+from dlrm_bench.c_build import NativeBuildError, compile_shared, compiler
 
 SOURCE = Path(__file__).with_name("interaction.c")
 _LOCK = threading.Lock()

@@ -134,7 +134,7 @@ class BottomMLP:
     def __init__(self, qm: QuantizedDLRM, device: torch.device, block_m: int = 64, chunk: int = 128,
                  num_warps: int = 4, num_stages: int = 2, layer1_fp16: bool = True, kernel: str = "triton") -> None:
         """layer1_fp16: layer 1 on the fp16 tensor cores (exact; module docstring), else in int8. kernel: "triton"
-        (the tile fields apply) or "cuda" (CutlassUnavailable where the library or a Hopper GPU is missing)."""
+        (the tile fields apply) or "cuda" (KernelsUnavailable where the library or a Hopper GPU is missing)."""
         if kernel not in KERNELS:
             raise UserError(f"bottom_kernel '{kernel}': choose one of {', '.join(KERNELS)}")
         self.kernel = kernel
@@ -172,8 +172,8 @@ class BottomMLP:
             CHUNK=self.chunk, NUM_STAGES=self.num_stages, L1_FP16=self.layer1_fp16, num_warps=self.num_warps)
 
     @staticmethod
-    def _native_kernel(device: torch.device) -> "CutlassTopGemm":
+    def _native_kernel(device: torch.device) -> "KernelLibrary":
         """The loaded library whose CUDA kernel this bottom MLP runs."""
-        from dlrm_bench.engines.cuda.cutlass_gemm import hopper_kernel_library
+        from dlrm_bench.engines.cuda.kernel_library import hopper_kernel_library
 
         return hopper_kernel_library(device, "bottom-MLP", "has_bottom_mlp")

@@ -1,37 +1,21 @@
-"""The CUDA engine: int8 tables on the GPU, three Triton kernel stages, several batches in flight.
+"""The CUDA engine: int8 tables on the GPU, three kernel stages, several batches in flight.
 
-Per batch (at most `gpu_batch_size` pairs): [rows H2D if the samples are not contiguous] -> fused bottom MLP ->
-gather + interaction -> four top GEMMs (the last one ending in the sigmoid) -> probabilities D2H into pinned
-memory. `gpu_num_bundles` bundles (buffers + a CUDA stream each) let batch i+1's input copies overlap batch i's
-kernels and batch i-1's copy back; `complete_threads` threads wait for each bundle's event and hand the results
-back. The kernels of all bundles run one batch after another on one compute stream (`shared_compute_stream`,
-default true): batches whose kernels run side by side on separate streams each take longer and the sum is slower
-(benchmarks/bench_overlap.py: 3 at once 7% fewer pairs/s on an H100); false puts each bundle's kernels on its own
-stream.
+Per batch (at most `gpu_batch_size` pairs): [sample ranges -> pair rows on the GPU if the samples are not
+contiguous] -> fused bottom MLP -> gather + interaction -> four top GEMMs (the last one ending in the sigmoid) ->
+probabilities D2H into pinned memory. `gpu_num_bundles` bundles (buffers + a CUDA stream each) let batch i+1's
+input copies overlap batch i's kernels and batch i-1's copy back; the kernels of every bundle run one batch after
+another on one compute stream (batches whose kernels run side by side each take longer: docs/architecture.md);
+`complete_threads` threads wait for each bundle's event and hand the results back.
 
-Settings (config.json): gpu_batch_size, gpu_num_bundles, complete_threads, start_from_device (the test set's
-int8 inputs live on the GPU; otherwise each batch is staged through pinned host memory), device_index,
-cuda_graphs (default false; with start_from_device: at warmup each bundle records, once per size bucket, the
-row-index expansion (row_index.py) and its three stages (and, without a shared compute stream, the copy back) as a
-CUDA graph; a batch then costs the host one copy of its packed sample ranges, one graph replay, of the smallest
-bucket that holds it, and the copy back. Buckets:
-`cuda_graph_buckets` (default 16) sizes evenly up to gpu_batch_size; the pairs past the batch read row 0 and their
-results are not returned).
-bottom_kernel (default triton): "cuda" runs the bottom MLP on the CUDA kernel of the CUTLASS library
-(bottom_mlp.py: weights resident in shared memory, the same bytes), with a warning and Triton where the library or
-the GPU cannot run it.
-interaction_kernel (default triton): "cuda" runs the gather + interaction on the CUDA kernel of the CUTLASS
-library (interaction.py; the same bytes, 0.25 against 0.39 ms per 262,144 pairs on an H100), with a warning and
-Triton where the library or the GPU cannot run it.
-front_overlap_slices (default 1: off): cut each batch into this many slices and run the front of slice k + 1 beside
-the top MLP of slice k (sliced_pipeline.py); top_gemm_sms (default 0: all): the SMs the top MLP's persistent GEMMs
-take, so that the others keep running the front.
-cuda_event_blocking (default false): the completion threads sleep in the driver until a batch's results are
-back instead of spinning on a CPU (the CUDA default), leaving those CPUs to the harness and LoadGen.
-top_mlp_row_chunks (default 1): run the top MLP over each batch in this many row ranges, all four layers of one
-range before the next, so that a range's intermediates (1 KB per pair per layer) can stay in the 50 MB L2 between
-layers instead of going through HBM. Measured slower on an H100 at 4, 8 and 16 ranges (benchmarks/NOTES.md,
-session 14), so off in every config.
+With `cuda_graphs` (and `start_from_device`), warmup records each bundle's pipeline once per size bucket
+(`cuda_graph_buckets` sizes evenly up to gpu_batch_size): the row expansion (row_index.py) and the three stages. A
+batch then costs the host one copy of its packed sample ranges, one replay of the smallest bucket that holds it
+(the pairs past the batch read row 0; their results are not returned) and the copy back.
+
+The kernels of each stage are chosen by settings (settings.py): `bottom_kernel`, `interaction_kernel` (`triton`
+or the native library's `cuda` kernels) and `top_gemm` / `top_gemm_first_layer` / `cutlass_final_layer` (Triton
+GEMMs or the library's CUTLASS kernels). Where the library is not built or the GPU is not a Hopper, a warning
+says so and the Triton kernel runs.
 """
 
 from __future__ import annotations
@@ -51,15 +35,15 @@ from dlrm_bench.criteo.dataset import Split
 from dlrm_bench.criteo.packing import pack, pack_torch, packing_layout
 from dlrm_bench.engines.base import Engine, chunk_ranges, contiguous_span, join_futures, ranges_to_rows
 from dlrm_bench.engines.cuda.bottom_mlp import BottomMLP
-from dlrm_bench.engines.cuda.interaction import DEFAULT_LAYOUT, PAIRS_PER_WARP, Interaction
+from dlrm_bench.engines.cuda.interaction import Interaction
+from dlrm_bench.engines.cuda.kernel_library import KernelsUnavailable
 from dlrm_bench.engines.cuda.row_index import expand_rows, pack_ranges, packed_length, search_steps
-from dlrm_bench.engines.cuda.sliced_pipeline import SlicedPipeline
 from dlrm_bench.engines.cuda.table_store import TableStore, build_store
-from dlrm_bench.engines.cuda.cutlass_gemm import CutlassUnavailable
 from dlrm_bench.engines.cuda.top_mlp import TopMLP, use_cutlass_hidden_layers
 from dlrm_bench.engines.phase_times import PhaseTimes
 from dlrm_bench.quant.artifacts import Int8Model
 from dlrm_bench.quant.recipe import TOP_INPUT_PAD, quantize_numeric
+from dlrm_bench.settings import Settings
 
 SUBMIT_PHASES = ("bundle_wait", "stage", "launch")
 """What `CudaEngine.submit_phases` times in each batch's submit call."""
@@ -87,24 +71,22 @@ def graph_bucket_sizes(max_pairs: int, buckets: int) -> list[int]:
 class Bundle:
     """Buffers and a stream for one batch in flight."""
 
-    def __init__(self, device: torch.device, max_pairs: int, widths: list[int], cat_width: int = 26,
-                 blocking_done: bool = False) -> None:
+    def __init__(self, device: torch.device, max_pairs: int, widths: list[int], cat_width: int = 26) -> None:
         self.stream = torch.cuda.Stream(device)
         self.top_in = torch.zeros(max_pairs, TOP_INPUT_PAD, dtype=torch.int8, device=device)
         self.hidden = [torch.empty(max_pairs, w, dtype=torch.int8, device=device) for w in widths]
         self.probs = torch.empty(max_pairs, dtype=torch.float32, device=device)
         self.probs_host = torch.empty(max_pairs, dtype=torch.float32, pin_memory=True)
         self.rows = torch.zeros(max_pairs, dtype=torch.int64, device=device)  # always valid row indices
-        # a batch's sample starts then lengths (or row_index.pack_ranges' layout), packed in one buffer that
-        # crosses the bus in one contiguous copy
+        # a batch's sample ranges in row_index.pack_ranges' layout: one buffer, one contiguous copy over the bus
         self.ranges = torch.empty(packed_length(max_pairs), dtype=torch.int64, device=device)
         self.ranges_host = torch.empty(packed_length(max_pairs), dtype=torch.int64, pin_memory=True)
         self.numeric_host = torch.empty(max_pairs, 13, dtype=torch.int8, pin_memory=True)
         self.categorical_host = torch.empty(max_pairs, cat_width, dtype=torch.int32, pin_memory=True)
         self.numeric = torch.empty(max_pairs, 13, dtype=torch.int8, device=device)
         self.categorical = torch.empty(max_pairs, cat_width, dtype=torch.int32, device=device)
-        self.done = torch.cuda.Event(blocking=blocking_done)  # blocking: the waiting thread sleeps, not spins
-        self.staged = torch.cuda.Event()  # inputs on the device (shared compute stream waits for it)
+        self.done = torch.cuda.Event()
+        self.staged = torch.cuda.Event()  # inputs on the device (the compute stream waits for it)
         self.computed = torch.cuda.Event()  # kernels finished (the copy back waits for it)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}  # pairs computed -> the recorded pipeline
 
@@ -112,70 +94,50 @@ class Bundle:
 class CudaEngine(Engine):
     name = "cuda"
 
-    def __init__(self, model: Int8Model, settings: dict[str, Any], store: TableStore | None = None,
-                 frequencies_file: Path | None = None) -> None:
+    def __init__(self, model: Int8Model, settings: Settings | None = None, store: TableStore | None = None,
+                 frequencies_file: Path | None = None, device_index: int = 0) -> None:
         """store: the tables already on this engine's GPU (another GPU's copy); else built from `model` with
         `embedding_weights_on_gpu_part` of the rows on the GPU (row_frequencies.bin ranks them)."""
         super().__init__()
         if not torch.cuda.is_available():
             raise RuntimeError("the cuda engine needs a CUDA GPU")
-        self.dev = torch.device("cuda", int(settings.get("device_index", 0)))
+        settings = settings or Settings()
+        self.dev = torch.device("cuda", device_index)
         torch.cuda.set_device(self.dev)
-        self.settings = settings
-        self.max_pairs = int(settings.get("gpu_batch_size", 262144))
-        self.start_from_device = bool(settings.get("start_from_device", True))
+        self.max_pairs = settings.gpu_batch_size
+        self.start_from_device = settings.start_from_device
         qm = model.quantized
-        part = float(settings.get("embedding_weights_on_gpu_part", 1.0))
-        self.store = store or build_store(model.tables, part, self.dev, frequencies_file,
-                                          [int(c) for c in np.diff(np.append(model.table_offsets,
-                                                                             model.tables.shape[0]))])
+        cards = [int(c) for c in np.diff(np.append(model.table_offsets, model.tables.shape[0]))]
+        self.store = store or build_store(model.tables, settings.embedding_weights_on_gpu_part, self.dev,
+                                          frequencies_file, cards)
         self.tables = self.store.hot
         self.gpu_part = self.store.gpu_part  # kept for describe() after close()
         self.table_bytes_on_gpu = int(self.store.hot.numel())
-        self.bottom = self._bottom(qm, str(settings.get("bottom_kernel", "triton")))
-        cards = list(np.diff(np.append(model.table_offsets, model.tables.shape[0])))
-        self.packing = packing_layout(cards) if settings.get("compress_categorical_inputs") else None
-        self.interaction_layout = str(settings.get("interaction_layout", DEFAULT_LAYOUT))
-        self.interaction = self._interaction(qm, torch.from_numpy(model.table_offsets),
-                                             str(settings.get("interaction_kernel", "triton")),
-                                             int(settings.get("interaction_pairs_per_warp", PAIRS_PER_WARP)))
-        self.top = TopMLP(qm, self.dev, interaction_layout=self.interaction_layout,
-                          programs_per_sm=int(settings.get("gemm_programs_per_sm", 2)))
-        self.cutlass_final_layer = bool(settings.get("cutlass_final_layer", False))
-        self.top_gemm = self._hidden_layer_kernels(str(settings.get("top_gemm", "triton")),
-                                                   str(settings.get("top_gemm_first_layer", "")))
-        self.top.row_chunks = int(settings.get("top_mlp_row_chunks", 1))
-        gemm_sms = int(settings.get("top_gemm_sms", 0))
-        if gemm_sms:
-            self.top.num_sms = min(gemm_sms, self.top.num_sms)
-        slices = int(settings.get("front_overlap_slices", 1))
-        self.sliced = SlicedPipeline(self.dev, slices) if slices > 1 else None
-        self.arange = torch.arange(self.max_pairs, dtype=torch.int64, device=self.dev)
+        self.bottom = self._bottom(qm, settings.bottom_kernel)
+        self.packing = packing_layout(cards) if settings.compress_categorical_inputs else None
+        self.interaction = self._interaction(qm, torch.from_numpy(model.table_offsets), settings.interaction_kernel,
+                                             settings.interaction_pairs_per_warp)
+        self.top = TopMLP(qm, self.dev)
+        self.cutlass_final_layer = settings.cutlass_final_layer
+        self.top_gemm = self._hidden_layer_kernels(settings.top_gemm, settings.top_gemm_first_layer)
         self.bundles: "queue.SimpleQueue[Bundle]" = queue.SimpleQueue()
-        for _ in range(max(1, int(settings.get("gpu_num_bundles", 2)))):
-            self.bundles.put(Bundle(self.dev, self.max_pairs, self.top.widths, 26 if self.packing is None else 16,
-                                    bool(settings.get("cuda_event_blocking", False))))
-        self.completer = ThreadPoolExecutor(max(1, int(settings.get("complete_threads", 1))),
-                                            thread_name_prefix="cuda-complete")
+        for _ in range(settings.gpu_num_bundles):
+            self.bundles.put(Bundle(self.dev, self.max_pairs, self.top.widths, 26 if self.packing is None else 16))
+        self.completer = ThreadPoolExecutor(settings.complete_threads, thread_name_prefix="cuda-complete")
         self.numeric_dev: torch.Tensor | None = None
         self.categorical_dev: torch.Tensor | None = None
         self.host_inputs: tuple[np.ndarray, np.ndarray] | None = None
-        self.check_contiguity = bool(settings.get("check_contiguity", True))
-        self.staging_threads = max(1, int(settings.get("staging_threads", 4)))
-        self.staging = ThreadPoolExecutor(self.staging_threads,
-                                          thread_name_prefix="cuda-stage")
+        self.staging_threads = settings.staging_threads
+        self.staging = ThreadPoolExecutor(self.staging_threads, thread_name_prefix="cuda-stage")
         self.bytes_to_device = 0
         self.lock = threading.Lock()
-        self.use_graphs = bool(settings.get("cuda_graphs", False)) and self.start_from_device
-        self.compute_stream = (torch.cuda.Stream(self.dev) if settings.get("shared_compute_stream", True)
-                               else None)
-        self.graph_sizes = graph_bucket_sizes(self.max_pairs, int(settings.get("cuda_graph_buckets", 16)))
+        self.use_graphs = settings.cuda_graphs and self.start_from_device
+        self.compute_stream = torch.cuda.Stream(self.dev)
+        self.graph_sizes = graph_bucket_sizes(self.max_pairs, settings.cuda_graph_buckets)
         self.graph_batches = 0
         self.graphs_ready = False
         self.submit_times = PhaseTimes(SUBMIT_PHASES)
-        # row_index_kernel (and every CUDA graph): sample ranges -> row indices in one Triton kernel (row_index.py)
-        use_kernel = settings.get("row_index_kernel") or self.use_graphs
-        self.row_search_steps = search_steps(self.max_pairs) if use_kernel else 0
+        self.row_search_steps = search_steps(self.max_pairs)  # sample ranges -> row indices (row_index.py)
 
     @property
     def device(self) -> str:
@@ -227,13 +189,7 @@ class CudaEngine(Engine):
         self.graph_batches += 1
 
     def _compute_then_copy(self, b: Bundle, n: int, kernels: Callable[[], None]) -> None:
-        """kernels() on the shared compute stream after b.stream's staging, then the copy back on b.stream; or,
-        without a shared compute stream, both on b.stream (the graphs then hold the copy back themselves)."""
-        if self.compute_stream is None:
-            with torch.cuda.stream(b.stream):
-                kernels()
-                b.done.record(b.stream)
-            return
+        """kernels() on the compute stream after b.stream's staging, then the copy back on b.stream."""
         b.staged.record(b.stream)
         self.compute_stream.wait_event(b.staged)
         with torch.cuda.stream(self.compute_stream):
@@ -246,28 +202,11 @@ class CudaEngine(Engine):
 
     def _kernels(self, b: Bundle, numeric: torch.Tensor, categorical: torch.Tensor, rows: torch.Tensor | None,
                  n: int) -> None:
-        """The three kernel stages on the current stream, and (without a shared compute stream) the copy
-        back."""
-        if self.sliced is None:
-            self.bottom(numeric, rows, n, b.top_in)
-            self.interaction(categorical, rows, n, b.top_in)
-            self.top(b.top_in, b.hidden, b.probs, n)
-        else:
-            self.sliced(lambda lo, hi: self._front(b, numeric, categorical, rows, lo, hi),
-                        lambda lo, hi: self.top(b.top_in[lo:hi], [h[lo:hi] for h in b.hidden], b.probs[lo:hi],
-                                                hi - lo), n)
-        if self.compute_stream is None:
-            self._copy_back(b, n)
-
-    def _front(self, b: Bundle, numeric: torch.Tensor, categorical: torch.Tensor, rows: torch.Tensor | None,
-               lo: int, hi: int) -> None:
-        """Bottom MLP and gather + interaction for the batch's pairs lo..hi-1 (a slice of the sliced pipeline)."""
-        if rows is None:
-            numeric, categorical = numeric[lo:hi], categorical[lo:hi]
-        else:
-            rows = rows[lo:hi]
-        self.bottom(numeric, rows, hi - lo, b.top_in[lo:hi])
-        self.interaction(categorical, rows, hi - lo, b.top_in[lo:hi])
+        """The three kernel stages for n pairs on the current stream: numeric int8 [*, 13] and categorical int32
+        [*, 26 or 16] (rows int64 [n] picks their rows, or None: rows 0..n-1) -> b.probs[:n]."""
+        self.bottom(numeric, rows, n, b.top_in)
+        self.interaction(categorical, rows, n, b.top_in)
+        self.top(b.top_in, b.hidden, b.probs, n)
 
     @staticmethod
     def _copy_back(b: Bundle, n: int) -> None:
@@ -288,8 +227,7 @@ class CudaEngine(Engine):
 
     def _graph_body(self, b: Bundle, size: int) -> None:
         """What a graph records, on the current stream: b.ranges (packed by row_index.pack_ranges) -> `size`
-        row indices -> the three stages (and, without a shared compute stream, the copy back) for `size`
-        pairs."""
+        row indices -> the three stages for `size` pairs."""
         expand_rows(b.ranges, b.rows, size, self.row_search_steps)
         self._kernels(b, self.numeric_dev, self.categorical_dev, b.rows, size)
 
@@ -338,12 +276,12 @@ class CudaEngine(Engine):
 
     def _staged(self, b: Bundle, starts: np.ndarray, ends: np.ndarray, n: int,
                 span: tuple[int, int] | None) -> tuple[torch.Tensor, torch.Tensor, None]:
-        """Host-staged inputs: contiguous samples (check_contiguity) go straight from the memory map to the GPU;
-        others are gathered into the bundle's pinned buffers by `staging_threads` workers, then copied."""
+        """Host-staged inputs: contiguous samples go straight from the memory map to the GPU; others are gathered
+        into the bundle's pinned buffers by `staging_threads` workers, then copied."""
         numeric_src, cat_src = self.host_inputs
         width = cat_src.shape[1]
         with torch.cuda.stream(b.stream):
-            if span is not None and self.check_contiguity:
+            if span is not None:
                 lo, hi = span
                 b.numeric[:n].copy_(torch.from_numpy(np.array(numeric_src[lo:hi])))
                 b.categorical[:n].copy_(torch.from_numpy(np.array(cat_src[lo:hi])))
@@ -363,23 +301,11 @@ class CudaEngine(Engine):
                               if len(idx) else None, pieces))
 
     def _device_rows(self, b: Bundle, starts: np.ndarray, ends: np.ndarray, n: int) -> torch.Tensor:
-        """Expand the sample ranges into pair row indices on the GPU: only 2 x samples int64 cross the bus.
-        rows[j] = j + (start of j's sample - offset of that sample in the batch); with `row_index_kernel`, in one
-        Triton kernel (row_index.py), else with PyTorch operations."""
-        k = len(starts)
-        if self.row_search_steps:
-            self._stage_ranges(b, starts, ends)
-            with torch.cuda.stream(b.stream):
-                expand_rows(b.ranges, b.rows, n, self.row_search_steps)
-            return b.rows[:n]
-        packed = b.ranges_host[:2 * k].numpy()
-        packed[:k] = starts
-        np.subtract(ends, starts, out=packed[k:])
+        """Expand the sample ranges into pair row indices on the GPU (row_index.py): only the packed ranges cross
+        the bus."""
+        self._stage_ranges(b, starts, ends)
         with torch.cuda.stream(b.stream):
-            b.ranges[:2 * k].copy_(b.ranges_host[:2 * k], non_blocking=True)
-            first, length = b.ranges[:k], b.ranges[k:2 * k]
-            shift = first - (torch.cumsum(length, 0) - length)
-            torch.add(torch.repeat_interleave(shift, length, output_size=n), self.arange[:n], out=b.rows[:n])
+            expand_rows(b.ranges, b.rows, n, self.row_search_steps)
         return b.rows[:n]
 
     def _submit_chunk(self, starts: np.ndarray, ends: np.ndarray) -> "Future[np.ndarray]":
@@ -471,22 +397,19 @@ class CudaEngine(Engine):
                 "compress_categorical_inputs": self.packing is not None, "bytes_to_device": self.bytes_to_device,
                 "table_bytes_on_gpu": self.table_bytes_on_gpu, "cuda_graphs": self.use_graphs,
                 "cuda_graph_sizes": self.graph_sizes if self.use_graphs else [],
-                "graph_batches": self.graph_batches, "interaction_layout": self.interaction_layout,
+                "graph_batches": self.graph_batches,
                 "top_gemm": self.top_gemm, "top_gemm_first_layer": self.top.configs[0].cutlass or "triton",
                 "cutlass_final_layer": self.cutlass_final_layer,
-                "top_gemm_sms": self.top.num_sms, "interaction_kernel": self.interaction.kernel,
+                "interaction_kernel": self.interaction.kernel,
                 "interaction_pairs_per_warp": self.interaction.pairs_per_warp,
-                "bottom_kernel": self.bottom.kernel,
-                "front_overlap_slices": self.sliced.slices if self.sliced is not None else 1,
-                "top_mlp_row_chunks": self.top.row_chunks,
-                "shared_compute_stream": self.compute_stream is not None}
+                "bottom_kernel": self.bottom.kernel}
 
     def _bottom(self, qm, kernel: str) -> BottomMLP:
         """The bottom MLP on `kernel` (setting "bottom_kernel"); the CUDA kernel where its library is not built or
         the GPU is not a Hopper: a warning on stderr and the Triton kernel."""
         try:
             return BottomMLP(qm, self.dev, kernel=kernel)
-        except CutlassUnavailable as exc:
+        except KernelsUnavailable as exc:
             print(f"warning: bottom_kernel {kernel}: {exc}; the bottom MLP runs in Triton", file=sys.stderr)
             return BottomMLP(qm, self.dev)
 
@@ -495,11 +418,11 @@ class CudaEngine(Engine):
         CUDA kernel); the CUDA kernel where its library is not built or the GPU is not a Hopper: a warning on stderr
         and the Triton kernel."""
         try:
-            return Interaction(qm, self.store, offsets, packing=self.packing, layout=self.interaction_layout,
+            return Interaction(qm, self.store, offsets, packing=self.packing,
                                kernel=kernel, pairs_per_warp=pairs_per_warp)
-        except CutlassUnavailable as exc:
+        except KernelsUnavailable as exc:
             print(f"warning: interaction_kernel {kernel}: {exc}; the interaction runs in Triton", file=sys.stderr)
-            return Interaction(qm, self.store, offsets, packing=self.packing, layout=self.interaction_layout)
+            return Interaction(qm, self.store, offsets, packing=self.packing)
 
     def _hidden_layer_kernels(self, top_gemm: str, first_layer: str = "") -> str:
         """Put the top MLP's hidden layers on the CUTLASS kernel `top_gemm` (setting "top_gemm"; with setting
@@ -515,7 +438,7 @@ class CudaEngine(Engine):
         try:
             use_cutlass_hidden_layers(self.top, top_gemm, final_layer=self.cutlass_final_layer,
                                       first_layer=first_layer)
-        except CutlassUnavailable as exc:
+        except KernelsUnavailable as exc:
             print(f"warning: top_gemm {top_gemm}: {exc}; the top layers run in Triton", file=sys.stderr)
             self.cutlass_final_layer = False
             return "triton"

@@ -4,19 +4,16 @@ One program handles BLOCK_P pairs. Per pair it loads the 26 int8 table rows (128
 big table tensor; no fp copy, nothing written back) and the int8 dense vector into a [32, 128] tile (slot 0 =
 dense, 1..26 = tables, 27..31 = zero), forms the 32 x 32 integer Gram matrix with one batched int8 MMA, applies
 the scales after the integer dot and requantizes each of the 351 lower-triangle entries in one multiply (s_i * s_j over its
-column's scale) and scatters them into the top-MLP input row (512 wide, int8), in one of two column layouts:
+column's scale) and scatters them into the top-MLP input row (512 wide, int8) in the "paired" column layout: row
+i's entries start at an even column, 128 + 2 F(i) with F(i) = sum over k < i of ceil(k / 2), and take ceil(i / 2) *
+2 columns (an odd row also writes its diagonal, into a column whose top-MLP weights are zero): columns 128..491.
+The columns are arithmetic and pair-aligned, so each thread stores two bytes at once. The recipe's own order (entry
+(i, j), j < i, at column 128 + i(i-1)/2 + j) would need one-byte stores; the top MLP's first-layer weights are
+permuted to the paired columns instead (`permute_top_weight`), and the predictions are the same.
 
-- "triangle" (the recipe's order): entry (i, j), j < i, at column 128 + i(i-1)/2 + j, columns 128..478. Each entry
-  is its own one-byte store (the columns come from a table, so the compiler can prove no two are adjacent).
-- "paired": row i's entries start at an even column, 128 + 2 F(i) with F(i) = sum over k < i of ceil(k / 2), and
-  take ceil(i / 2) * 2 columns (an odd row also writes its diagonal, into a column whose top-MLP weights are
-  zero): columns 128..491. The columns are arithmetic and pair-aligned, so each thread stores two bytes at once
-  (half the store instructions, seen in the sm_90 PTX: 16 st.global.b16 instead of 32 st.global.b8 per thread).
-  The top MLP's first-layer weights are permuted to match (`permute_top_weight`); the predictions are the same.
-
-Two kernels compute it: `_interaction_kernel` below (Triton, every layout and input form) and, for the paired
-layout on a Hopper GPU, a CUDA kernel in the CUTLASS library (csrc/interaction_mma.cu, `kernel="cuda"`: one warp
-per pair, the MMA operands loaded straight from the rows, no shared memory; the same bytes out).
+Two kernels compute it: `_interaction_kernel` below (Triton, every input form: row indices, packed ids, hot/cold
+tables) and, on a Hopper GPU, a CUDA kernel of the native library (csrc/interaction_mma.cu, `kernel="cuda"`: one
+warp per pair, the MMA operands loaded straight from the rows, no shared memory; the same bytes out).
 """
 
 from __future__ import annotations
@@ -33,40 +30,30 @@ from dlrm_bench.engines.cuda.triton_env import requantize, tl, triton
 from dlrm_bench.quant.recipe import QuantizedDLRM, interaction_multipliers, interaction_pairs
 
 if TYPE_CHECKING:
-    from dlrm_bench.engines.cuda.cutlass_gemm import CutlassTopGemm
+    from dlrm_bench.engines.cuda.kernel_library import KernelLibrary
 
 SLOTS = 32
 """27 vectors padded to 32 for the MMA."""
-LAYOUTS = ("triangle", "paired")
 KERNELS = ("triton", "cuda")
 """The interaction's kernels (module docstring)."""
 PAIRS_PER_WARP = 8
 """Pairs each warp of the CUDA kernel computes one after the other (the next pair's rows load meanwhile)."""
-DEFAULT_LAYOUT = "paired"
-"""The engine's default: 0.469 vs 0.590 ms for the interaction at 262,144 pairs, LoadGen Offline 475,988 vs
-447,530 samples/s on one H100 (benchmarks/NOTES.md, session 5)."""
 
 
 @triton.jit(do_not_specialize=["num_pairs"], do_not_specialize_on_alignment=["cat_ptr"])
 def _interaction_kernel(top_ptr, top_stride, cat_ptr, rows_ptr, cat_stride, num_pairs,
-                        tables_ptr, offsets_ptr, mult_ptr, column_ptr, remap_ptr, cold_ptr, unpack_ptr,
+                        tables_ptr, offsets_ptr, mult_ptr, remap_ptr, cold_ptr, unpack_ptr,
                         NUM_TABLES: tl.constexpr, HAS_ROWS: tl.constexpr, HAS_COLD: tl.constexpr,
-                        PACKED: tl.constexpr,
-                        BLOCK_P: tl.constexpr, ITERS: tl.constexpr, NUM_STAGES: tl.constexpr,
-                        PROBE_NO_SCATTER: tl.constexpr = False, PAIRED: tl.constexpr = False):
-    """top: int8 [num_pairs, top_stride] (dense in columns 0..127, dots written to 128..478);
+                        PACKED: tl.constexpr, BLOCK_P: tl.constexpr, ITERS: tl.constexpr, NUM_STAGES: tl.constexpr):
+    """top: int8 [num_pairs, top_stride] (dense in columns 0..127, dots written to 128..491, paired layout);
     cat: int32 [*, cat_stride] ids; rows: int64 [num_pairs] (if HAS_ROWS) picks cat's rows;
     tables: int8 [R_total, 128]; offsets: int64 [NUM_TABLES] first row of each table;
-    mult: fp32 [32, 32] (s_i * s_j / column scale, recipe.interaction_multipliers); column: int32 [32, 32]
-    (output column of entry (i, j), or -1). HAS_COLD: tables holds only the hot rows; remap (int32 [R_total])
+    mult: fp32 [32, 32] (s_i * s_j / column scale, recipe.interaction_multipliers). HAS_COLD: tables holds only the hot rows; remap (int32 [R_total])
     gives each global row's place (>= 0 hot row, < 0 row -r-1 of cold, pinned host memory read over the bus).
     PACKED: cat holds the 16-word compressed ids (criteo/packing.py); unpack: int64 [4, 32] per slot (word,
     shift, width mask, straddles) and each id is unpacked here, in registers.
     Each program handles ITERS blocks of BLOCK_P pairs in a software-
-    pipelined loop (NUM_STAGES), so the gathers of the next block are in flight while this one computes.
-    PROBE_NO_SCATTER (benchmarks only, wrong output): instead of scattering the 351 entries, store one byte per
-    pair (the sum of its row of entries) in column 479, to time the gather and the MMA without the scatter.
-    PAIRED: the "paired" column layout (module docstring); `column` is then not read."""
+    pipelined loop (NUM_STAGES), so the gathers of the next block are in flight while this one computes."""
     pid = tl.program_id(0)
     s = tl.arange(0, 32)
     d = tl.arange(0, 128)
@@ -75,14 +62,10 @@ def _interaction_kernel(top_ptr, top_stride, cat_ptr, rows_ptr, cat_stride, num_
     first = tl.load(offsets_ptr + t, mask=is_table, other=0)
     grid2 = s[:, None] * 32 + s[None, :]
     mult = tl.load(mult_ptr + grid2)
-    if PAIRED:
-        half = (s - 1) // 2  # F(i) = half * (half + 1) for odd i - 1, (half + 1)^2 for even i - 1 (i >= 1)
-        row_start = 128 + 2 * tl.where((s - 1) % 2 == 0, half * (half + 1), (half + 1) * (half + 1))
-        column = row_start[:, None] + s[None, :]
-        written = (s[None, :] < ((s + 1) // 2 * 2)[:, None]) & ((s >= 1) & (s <= NUM_TABLES))[:, None]
-    else:
-        column = tl.load(column_ptr + grid2)
-        written = column >= 0
+    half = (s - 1) // 2  # F(i) = half * (half + 1) for odd i - 1, (half + 1)^2 for even i - 1 (i >= 1)
+    row_start = 128 + 2 * tl.where((s - 1) % 2 == 0, half * (half + 1), (half + 1) * (half + 1))
+    column = row_start[:, None] + s[None, :]
+    written = (s[None, :] < ((s + 1) // 2 * 2)[:, None]) & ((s >= 1) & (s <= NUM_TABLES))[:, None]
     for it in tl.range(0, ITERS, num_stages=NUM_STAGES):
         p = (pid * ITERS + it) * BLOCK_P + tl.arange(0, BLOCK_P)
         pmask = p < num_pairs
@@ -121,23 +104,15 @@ def _interaction_kernel(top_ptr, top_stride, cat_ptr, rows_ptr, cat_stride, num_
         vectors = tl.where((s == 0)[None, :, None], dense[:, None, :], vectors)
         gram = tl.dot(vectors, tl.trans(vectors, (0, 2, 1)), out_dtype=tl.int32)
         q = requantize(gram.to(tl.float32), mult[None, :, :])
-        if PROBE_NO_SCATTER:
-            probe = tl.sum(tl.sum(q.to(tl.int32), axis=2), axis=1)
-            tl.store(top_ptr + p64 * top_stride + 479, probe.to(tl.int8), mask=pmask)
-        else:
-            tl.store(top_ptr + p64[:, None, None] * top_stride + column[None, :, :], q,
-                     mask=pmask[:, None, None] & written[None, :, :])
+        tl.store(top_ptr + p64[:, None, None] * top_stride + column[None, :, :], q,
+                 mask=pmask[:, None, None] & written[None, :, :])
 
 
-def interaction_tables(qm: QuantizedDLRM) -> dict[str, torch.Tensor]:
-    """mult fp32 [32, 32] (recipe.interaction_multipliers, zero-padded) and column int32 [32, 32] (output column
-    of each entry or -1)."""
+def interaction_multiplier_tile(qm: QuantizedDLRM) -> torch.Tensor:
+    """fp32 [32, 32]: recipe.interaction_multipliers, zero-padded to the MMA's 32 slots."""
     mult = torch.zeros(SLOTS, SLOTS)
     mult[:NUM_SPARSE + 1, :NUM_SPARSE + 1] = interaction_multipliers(qm)
-    r, c = interaction_pairs()
-    column = torch.full((SLOTS, SLOTS), -1, dtype=torch.int32)
-    column[r, c] = (EMBEDDING_DIM + torch.arange(r.numel())).to(torch.int32)
-    return {"mult": mult, "column": column}
+    return mult
 
 
 def paired_columns() -> torch.Tensor:
@@ -149,29 +124,20 @@ def paired_columns() -> torch.Tensor:
     return start + c
 
 
-def layout_columns(layout: str) -> torch.Tensor:
-    """int64 [351]: where `layout` puts each lower-triangle entry (recipe order) in the top-MLP input row."""
-    if layout not in LAYOUTS:
-        raise UserError(f"interaction_layout '{layout}': choose one of {', '.join(LAYOUTS)}")
-    if layout == "paired":
-        return paired_columns()
-    return EMBEDDING_DIM + torch.arange(interaction_pairs()[0].numel())
-
-
-def to_layout(rows: torch.Tensor, layout: str) -> torch.Tensor:
-    """[B, 512] in the recipe's column order -> the same values in `layout`'s columns (the dense part stays;
-    unused columns are 0). For a top-MLP input row, and for the first top layer's weight [N, 512]."""
+def to_paired_layout(rows: torch.Tensor) -> torch.Tensor:
+    """[B, 512] in the recipe's column order -> the same values in the paired layout's columns (the dense part
+    stays; unused columns are 0). For a top-MLP input row, and for the first top layer's weight [N, 512]."""
     out = torch.zeros_like(rows)
     out[:, :EMBEDDING_DIM] = rows[:, :EMBEDDING_DIM]
-    cols = layout_columns(layout).to(rows.device)
+    cols = paired_columns().to(rows.device)
     out[:, cols] = rows[:, EMBEDDING_DIM:EMBEDDING_DIM + cols.numel()]
     return out
 
 
-def permute_top_weight(weight: torch.Tensor, layout: str) -> torch.Tensor:
-    """The top MLP's first-layer weight, int8 [N, 512], with its columns moved where `layout` puts the inputs
-    (zero where no entry lands), so x_layout @ W_layout^T == x @ W^T exactly: the same remap as the inputs."""
-    return to_layout(weight, layout)
+def permute_top_weight(weight: torch.Tensor) -> torch.Tensor:
+    """The top MLP's first-layer weight, int8 [N, 512], with its columns moved where the paired layout puts the
+    inputs (zero where no entry lands), so x_paired @ W_paired^T == x @ W^T exactly."""
+    return to_paired_layout(weight)
 
 
 def unpack_table(layout: PackingLayout) -> torch.Tensor:
@@ -191,35 +157,30 @@ class Interaction:
 
     def __init__(self, qm: QuantizedDLRM, tables: "torch.Tensor | TableStore", table_offsets: torch.Tensor,
                  block_p: int = 4, num_warps: int = 4, iters: int = 1, num_stages: int = 1,
-                 packing: PackingLayout | None = None, probe_no_scatter: bool = False,
-                 layout: str = "triangle", kernel: str = "triton", pairs_per_warp: int = PAIRS_PER_WARP) -> None:
-        """kernel: "triton", or "cuda" (the paired layout with plain ids and every row on the GPU; UserError
-        otherwise, CutlassUnavailable where the library or the GPU cannot run it)."""
+                 packing: PackingLayout | None = None, kernel: str = "triton",
+                 pairs_per_warp: int = PAIRS_PER_WARP) -> None:
+        """kernel: "triton", or "cuda" (plain ids and every row on the GPU; UserError otherwise,
+        KernelsUnavailable where the library or the GPU cannot run it)."""
         store = tables if isinstance(tables, TableStore) else TableStore(tables)
         device = store.device
-        self.consts = {k: v.to(device) for k, v in interaction_tables(qm).items()}
+        self.mult = interaction_multiplier_tile(qm).to(device)
         self.store = store
         self.tables = store.hot
         self.offsets = table_offsets.to(device=device, dtype=torch.int64)
         self.block_p, self.num_warps, self.iters, self.num_stages = block_p, num_warps, iters, num_stages
         self.unpack = unpack_table(packing).to(device) if packing is not None else None
-        self.probe_no_scatter = probe_no_scatter
-        layout_columns(layout)  # names a wrong layout here, not at the first batch
-        self.layout = layout
         if kernel not in KERNELS:
             raise UserError(f"interaction_kernel '{kernel}': choose one of {', '.join(KERNELS)}")
         self.kernel, self.pairs_per_warp = kernel, pairs_per_warp
         self.native = self._native_kernel() if kernel == "cuda" else None
 
-    def _native_kernel(self) -> "CutlassTopGemm":
+    def _native_kernel(self) -> "KernelLibrary":
         """The loaded library whose CUDA kernel this interaction runs (checks what it supports first)."""
-        from dlrm_bench.engines.cuda.cutlass_gemm import hopper_kernel_library
+        from dlrm_bench.engines.cuda.kernel_library import hopper_kernel_library
 
-        unsupported = [why for why, bad in (("the paired layout only", self.layout != "paired"),
-                                            ("plain ids only (compress_categorical_inputs)", self.unpack is not None),
+        unsupported = [why for why, bad in (("plain ids only (compress_categorical_inputs)", self.unpack is not None),
                                             ("every row on the GPU (embedding_weights_on_gpu_part)",
-                                             self.store.remap is not None),
-                                            ("no probe", self.probe_no_scatter)) if bad]
+                                             self.store.remap is not None)) if bad]
         if unsupported:
             raise UserError(f"interaction_kernel cuda: supports {'; '.join(unsupported)}")
         return hopper_kernel_library(self.tables.device, "interaction", "has_interaction")
@@ -228,22 +189,20 @@ class Interaction:
                  top_in: torch.Tensor) -> None:
         """categorical: int32 [N, 26] (or [N, 16] packed, when built with a packing layout); rows: int64
         [num_pairs] or None; top_in: int8 [>= num_pairs, 512] holding the dense vector in columns 0..127;
-        columns 128..478 are written."""
+        columns 128..491 are written (paired layout)."""
         if self.native is not None:
             if num_pairs < 1:
                 return
-            self.native.interaction(categorical, rows, num_pairs, self.tables, self.offsets, self.consts["mult"],
+            self.native.interaction(categorical, rows, num_pairs, self.tables, self.offsets, self.mult,
                                     top_in, self.pairs_per_warp)
             return
         grid = (triton.cdiv(num_pairs, self.block_p * self.iters),)
         _interaction_kernel[grid](
             top_in, top_in.stride(0), categorical, rows if rows is not None else categorical,
-            categorical.stride(0), num_pairs, self.tables, self.offsets, self.consts["mult"], self.consts["column"],
+            categorical.stride(0), num_pairs, self.tables, self.offsets, self.mult,
             self.store.remap if self.store.remap is not None else self.offsets,
             self.store.cold if self.store.cold is not None else self.tables,
             self.unpack if self.unpack is not None else self.offsets,
             NUM_TABLES=NUM_SPARSE, HAS_ROWS=rows is not None, HAS_COLD=self.store.remap is not None,
             PACKED=self.unpack is not None,
-            BLOCK_P=self.block_p, ITERS=self.iters,
-            NUM_STAGES=self.num_stages, PROBE_NO_SCATTER=self.probe_no_scatter, PAIRED=self.layout == "paired",
-            num_warps=self.num_warps)
+            BLOCK_P=self.block_p, ITERS=self.iters, NUM_STAGES=self.num_stages, num_warps=self.num_warps)

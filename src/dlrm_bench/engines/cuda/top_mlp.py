@@ -2,13 +2,14 @@
 
 Layers 479(512) -> 1024 -> 1024 -> 512 write int8 activations (per-channel scales, quant/recipe.py). The layer
 512 -> 256 keeps its ReLU output in fp32 registers and finishes the model in its epilogue: the 256 -> 1 dot
-product, the bias and the sigmoid, writing one fp32 probability per pair. One program owns whole rows: its tile
-spans all 256 columns, or (a tuning candidate) it walks them in 128-column blocks, keeping a running dot.
+product, the bias and the sigmoid, writing one fp32 probability per pair; its tile spans all 256 columns.
 
-The hidden layers run a persistent GEMM whose operands arrive by TMA; by default two programs share each SM, so
-one program's epilogue (scale, ReLU, requantize, TMA store) runs while the other's tensor-core main loop does.
-`GemmConfig` holds every variant `benchmarks/bench_cuda.py --tune` compares. On Hopper, any layer can instead run
-a CUTLASS kernel (cutlass_gemm.py; GemmConfig.cutlass, the engine's `top_gemm` / `cutlass_final_layer` settings).
+On Hopper the hidden layers run a persistent GEMM whose operands arrive by TMA, two programs per SM (one's
+epilogue runs while the other's tensor-core main loop does), with the requantization folded into one multiply-add
+per element and TMA stores. Elsewhere (and in Triton's interpreter) they run one program per tile with pointer
+loads. Any layer can instead run a CUTLASS kernel of the native library (kernel_library.py; GemmConfig.cutlass, the
+engine's `top_gemm` / `cutlass_final_layer` settings). The first layer's weight columns follow the interaction's
+paired layout (interaction.permute_top_weight).
 """
 
 from __future__ import annotations
@@ -73,86 +74,30 @@ def _linear_int8_kernel(a_ptr, b_ptr, c_ptr, M, N: tl.constexpr, K: tl.constexpr
     _epilogue(acc, m, n, M, c_ptr, stride_cm, wscale_ptr, bias_ptr, act_ptr, final_w_ptr, final_b, FINAL)
 
 
-EPILOGUES = {"exact": 0, "folded": 1, "raw": 2}
-"""TMA-store epilogues. exact: requant(relu(acc * wscale + bias), act), as quant/recipe.py writes it.
-folded: one multiply-add with the scales folded per channel (acc * (wscale * act) + bias * act), clamped to
-[0, 127] and rounded: the same value up to float rounding (rarely one int8 step apart). raw: acc cast to int8,
-no scaling: a wrong result, only for measuring the main loop without its epilogue (benchmarks)."""
-
-
-@triton.jit
-def _requantized_tile(acc, n, wscale_ptr, bias_ptr, act_ptr, EPILOGUE: tl.constexpr):
-    """int32 tile [BLOCK_M, W] of columns n -> int8 (EPILOGUES; folded: wscale_ptr / bias_ptr hold the folded
-    multiplier and offset)."""
-    if EPILOGUE == 2:
-        return acc.to(tl.int8)
-    y = acc.to(tl.float32) * tl.load(wscale_ptr + n)[None, :] + tl.load(bias_ptr + n)[None, :]
-    if EPILOGUE == 1:
-        return clamped_to_int8(tl.minimum(tl.maximum(y, 0.0), 127.0))
-    return requantize_relu(y, tl.load(act_ptr + n)[None, :])
-
-
 @triton.jit(do_not_specialize=["M"])
-def _linear_int8_tma_kernel(a_desc, b_desc, c_desc, c_ptr, M, N: tl.constexpr, K: tl.constexpr, stride_cm,
-                            wscale_ptr, bias_ptr, act_ptr, final_w_ptr, final_b,
-                            FINAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                            BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, NUM_SMS: tl.constexpr,
-                            TMA_STORE: tl.constexpr, WARP_SPECIALIZE: tl.constexpr,
-                            FLATTEN: tl.constexpr, EPILOGUE: tl.constexpr):
-    """The same layer as _linear_int8_kernel, persistent (one program per SM walks the tiles) with operands
-    fetched by the Hopper bulk tensor copy engine (TMA descriptors: a [M, K] blocks [BLOCK_M, BLOCK_K], b [N, K]
-    blocks [BLOCK_N, BLOCK_K]; rows past M read as zeros).
-    TMA_STORE (not FINAL): the int8 tile leaves through c_desc (c [M, N], blocks [BLOCK_M, BLOCK_N]); rows past
-    M are clipped by the copy engine. WARP_SPECIALIZE: Triton splits loads and MMA/epilogue into warp groups."""
+def _linear_int8_tma_kernel(a_desc, b_desc, c_desc, M, N: tl.constexpr, K: tl.constexpr, mul_ptr, add_ptr,
+                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                            GROUP_M: tl.constexpr, NUM_PROGRAMS: tl.constexpr):
+    """A hidden layer, persistent (NUM_PROGRAMS programs walk the tiles) with operands fetched by the Hopper bulk
+    tensor copy engine: a [M, K] blocks [BLOCK_M, BLOCK_K], b [N, K] blocks [BLOCK_N, BLOCK_K] (rows past M read as
+    zeros); c int8 [M, N] = clamp(round(acc * mul + add), 0, 127) leaves through c_desc (rows past M clipped by the
+    copy engine). mul = w_scale * act_inv, add = bias * act_inv: the recipe's requant(relu(acc * w_scale + bias))
+    up to float rounding (rarely one int8 step apart)."""
     start = tl.program_id(0)
     num_m = (M + BLOCK_M - 1) // BLOCK_M
     num_n = N // BLOCK_N
-    num_tiles = num_m * num_n
-    for tile in tl.range(start, num_tiles, NUM_SMS, flatten=FLATTEN, warp_specialize=WARP_SPECIALIZE):
+    for tile in tl.range(start, num_m * num_n, NUM_PROGRAMS, flatten=True):
         group = tile // (GROUP_M * num_n)
         first_m = group * GROUP_M
         rows_in_group = tl.minimum(num_m - first_m, GROUP_M)
-        pid_m = first_m + (tile % (GROUP_M * num_n)) % rows_in_group
-        pid_n = (tile % (GROUP_M * num_n)) // rows_in_group
-        off_m = pid_m * BLOCK_M
-        off_n = pid_n * BLOCK_N
+        off_m = (first_m + (tile % (GROUP_M * num_n)) % rows_in_group) * BLOCK_M
+        off_n = ((tile % (GROUP_M * num_n)) // rows_in_group) * BLOCK_N
         acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.int32)
         for kk in range(0, K, BLOCK_K):
-            a = a_desc.load([off_m, kk])
-            b = b_desc.load([off_n, kk])
-            acc = tl.dot(a, b.T, acc, out_dtype=tl.int32)
-        if TMA_STORE:
-            n = off_n + tl.arange(0, BLOCK_N)
-            c_desc.store([off_m, off_n], _requantized_tile(acc, n, wscale_ptr, bias_ptr, act_ptr, EPILOGUE))
-        else:
-            _epilogue(acc, off_m + tl.arange(0, BLOCK_M), off_n + tl.arange(0, BLOCK_N), M, c_ptr, stride_cm,
-                      wscale_ptr, bias_ptr, act_ptr, final_w_ptr, final_b, FINAL)
-
-
-@triton.jit(do_not_specialize=["M"])
-def _final_layer_tma_kernel(a_desc, b_desc, probs_ptr, M, N: tl.constexpr, K: tl.constexpr,
-                            wscale_ptr, bias_ptr, final_w_ptr, final_b,
-                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                            NUM_SMS: tl.constexpr):
-    """The last two layers with a tile narrower than the 256 columns: probs fp32 [M] =
-    sigmoid(relu(a @ b * wscale + bias) @ final_w + final_b), a int8 [M, K] and b int8 [N, K] by TMA (blocks
-    [BLOCK_M, BLOCK_K], [BLOCK_N, BLOCK_K]). Persistent over BLOCK_M-row tiles; each walks the N // BLOCK_N column
-    blocks in turn and keeps only the running 256 -> 1 dot per row, so the int32 tile is BLOCK_M x BLOCK_N and
-    two programs fit on an SM."""
-    start = tl.program_id(0)
-    num_m = (M + BLOCK_M - 1) // BLOCK_M
-    for tile in tl.range(start, num_m, NUM_SMS):
-        off_m = tile * BLOCK_M
-        z = tl.zeros([BLOCK_M], dtype=tl.float32)
-        for off_n in tl.static_range(0, N, BLOCK_N):
-            acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.int32)
-            for kk in range(0, K, BLOCK_K):
-                acc = tl.dot(a_desc.load([off_m, kk]), b_desc.load([off_n, kk]).T, acc, out_dtype=tl.int32)
-            n = off_n + tl.arange(0, BLOCK_N)
-            y = acc.to(tl.float32) * tl.load(wscale_ptr + n)[None, :] + tl.load(bias_ptr + n)[None, :]
-            z += tl.sum(tl.maximum(y, 0.0) * tl.load(final_w_ptr + n)[None, :], axis=1)
-        m = off_m + tl.arange(0, BLOCK_M)
-        tl.store(probs_ptr + m.to(tl.int64), 1.0 / (1.0 + tl.exp(-(z + final_b))), mask=m < M)
+            acc = tl.dot(a_desc.load([off_m, kk]), b_desc.load([off_n, kk]).T, acc, out_dtype=tl.int32)
+        n = off_n + tl.arange(0, BLOCK_N)
+        y = acc.to(tl.float32) * tl.load(mul_ptr + n)[None, :] + tl.load(add_ptr + n)[None, :]
+        c_desc.store([off_m, off_n], clamped_to_int8(tl.minimum(tl.maximum(y, 0.0), 127.0)))
 
 
 @triton.jit(do_not_specialize=["M"])
@@ -166,13 +111,10 @@ def _sigmoid_in_place_kernel(z_ptr, final_b, M, BLOCK: tl.constexpr):
 @dataclass
 class GemmConfig:
     """One layer's kernel. block_*: tile; group_m: M tiles walked per N column (L2 reuse); tma: the persistent TMA
-    kernel (else one program per tile with pointer loads); tma_store: int8 tiles leave through a TMA descriptor;
-    warp_specialize / flatten: Triton's loop options; epilogue: EPILOGUES key (TMA store only);
-    programs_per_sm: persistent programs per SM (2 needs tiles whose buffers fit twice). The final layer with tma
-    and block_n below its 256 columns runs _final_layer_tma_kernel (column blocks in turn). cutlass: a hidden layer
-    run by the CUTLASS library instead (a cutlass_gemm.VARIANTS name, with the folded epilogue; the tile fields
-    then only serve the divisibility check); on the final layer any non-empty value runs the CUTLASS final-layer
-    kernel (its one variant, 128 x 128 c1x2 pingpong, the 256 -> 1 dot in its epilogue)."""
+    kernel with the folded epilogue (hidden layers on Hopper; else one program per tile with pointer loads);
+    cutlass: the layer runs on the native library instead (a settings.GEMM_VARIANTS name; the tile fields then only
+    serve the divisibility check; on the final layer any non-empty value runs the CUTLASS final-layer kernel that
+    goes with that variant)."""
 
     block_m: int
     block_n: int
@@ -181,38 +123,29 @@ class GemmConfig:
     num_warps: int = 8
     num_stages: int = 3
     tma: bool = False
-    tma_store: bool = False
-    warp_specialize: bool = False
-    flatten: bool = True
-    epilogue: str = "exact"
-    programs_per_sm: int = 1
     cutlass: str = ""
 
 
-def default_config(n: int, final: bool, programs_per_sm: int = 2) -> GemmConfig:
-    """Tile sizes per layer shape (tuned on an H100 by benchmarks/bench_cuda.py --tune; small in the interpreter).
-    Hidden layers: persistent TMA GEMM, 128 x 128 tiles, `programs_per_sm` programs per SM (two: one's epilogue
-    overlaps the other's main loop; one leaves room on each SM for another batch's kernels), folded epilogue, TMA
-    stores. Final layer: its tile spans all 256 columns."""
+PROGRAMS_PER_SM = 2
+"""Persistent programs per SM of the TMA kernel: one's epilogue overlaps the other's main loop."""
+
+
+def default_config(n: int, final: bool, tma: bool) -> GemmConfig:
+    """Tile sizes per layer shape (tuned on an H100; small in the interpreter). Hidden layers: 128 x 128 tiles,
+    the TMA kernel where `tma`. Final layer: its tile spans all 256 columns."""
     if INTERPRETED:
-        return GemmConfig(16, n if final else 64, 64, 4, 4, 1, programs_per_sm=programs_per_sm)
+        return GemmConfig(16, n if final else 64, 64, 4, 4, 1)
     if final:
         return GemmConfig(128, n, 128, 8, 8, 3)
-    return GemmConfig(128, 128, 128, 8, 4, 3, tma=True, tma_store=True, epilogue="folded",
-                      programs_per_sm=programs_per_sm)
+    return GemmConfig(128, 128, 128, 8, 4, 3, tma=tma)
 
 
 class TopMLP:
     """Device weights of the four int8 top layers (+ the fp32 final vector) and the launchers."""
 
-    def __init__(self, qm: QuantizedDLRM, device: torch.device,
-                 configs: list[GemmConfig] | None = None, interaction_layout: str = "triangle",
-                 programs_per_sm: int = 2) -> None:
-        """interaction_layout: the columns the interaction kernel writes (interaction.LAYOUTS); the first
-        layer's weight columns are permuted to match. programs_per_sm: of the default hidden-layer configs."""
+    def __init__(self, qm: QuantizedDLRM, device: torch.device, configs: list[GemmConfig] | None = None) -> None:
         self.w = [layer.weight.contiguous().to(device) for layer in qm.top]  # int8 [N, K]
-        if interaction_layout != "triangle":
-            self.w[0] = permute_top_weight(self.w[0], interaction_layout).contiguous()
+        self.w[0] = permute_top_weight(self.w[0]).contiguous()  # the interaction's paired columns
         self.s = [layer.w_scale.float().to(device) for layer in qm.top]
         self.b = [layer.bias.float().to(device) for layer in qm.top]
         self.a = [layer.act_inv.to(device) for layer in qm.top[:-1]]
@@ -223,11 +156,8 @@ class TopMLP:
         # programs of a persistent launch: the GPU's SM count, looked up once (3 in the interpreter, so programs loop)
         self.num_sms = 3 if INTERPRETED else torch.cuda.get_device_properties(self.final_w.device).multi_processor_count
         last = len(self.w) - 1
-        self.configs = configs or [default_config(w.shape[0], i == last, programs_per_sm)
-                                   for i, w in enumerate(self.w)]
-        # 1: each layer over the whole batch; C > 1: the batch in C row ranges, each range's layers in turn (a
-        # range's intermediates can stay in L2 between its layers; setting "top_mlp_row_chunks")
-        self.row_chunks = 1
+        tma = not INTERPRETED and torch.cuda.get_device_capability(self.final_w.device)[0] >= 9
+        self.configs = configs or [default_config(w.shape[0], i == last, tma) for i, w in enumerate(self.w)]
         # weights with K columns in a previous layer's stored order, and epilogue vectors in a layer's own, by layer
         self._reordered_weight: dict[int, torch.Tensor] = {}
         self._reordered_vectors: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -238,10 +168,10 @@ class TopMLP:
         return [w.shape[0] for w in self.w[:-1]]
 
     def stored_order(self, i: int) -> torch.Tensor | None:
-        """The column order in which hidden layer i stores its output (cutlass_gemm.physical_column_order: stored
+        """The column order in which hidden layer i stores its output (kernel_library.physical_column_order: stored
         column p holds logical column order[p]), or None for the natural order. A "_permuted" CUTLASS variant has
         one; every other kernel stores columns in order."""
-        from dlrm_bench.engines.cuda.cutlass_gemm import physical_column_order, stores_permuted
+        from dlrm_bench.engines.cuda.kernel_library import physical_column_order, stores_permuted
 
         if i < 0 or i >= len(self.w) - 1 or not stores_permuted(self.configs[i].cutlass):
             return None
@@ -288,8 +218,8 @@ class TopMLP:
         if cfg.cutlass:
             self._layer_cutlass(i, x, w, out, num_pairs, cfg.cutlass, final)
             return
-        if cfg.tma:
-            self._layer_tma(i, x, w, out, num_pairs, cfg, final)
+        if cfg.tma and not final:
+            self._layer_tma(i, x, w, out, num_pairs, cfg)
             return
         grid = (triton.cdiv(num_pairs, cfg.block_m) * (n // cfg.block_n),)
         _linear_int8_kernel[grid](
@@ -302,64 +232,36 @@ class TopMLP:
                        variant: str, final: bool) -> None:
         """Layer i (weight w, input_weight(i)) on the CUTLASS library: a hidden layer with the folded epilogue; the
         final layer's row sums, then the last bias and the sigmoid in place (one small Triton kernel)."""
-        from dlrm_bench.engines.cuda.cutlass_gemm import cutlass_top_gemm
+        from dlrm_bench.engines.cuda.kernel_library import kernel_library
 
         if not final:
             mul, add = self._epilogue_vectors(i)
-            cutlass_top_gemm()(variant, x, w, out, mul, add, num_pairs, self.num_sms)
+            kernel_library()(variant, x, w, out, mul, add, num_pairs, self.num_sms)
             return
-        cutlass_top_gemm().final_layer(x, w, out, self.s[i], self.b[i], self.final_w, num_pairs, self.num_sms,
+        kernel_library().final_layer(x, w, out, self.s[i], self.b[i], self.final_w, num_pairs, self.num_sms,
                                        variant)
         _sigmoid_in_place_kernel[(triton.cdiv(num_pairs, 1024),)](out, self.final_b, num_pairs, BLOCK=1024)
 
     def _layer_tma(self, i: int, x: torch.Tensor, w: torch.Tensor, out: torch.Tensor, num_pairs: int,
-                   cfg: GemmConfig, final: bool) -> None:
+                   cfg: GemmConfig) -> None:
+        """Hidden layer i on the persistent TMA kernel (folded epilogue, TMA stores)."""
         from triton.tools.tensor_descriptor import TensorDescriptor
 
         n, k = w.shape
         a_desc = TensorDescriptor(x, [num_pairs, k], [x.stride(0), 1], [cfg.block_m, cfg.block_k])
         b_desc = TensorDescriptor.from_tensor(w, [cfg.block_n, cfg.block_k])
-        programs = self.num_sms * cfg.programs_per_sm  # a constant stride: no recompiles for small batches
-        if final and cfg.block_n < n:
-            _final_layer_tma_kernel[(min(programs, triton.cdiv(num_pairs, cfg.block_m)),)](
-                a_desc, b_desc, out, num_pairs, n, k, self.s[i], self.b[i], self.final_w, self.final_b,
-                BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, NUM_SMS=programs,
-                num_warps=cfg.num_warps, num_stages=cfg.num_stages)
-            return
-        tma_store = cfg.tma_store and not final
-        c_desc = a_desc
-        if tma_store:
-            c_desc = TensorDescriptor(out, [num_pairs, n], [out.stride(0), 1], [cfg.block_m, cfg.block_n])
-        tiles = triton.cdiv(num_pairs, cfg.block_m) * (n // cfg.block_n)
-        grid = (min(programs, tiles),)
-        epilogue = EPILOGUES[cfg.epilogue] if tma_store else 0
-        scale, offset = (self.folded_mul[i], self.folded_add[i]) if epilogue == 1 else (self.s[i], self.b[i])
+        c_desc = TensorDescriptor(out, [num_pairs, n], [out.stride(0), 1], [cfg.block_m, cfg.block_n])
+        programs = self.num_sms * PROGRAMS_PER_SM  # a constant stride: no recompiles for small batches
+        grid = (min(programs, triton.cdiv(num_pairs, cfg.block_m) * (n // cfg.block_n)),)
         _linear_int8_tma_kernel[grid](
-            a_desc, b_desc, c_desc, out, num_pairs, n, k, out.stride(0) if not final else 1,
-            scale, offset, self.a[i] if not final else self.s[i], self.final_w, self.final_b,
-            FINAL=final, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m,
-            NUM_SMS=programs, TMA_STORE=tma_store,
-            WARP_SPECIALIZE=cfg.warp_specialize, FLATTEN=cfg.flatten, EPILOGUE=epilogue,
-            num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+            a_desc, b_desc, c_desc, num_pairs, n, k, self.folded_mul[i], self.folded_add[i],
+            BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m,
+            NUM_PROGRAMS=programs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
     def __call__(self, top_in: torch.Tensor, buffers: list[torch.Tensor], probs: torch.Tensor,
                  num_pairs: int) -> None:
         """top_in: int8 [>= num_pairs, 512]; buffers: int8 [>= num_pairs, width] per hidden layer;
-        probs: fp32 [>= num_pairs] receives the click probabilities. With row_chunks C > 1, the rows in C ranges
-        of a whole number of 128-row tiles, all layers of one range before the next."""
-        for start, stop in self.row_ranges(num_pairs):
-            self._all_layers(top_in[start:], [b[start:] for b in buffers], probs[start:], stop - start)
-
-    def row_ranges(self, num_pairs: int) -> list[tuple[int, int]]:
-        """(start, stop) of each of the row_chunks ranges over num_pairs rows: whole 128-row tiles, the last range
-        shorter; one range when row_chunks is 1 (or there are no rows)."""
-        tiles = -(-num_pairs // 128)
-        step = max(1, -(-tiles // self.row_chunks)) * 128
-        return [(start, min(num_pairs, start + step)) for start in range(0, num_pairs, step)] or [(0, 0)]
-
-    def _all_layers(self, top_in: torch.Tensor, buffers: list[torch.Tensor], probs: torch.Tensor,
-                    num_pairs: int) -> None:
-        """The hidden layers and the final layer over rows [0, num_pairs) of the given views."""
+        probs: fp32 [>= num_pairs] receives the click probabilities."""
         x = top_in
         for i, buf in enumerate(buffers):
             self.layer(i, x, buf, num_pairs)
@@ -369,18 +271,18 @@ class TopMLP:
 
 def use_cutlass_hidden_layers(top: TopMLP, variant: str, final_layer: bool = False, first_layer: str = "") -> None:
     """Run `top`'s hidden layers (with final_layer, its last layer too) on the CUTLASS kernel `variant`
-    (cutlass_gemm.VARIANTS), the first hidden layer on `first_layer` where given. Loads the library now:
-    CutlassUnavailable (with the path and how to build it, or the GPU that cannot run it) at start, not mid-run."""
-    from dlrm_bench.engines.cuda.cutlass_gemm import VARIANTS, CutlassUnavailable, cutlass_top_gemm
+    (kernel_library.VARIANTS), the first hidden layer on `first_layer` where given. Loads the library now:
+    KernelsUnavailable (with the path and how to build it, or the GPU that cannot run it) at start, not mid-run."""
+    from dlrm_bench.engines.cuda.kernel_library import VARIANTS, KernelsUnavailable, kernel_library
 
     for setting, name in (("top_gemm", variant), ("top_gemm_first_layer", first_layer or variant)):
         if name not in VARIANTS:
             raise ValueError(f"{setting} {name!r}: expected triton or one of {', '.join(VARIANTS)}")
     capability = torch.cuda.get_device_capability(top.final_w.device)
     if capability != (9, 0):
-        raise CutlassUnavailable(f"the CUTLASS kernels are built for Hopper (sm_90a); this GPU is sm_"
+        raise KernelsUnavailable(f"the CUTLASS kernels are built for Hopper (sm_90a); this GPU is sm_"
                                  f"{capability[0]}{capability[1]}")
-    cutlass_top_gemm()
+    kernel_library()
     for cfg in top.configs[:-1]:
         cfg.cutlass = variant
     if final_layer:

@@ -11,10 +11,10 @@ device at a time (all runs of one variant, then the next) instead of loading eve
 `dlrm-bench run`, the in-process variant takes config_ver `default`'s settings and the Triton variants
 config_ver `triton`'s (e.g. more requests in flight); --triton-set adds to the latter.
 
-    .venv/bin/python benchmarks/bench_triton.py                          # synthetic-tiny if built, else a fixture
-    .venv/bin/python benchmarks/bench_triton.py --engine cpu --repeats 3 --offline-duration 20 --server-duration 30
-    .venv/bin/python benchmarks/bench_triton.py --dataset-dir D --model M --variants in-process,triton-ranges
-    .venv/bin/python benchmarks/bench_triton.py --set triton_trace=true ...   # + where each request's time goes
+    .venv/bin/python benchmarks/bench_triton_server.py                          # synthetic-tiny if built, else a fixture
+    .venv/bin/python benchmarks/bench_triton_server.py --engine cpu --repeats 3 --offline-duration 20 --server-duration 30
+    .venv/bin/python benchmarks/bench_triton_server.py --dataset-dir D --model M --variants in-process,triton-ranges
+    .venv/bin/python benchmarks/bench_triton_server.py --set triton_trace=true ...   # + where each request's time goes
 
 Writes build/bench/bench_triton.json (or --out) and the LoadGen logs under build/bench/triton_logs/.
 """
@@ -47,8 +47,8 @@ from dlrm_bench.harness import config as cfg  # noqa: E402
 from dlrm_bench.harness import runner  # noqa: E402
 from dlrm_bench.harness.loadgen_settings import Overrides  # noqa: E402
 from dlrm_bench.paths import scratch_path  # noqa: E402
-from dlrm_bench.serving.client import TritonEngine  # noqa: E402
-from dlrm_bench.serving.trace import format_summary, summarize as summarize_trace  # noqa: E402
+from dlrm_bench.triton_server.client import TritonEngine  # noqa: E402
+from dlrm_bench.triton_server.trace import format_summary, summarize as summarize_trace  # noqa: E402
 
 VARIANTS = ("in-process", "triton-ranges", "triton-rows")
 

@@ -71,7 +71,7 @@ def test_triton_only_settings_leave_in_process_alone() -> None:
 def test_triton_variants_take_config_ver_triton_and_in_process_default() -> None:
     """On an H100 the shipped configs give Triton more requests in flight; the in-process run keeps default's."""
     from dlrm_bench.harness import config as cfg
-    from dlrm_bench.harness.system import SystemInfo
+    from dlrm_bench.system import SystemInfo
 
     h100 = SystemInfo("Test CPU", 16, ("NVIDIA H100 80GB HBM3",))
     for scenario in ("Offline", "Server"):

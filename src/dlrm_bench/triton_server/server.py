@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from dlrm_bench.errors import UserError
-from dlrm_bench.serving.install import TritonInstall, find_triton, make_backend_dir, stub_environment
+from dlrm_bench.triton_server.install import TritonInstall, find_triton, make_backend_dir, stub_environment
 
 LOOPBACK = "127.0.0.1"
 PORT_ATTEMPTS = 3

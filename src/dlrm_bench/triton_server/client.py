@@ -26,11 +26,11 @@ import numpy as np
 from dlrm_bench.criteo.dataset import DatasetMeta, Split
 from dlrm_bench.engines.base import Engine, chunk_ranges, contiguous_span, join_futures, ranges_to_rows
 from dlrm_bench.errors import UserError
-from dlrm_bench.serving import protocol as wire
-from dlrm_bench.serving.output_regions import OutputRegions, Region
-from dlrm_bench.serving.repository import ServingSpec, spec_from_settings, trace_dir, write_repository
-from dlrm_bench.serving.server import ServerOptions, TritonServer, describe_exit
-from dlrm_bench.serving.trace import RequestTrace
+from dlrm_bench.triton_server import protocol as wire
+from dlrm_bench.triton_server.output_regions import OutputRegions, Region
+from dlrm_bench.triton_server.repository import ServingSpec, spec_from_settings, trace_dir, write_repository
+from dlrm_bench.triton_server.server import ServerOptions, TritonServer, describe_exit
+from dlrm_bench.triton_server.trace import RequestTrace
 
 DEATH_GRACE_S = 2.0
 """After a lost connection, how long to wait for the server process to be seen exiting before blaming gRPC."""

@@ -31,8 +31,8 @@ from dlrm_bench.criteo.dataset import load_meta, open_split
 from dlrm_bench.engines import create_engine
 from dlrm_bench.engines.base import chunk_ranges
 from dlrm_bench.interpreter import DEFAULT_SWITCH_INTERVAL_MS, QuietInterpreter
-from dlrm_bench.serving import protocol as wire
-from dlrm_bench.serving.trace import RequestTrace
+from dlrm_bench.triton_server import protocol as wire
+from dlrm_bench.triton_server.trace import RequestTrace
 
 
 class Replies:

@@ -11,8 +11,8 @@ The same library holds the CUDA gather + interaction kernel (csrc/interaction_mm
 interaction.py says when the engine uses it) and the CUDA bottom MLP (csrc/bottom_mlp_wgmma.cu, `bottom_mlp()`;
 bottom_mlp.py).
 
-The library is built by `make cutlass_gemm` (nvcc for sm_90a and the nvidia-cutlass headers) into
-build/cutlass/libdlrm_top_gemm.so, or named by $DLRM_TOP_GEMM_LIB. Nothing here loads it until asked.
+The library is built by `make kernels` (nvcc for sm_90a and the nvidia-cutlass headers) into
+build/kernels/libdlrm_kernels.so, or named by $DLRM_KERNELS_LIB. Nothing here loads it until asked.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import torch
 
 from dlrm_bench.errors import UserError
 
-LIBRARY_ENV = "DLRM_TOP_GEMM_LIB"
-DEFAULT_LIBRARY = Path(__file__).resolve().parents[4] / "build" / "cutlass" / "libdlrm_top_gemm.so"
+LIBRARY_ENV = "DLRM_KERNELS_LIB"
+DEFAULT_LIBRARY = Path(__file__).resolve().parents[4] / "build" / "kernels" / "libdlrm_kernels.so"
 
 VARIANTS = {
     "128x128_c2x1_pingpong": 0,
@@ -116,7 +116,7 @@ _ERRORS = {-1: "unknown variant",
            5: "CUDA error after the launch", 6: "cannot select the tensors' device"}
 
 
-class CutlassUnavailable(UserError):
+class KernelsUnavailable(UserError):
     """The library is missing or cannot be loaded (no GPU build here)."""
 
 
@@ -124,18 +124,18 @@ def library_path() -> Path:
     return Path(os.environ.get(LIBRARY_ENV, DEFAULT_LIBRARY))
 
 
-class CutlassTopGemm:
+class KernelLibrary:
     """The loaded library; call it to run one hidden layer on the current CUDA stream."""
 
     def __init__(self, path: Path | None = None) -> None:
         path = path or library_path()
         if not path.is_file():
-            raise CutlassUnavailable(f"{path}: no CUTLASS top-GEMM library (build it with `make cutlass_gemm` "
+            raise KernelsUnavailable(f"{path}: no CUTLASS top-GEMM library (build it with `make kernels` "
                                      f"on a machine with nvcc, or set ${LIBRARY_ENV})")
         try:
             lib = ctypes.CDLL(str(path))
         except OSError as exc:
-            raise CutlassUnavailable(f"{path}: cannot load: {exc}") from exc
+            raise KernelsUnavailable(f"{path}: cannot load: {exc}") from exc
         lib.dlrm_top_gemm_run.restype = ctypes.c_int
         lib.dlrm_top_gemm_run.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                                           ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
@@ -245,26 +245,26 @@ def _check(code: int, what: str) -> None:
         raise RuntimeError(f"{what}: {_ERRORS.get(code, f'error {code}')}")
 
 
-_LOADED: CutlassTopGemm | None = None
+_LOADED: KernelLibrary | None = None
 
 
-def hopper_kernel_library(device: torch.device, what: str, present: str) -> CutlassTopGemm:
-    """The loaded library, for the CUDA `what` kernel on `device`: CutlassUnavailable where the GPU is not a Hopper
+def hopper_kernel_library(device: torch.device, what: str, present: str) -> KernelLibrary:
+    """The loaded library, for the CUDA `what` kernel on `device`: KernelsUnavailable where the GPU is not a Hopper
     (the library is built for sm_90a) or the library predates the kernel (its attribute `present` is false)."""
     capability = torch.cuda.get_device_capability(device)
     if capability != (9, 0):
-        raise CutlassUnavailable(f"the CUDA {what} kernel is built for Hopper (sm_90a); this GPU is sm_"
+        raise KernelsUnavailable(f"the CUDA {what} kernel is built for Hopper (sm_90a); this GPU is sm_"
                                  f"{capability[0]}{capability[1]}")
-    lib = cutlass_top_gemm()
+    lib = kernel_library()
     if not getattr(lib, present):
-        raise CutlassUnavailable(f"{lib.path}: built before the CUDA {what} kernel; rebuild it with "
-                                 "`make cutlass_gemm`")
+        raise KernelsUnavailable(f"{lib.path}: built before the CUDA {what} kernel; rebuild it with "
+                                 "`make kernels`")
     return lib
 
 
-def cutlass_top_gemm() -> CutlassTopGemm:
+def kernel_library() -> KernelLibrary:
     """The library, loaded once per process."""
     global _LOADED
     if _LOADED is None:
-        _LOADED = CutlassTopGemm()
+        _LOADED = KernelLibrary()
     return _LOADED

@@ -3,7 +3,7 @@
 It runs inside Triton's Python stub, which neither reads PYTHONPATH nor knows the project: `initialize` reads
 `serving.json` next to config.pbtxt, puts the launching interpreter's import path first, pins a KIND_GPU
 instance to its GPU (CUDA_VISIBLE_DEVICES, before anything initialises CUDA), and hands over to
-`dlrm_bench.serving.backend.ServedModel`, which builds the engine with `create_engine`.
+`dlrm_bench.triton_server.backend.ServedModel`, which builds the engine with `create_engine`.
 """
 
 import json
@@ -35,7 +35,7 @@ class TritonPythonModel:
         config = json.loads((Path(args["model_repository"]) / "serving.json").read_text())
         _use_import_path(config["sys_path"])
         _pin_gpu(args)
-        from dlrm_bench.serving.backend import ServedModel
+        from dlrm_bench.triton_server.backend import ServedModel
 
         self.model = ServedModel(config, pb_utils, args["model_instance_name"])
 

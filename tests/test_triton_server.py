@@ -24,10 +24,10 @@ from dlrm_bench.cli import main as cli
 from dlrm_bench.engines import create_engine
 from dlrm_bench.criteo.dataset import load_meta, open_split
 from dlrm_bench.errors import UserError
-from dlrm_bench.serving import protocol as wire
-from dlrm_bench.serving.install import TritonInstall, find_triton, stub_environment
-from dlrm_bench.serving.repository import config_pbtxt, spec_from_settings, write_repository
-from dlrm_bench.serving.server import TritonServer, group_members, resolve_port
+from dlrm_bench.triton_server import protocol as wire
+from dlrm_bench.triton_server.install import TritonInstall, find_triton, stub_environment
+from dlrm_bench.triton_server.repository import config_pbtxt, spec_from_settings, write_repository
+from dlrm_bench.triton_server.server import TritonServer, group_members, resolve_port
 from tests.conftest import save_random_model, write_preprocessed_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -345,8 +345,8 @@ def test_serve_names_a_busy_port(workspace, monkeypatch, capsys) -> None:
 @needs_triton
 def test_traced_requests_carry_timestamps_from_both_sides(workspace, tmp_path) -> None:
     """triton_trace: the client and the model inside tritonserver stamp every request (serving/trace.py)."""
-    from dlrm_bench.serving.client import TritonEngine
-    from dlrm_bench.serving.trace import PHASES, summarize
+    from dlrm_bench.triton_server.client import TritonEngine
+    from dlrm_bench.triton_server.trace import PHASES, summarize
 
     meta = load_meta(workspace["data"])
     engine = TritonEngine("reference", workspace["model"], meta, {"batch_size": 2048, "triton_trace": True},
@@ -368,7 +368,7 @@ def test_traced_requests_carry_timestamps_from_both_sides(workspace, tmp_path) -
 def test_shared_memory_outputs_match_the_message_and_are_freed(workspace, tmp_path) -> None:
     """triton_output_shm: the server writes predictions into registered regions; same values as in the gRPC
     message, several requests in flight, and no region left in /dev/shm after close()."""
-    from dlrm_bench.serving.client import TritonEngine
+    from dlrm_bench.triton_server.client import TritonEngine
 
     meta = load_meta(workspace["data"])
     split = open_split(workspace["data"] / "test")

@@ -48,7 +48,7 @@ from dlrm_bench.quant.artifacts import SOURCE_FILE
 from dlrm_bench.quant.tables import MLP_FILE, TABLES_FILE, write_tables
 
 PRESET_NAME = "criteo-tb-random"
-GENERATOR = "dlrm_bench.criteo.random_preset/1"
+GENERATOR = "dlrm_bench.random_preset/1"
 DATA_CHUNK_ROWS = 1 << 21
 """Pairs per generated chunk (~300 MB of arrays on the device)."""
 TABLE_CHUNK_ROWS = 1 << 20

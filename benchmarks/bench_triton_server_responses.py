@@ -1,8 +1,8 @@
 """Where a Triton request's time goes, per response size, with the predictions in the gRPC message or in shared
 memory (setting triton_output_shm): one request in flight, `triton_trace` phases (serving/trace.py).
 
-    .venv/bin/python benchmarks/bench_triton_responses.py                    # synthetic-tiny, cpu engine
-    .venv/bin/python benchmarks/bench_triton_responses.py --engine cuda --dataset-dir D --model M --samples 4,1000,970
+    .venv/bin/python benchmarks/bench_triton_server_responses.py                    # synthetic-tiny, cpu engine
+    .venv/bin/python benchmarks/bench_triton_server_responses.py --engine cuda --dataset-dir D --model M --samples 4,1000,970
 
 Prints a table and writes build/bench/bench_triton_responses.json (or --out).
 """
@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from bench_triton import build_engines, make_context  # noqa: E402
 from dlrm_bench.paths import scratch_path  # noqa: E402
-from dlrm_bench.serving.trace import summarize  # noqa: E402
+from dlrm_bench.triton_server.trace import summarize  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

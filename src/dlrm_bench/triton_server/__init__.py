@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from dlrm_bench.criteo.dataset import DatasetMeta
-    from dlrm_bench.serving.client import TritonEngine
+    from dlrm_bench.triton_server.client import TritonEngine
 
 
 def create_triton_engine(name: str, model_path: Path, meta: "DatasetMeta", settings: dict[str, Any] | None,
                          workdir: Path) -> "TritonEngine":
     """Engine `name` served by Triton (imports tritonclient only when asked for)."""
-    from dlrm_bench.serving.client import create_triton_engine as create
+    from dlrm_bench.triton_server.client import create_triton_engine as create
 
     return create(name, model_path, meta, settings, workdir)

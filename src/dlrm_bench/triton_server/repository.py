@@ -19,7 +19,7 @@ Settings read from the scenario config (all optional):
                             engine fed while answers travel back)
   triton_output_shm         true (default): predictions come back through shared memory (serving/output_regions.py)
   triton_trace              true: client and model write per-request timestamps under <workdir>/trace
-                            (serving/trace.py; bench_triton.py --set triton_trace=true summarizes them)
+                            (serving/trace.py; bench_triton_server.py --set triton_trace=true summarizes them)
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from typing import Any
 from dlrm_bench.atomic import save_json, save_text
 from dlrm_bench.criteo.schema import NUM_DENSE, NUM_SPARSE
 from dlrm_bench.errors import UserError
-from dlrm_bench.serving import protocol as wire
-from dlrm_bench.serving.install import stub_sys_path
+from dlrm_bench.triton_server import protocol as wire
+from dlrm_bench.triton_server.install import stub_sys_path
 
 TEMPLATE = Path(__file__).with_name("triton_model.py")
 

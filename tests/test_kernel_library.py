@@ -1,8 +1,8 @@
-"""The CUTLASS hidden-layer GEMMs (csrc/top_gemm_cutlass.cu via engines/cuda/cutlass_gemm.py) against the int8
+"""The CUTLASS hidden-layer GEMMs (csrc/top_gemm_cutlass.cu via engines/cuda/kernel_library.py) against the int8
 recipe: each layer within one int8 step of the recipe's requantization (the folded epilogue), and the whole top
 MLP's probabilities. Edge sizes: 1 pair, odd counts, a partial last tile, the largest batch the engine uses.
 
-Needs a CUDA GPU and the built library (`make cutlass_gemm`); the load errors are checked everywhere.
+Needs a CUDA GPU and the built library (`make kernels`); the load errors are checked everywhere.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import importlib.util
 import pytest
 import torch
 
-from dlrm_bench.engines.cuda.cutlass_gemm import (VARIANTS, CutlassTopGemm, CutlassUnavailable, in_logical_order,
+from dlrm_bench.engines.cuda.kernel_library import (VARIANTS, KernelLibrary, KernelsUnavailable, in_logical_order,
                                                   in_stored_order, library_path)
 
 CARDS = [1000, 50, 7, 300, 2, 64, 100, 5, 3, 900, 17, 40, 10, 8, 33, 12, 4, 60, 14, 700, 500, 800, 90, 70, 6, 36]
@@ -21,19 +21,19 @@ SIZES = [1, 7, 67, 1001, 65537, 262144]
 
 def test_a_missing_library_is_named(tmp_path) -> None:
     missing = tmp_path / "libnothing.so"
-    with pytest.raises(CutlassUnavailable, match=r"libnothing\.so: no CUTLASS top-GEMM library.*make cutlass_gemm"):
-        CutlassTopGemm(missing)
+    with pytest.raises(KernelsUnavailable, match=r"libnothing\.so: no CUTLASS top-GEMM library.*make kernels"):
+        KernelLibrary(missing)
 
 
 def test_a_file_that_is_not_a_library_is_refused(tmp_path) -> None:
     bad = tmp_path / "libbad.so"
     bad.write_bytes(b"not an ELF file")
-    with pytest.raises(CutlassUnavailable, match=r"libbad\.so: cannot load"):
-        CutlassTopGemm(bad)
+    with pytest.raises(KernelsUnavailable, match=r"libbad\.so: cannot load"):
+        KernelLibrary(bad)
 
 
 def test_each_hidden_variant_names_its_final_layer_kernel() -> None:
-    from dlrm_bench.engines.cuda.cutlass_gemm import final_layer_variant
+    from dlrm_bench.engines.cuda.kernel_library import final_layer_variant
 
     assert [final_layer_variant(v) for v in ("128x128_c1x2_pingpong", "128x128_c1x2_pingpong_fma_e64x128",
                                              "128x128_c1x2_pingpong_fma_smemrows",
@@ -45,7 +45,7 @@ def test_the_permuted_column_order_puts_each_threads_values_side_by_side() -> No
     """physical_column_order is a permutation of each 128-column tile on its own, and the 16 columns that lane
     quarter q of a wgmma accumulator holds in half h of a row (logical 8 j + 2 q + k, j = 8 h .. 8 h + 7) are the
     physical columns 64 h + 16 q .. 64 h + 16 q + 15, in order of j then k."""
-    from dlrm_bench.engines.cuda.cutlass_gemm import physical_column_order, stores_permuted
+    from dlrm_bench.engines.cuda.kernel_library import physical_column_order, stores_permuted
 
     order = physical_column_order(384)
     assert sorted(order.tolist()) == list(range(384))
@@ -69,7 +69,7 @@ NO_TRITON = importlib.util.find_spec("triton") is None
 def on_gpu(test):
     """GPU test marks: the gpu marker, and skips without CUDA, the library or Triton (the final layer)."""
     test = pytest.mark.skipif(NO_TRITON, reason="the final layer runs in OpenAI Triton")(test)
-    test = pytest.mark.skipif(NO_LIBRARY, reason="needs the CUTLASS library (make cutlass_gemm)")(test)
+    test = pytest.mark.skipif(NO_LIBRARY, reason="needs the CUTLASS library (make kernels)")(test)
     test = pytest.mark.skipif(NO_GPU, reason="needs a CUDA GPU")(test)
     return pytest.mark.gpu(test)
 
@@ -198,14 +198,14 @@ def test_final_layer_matches_triton_and_emulation(model, batch: int, variant: st
 def test_a_whole_row_variant_refuses_more_than_1024_columns(model) -> None:
     """The "_smemrows" epilogue holds alpha and bias for at most 1,024 columns: a wider layer is refused with the
     library's shape error, not run past its shared memory."""
-    from dlrm_bench.engines.cuda.cutlass_gemm import cutlass_top_gemm
+    from dlrm_bench.engines.cuda.kernel_library import kernel_library
 
     x = _top_input(64, 3).cuda()
     w = torch.ones(1152, 512, dtype=torch.int8, device="cuda")
     out = torch.empty(64, 1152, dtype=torch.int8, device="cuda")
     ones = torch.ones(1152, device="cuda")
     with pytest.raises(RuntimeError, match=r"fma_smemrows on \[64, 512\] x \[1152, 512\].*N <= 1024"):
-        cutlass_top_gemm()("128x128_c1x2_pingpong_fma_smemrows", x, w, out, ones, ones, 64, 132)
+        kernel_library()("128x128_c1x2_pingpong_fma_smemrows", x, w, out, ones, ones, 64, 132)
 
 
 @on_gpu
@@ -265,11 +265,11 @@ def test_permuted_stores_are_the_shipped_bytes_in_their_order(model, batch: int,
 
 @on_gpu
 def test_the_permuted_variant_refuses_a_width_that_is_not_whole_tiles(model) -> None:
-    from dlrm_bench.engines.cuda.cutlass_gemm import cutlass_top_gemm
+    from dlrm_bench.engines.cuda.kernel_library import kernel_library
 
     x = _top_input(64, 4).cuda()
     w = torch.ones(1040, 512, dtype=torch.int8, device="cuda")
     out = torch.empty(64, 1040, dtype=torch.int8, device="cuda")
     ones = torch.ones(1040, device="cuda")
     with pytest.raises(RuntimeError, match=r"fma_permuted on \[64, 512\] x \[1040, 512\].*multiple of 128"):
-        cutlass_top_gemm()(PERMUTED, x, w, out, ones, ones, 64, 132)
+        kernel_library()(PERMUTED, x, w, out, ones, ones, 64, 132)

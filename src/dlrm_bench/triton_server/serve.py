@@ -16,16 +16,16 @@ from types import FrameType
 from typing import Any
 
 from dlrm_bench.errors import UserError
-from dlrm_bench.serving import protocol as wire
-from dlrm_bench.serving.client import read_instance_info, start_server
-from dlrm_bench.serving.repository import spec_from_settings
-from dlrm_bench.serving.server import ServerOptions, TritonServer, describe_exit
+from dlrm_bench.triton_server import protocol as wire
+from dlrm_bench.triton_server.client import read_instance_info, start_server
+from dlrm_bench.triton_server.repository import spec_from_settings
+from dlrm_bench.triton_server.server import ServerOptions, TritonServer, describe_exit
 
 
 def _settings(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     from dlrm_bench.harness import config as cfg
     from dlrm_bench.harness.runner import pick_engine
-    from dlrm_bench.harness.system import detect_system
+    from dlrm_bench.system import detect_system
 
     if args.config_ver not in ("triton", "high_accuracy_triton"):
         raise UserError(f"serve: --config_ver must be triton or high_accuracy_triton, got '{args.config_ver}'")
@@ -67,7 +67,7 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from dlrm_bench.workflow import resolve_inputs
+    from dlrm_bench.inputs import resolve_inputs
 
     meta, model_path = resolve_inputs(args.dataset, args.dataset_dir, args.model, prepare=True)
     name, settings = _settings(args)

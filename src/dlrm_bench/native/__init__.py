@@ -1,1 +1,0 @@
-"""Small C sources compiled with the machine's compiler on first use (see build.py)."""
