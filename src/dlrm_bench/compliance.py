@@ -336,7 +336,6 @@ def find_baseline(folder: Path, ctx: Any, scenario: str, config_ver: str, mode: 
 def baselines(ctx: Any, engines: Any, args: argparse.Namespace, scenario: str, config_ver: str,
               tests: list[str]) -> Baseline:
     """The PerformanceOnly run (and the AccuracyOnly run, for TEST01): found under --results, or run now."""
-    from dlrm_bench.harness import config as cfg
     from dlrm_bench.harness import runner
     from dlrm_bench.harness.logs import run_dir
 
@@ -345,9 +344,8 @@ def baselines(ctx: Any, engines: Any, args: argparse.Namespace, scenario: str, c
     results: dict[str, dict[str, Any]] = {}
     for mode in modes:
         if args.results:
-            settings = cfg.scenario_settings(scenario, config_ver, args.engine, ctx.system, args.config)
-            dirs[mode] = find_baseline(args.results, ctx, scenario, config_ver, mode,
-                                       runner.pick_engine(args.engine, settings))
+            engine = runner.resolve_run_settings(args, scenario, config_ver, ctx.system).settings.engine
+            dirs[mode] = find_baseline(args.results, ctx, scenario, config_ver, mode, engine)
             results[mode] = json.loads((dirs[mode] / "result.json").read_text())
             print(f"--- {scenario} {config_ver} {mode}: using {dirs[mode]}", flush=True)
         else:
@@ -392,19 +390,20 @@ def run_test(ctx: Any, engines: Any, args: argparse.Namespace, scenario: str, co
 def main(args: argparse.Namespace) -> int:
     """`dlrm-bench audit [--test TEST01,TEST05] [--results LOG_DIR] <the flags of run>`; 0 when every test
     passes, 1 otherwise."""
-    from dlrm_bench.harness import config as cfg
+    from dlrm_bench import configs
     from dlrm_bench.harness import runner
 
     if args.benchmarks.lower() != "dlrm":
         raise UserError(f"unknown benchmark '{args.benchmarks}': this system runs only dlrm")
     tests = parse_tests(args.test)
-    scenarios = cfg.parse_choices(args.scenarios, cfg.SCENARIOS, "scenario")
-    config_vers = cfg.parse_choices(args.config_ver, cfg.CONFIG_VERS, "config_ver")
+    scenarios = configs.parse_choices(args.scenarios, configs.SCENARIOS, "scenario")
+    config_vers = configs.parse_choices(args.config_ver, configs.CONFIG_VERS, "config_ver")
     if args.results is not None and not Path(args.results).is_dir():
         raise UserError(f"--results {args.results}: not a folder")
     if args.test_mode != "PerformanceOnly,AccuracyOnly":
         print(f"note: audit ignores --test_mode={args.test_mode}: the tests are performance runs, compared with "
               f"the PerformanceOnly (and, for TEST01, AccuracyOnly) runs", flush=True)
+    runner.check_run_settings(args, scenarios, config_vers)
     ctx = runner.make_context(argparse.Namespace(**{**vars(args), "audit": None}))
 
     def runs(engines: "runner.EngineCache") -> Iterator[dict[str, Any]]:

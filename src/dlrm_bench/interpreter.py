@@ -3,15 +3,12 @@ the pauses the interpreter itself causes (garbage collections, threads that cann
 
 from __future__ import annotations
 
-import faulthandler
 import gc
-import os
 import sys
 import threading
 import time
 from collections import deque
-from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 
@@ -28,10 +25,6 @@ STALL_KIND = -1.0
 """`timeline`'s kind of a watchdog stall (collections are 0, 1, 2: their generation)."""
 KEPT = 100_000
 """Collections and stalls remembered (the most recent), so a long-lived model instance never grows."""
-MAX_TRACE_DUMPS = 50
-"""Stall dumps written per entry at most. faulthandler walks the threads' frames without the GIL, which can crash
-the process if a thread runs Python meanwhile. A stall where one thread holds the GIL in C code changes no frame;
-a threshold near the watchdog's own 2 ms period dumps while threads run: the cap bounds that risk and the size."""
 
 
 class QuietInterpreter:
@@ -45,15 +38,10 @@ class QuietInterpreter:
     seconds).
     With `watch=True` a daemon thread sleeps WATCH_INTERVAL_S at a time and records in `stalls` each wake-up
     that came more than WATCH_LATE_S late ((perf_counter when it should have woken, seconds late)): time the
-    interpreter gave no thread of this process (a collection, or a thread holding the GIL in C code).
-    With `trace_path` and `trace_after_ms` as well, every wake-up re-arms faulthandler: when no wake-up comes for
-    trace_after_ms, its C thread (which needs no GIL) writes every Python thread's stack to trace_path, so the
-    thread that held the GIL shows in the line it was calling from. The file is open while entered and removed
-    on exit when no stall was that long. A diagnostic: it starts an OS thread per wake-up, and stops after
-    MAX_TRACE_DUMPS dumps (`trace_dumps` counts them)."""
+    interpreter gave no thread of this process (a collection, or a thread holding the GIL in C code)."""
 
     def __init__(self, switch_interval_ms: float = DEFAULT_SWITCH_INTERVAL_MS, collector: str = "frozen",
-                 watch: bool = False, trace_path: Path | None = None, trace_after_ms: float = 0.0) -> None:
+                 watch: bool = False) -> None:
         if collector not in COLLECTOR_MODES:
             raise UserError(f"gc_during_test '{collector}': choose from {', '.join(COLLECTOR_MODES)}")
         self.switch_interval_s = max(float(switch_interval_ms), 0.01) / 1000.0
@@ -63,11 +51,6 @@ class QuietInterpreter:
         self.stalls: deque[tuple[float, float]] = deque(maxlen=KEPT)
         self._gc_started = 0.0
         self._watch = watch
-        self._trace_path = trace_path if watch and trace_after_ms > 0 else None
-        self._trace_after_s = trace_after_ms / 1000.0
-        self._trace_file: TextIO | None = None
-        self._trace_size = 0
-        self.trace_dumps = 0
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
 
@@ -80,29 +63,11 @@ class QuietInterpreter:
 
     def _watch_loop(self) -> None:
         due = time.perf_counter() + WATCH_INTERVAL_S
-        self._arm_trace()
         while not self._stop.wait(max(0.0, due - time.perf_counter())):
             late = time.perf_counter() - due
             if late > WATCH_LATE_S:
                 self.stalls.append((due, late))
-            self._count_dumps()
-            self._arm_trace()
             due = max(due + WATCH_INTERVAL_S, time.perf_counter())
-        if self._trace_file is not None:
-            faulthandler.cancel_dump_traceback_later()
-            self._count_dumps()
-
-    def _arm_trace(self) -> None:
-        if self._trace_file is not None and self.trace_dumps < MAX_TRACE_DUMPS:
-            faulthandler.dump_traceback_later(self._trace_after_s, file=self._trace_file)
-
-    def _count_dumps(self) -> None:
-        """A dump since the last wake-up grew the file: count it."""
-        if self._trace_file is not None:
-            size = os.fstat(self._trace_file.fileno()).st_size
-            if size > self._trace_size:
-                self.trace_dumps += 1
-                self._trace_size = size
 
     def __enter__(self) -> "QuietInterpreter":
         gc.collect()
@@ -113,10 +78,6 @@ class QuietInterpreter:
         self.saved = sys.getswitchinterval()
         sys.setswitchinterval(self.switch_interval_s)
         if self._watch:
-            if self._trace_path is not None:
-                self._trace_file = open(self._trace_path, "w", encoding="utf-8")
-                self._trace_size = 0
-                self.trace_dumps = 0
             self._stop.clear()
             self._watcher = threading.Thread(target=self._watch_loop, name="stall-watch", daemon=True)
             self._watcher.start()
@@ -127,11 +88,6 @@ class QuietInterpreter:
             self._stop.set()
             self._watcher.join()
             self._watcher = None
-        if self._trace_file is not None:
-            self._trace_file.close()
-            self._trace_file = None
-            if self._trace_path.stat().st_size == 0:  # no stall that long
-                self._trace_path.unlink()
         sys.setswitchinterval(self.saved)
         if self._on_gc in gc.callbacks:
             gc.callbacks.remove(self._on_gc)
@@ -163,6 +119,4 @@ class QuietInterpreter:
             out["stall_total_ms"] = 1e3 * sum(s for _, s in self.stalls)
             out["stalls_longest"] = [[round(t - t0, 4), round(1e3 * s, 3)]
                                      for t, s in sorted(self.stalls, key=lambda p: -p[1])[:5]]
-        if self._trace_path is not None:
-            out["stall_trace_dumps"] = self.trace_dumps
         return out

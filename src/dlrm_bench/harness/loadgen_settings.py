@@ -10,6 +10,7 @@ from typing import Any
 import mlperf_loadgen as lg
 
 from dlrm_bench.paths import configs_dir
+from dlrm_bench.settings import Settings
 
 SCENARIO_ENUM = {
     "Offline": lg.TestScenario.Offline,
@@ -38,7 +39,7 @@ class Overrides:
     """Per-scenario query minimum for quick runs on synthetic data (used when min_query_count is None)."""
 
 
-def build_test_settings(scenario: str, mode: str, settings: dict[str, Any], total_samples: int,
+def build_test_settings(scenario: str, mode: str, settings: Settings, total_samples: int,
                         overrides: Overrides, rules: dict[str, Any] | None = None) -> lg.TestSettings:
     """TestSettings with every rule set explicitly (nothing left to LoadGen's embedded mlperf.conf)."""
     rules = rules or load_rules()
@@ -54,22 +55,24 @@ def build_test_settings(scenario: str, mode: str, settings: dict[str, Any], tota
     ts.single_stream_target_latency_percentile = float(rules["single_stream_target_latency_percentile"])
     min_duration_s = overrides.min_duration_s
     if min_duration_s is None:
-        min_duration_s = settings.get("min_duration_s", rules["min_duration_ms"] / 1000)
+        min_duration_s = settings.min_duration_s
+    if min_duration_s is None:
+        min_duration_s = rules["min_duration_ms"] / 1000
     ts.min_duration_ms = int(min_duration_s * 1000)
     min_queries = overrides.min_query_count
     if min_queries is None and overrides.quick_min_query_count:
         min_queries = overrides.quick_min_query_count[scenario]
     if min_queries is None:
-        min_queries = settings.get("min_query_count", rules["min_query_count"][scenario])
+        min_queries = settings.min_query_count
+    if min_queries is None:
+        min_queries = rules["min_query_count"][scenario]
     ts.min_query_count = int(min_queries)
-    ts.server_target_qps = float(overrides.server_target_qps or settings.get("server_target_qps", 1.0))
-    ts.offline_expected_qps = float(overrides.offline_expected_qps or settings.get("offline_expected_qps", 1.0))
+    ts.server_target_qps = float(overrides.server_target_qps or settings.server_target_qps)
+    ts.offline_expected_qps = float(overrides.offline_expected_qps or settings.offline_expected_qps)
     if scenario == "Server":
-        ts.server_coalesce_queries = bool(settings.get("server_coalesce_queries", True))
-        if "server_num_issue_query_threads" in settings:
-            ts.server_num_issue_query_threads = int(settings["server_num_issue_query_threads"])
-    if "single_stream_expected_latency_ms" in settings:
-        ts.single_stream_expected_latency_ns = int(settings["single_stream_expected_latency_ms"] * 1e6)
+        ts.server_coalesce_queries = settings.server_coalesce_queries
+    if settings.single_stream_expected_latency_ms is not None:
+        ts.single_stream_expected_latency_ns = int(settings.single_stream_expected_latency_ms * 1e6)
     return ts
 
 

@@ -15,30 +15,30 @@ import numpy as np
 
 from dlrm_bench import accuracy
 from dlrm_bench.atomic import save_json, save_npy, save_text
-from dlrm_bench.harness.audit_config import apply_audit_settings
+from dlrm_bench import configs
 from dlrm_bench.criteo.dataset import DatasetMeta, Split, open_partition, open_split
 from dlrm_bench.criteo.schema import ACCURACY_TARGETS
 from dlrm_bench.engines import create_engine, pick_engine
 from dlrm_bench.engines.base import Engine
 from dlrm_bench.errors import UserError
-from dlrm_bench import configs
-from dlrm_bench.harness.loadgen_settings import (Overrides, build_test_settings, describe_test_settings,
-                                                 load_rules, log_settings)
 from dlrm_bench.harness import batch_stamps
+from dlrm_bench.harness.audit_config import apply_audit_settings
 from dlrm_bench.harness.cpu_affinity import apply_cpu_affinity
 from dlrm_bench.harness.host_stats import HostSample, host_delta
+from dlrm_bench.harness.loadgen_settings import (Overrides, build_test_settings, describe_test_settings,
+                                                 load_rules, log_settings)
 from dlrm_bench.harness.logs import make_run_root, run_dir, update_latest
-from dlrm_bench.loadgen_logs import loadgen_metrics, read_detail_log
 from dlrm_bench.harness.qsl import SampleLibrary
-from dlrm_bench.harness.sut import STALL_TRACES, batch_fill_note, make_sut
-from dlrm_bench.system import SystemInfo, detect_system
+from dlrm_bench.harness.sut import batch_fill_note, make_sut
 from dlrm_bench.harness.thread_times import python_thread_names, read_schedstats, thread_deltas
+from dlrm_bench.inputs import resolve_inputs
+from dlrm_bench.loadgen_logs import loadgen_metrics, read_detail_log
 from dlrm_bench.paths import configs_dir, logs_dir
-from dlrm_bench.settings import Settings
-from dlrm_bench.triton_server import create_served_engine
 from dlrm_bench.plots import save_timeline, write_run_plots
 from dlrm_bench.report import results_table
-from dlrm_bench.inputs import resolve_inputs
+from dlrm_bench.settings import Settings
+from dlrm_bench.system import SystemInfo, detect_system
+from dlrm_bench.triton_server import create_served_engine
 
 PAUSES_FILE = "interpreter_pauses.npy"
 """Per run: every garbage collection and watchdog stall of the test (QuietInterpreter.timeline), on the clock of
@@ -99,9 +99,7 @@ def run_loadgen(ctx: RunContext, engine: Engine, scenario: str, mode: str, setti
         apply_audit_settings(ts, ctx.audit, scenario)  # the test05 keys LoadGen 6 does not take from the file
     audit = ctx.audit if ctx.audit else out / "no-audit.config"
     engine.submit_phases()  # forget the warm-up's
-    traces = out / STALL_TRACES  # written only with the setting stall_trace_ms
-    with SampleLibrary(ctx.split, ctx.offsets, qsl_count) as qsl, make_sut(scenario, engine, qsl, settings,
-                                                                            traces) as sut:
+    with SampleLibrary(ctx.split, ctx.offsets, qsl_count) as qsl, make_sut(scenario, engine, qsl, settings) as sut:
         note = batch_fill_note(sut.batch_size, 1e3 * sut.policy.max_wait_s, ts.server_target_qps,
                                qsl.mean_pairs_per_sample) if scenario == "Server" else None
         if note:

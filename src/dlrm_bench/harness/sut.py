@@ -17,15 +17,13 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
-
 import numpy as np
 
 from dlrm_bench.engines.base import Engine, cut_by_pairs
 from dlrm_bench.harness.qsl import SampleLibrary
 from dlrm_bench.harness.sample_queue import SampleQueue, make_queue
-from dlrm_bench.interpreter import DEFAULT_SWITCH_INTERVAL_MS, QuietInterpreter
+from dlrm_bench.interpreter import QuietInterpreter
+from dlrm_bench.settings import Settings
 
 
 @dataclass
@@ -115,23 +113,18 @@ class TakePolicy:
     max_wait_s: float
 
 
-STALL_TRACES = "stall_traces.txt"
-"""Where a run with the setting `stall_trace_ms` gets every Python thread's stack at each long stall."""
-OFFLINE_TAKE = 1 << 16
-"""Offline (setting `offline_take_samples`): take up to this many samples at a time (LoadGen issues the whole
-query at once). Each take costs the batcher host work before its first batch goes out (15-23 ms per 1M samples
-on the H100 machine's host, while the GPU drained the ~5 ms of batches in flight and then idled: a 27-37 ms hole
-every 1.9 s; benchmarks/NOTES.md, session 7); 64K samples (~67 batches of 262,144 pairs) keep that under one
-batch. Server and SingleStream take at most this many samples too (their batches are capped by pairs)."""
+SERVER_TAKE = 1 << 16
+"""Server and SingleStream take at most this many samples at a time (their batches are capped by pairs)."""
 
 
-def take_policy(scenario: str, settings: dict[str, Any], batch_size: int) -> TakePolicy:
-    """Offline: everything queued, at once. Server: one batch of pairs, or what came within
-    `server_max_wait_ms` of the oldest arrival. SingleStream: whatever is queued, at once."""
+def take_policy(scenario: str, settings: Settings) -> TakePolicy:
+    """Offline: up to `offline_take_samples` of what is queued, at once (LoadGen issues the whole query at once; a
+    take's host work must stay shorter than the batches in flight). Server: one batch of pairs, or what came
+    within `server_max_wait_ms` of the oldest arrival. SingleStream: whatever is queued, at once."""
     if scenario == "Offline":
-        return TakePolicy(int(settings.get("offline_take_samples", OFFLINE_TAKE)), 1 << 62, 1, 0.0)
-    wait_ms = 0.0 if scenario == "SingleStream" else float(settings.get("server_max_wait_ms", 1.0))
-    return TakePolicy(OFFLINE_TAKE, batch_size, batch_size, wait_ms / 1000.0)
+        return TakePolicy(settings.offline_take_samples, 1 << 62, 1, 0.0)
+    wait_ms = 0.0 if scenario == "SingleStream" else settings.server_max_wait_ms
+    return TakePolicy(SERVER_TAKE, settings.batch_size, settings.batch_size, wait_ms / 1000.0)
 
 
 def batch_fill_note(batch_size: int, max_wait_ms: float, target_qps: float, pairs_per_sample: float) -> str | None:
@@ -154,22 +147,20 @@ class BatchingSUT:
     LoadGen's order into batches of at most `batch_size` pairs and keeps `inflight_batches` in the engine;
     completion threads hand the results back."""
 
-    def __init__(self, engine: Engine, qsl: SampleLibrary, settings: dict[str, Any], batch_size: int,
-                 policy: TakePolicy, queue: SampleQueue, trace_path: Path | None = None) -> None:
+    def __init__(self, engine: Engine, qsl: SampleLibrary, settings: Settings, policy: TakePolicy,
+                 queue: SampleQueue) -> None:
         self.engine = engine
         self.qsl = qsl
-        self.batch_size = batch_size
-        self.inflight = threading.Semaphore(max(1, int(settings.get("inflight_batches", 2))))
+        self.batch_size = settings.batch_size
+        self.inflight = threading.Semaphore(settings.inflight_batches)
         self.policy = policy
         self.queue = queue
         self.counters = Counters()
-        self.completer = Completer(int(settings.get("complete_threads", 1)), self.counters, queue)
+        self.completer = Completer(settings.complete_threads, self.counters, queue)
         self.handle: int | None = None
         self.thread = threading.Thread(target=self._loop, name="batcher", daemon=True)
-        switch_ms = float(settings.get("gil_switch_interval_ms", DEFAULT_SWITCH_INTERVAL_MS))
-        self.interpreter = QuietInterpreter(switch_ms, str(settings.get("gc_during_test", "frozen")),
-                                            watch=bool(settings.get("stall_watch", True)), trace_path=trace_path,
-                                            trace_after_ms=float(settings.get("stall_trace_ms", 0.0)))
+        self.interpreter = QuietInterpreter(settings.gil_switch_interval_ms, settings.gc_during_test,
+                                            watch=settings.stall_watch)
 
     def _loop(self) -> None:
         """Wait for a free engine slot first, then take samples: while every slot is busy the samples gather in
@@ -220,11 +211,8 @@ class BatchingSUT:
         self.queue.close()
 
 
-def make_sut(scenario: str, engine: Engine, qsl: SampleLibrary, settings: dict[str, Any],
-             trace_path: Path | None = None) -> BatchingSUT:
-    """The SUT for `scenario`, on the sample queue `settings['loadgen_bridge']` names (default native); with the
-    setting `stall_trace_ms`, the stacks of every stall longer than that go to `trace_path`."""
-    batch_size = max(1, int(settings.get("batch_size", 16384)))
-    policy = take_policy(scenario, settings, batch_size)
-    queue = make_queue(str(settings.get("loadgen_bridge", "native")), qsl.lengths, policy.want_pairs)
-    return BatchingSUT(engine, qsl, settings, batch_size, policy, queue, trace_path)
+def make_sut(scenario: str, engine: Engine, qsl: SampleLibrary, settings: Settings) -> BatchingSUT:
+    """The SUT for `scenario`, on the sample queue the setting `loadgen_bridge` names."""
+    policy = take_policy(scenario, settings)
+    queue = make_queue(settings.loadgen_bridge, qsl.lengths, policy.want_pairs)
+    return BatchingSUT(engine, qsl, settings, policy, queue)

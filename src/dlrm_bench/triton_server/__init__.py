@@ -9,16 +9,17 @@ serve.py is `dlrm-bench serve`; protocol.py names what crosses the wire.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from dlrm_bench.criteo.dataset import DatasetMeta
+    from dlrm_bench.settings import Settings
     from dlrm_bench.triton_server.client import TritonEngine
 
 
-def create_triton_engine(name: str, model_path: Path, meta: "DatasetMeta", settings: dict[str, Any] | None,
+def create_served_engine(name: str, model_path: Path, meta: "DatasetMeta", settings: "Settings | None",
                          workdir: Path) -> "TritonEngine":
     """Engine `name` served by Triton (imports tritonclient only when asked for)."""
-    from dlrm_bench.triton_server.client import create_triton_engine as create
+    from dlrm_bench.triton_server.client import create_served_engine as create
 
     return create(name, model_path, meta, settings, workdir)

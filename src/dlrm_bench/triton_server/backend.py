@@ -30,7 +30,8 @@ from dlrm_bench.atomic import save_json
 from dlrm_bench.criteo.dataset import load_meta, open_split
 from dlrm_bench.engines import create_engine
 from dlrm_bench.engines.base import chunk_ranges
-from dlrm_bench.interpreter import DEFAULT_SWITCH_INTERVAL_MS, QuietInterpreter
+from dlrm_bench.interpreter import QuietInterpreter
+from dlrm_bench.settings import Settings
 from dlrm_bench.triton_server import protocol as wire
 from dlrm_bench.triton_server.trace import RequestTrace
 
@@ -134,7 +135,7 @@ def _joined(parts: list[np.ndarray | None]) -> np.ndarray:
 
 
 class ServedModel:
-    """The project's engine behind Triton (config: serving.json, written by serving/repository.py)."""
+    """The project's engine behind Triton (config: serving.json, written by triton_server/repository.py)."""
 
     def __init__(self, config: dict[str, Any], pb: Any, instance_name: str) -> None:
         self.pb = pb
@@ -145,13 +146,13 @@ class ServedModel:
         trace_dir = config.get("trace_dir")
         self.trace = RequestTrace(Path(trace_dir) / f"stub-{instance_name}.jsonl" if trace_dir else None)
         meta = load_meta(Path(config["dataset_dir"]))
-        self.engine = create_engine(config["engine"], Path(config["model_path"]), meta, config["settings"])
+        settings = Settings.from_dict(config["settings"], f"{config['info_dir']}/../{wire.SERVING_FILE}")
+        self.engine = create_engine(config["engine"], Path(config["model_path"]), meta, settings)
         self.split = open_split(Path(config["split_dir"])) if config.get("split_dir") else None
         if self.split is not None:
             self.engine.load(self.split)
         self.engine.warmup()
-        self.quiet = QuietInterpreter(float(config["settings"].get("gil_switch_interval_ms",
-                                                                 DEFAULT_SWITCH_INTERVAL_MS))).__enter__()
+        self.quiet = QuietInterpreter(settings.gil_switch_interval_ms).__enter__()
         self.rows_pool = ThreadPoolExecutor(1, thread_name_prefix="rows") if self.inputs == "rows" else None
         info = {"instance": instance_name, "engine": self.engine.describe(), "device": self.engine.device,
                 "inputs": self.inputs, "pid": os.getpid(), "torch_threads": torch.get_num_threads(),

@@ -26,6 +26,7 @@ import numpy as np
 from dlrm_bench.criteo.dataset import DatasetMeta, Split
 from dlrm_bench.engines.base import Engine, chunk_ranges, contiguous_span, join_futures, ranges_to_rows
 from dlrm_bench.errors import UserError
+from dlrm_bench.settings import Settings
 from dlrm_bench.triton_server import protocol as wire
 from dlrm_bench.triton_server.output_regions import OutputRegions, Region
 from dlrm_bench.triton_server.repository import ServingSpec, spec_from_settings, trace_dir, write_repository
@@ -37,12 +38,11 @@ DEATH_GRACE_S = 2.0
 CONNECTION_ERRORS = ("UNAVAILABLE", "CANCELLED", "SOCKET CLOSED", "CONNECTION RESET", "FAILED TO CONNECT")
 
 
-def options_from_settings(settings: dict[str, Any]) -> ServerOptions:
+def options_from_settings(settings: Settings) -> ServerOptions:
     """Server options of a benchmark run: gRPC only, on loopback; triton_grpc_port (0 = any free port; a busy
     requested port is replaced by a free one, said on stdout), triton_startup_timeout_s."""
-    return ServerOptions(grpc_port=int(settings.get("triton_grpc_port", 0) or 0),
-                         startup_timeout_s=float(settings.get("triton_startup_timeout_s", 900.0)),
-                         log_verbose=int(settings.get("triton_log_verbose", 0)))
+    return ServerOptions(grpc_port=settings.triton_grpc_port, startup_timeout_s=settings.triton_startup_timeout_s,
+                         log_verbose=settings.triton_log_verbose)
 
 
 def start_server(spec: ServingSpec, workdir: Path, options: ServerOptions) -> TritonServer:
@@ -69,13 +69,13 @@ def read_instance_info(info_dir: Path) -> list[dict[str, Any]]:
 class TritonEngine(Engine):
     """Engine `engine_name`, served by a tritonserver this object starts (in `load`) and stops (in `close`)."""
 
-    def __init__(self, engine_name: str, model_path: Path, meta: DatasetMeta, settings: dict[str, Any],
+    def __init__(self, engine_name: str, model_path: Path, meta: DatasetMeta, settings: Settings,
                  workdir: Path, options: ServerOptions | None = None) -> None:
         super().__init__()
         self.name = engine_name
         self.model_path = Path(model_path)
         self.meta = meta
-        self.settings = dict(settings)
+        self.settings = settings
         self.workdir = Path(workdir)
         self.options = options or options_from_settings(self.settings)
         self.spec: ServingSpec | None = None
@@ -85,8 +85,8 @@ class TritonEngine(Engine):
         self.failure: str | None = None
         self._closing = threading.Event()
         self._watchdog: threading.Thread | None = None
-        self.timeout_s = float(self.settings.get("triton_request_timeout_s", 600.0))
-        self.trace_dir = trace_dir(self.workdir) if self.settings.get("triton_trace") else None
+        self.timeout_s = settings.triton_request_timeout_s
+        self.trace_dir = trace_dir(self.workdir) if settings.triton_trace else None
         self.trace = RequestTrace(self.trace_dir / "client.jsonl" if self.trace_dir else None)
         self._request_ids = itertools.count()
         self.regions: OutputRegions | None = None
@@ -109,8 +109,8 @@ class TritonEngine(Engine):
               f"{self.spec.kind.upper()} instance(s)); log {self.workdir / 'server.log'}", flush=True)
         self.server = start_server(self.spec, self.workdir, self.options)
         self.client = grpcclient.InferenceServerClient(self.server.grpc_url)
-        if self.settings.get("triton_output_shm", True):
-            count = int(self.settings.get("inflight_batches", 2)) + 2
+        if self.settings.triton_output_shm:
+            count = self.settings.inflight_batches + 2
             self.regions = OutputRegions(self.client, count, 4 * self.spec.max_batch_pairs)
         self.instances = read_instance_info(Path(self.spec.info_dir))
         print(f"triton: model '{wire.MODEL_NAME}' ready on gRPC {self.server.grpc_url} "
@@ -265,7 +265,7 @@ class TritonEngine(Engine):
         """One request per at most `batch_size` pairs (the SUTs already cut batches that size)."""
         starts = np.asarray(starts, dtype=np.int64)
         ends = np.asarray(ends, dtype=np.int64)
-        limit = self.spec.max_batch_pairs if self.spec else int(self.settings.get("batch_size", 16384))
+        limit = self.spec.max_batch_pairs if self.spec else self.settings.batch_size
         futures = [self._send(self._inputs(s, e), int((e - s).sum())) for s, e in chunk_ranges(starts, ends, limit)]
         if not futures:
             empty: Future[np.ndarray] = Future()
@@ -293,7 +293,7 @@ class TritonEngine(Engine):
         return self._send(inputs, numeric.shape[0]).result()
 
 
-def create_triton_engine(name: str, model_path: Path, meta: DatasetMeta, settings: dict[str, Any] | None,
+def create_served_engine(name: str, model_path: Path, meta: DatasetMeta, settings: Settings | None,
                          workdir: Path) -> TritonEngine:
     """Engine `name` behind a Triton Inference Server; the server starts in `load()` and stops in `close()`."""
-    return TritonEngine(name, model_path, meta, dict(settings or {}), workdir)
+    return TritonEngine(name, model_path, meta, settings or Settings(), workdir)

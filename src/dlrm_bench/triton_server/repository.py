@@ -1,25 +1,10 @@
 """The Triton model repository: `<root>/dlrm/{config.pbtxt, serving.json, 1/model.py}`.
 
-config.pbtxt declares the wire format (serving/protocol.py), the dynamic batcher and the instance groups;
+config.pbtxt declares the wire format (protocol.py), the dynamic batcher and the instance groups;
 serving.json carries what the Python-backend model needs to build the project's engine (engine name, model path,
 dataset, the engine's settings and this interpreter's import path); model.py is `triton_model.py` copied as is.
 
-Settings read from the scenario config (all optional):
-  triton_inputs             "ranges" (default) or "rows" (see protocol.py)
-  batch_size                pairs per engine batch = the dynamic batcher's limit (rows: Triton's max_batch_size)
-  triton_instances          model instances per device (default 1; each holds its own engine)
-  triton_instance_kind      "auto" (KIND_GPU for the cuda engine or a cuda "device" setting, else KIND_CPU),
-                            "cpu" or "gpu"
-  triton_max_queue_delay_us how long Triton's batcher waits for more requests (default 0: the client batches)
-  triton_max_requests       ranges: requests one execute() may take (Triton's max_batch_size; default 64)
-  inflight_batches          the client's requests in flight (the SUT's limit), and by default also the engine
-                            batches a model instance keeps in flight (default 2)
-  triton_model_inflight     engine batches a model instance keeps in flight, when it should differ from the
-                            client's requests in flight (more requests out than batches in the engine keep the
-                            engine fed while answers travel back)
-  triton_output_shm         true (default): predictions come back through shared memory (serving/output_regions.py)
-  triton_trace              true: client and model write per-request timestamps under <workdir>/trace
-                            (serving/trace.py; bench_triton_server.py --set triton_trace=true summarizes them)
+The settings it reads (triton_*, batch_size, inflight_batches) are documented in settings.py.
 """
 
 from __future__ import annotations
@@ -33,6 +18,7 @@ from typing import Any
 from dlrm_bench.atomic import save_json, save_text
 from dlrm_bench.criteo.schema import NUM_DENSE, NUM_SPARSE
 from dlrm_bench.errors import UserError
+from dlrm_bench.settings import Settings
 from dlrm_bench.triton_server import protocol as wire
 from dlrm_bench.triton_server.install import stub_sys_path
 
@@ -76,29 +62,25 @@ def trace_dir(workdir: Path) -> Path:
     return Path(workdir) / "trace"
 
 
-def instance_kind(engine: str, settings: dict[str, Any]) -> str:
+def instance_kind(engine: str, settings: Settings) -> str:
     """'gpu' for the cuda engine or an engine told to use a cuda device, else 'cpu' (or the explicit setting)."""
-    kind = str(settings.get("triton_instance_kind", "auto")).lower()
-    if kind != "auto":
-        return kind
-    on_cuda = str(settings.get("device", "") or "").startswith("cuda")
-    return "gpu" if engine == "cuda" or on_cuda else "cpu"
+    if settings.triton_instance_kind != "auto":
+        return settings.triton_instance_kind
+    return "gpu" if engine == "cuda" or settings.device.startswith("cuda") else "cpu"
 
 
 def spec_from_settings(engine: str, model_path: Path, dataset_dir: Path, split_dir: Path | None,
-                       settings: dict[str, Any], info_dir: Path) -> ServingSpec:
-    """A ServingSpec from the scenario settings (keys listed in the module docstring)."""
+                       settings: Settings, info_dir: Path) -> ServingSpec:
+    """A ServingSpec from the scenario settings (the triton_* settings, batch_size, inflight_batches)."""
     spec = ServingSpec(
         engine=engine, model_path=str(Path(model_path).resolve()), dataset_dir=str(Path(dataset_dir).resolve()),
-        split_dir=str(Path(split_dir).resolve()) if split_dir else None, settings=dict(settings),
-        inputs=str(settings.get("triton_inputs", "ranges")).lower(),
-        max_batch_pairs=int(settings.get("batch_size", 16384)),
-        instances=int(settings.get("triton_instances", 1)), kind=instance_kind(engine, settings),
-        max_queue_delay_us=int(settings.get("triton_max_queue_delay_us", 0)),
-        max_requests=int(settings.get("triton_max_requests", 64)),
-        inflight=int(settings.get("triton_model_inflight", settings.get("inflight_batches", 2))),
+        split_dir=str(Path(split_dir).resolve()) if split_dir else None, settings=settings.as_dict(),
+        inputs=settings.triton_inputs, max_batch_pairs=settings.batch_size, instances=settings.triton_instances,
+        kind=instance_kind(engine, settings), max_queue_delay_us=settings.triton_max_queue_delay_us,
+        max_requests=settings.triton_max_requests,
+        inflight=settings.triton_model_inflight or settings.inflight_batches,
         info_dir=str(Path(info_dir).resolve()),
-        trace_dir=str(trace_dir(Path(info_dir).parent).resolve()) if settings.get("triton_trace") else "")
+        trace_dir=str(trace_dir(Path(info_dir).parent).resolve()) if settings.triton_trace else "")
     spec.check()
     return spec
 

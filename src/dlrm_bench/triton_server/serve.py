@@ -13,31 +13,33 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 from dlrm_bench.errors import UserError
+from dlrm_bench.settings import Settings
 from dlrm_bench.triton_server import protocol as wire
 from dlrm_bench.triton_server.client import read_instance_info, start_server
 from dlrm_bench.triton_server.repository import spec_from_settings
 from dlrm_bench.triton_server.server import ServerOptions, TritonServer, describe_exit
 
 
-def _settings(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
-    from dlrm_bench.harness import config as cfg
-    from dlrm_bench.harness.runner import pick_engine
+def _settings(args: argparse.Namespace) -> tuple[str, Settings]:
+    from dlrm_bench import configs
+    from dlrm_bench.engines import pick_engine
     from dlrm_bench.system import detect_system
 
     if args.config_ver not in ("triton", "high_accuracy_triton"):
         raise UserError(f"serve: --config_ver must be triton or high_accuracy_triton, got '{args.config_ver}'")
-    scenario = cfg.parse_choices(args.scenario, cfg.SCENARIOS, "scenario")[0]
-    settings = cfg.scenario_settings(scenario, args.config_ver, args.engine, detect_system(), args.config)
-    name = pick_engine(args.engine, settings)
-    settings["triton_inputs"] = args.inputs
+    scenario = configs.parse_choices(args.scenario, configs.SCENARIOS, "scenario")[0]
+    flags = {"triton_inputs": args.inputs}
     if args.max_batch_pairs:
-        settings["batch_size"] = args.max_batch_pairs
+        flags["batch_size"] = args.max_batch_pairs
     if args.instances:
-        settings["triton_instances"] = args.instances
-    return name, settings
+        flags["triton_instances"] = args.instances
+    system = detect_system()
+    resolved = configs.resolve(scenario, args.config_ver, args.engine, system, args.config)
+    name = pick_engine(args.engine, resolved.settings.engine)
+    settings = configs.resolve(scenario, args.config_ver, name, system, args.config).settings
+    return name, settings.with_values(flags, "serve's flags")
 
 
 def _workdir(args: argparse.Namespace) -> Path:

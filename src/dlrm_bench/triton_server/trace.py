@@ -1,6 +1,6 @@
 """Per-request timestamps through the Triton path, to see where a request's time goes (setting `triton_trace`).
 
-The client (serving/client.py) stamps `sent` and `received`; the model in Triton's stub (serving/backend.py)
+The client (triton_server/client.py) stamps `sent` and `received`; the model in Triton's stub (triton_server/backend.py)
 stamps `execute` (its execute() call began), `launch` (its first engine batch was launched), `engine_done` (its
 last batch finished) and `answered` (its response was handed to Triton). Both sides use `time.perf_counter`
 (CLOCK_MONOTONIC on Linux: one clock for every process of the host) and the request id the client sets, and

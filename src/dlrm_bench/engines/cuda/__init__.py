@@ -1,20 +1,20 @@
 """The CUDA engine (OpenAI Triton kernels). `build` is the factory entry point (engines/__init__.py).
 
 One visible GPU: a CudaEngine. Several (CUDA_VISIBLE_DEVICES respected): a MultiGpuEngine with one CudaEngine
-per GPU, unless settings "gpus" asks for fewer.
+per GPU, unless the setting `gpus` asks for fewer.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from dlrm_bench.criteo.dataset import DatasetMeta
 from dlrm_bench.engines.base import Engine
 from dlrm_bench.errors import UserError
+from dlrm_bench.settings import Settings
 
 
-def build(model_path: Path, meta: DatasetMeta, settings: dict[str, Any]) -> Engine:
+def build(model_path: Path, meta: DatasetMeta, settings: Settings) -> Engine:
     import torch
 
     if not torch.cuda.is_available():
@@ -24,7 +24,7 @@ def build(model_path: Path, meta: DatasetMeta, settings: dict[str, Any]) -> Engi
     from dlrm_bench.quant.artifacts import load_int8_model
 
     visible = torch.cuda.device_count()
-    gpus = min(int(settings.get("gpus", visible) or visible), visible)
+    gpus = min(settings.gpus or visible, visible)
     model = load_int8_model(model_path, meta)
     frequencies = meta.directory / "row_frequencies.bin"
     if gpus > 1:

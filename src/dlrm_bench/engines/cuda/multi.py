@@ -22,20 +22,20 @@ from dlrm_bench.criteo.dataset import Split
 from dlrm_bench.engines.base import Engine
 from dlrm_bench.engines.cuda.engine import CudaEngine
 from dlrm_bench.quant.artifacts import Int8Model
+from dlrm_bench.settings import Settings
 
 
 class MultiGpuEngine(Engine):
     name = "cuda"
 
-    def __init__(self, model: Int8Model, settings: dict[str, Any], gpus: int,
-                 frequencies_file: Path | None = None) -> None:
+    def __init__(self, model: Int8Model, settings: Settings, gpus: int, frequencies_file: Path | None = None) -> None:
         super().__init__()
-        first = CudaEngine(model, {**settings, "device_index": 0}, frequencies_file=frequencies_file)
+        first = CudaEngine(model, settings, frequencies_file=frequencies_file, device_index=0)
         self.engines = [first]
         for i in range(1, gpus):
             with torch.cuda.device(i):
                 store = first.store.to(torch.device("cuda", i))
-                self.engines.append(CudaEngine(model, {**settings, "device_index": i}, store=store))
+                self.engines.append(CudaEngine(model, settings, store=store, device_index=i))
         self.outstanding = [0] * gpus
         self.lock = threading.Lock()
 
