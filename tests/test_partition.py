@@ -13,7 +13,7 @@ from dlrm_bench.criteo import partition
 from dlrm_bench.criteo.schema import CRITEO_TB_TEST_PAIRS, CRITEO_TB_TEST_SAMPLES
 from dlrm_bench.errors import UserError
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "mlperf"
+DATA = Path(__file__).resolve().parent / "data"
 QUANTILES = np.array([100, 100, 200, 200, 200, 200, 200, 200, 200, 200,
                       200, 200, 200, 200, 300, 300, 400, 500, 600, 700])
 
@@ -37,14 +37,14 @@ def reference_sizes(num_pairs: int, quantiles: np.ndarray) -> list[int]:
 
 def verification_lines() -> list[str]:
     """The lines after "2. Verify the trace" in the reference's verification file."""
-    text = (SHARED / "dist_trace_verification.txt").read_text().splitlines()
+    text = (DATA / "dist_trace_verification.txt").read_text().splitlines()
     start = next(i for i, line in enumerate(text) if line.startswith("2. Verify the trace"))
     return [line.strip() for line in text[start + 1:] if line.strip()]
 
 
 @pytest.fixture
 def qfile(tmp_path: Path) -> Path:
-    """The reference quantiles in a file of the test's own (the small-N tests need no shared/ folder)."""
+    """The reference quantiles in a file of the test's own."""
     path = tmp_path / "quantiles.txt"
     path.write_text(", ".join(map(str, QUANTILES)) + "\n")
     return path

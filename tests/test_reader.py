@@ -13,9 +13,7 @@ from hypothesis import strategies as st
 from dlrm_bench.criteo.reader import INT32_MAX, DayReader, day_files, read_day
 from dlrm_bench.errors import DataError, UserError
 
-SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "criteo_kaggle_sample" / "train_1000.txt"
-if not SAMPLE.exists():
-    SAMPLE = Path("/work/shared/data/criteo_kaggle_sample/train_1000.txt")
+SAMPLE = Path(__file__).resolve().parent / "data" / "train_1000.txt"
 R = 40_000_000
 
 
