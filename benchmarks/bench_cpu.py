@@ -21,6 +21,7 @@ import platform
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,6 +38,7 @@ from bench_inputs import pick_inputs  # noqa: E402
 from dlrm_bench.engines import create_engine  # noqa: E402
 from dlrm_bench.engines.base import Engine  # noqa: E402
 from dlrm_bench.paths import scratch_path  # noqa: E402
+from dlrm_bench.settings import Settings  # noqa: E402
 
 MLPERF_PAIRS_PER_SAMPLE = CRITEO_TB_TEST_PAIRS / CRITEO_TB_TEST_SAMPLES
 STAGE_OPS = {"bottom": 2 * (16 * 512 + 512 * 256 + 256 * 128), "interaction": 2 * 351 * 128,
@@ -136,12 +138,12 @@ def main(argv: list[str] | None = None) -> int:
     meta = load_meta(data)
     split = open_split(data / "test")
     pairs = min(args.pairs, len(split))
-    settings = {"threads": args.threads, "batch_size": args.batch_size}
+    settings = Settings(threads=args.threads, batch_size=args.batch_size)
     gemms = [g.strip() for g in args.gemms.split(",") if g.strip()]
-    engines: dict[str, Engine] = {"reference": create_engine("reference", model_path, meta, {"device": "cpu"})}
+    engines: dict[str, Engine] = {"reference": create_engine("reference", model_path, meta, Settings(device="cpu"))}
     for i, gemm in enumerate(gemms):
         name = "cpu" if i == 0 else f"cpu[{gemm}]"
-        engines[name] = create_engine("cpu", model_path, meta, {**settings, "gemm": gemm})
+        engines[name] = create_engine("cpu", model_path, meta, replace(settings, cpu_gemm=gemm))
     counts = {name: pairs for name in engines}
     counts["reference"] = min(args.reference_pairs, pairs)
     for engine in engines.values():

@@ -17,6 +17,7 @@ import json
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from dlrm_bench.harness.loadgen_settings import log_settings  # noqa: E402
 from dlrm_bench.loadgen_logs import loadgen_metrics, read_detail_log  # noqa: E402
 from dlrm_bench.harness.qsl import SampleLibrary  # noqa: E402
 from dlrm_bench.harness.sut import make_sut  # noqa: E402
+from dlrm_bench.settings import Settings  # noqa: E402
 
 
 class InstantEngine(Engine):
@@ -74,11 +76,11 @@ def test_settings(scenario: str, qps: float, duration_s: float) -> lg.TestSettin
 
 
 def run_one(offsets: np.ndarray, scenario: str, bridge: str, qps: float, duration_s: float,
-            settings: dict) -> dict:
+            settings: Settings) -> dict:
     engine = InstantEngine()
     with tempfile.TemporaryDirectory() as out:
         with SampleLibrary(empty_split(), offsets, 204800) as qsl, \
-                make_sut(scenario, engine, qsl, {**settings, "loadgen_bridge": bridge}) as sut:
+                make_sut(scenario, engine, qsl, replace(settings, loadgen_bridge=bridge)) as sut:
             t0 = time.perf_counter()
             lg.StartTestWithLogSettings(sut.handle, qsl.handle, test_settings(scenario, qps, duration_s),
                                         log_settings(Path(out)), "")
@@ -103,8 +105,8 @@ def main() -> int:
     args = ap.parse_args()
 
     offsets = partition_offsets(aggregation_sizes(CRITEO_TB_TEST_PAIRS, load_quantiles()))
-    settings = {"batch_size": args.batch_size, "complete_threads": args.complete_threads, "inflight_batches": 4,
-                "server_max_wait_ms": 1.0}
+    settings = Settings(batch_size=args.batch_size, complete_threads=args.complete_threads, inflight_batches=4,
+                        server_max_wait_ms=1.0)
     rows = []
     for bridge in args.bridges.split(","):
         rows.append(run_one(offsets, "Offline", bridge, args.offline_qps, args.duration, settings))

@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -29,6 +30,7 @@ from dlrm_bench.engines.base import cut_by_pairs  # noqa: E402
 from dlrm_bench.engines.cuda.engine import CudaEngine  # noqa: E402
 from dlrm_bench.paths import models_dir, preprocessed_dir  # noqa: E402
 from dlrm_bench.quant.artifacts import load_int8_model  # noqa: E402
+from dlrm_bench.settings import Settings  # noqa: E402
 
 
 def offline_batches(offsets: np.ndarray, samples: int, batch_pairs: int, seed: int) -> list[tuple]:
@@ -62,13 +64,13 @@ def main() -> int:
     split = open_split(data_dir / "test")
     offsets = open_partition(data_dir / "test", len(split))
     model = load_int8_model(models_dir() / "criteo-tb-random", meta)
-    base = {"gpu_batch_size": 262144, "gpu_num_bundles": 3, "complete_threads": 2}
-    batches = offline_batches(offsets, args.samples, base["gpu_batch_size"], 0)
+    base = Settings(gpu_batch_size=262144, gpu_num_bundles=3, complete_threads=2)
+    batches = offline_batches(offsets, args.samples, base.gpu_batch_size, 0)
     report = {"device": torch.cuda.get_device_name(), "pairs_per_pass": sum(int((e - s).sum()) for s, e in batches),
               "hot_cold": [], "staged": []}
     freq = data_dir / "row_frequencies.bin"
     for part in [float(p) for p in args.parts.split(",")]:
-        engine = CudaEngine(model, {**base, "embedding_weights_on_gpu_part": part}, frequencies_file=freq)
+        engine = CudaEngine(model, replace(base, embedding_weights_on_gpu_part=part), frequencies_file=freq)
         engine.load(split)
         engine.warmup()
         row = {"part": part, "pairs_per_second": throughput(engine, batches),
@@ -81,8 +83,8 @@ def main() -> int:
         del engine
         torch.cuda.empty_cache()
     for compress in (False, True):
-        engine = CudaEngine(model, {**base, "start_from_device": False, "compress_categorical_inputs": compress,
-                                    "staging_threads": 8}, frequencies_file=freq)
+        engine = CudaEngine(model, replace(base, start_from_device=False, compress_categorical_inputs=compress,
+                                           staging_threads=8), frequencies_file=freq)
         engine.load(split)
         engine.warmup()
         engine.bytes_to_device = 0

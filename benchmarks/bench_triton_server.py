@@ -16,7 +16,7 @@ config_ver `triton`'s (e.g. more requests in flight); --triton-set adds to the l
     .venv/bin/python benchmarks/bench_triton_server.py --dataset-dir D --model M --variants in-process,triton-ranges
     .venv/bin/python benchmarks/bench_triton_server.py --set triton_trace=true ...   # + where each request's time goes
 
-Writes build/bench/bench_triton.json (or --out) and the LoadGen logs under build/bench/triton_logs/.
+Writes build/bench/bench_triton_server.json (or --out) and the LoadGen logs under build/bench/triton_logs/.
 """
 
 from __future__ import annotations
@@ -43,10 +43,11 @@ from dlrm_bench.cli import _parser as cli_parser  # noqa: E402
 from bench_inputs import pick_inputs  # noqa: E402
 from dlrm_bench.engines import create_engine  # noqa: E402
 from dlrm_bench.engines.base import Engine  # noqa: E402
-from dlrm_bench.harness import config as cfg  # noqa: E402
+from dlrm_bench import configs  # noqa: E402
 from dlrm_bench.harness import runner  # noqa: E402
 from dlrm_bench.harness.loadgen_settings import Overrides  # noqa: E402
 from dlrm_bench.paths import scratch_path  # noqa: E402
+from dlrm_bench.settings import Settings  # noqa: E402
 from dlrm_bench.triton_server.client import TritonEngine  # noqa: E402
 from dlrm_bench.triton_server.trace import format_summary, summarize as summarize_trace  # noqa: E402
 
@@ -85,19 +86,20 @@ def stop_burners(burners: list[subprocess.Popen]) -> None:
         proc.wait()
 
 
-def triton_config(scenario: str, engine: str, system: Any, shared: dict[str, Any]) -> dict[str, Any]:
+def triton_config(scenario: str, engine: str, system: Any, shared: Settings) -> dict[str, Any]:
     """What config_ver `triton` sets differently from `default` for this system (e.g. more requests in
     flight): the Triton variants run with it, the in-process one with `default`, as `dlrm-bench run` would."""
-    triton = cfg.scenario_settings(scenario, "triton", engine, system)
-    return {key: value for key, value in triton.items() if shared.get(key) != value}
+    triton = configs.resolve(scenario, "triton", engine, system).settings.as_dict()
+    base = shared.as_dict()
+    return {key: value for key, value in triton.items() if base[key] != value}
 
 
-def variant_settings(settings: dict[str, Any], variant: str, triton_sets: dict[str, Any]) -> dict[str, Any]:
+def variant_settings(settings: Settings, variant: str, triton_sets: dict[str, Any]) -> Settings:
     """A variant's settings: the Triton variants add `triton_sets` (--triton-set) to the shared ones."""
-    return settings if variant == "in-process" else {**settings, **triton_sets}
+    return settings if variant == "in-process" else settings.with_values(triton_sets, "--triton-set")
 
 
-def build_engines(variants: list[str], name: str, ctx: runner.RunContext, settings: dict[str, Any],
+def build_engines(variants: list[str], name: str, ctx: runner.RunContext, settings: Settings,
                   workdir: Path, triton_sets: dict[str, Any] | None = None) -> dict[str, Engine]:
     engines: dict[str, Engine] = {}
     for variant in variants:
@@ -106,7 +108,7 @@ def build_engines(variants: list[str], name: str, ctx: runner.RunContext, settin
         else:
             fmt = variant.split("-", 1)[1]
             engine = TritonEngine(name, ctx.model_path, ctx.meta,
-                                  {**variant_settings(settings, variant, triton_sets or {}), "triton_inputs": fmt},
+                                  variant_settings(settings, variant, {**(triton_sets or {}), "triton_inputs": fmt}),
                                   workdir / variant)
         engines[variant] = engine
         engine.load(ctx.split)
@@ -118,7 +120,7 @@ class EngineSet:
     """The variants' engines, built on first use. sequential: one engine on the device at a time (the one in use;
     the others are closed), so no variant runs beside another's idle engine and its memory."""
 
-    def __init__(self, variants: list[str], name: str, ctx: runner.RunContext, settings: dict[str, Any],
+    def __init__(self, variants: list[str], name: str, ctx: runner.RunContext, settings: Settings,
                  workdir: Path, sequential: bool, triton_sets: dict[str, Any]) -> None:
         self.name, self.ctx, self.settings, self.workdir, self.sequential = name, ctx, settings, workdir, sequential
         self.triton_sets = triton_sets
@@ -178,7 +180,7 @@ def submit_line(phases: dict[str, float]) -> str:
                    for name in names)
 
 
-def one_test(ctx: runner.RunContext, engine: Engine, scenario: str, settings: dict[str, Any], duration: float,
+def one_test(ctx: runner.RunContext, engine: Engine, scenario: str, settings: Settings, duration: float,
              qps: float, out: Path) -> dict[str, Any]:
     overrides = Overrides(min_duration_s=duration, min_query_count=1,
                           server_target_qps=qps if scenario == "Server" else None,
@@ -194,7 +196,7 @@ def one_test(ctx: runner.RunContext, engine: Engine, scenario: str, settings: di
               "engine_submit_phases": m.get("engine_submit_phases"), "host_cpu": m.get("host_cpu")}
     if isinstance(engine, TritonEngine) and engine.trace_dir is not None:
         result["trace"] = summarize_trace(engine.trace_dir, began, time.perf_counter())
-        print(f"{scenario} request phases through Triton (serving/trace.py):\n{format_summary(result['trace'])}")
+        print(f"{scenario} request phases through Triton (triton_server/trace.py):\n{format_summary(result['trace'])}")
     return result
 
 
@@ -347,17 +349,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    scenarios = cfg.parse_choices(args.scenarios, ("Offline", "Server"), "scenario")
+    scenarios = configs.parse_choices(args.scenarios, ("Offline", "Server"), "scenario")
     if unknown := set(variants) - set(VARIANTS):
         p.error(f"unknown variants {sorted(unknown)}: choose from {', '.join(VARIANTS)}")
 
     data, model, what = pick_inputs(args, "triton", 1024)
     work = scratch_path() / "bench" / "triton_logs" / time.strftime("%Y%m%d-%H%M%S")
     ctx = make_context(data, model, work / "logs")
-    settings = {s: {**cfg.scenario_settings(s, "default", args.engine, ctx.system), **cfg.parse_overrides(args.set)}
-                for s in scenarios}
-    triton_by_scenario = {s: {**triton_config(s, args.engine, ctx.system, settings[s]), **cfg.parse_overrides(args.triton_set)}
-                          for s in scenarios}
+    settings = {s: configs.resolve(s, "default", args.engine, ctx.system, None,
+                                   configs.parse_overrides(args.set)).settings for s in scenarios}
+    triton_by_scenario = {s: {**triton_config(s, args.engine, ctx.system, settings[s]),
+                              **configs.parse_overrides(args.triton_set)} for s in scenarios}
     mean_pairs = float(ctx.offsets[-1]) / (len(ctx.offsets) - 1)
     build_settings = settings[scenarios[0]]
     triton_sets = triton_by_scenario[scenarios[0]]
@@ -370,7 +372,8 @@ def main(argv: list[str] | None = None) -> int:
                                                                  else variants[0]))
         rate = engine_rate(probe, min(len(ctx.split), 65536), mean_pairs)
         server_targets = parse_targets(args.server_qps) or [args.server_load * rate]
-        offline_qps = args.offline_qps or float(settings.get("Offline", {}).get("offline_expected_qps") or rate)
+        offline_qps = args.offline_qps or (settings["Offline"].offline_expected_qps if "Offline" in settings
+                                           else rate)
         tests = test_plan(scenarios, offline_qps, server_targets)
         runs = {label: {v: [] for v in variants} for label, _, _ in tests}
         print(f"engine {args.engine}: ~{rate:.1f} samples/s in a direct probe; Server target(s) "
@@ -407,12 +410,12 @@ def main(argv: list[str] | None = None) -> int:
               "loadavg_at_end": os.getloadavg(), "repeats": args.repeats, "pairs_per_sample": mean_pairs,
               "offline_duration_s": args.offline_duration, "server_duration_s": args.server_duration,
               "server_target_qps": server_targets, "server_capacity": capacity, "probe_samples_per_second": rate,
-              "settings": settings,
+              "settings": {s: value.as_dict() for s, value in settings.items()},
               "burners": args.burn, "triton_sets": triton_by_scenario,
               "engines": {v: e.describe() for v, e in engines.items()}, "runs": runs, "summary": summary,
               "request_costs": costs,
               "logs": str(work)}
-    out_path = args.out or scratch_path() / "bench" / "bench_triton.json"
+    out_path = args.out or scratch_path() / "bench" / "bench_triton_server.json"
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(result, indent=2, default=str) + "\n")
     print(f"\nwrote {out_path}")

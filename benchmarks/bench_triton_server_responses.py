@@ -1,10 +1,10 @@
 """Where a Triton request's time goes, per response size, with the predictions in the gRPC message or in shared
-memory (setting triton_output_shm): one request in flight, `triton_trace` phases (serving/trace.py).
+memory (setting triton_output_shm): one request in flight, `triton_trace` phases (triton_server/trace.py).
 
     .venv/bin/python benchmarks/bench_triton_server_responses.py                    # synthetic-tiny, cpu engine
     .venv/bin/python benchmarks/bench_triton_server_responses.py --engine cuda --dataset-dir D --model M --samples 4,1000,970
 
-Prints a table and writes build/bench/bench_triton_responses.json (or --out).
+Prints a table and writes build/bench/bench_triton_server_responses.json (or --out).
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench_triton import build_engines, make_context  # noqa: E402
+from bench_triton_server import build_engines, make_context  # noqa: E402
 from dlrm_bench.paths import scratch_path  # noqa: E402
+from dlrm_bench.settings import Settings  # noqa: E402
 from dlrm_bench.triton_server.trace import summarize  # noqa: E402
 
 
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samples", default="2,180,734", help="samples per request (comma-separated sizes)")
     p.add_argument("--requests", type=int, default=6, help="requests per size and setting")
     p.add_argument("--batch-size", type=int, default=262144)
-    p.add_argument("--out", type=Path, default=scratch_path() / "bench" / "bench_triton_responses.json")
+    p.add_argument("--out", type=Path, default=scratch_path() / "bench" / "bench_triton_server_responses.json")
     args = p.parse_args(argv)
     ctx = make_context(args.dataset_dir, args.model, scratch_path() / "bench" / "triton_responses_logs")
     starts, ends = np.asarray(ctx.offsets[:-1], np.int64), np.asarray(ctx.offsets[1:], np.int64)
@@ -43,8 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     for shm in (False, True):
         workdir = scratch_path() / "bench" / f"triton_responses_shm_{shm}"
         shutil.rmtree(workdir, ignore_errors=True)
-        settings = {"batch_size": args.batch_size, "inflight_batches": 1, "triton_trace": True,
-                    "triton_output_shm": shm}
+        settings = Settings(batch_size=args.batch_size, inflight_batches=1, triton_trace=True, triton_output_shm=shm)
         engine = build_engines(["triton-ranges"], args.engine, ctx, settings, workdir)["triton-ranges"]
         try:
             for k in (min(int(x), len(starts)) for x in args.samples.split(",")):

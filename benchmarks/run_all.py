@@ -41,7 +41,7 @@ def plan(quick: bool, gpu: bool) -> dict[str, list[str]]:
         + (["--duration", "3", "--server-qps", "20000"] if quick else []),
     }
     if gpu:
-        commands["cuda"] = ["bench_cuda.py", "--out", str(OUT)] + (["--batches", "262144"] if quick else [])
+        commands["cuda"] = ["bench_cuda.py", "--system", "--out", str(OUT)] + (["--batches", "262144"] if quick else [])
         commands["hot_cold"] = ["bench_hot_cold.py", "--out", str(OUT)]
     return commands
 

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 SETTINGS_SHOWN = ("server_target_qps", "offline_expected_qps", "gpu_batch_size", "cuda_graphs", "gpu_num_bundles",
-                  "inflight_batches", "shared_compute_stream", "offline_take_samples", "gpus", "top_gemm_first_layer")
+                  "inflight_batches", "offline_take_samples", "gpus", "top_gemm_first_layer")
 """The settings printed beside each result (when present in the run's settings)."""
 
 

@@ -1,4 +1,4 @@
-"""bench_cuda.py's argument types and hidden-layer presets (the GPU parts run on the device machine)."""
+"""bench_cuda.py's arguments: batch lists and kernel settings (the GPU parts run on a GPU host)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import bench_cuda  # noqa: E402
 from tests.bench_args import refusal  # noqa: E402
-from tests.quant_fixtures import random_quantized  # noqa: E402
 
 
 def test_int_list_parses_and_refuses() -> None:
@@ -28,24 +27,22 @@ def test_int_list_parses_and_refuses() -> None:
             bench_cuda.int_list(bad)
 
 
-def test_hidden_layer_presets_change_only_the_hidden_layers() -> None:
-    _, qm, _, _ = random_quantized(3, [10] * 26)
-    assert bench_cuda.hidden_layer_preset("default", qm, torch.device("cpu")) is None
-    for name, tile in bench_cuda.HIDDEN_LAYER_PRESETS.items():
-        configs = bench_cuda.hidden_layer_preset(name, qm, torch.device("cpu"))
-        assert len(configs) == 4
-        for cfg in configs[:3]:
-            assert (cfg.block_m, cfg.block_n, cfg.block_k, cfg.programs_per_sm) == (
-                tile["block_m"], tile["block_n"], tile["block_k"], tile["programs_per_sm"])
-            assert cfg.tma and cfg.tma_store and cfg.epilogue == "folded"
-        assert not configs[3].tma_store  # the final layer keeps its default
-
-
-def test_cutlass_final_needs_a_cutlass_top_gemm(monkeypatch, capsys) -> None:
-    err = refusal(bench_cuda.main, ["bench_cuda.py", "--cutlass-final"], monkeypatch, capsys)
-    assert "--cutlass-final needs a CUTLASS --top-gemm" in err
+def test_kernel_settings_are_applied_and_others_refused() -> None:
+    settings = bench_cuda.bench_settings(False, ["top_gemm=128x128_c1x2_pingpong_fma", "bottom_kernel=cuda"])
+    assert (settings.top_gemm, settings.bottom_kernel, settings.interaction_kernel) == (
+        "128x128_c1x2_pingpong_fma", "cuda", "triton")
+    with pytest.raises(argparse.ArgumentTypeError, match="batch_size"):
+        bench_cuda.bench_settings(False, ["batch_size=5"])
 
 
 def test_an_unknown_top_gemm_is_refused(monkeypatch, capsys) -> None:
-    err = refusal(bench_cuda.main, ["bench_cuda.py", "--top-gemm", "nope"], monkeypatch, capsys)
-    assert "128x128_c1x2_pingpong" in err
+    err = refusal(bench_cuda.main, ["bench_cuda.py", "--set", "top_gemm=nope"], monkeypatch, capsys)
+    assert "128x128_c1x2_pingpong_fma_permuted" in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_without_a_gpu_it_says_so(monkeypatch, capsys, tmp_path) -> None:
+    monkeypatch.setattr(sys, "argv", ["bench_cuda.py", "--out", str(tmp_path)])
+    assert bench_cuda.main() == 2
+    assert "needs a CUDA GPU" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())

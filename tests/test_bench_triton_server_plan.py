@@ -1,4 +1,4 @@
-"""bench_triton's test plan and its Server capacity (the highest target every run of a variant held)."""
+"""bench_triton_server.py's test plan and its Server capacity (the highest target every run of a variant held)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-import bench_triton as bt  # noqa: E402
+import bench_triton_server as bt  # noqa: E402
+from dlrm_bench.settings import Settings  # noqa: E402
 
 
 def _run(target: float, valid: bool) -> dict:
@@ -61,26 +62,26 @@ def test_schedule_interleaves_or_runs_variants_one_after_another() -> None:
 
 
 def test_triton_only_settings_leave_in_process_alone() -> None:
-    shared = {"inflight_batches": 3, "batch_size": 262144}
+    shared = Settings(inflight_batches=3, batch_size=262144)
     assert bt.variant_settings(shared, "in-process", {"inflight_batches": 4}) is shared
-    assert bt.variant_settings(shared, "triton-ranges", {"inflight_batches": 4}) == {"inflight_batches": 4,
-                                                                                       "batch_size": 262144}
-    assert shared["inflight_batches"] == 3
+    assert bt.variant_settings(shared, "triton-ranges", {"inflight_batches": 4}) == Settings(inflight_batches=4,
+                                                                                               batch_size=262144)
+    assert shared.inflight_batches == 3
 
 
 def test_triton_variants_take_config_ver_triton_and_in_process_default() -> None:
     """On an H100 the shipped configs give Triton more requests in flight; the in-process run keeps default's."""
-    from dlrm_bench.harness import config as cfg
+    from dlrm_bench import configs
     from dlrm_bench.system import SystemInfo
 
     h100 = SystemInfo("Test CPU", 16, ("NVIDIA H100 80GB HBM3",))
     for scenario in ("Offline", "Server"):
-        shared = cfg.scenario_settings(scenario, "default", "cuda", h100)
+        shared = configs.resolve(scenario, "default", "cuda", h100).settings
         extra = bt.triton_config(scenario, "cuda", h100, shared)
-        assert extra["inflight_batches"] > shared["inflight_batches"]
-        assert all(shared.get(key) != value for key, value in extra.items())
+        assert extra["inflight_batches"] > shared.inflight_batches
+        assert all(getattr(shared, key) != value for key, value in extra.items())
         triton = bt.variant_settings(shared, "triton-ranges", extra)
-        assert triton == cfg.scenario_settings(scenario, "triton", "cuda", h100)
+        assert triton == configs.resolve(scenario, "triton", "cuda", h100).settings
 
 
 def test_diagnostics_line_reads_every_record_of_result_json() -> None:
