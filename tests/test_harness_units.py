@@ -1,69 +1,19 @@
-"""Harness pieces that need no engine: config resolution, batching cuts, LoadGen settings, log parsing, table."""
+"""Harness pieces that need no engine: batching cuts, LoadGen settings, log parsing, the results table."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from dlrm_bench.errors import UserError
-from dlrm_bench.harness import config as cfg
 from dlrm_bench.harness.loadgen_settings import Overrides, build_test_settings, load_rules
 from dlrm_bench.harness.logs import make_run_root, update_latest
 from dlrm_bench.loadgen_logs import loadgen_metrics, read_detail_log
 from dlrm_bench.engines.base import cut_by_pairs
-from dlrm_bench.system import SystemInfo
 from dlrm_bench.report import results_table
-
-CPU = SystemInfo("Test CPU", 2, ())
-H100 = SystemInfo("Test CPU", 16, ("NVIDIA H100 80GB HBM3",))
-
-
-def test_parse_choices_accepts_case_and_lists() -> None:
-    assert cfg.parse_choices("offline,Server", cfg.SCENARIOS, "scenario") == ["Offline", "Server"]
-
-
-@pytest.mark.parametrize("text", ["Offlin", "", "Offline,MultiStream"])
-def test_parse_choices_rejects_unknown(text: str) -> None:
-    with pytest.raises(UserError, match="scenario"):
-        cfg.parse_choices(text, cfg.SCENARIOS, "scenario")
-
-
-@pytest.mark.parametrize("scenario", cfg.SCENARIOS)
-def test_every_shipped_config_resolves_for_cpu_and_h100(scenario: str) -> None:
-    for system in (CPU, H100):
-        for ver in cfg.CONFIG_VERS:
-            s = cfg.scenario_settings(scenario, ver, None, system)
-            assert s["engine"] in ("cpu", "cuda")
-            assert s["batch_size"] >= 1
-
-
-def test_resolution_order_engine_overrides_win(tmp_path: Path) -> None:
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps({"defaults": {"a": 1, "b": 1, "c": 1, "d": 1},
-                                "systems": {"X": {"match": {"gpus": 0}, "default": {"engine": "cpu", "b": 2},
-                                                  "high_accuracy": {"c": 3},
-                                                  "engines": {"reference": {"d": 4}}}}}))
-    s = cfg.scenario_settings("Offline", "high_accuracy_triton", "reference", CPU, path)
-    assert (s["a"], s["b"], s["c"], s["d"], s["engine"]) == (1, 2, 3, 4, "reference")
-    s = cfg.scenario_settings("Offline", "default", None, CPU, path)
-    assert (s["c"], s["d"], s["engine"]) == (1, 1, "cpu")
-
-
-def test_no_matching_system_is_a_clear_error(tmp_path: Path) -> None:
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps({"systems": {"GPU": {"match": {"gpus": 1}}}}))
-    with pytest.raises(UserError, match="no system entry matches"):
-        cfg.scenario_settings("Offline", "default", None, CPU, path)
-
-
-def test_bad_json_names_file(tmp_path: Path) -> None:
-    path = tmp_path / "config.json"
-    path.write_text("{oops")
-    with pytest.raises(UserError, match="config.json: not valid JSON"):
-        cfg.load_config_file(path)
+from dlrm_bench.settings import Settings
 
 
 def test_cut_by_pairs_respects_limit_and_covers_all() -> None:
@@ -78,14 +28,14 @@ def test_cut_by_pairs_respects_limit_and_covers_all() -> None:
 
 def test_test_settings_use_v1_rules_not_embedded_conf() -> None:
     rules = load_rules()
-    ts = build_test_settings("Server", "PerformanceOnly", {"server_target_qps": 123}, 500, Overrides())
+    ts = build_test_settings("Server", "PerformanceOnly", Settings(server_target_qps=123), 500, Overrides())
     assert ts.server_target_latency_ns == 30_000_000
     assert ts.performance_sample_count_override == 500
     assert ts.min_duration_ms == rules["min_duration_ms"] == 600_000
     assert ts.min_query_count == 270336
     assert ts.server_target_qps == 123
-    ts = build_test_settings("Offline", "PerformanceOnly", {}, 10**6, Overrides(min_duration_s=5, min_query_count=7,
-                                                                                 offline_expected_qps=99))
+    ts = build_test_settings("Offline", "PerformanceOnly", Settings(), 10**6, Overrides(min_duration_s=5, min_query_count=7,
+                                                                                       offline_expected_qps=99))
     assert (ts.min_duration_ms, ts.min_query_count, ts.offline_expected_qps) == (5000, 7, 99)
     assert ts.performance_sample_count_override == 204800
 
@@ -138,13 +88,12 @@ def test_chunk_ranges_cuts_long_ranges_and_keeps_order() -> None:
 def test_offline_takes_samples_in_chunks() -> None:
     """Offline takes LoadGen's one big query in `offline_take_samples` chunks (default 65,536), so the batcher's
     work per take stays shorter than the batches in flight; Server and SingleStream are capped by pairs."""
-    from dlrm_bench.harness.sut import OFFLINE_TAKE, take_policy
+    from dlrm_bench.harness.sut import SERVER_TAKE, take_policy
 
-    assert OFFLINE_TAKE == 1 << 16
-    assert take_policy("Offline", {}, 262144).max_samples == OFFLINE_TAKE
-    assert take_policy("Offline", {"offline_take_samples": 1 << 20}, 262144).max_samples == 1 << 20
-    server = take_policy("Server", {"offline_take_samples": 100, "server_max_wait_ms": 5.0}, 262144)
-    assert (server.max_samples, server.max_pairs, server.want_pairs) == (OFFLINE_TAKE, 262144, 262144)
+    assert take_policy("Offline", Settings()).max_samples == 1 << 16
+    assert take_policy("Offline", Settings(offline_take_samples=1 << 20)).max_samples == 1 << 20
+    server = take_policy("Server", Settings(offline_take_samples=100, server_max_wait_ms=5.0, batch_size=262144))
+    assert (server.max_samples, server.max_pairs, server.want_pairs) == (SERVER_TAKE, 262144, 262144)
     assert server.max_wait_s == 0.005
 
 
