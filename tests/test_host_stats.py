@@ -1,28 +1,42 @@
-"""host_stats: /proc/stat parsing and the deltas result.json's `host_cpu` holds."""
+"""host_stats: CPU times, /proc/vmstat and /proc/interrupts readings, and the deltas result.json's `host_cpu` holds."""
 
 from __future__ import annotations
 
 import os
+import threading
+import time
+from collections import namedtuple
 from pathlib import Path
 
-from dlrm_bench.harness.host_stats import (CPU_FIELDS, VMSTAT_FIELDS, HostSample, host_delta, irq_top, read_cpu_ticks,
+import psutil
+import pytest
+
+from dlrm_bench.harness.host_stats import (CPU_FIELDS, VMSTAT_FIELDS, HostSample, host_delta, irq_top, read_cpu_times,
                                           read_interrupts, read_vmstat)
 
 
-def test_cpu_line_is_read_by_field(tmp_path: Path) -> None:
-    stat = tmp_path / "stat"
-    stat.write_text("cpu  10 1 20 300 4 0 2 7 0 0\ncpu0 5 0 10 150 2 0 1 3 0 0\nintr 1\n")
-    assert read_cpu_ticks(stat) == dict(zip(CPU_FIELDS, [10, 1, 20, 300, 4, 0, 2, 7]))
-    assert read_cpu_ticks(tmp_path / "missing") == {}
-    (tmp_path / "odd").write_text("intr 1\n")
-    assert read_cpu_ticks(tmp_path / "odd") == {}
+def test_cpu_times_are_psutils_seconds_by_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    times = read_cpu_times()
+    if times:  # Linux: every field, the `cpu` line of /proc/stat in seconds
+        assert list(times) == list(CPU_FIELDS) and all(v >= 0 for v in times.values())
+        ticks = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:1 + len(CPU_FIELDS)]
+        seconds = [int(t) / os.sysconf("SC_CLK_TCK") for t in ticks]
+        assert all(abs(seconds[i] - times[name]) < 1.0 for i, name in enumerate(CPU_FIELDS))
+    fewer = namedtuple("scputimes", "user nice system idle")(1.5, 0.0, 2.0, 9.0)  # no iowait, irq, softirq, steal
+    monkeypatch.setattr(psutil, "cpu_times", lambda: fewer)
+    assert read_cpu_times() == {}
+
+    def unreadable() -> None:
+        raise OSError("no /proc")
+
+    monkeypatch.setattr(psutil, "cpu_times", unreadable)
+    assert read_cpu_times() == {}
 
 
 def test_delta_in_seconds_with_the_steal_share() -> None:
-    hertz = os.sysconf("SC_CLK_TCK")
-    before = HostSample(wall=1.0, ticks=dict.fromkeys(CPU_FIELDS, 0), voluntary=5, involuntary=1)
-    after_ticks = dict.fromkeys(CPU_FIELDS, 0) | {"user": 3 * hertz, "idle": 6 * hertz, "steal": hertz}
-    after = HostSample(wall=6.0, ticks=after_ticks, voluntary=9, involuntary=4)
+    before = HostSample(wall=1.0, cpu_times=dict.fromkeys(CPU_FIELDS, 0.0), voluntary=5, involuntary=1)
+    after_times = dict.fromkeys(CPU_FIELDS, 0.0) | {"user": 3.0, "idle": 6.0, "steal": 1.0}
+    after = HostSample(wall=6.0, cpu_times=after_times, voluntary=9, involuntary=4)
     delta = host_delta(before, after)
     assert delta["wall_s"] == 5.0
     assert delta["user_s"] == 3.0 and delta["steal_s"] == 1.0
@@ -35,10 +49,18 @@ def test_vmstat_counters_are_read_and_per_zone_allocstalls_summed(tmp_path: Path
     vmstat.write_text("pgfault 900\npgmajfault 7\nallocstall_dma 1\nallocstall_normal 4\ncompact_stall 2\n"
                       "thp_fault_alloc 30\nnr_free_pages 5\n")
     assert read_vmstat(vmstat) == {"compact_stall": 2, "allocstall": 5, "thp_fault_alloc": 30, "pgmajfault": 7}
-    assert read_vmstat(vmstat, fields=("pgfault", "numa_hint_faults")) == {"pgfault": 900, "numa_hint_faults": 0}
     vmstat.write_text("pgmajfault 7\n")  # an older kernel without the rest: zeros
     assert read_vmstat(vmstat) == {"compact_stall": 0, "allocstall": 0, "thp_fault_alloc": 0, "pgmajfault": 7}
     assert read_vmstat(tmp_path / "missing") == {}
+
+
+def test_context_switches_count_every_thread() -> None:
+    """getrusage sums the process's threads (psutil's num_ctx_switches would count the main thread only)."""
+    before = HostSample()
+    worker = threading.Thread(target=lambda: [time.sleep(0.001) for _ in range(100)])
+    worker.start()
+    worker.join()
+    assert host_delta(before, HostSample())["voluntary_switches"] >= 100
 
 
 def test_faults_and_vmstat_deltas() -> None:
@@ -55,7 +77,7 @@ def test_a_real_sample_moves_forward() -> None:
     sum(range(2_000_000))
     delta = host_delta(before, HostSample())
     assert delta["wall_s"] > 0
-    if before.ticks:  # Linux
+    if before.cpu_times:  # Linux
         assert all(delta[f"{name}_s"] >= 0 for name in CPU_FIELDS)
         assert 0.0 <= delta["steal_share"] <= 1.0
 
@@ -88,6 +110,6 @@ def test_irq_top_ranks_sources_by_interrupts_between_readings(tmp_path: Path) ->
     assert top == [{"irq": "130", "what": "PCI-MSI 524288-edge nvidia", "count": 9005,
                     "busiest_cpus": {"CPU0": 9000, "CPU1": 5}},
                    {"irq": "LOC", "what": "Local timer interrupts", "count": 100, "busiest_cpus": {"CPU0": 100}}]
-    before_sample = HostSample(wall=0.0, ticks={}, irqs=before)
-    after_sample = HostSample(wall=1.0, ticks={}, irqs=read_interrupts(path))
+    before_sample = HostSample(wall=0.0, cpu_times={}, irqs=before)
+    after_sample = HostSample(wall=1.0, cpu_times={}, irqs=read_interrupts(path))
     assert host_delta(before_sample, after_sample)["irq_top"][0]["irq"] == "130"

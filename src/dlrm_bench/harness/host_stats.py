@@ -1,14 +1,20 @@
 """What the host's CPUs did during a test, for telling a slow SUT from a busy or shared machine.
 
-`HostSample` reads the machine-wide CPU times from /proc/stat (including `steal`: time a virtual machine's CPUs
-were runnable but the hypervisor ran something else), this process's context switches (getrusage: voluntary =
-waited for something, involuntary = preempted while runnable) and the interrupt counts per CPU
-(/proc/interrupts). `host_delta` turns two samples into seconds and counts for result.json's `host_cpu`, with the
-busiest interrupt sources and the CPUs that took them (`irq_top`: which CPUs to keep the harness off, see the
-`cpu_affinity` setting), this process's page faults (getrusage) and the machine's memory-pressure counters from
-/proc/vmstat (`VMSTAT_FIELDS`: direct compactions and reclaims stall the thread that faulted, and a thread holding
-the GIL then stalls the whole harness). On a system without /proc the CPU times, interrupts and counters are left
-out.
+`HostSample` reads the machine-wide CPU times (psutil.cpu_times(), including `steal`: time a virtual machine's CPUs
+were runnable but the hypervisor ran something else), this process's context switches and page faults
+(getrusage: voluntary = waited for something, involuntary = preempted while runnable), the interrupt counts per CPU
+(/proc/interrupts) and the machine's memory-pressure counters from /proc/vmstat (`VMSTAT_FIELDS`: direct
+compactions and reclaims stall the thread that faulted, and a thread holding the GIL then stalls the whole
+harness). `host_delta` turns two samples into seconds and counts for result.json's `host_cpu`, with the busiest
+interrupt sources and the CPUs that took them (`irq_top`: which CPUs to keep the harness off, see the
+`cpu_affinity` setting). Where the CPU times lack a field (psutil has no iowait or steal outside Linux) or /proc
+is missing, those parts are left out.
+
+Why the rest is not psutil: Process.num_ctx_switches() reads /proc/PID/status on Linux, which counts the main
+thread only (psutil issue #1467), while getrusage(RUSAGE_SELF) sums every thread of the process; psutil (7.2) has
+no page-fault counts (memory_full_info() gives sizes: uss, pss, swap); and it has neither per-IRQ, per-CPU
+interrupt counts (cpu_stats() gives the machine's total only) nor /proc/vmstat's compaction and reclaim counters,
+so /proc/interrupts and /proc/vmstat are read here.
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-PROC_STAT = Path("/proc/stat")
+import psutil
+
 PROC_INTERRUPTS = Path("/proc/interrupts")
 PROC_VMSTAT = Path("/proc/vmstat")
 VMSTAT_FIELDS = ("compact_stall", "allocstall", "thp_fault_alloc", "pgmajfault")
@@ -30,26 +37,25 @@ IRQ_TOP = 5
 CPU_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
 
 
-def read_cpu_ticks(path: Path = PROC_STAT) -> dict[str, int]:
-    """The aggregate `cpu` line of /proc/stat as clock ticks per field ({} when it cannot be read)."""
+def read_cpu_times() -> dict[str, float]:
+    """Seconds per CPU_FIELDS field summed over all CPUs since boot (psutil.cpu_times(); on Linux the `cpu` line of
+    /proc/stat over the clock tick); {} when psutil cannot read them or lacks one of the fields."""
     try:
-        with open(path, encoding="ascii") as f:
-            first = f.readline().split()
-    except OSError:
+        times = psutil.cpu_times()._asdict()
+    except (OSError, psutil.Error):
         return {}
-    if not first or first[0] != "cpu":
+    if not all(name in times for name in CPU_FIELDS):
         return {}
-    values = [int(v) for v in first[1:1 + len(CPU_FIELDS)]]
-    return dict(zip(CPU_FIELDS, values))
+    return {name: float(times[name]) for name in CPU_FIELDS}
 
 
-def read_vmstat(path: Path = PROC_VMSTAT, fields: tuple[str, ...] = VMSTAT_FIELDS) -> dict[str, int]:
-    """The `fields` counters of /proc/vmstat ({} when it cannot be read); a field the kernel lacks is 0."""
+def read_vmstat(path: Path = PROC_VMSTAT) -> dict[str, int]:
+    """The VMSTAT_FIELDS counters of /proc/vmstat ({} when it cannot be read); a field the kernel lacks is 0."""
     try:
         lines = path.read_text(encoding="ascii", errors="replace").splitlines()
     except OSError:
         return {}
-    out = dict.fromkeys(fields, 0)
+    out = dict.fromkeys(VMSTAT_FIELDS, 0)
     for line in lines:
         name, _, value = line.partition(" ")
         key = "allocstall" if name.startswith("allocstall") else name
@@ -100,10 +106,11 @@ def irq_top(before: dict[str, tuple[str, dict[str, int]]], after: dict[str, tupl
 
 @dataclass
 class HostSample:
-    """One reading: wall clock, machine-wide CPU ticks, this process's context switches."""
+    """One reading: wall clock, machine-wide CPU seconds, this process's context switches and page faults, the
+    interrupt counts and the /proc/vmstat counters."""
 
     wall: float = field(default_factory=time.perf_counter)
-    ticks: dict[str, int] = field(default_factory=read_cpu_ticks)
+    cpu_times: dict[str, float] = field(default_factory=read_cpu_times)
     voluntary: int = field(default_factory=lambda: resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw)
     involuntary: int = field(default_factory=lambda: resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw)
     irqs: dict[str, tuple[str, dict[str, int]]] = field(default_factory=read_interrupts)
@@ -113,7 +120,7 @@ class HostSample:
 
 
 def host_delta(before: HostSample, after: HostSample) -> dict[str, Any]:
-    """Seconds of CPU time per /proc/stat field summed over all CPUs between the samples (`steal_share`: steal
+    """Seconds of CPU time per CPU_FIELDS field summed over all CPUs between the samples (`steal_share`: steal
     as a fraction of all CPU time), the wall seconds, the number of CPUs, this process's context switches and page
     faults, the machine's `vmstat` counters and the busiest interrupt sources (`irq_top`)."""
     out: dict[str, Any] = {"wall_s": after.wall - before.wall, "cpus": float(os.cpu_count() or 1),
@@ -123,9 +130,9 @@ def host_delta(before: HostSample, after: HostSample) -> dict[str, Any]:
                              "major_faults": float(after.major_faults - before.major_faults)}
     if before.vmstat and after.vmstat:
         out["vmstat"] = {name: float(after.vmstat[name] - before.vmstat[name]) for name in VMSTAT_FIELDS}
-    if before.ticks and after.ticks:
-        hertz = os.sysconf("SC_CLK_TCK")
-        seconds = {name: (after.ticks[name] - before.ticks[name]) / hertz for name in CPU_FIELDS}
+    if before.cpu_times and after.cpu_times:
+        # rounded to the microsecond: psutil's seconds are ticks / clock rate, and their differences carry float noise
+        seconds = {name: round(after.cpu_times[name] - before.cpu_times[name], 6) for name in CPU_FIELDS}
         out.update({f"{name}_s": value for name, value in seconds.items()})
         total = sum(seconds.values())
         out["steal_share"] = seconds["steal"] / total if total > 0 else 0.0

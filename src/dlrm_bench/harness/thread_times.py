@@ -7,6 +7,11 @@ SUT's per-batch CPU time (batch_stamps.CPU_PHASES) they say why a slow batch's t
 run-queue wait means the scheduler kept it waiting for a CPU; a short one means it was blocked (a lock, the GIL, a
 device call). result.json's `host_cpu.threads` lists the threads alive at the end of the test, Python threads by
 their name (batcher, complete_0, cuda-complete_0, stall-watch, ...), others as `native <tid>`.
+
+Why these files are read here and not through psutil: psutil has neither the run-queue wait nor the timeslices
+(schedstat) nor per-thread page faults; its Process.threads() gives each thread's user and system seconds only,
+read from the same stat file this module reads anyway for the minor faults, so one read of that file gives all
+three (and the ticks belong to the same moment as the faults).
 """
 
 from __future__ import annotations
