@@ -9,7 +9,7 @@ import pytest
 
 from dlrm_bench.errors import UserError
 from dlrm_bench.harness import cpu_affinity as ca
-from dlrm_bench.setting_checks import check_settings
+from dlrm_bench.settings import Settings
 
 
 def _restore(original: set[int]) -> None:
@@ -66,11 +66,11 @@ def test_every_thread_is_pinned_and_new_threads_inherit() -> None:
 
 
 def test_config_check_accepts_lists_and_single_cpus() -> None:
-    check_settings({"cpu_affinity": "2-15"}, "test")
-    check_settings({"cpu_affinity": 3}, "test")
-    with pytest.raises(UserError, match="test: setting 'cpu_affinity' is \"two\": expected a CPU list"):
-        check_settings({"cpu_affinity": "two"}, "test")
-    check_settings({"cpu_affinity": ca.OFF_GPU_IRQS}, "test")
+    Settings().with_values({"cpu_affinity": "2-15"}, "test")
+    assert Settings().with_values({"cpu_affinity": 3}, "test").cpu_affinity == "3"
+    with pytest.raises(UserError, match="test: setting 'cpu_affinity' is \"two\": expected a Linux CPU list"):
+        Settings().with_values({"cpu_affinity": "two"}, "test")
+    Settings().with_values({"cpu_affinity": ca.OFF_GPU_IRQS}, "test")
 
 
 def _interrupts(tmp_path, nvidia_counts: list[int]):

@@ -24,6 +24,7 @@ from dlrm_bench.errors import DataError
 from dlrm_bench.model.dlrm import DLRM
 from dlrm_bench.quant.artifacts import Int8Model
 from dlrm_bench.quant.recipe import emulate_bottom, emulate_forward, quantize_numeric
+from dlrm_bench.settings import Settings
 from tests.conftest import TINY_CARDINALITIES, save_random_model, write_preprocessed_dataset
 from tests.quant_fixtures import random_inputs, random_quantized
 
@@ -52,7 +53,7 @@ def emulated(rm: dict, rows: slice | np.ndarray = slice(None)) -> np.ndarray:
 
 @needs_onednn
 def test_engine_matches_int8_emulation(random_model) -> None:
-    engine = CpuEngine(random_model["model"], {"batch_size": 1000, "threads": 2})  # 3 full batches + 1 pair
+    engine = CpuEngine(random_model["model"], Settings(batch_size=1000, threads=2))  # 3 full batches + 1 pair
     got = engine.predict(random_model["numeric"], random_model["categorical"])
     want = emulated(random_model)
     diff = np.abs(got - want)
@@ -97,8 +98,8 @@ def test_native_interaction_equals_torch_path(random_model) -> None:
 def test_gemm_backends_agree(random_model) -> None:
     """oneDNN int8 GEMMs and exact fp32 GEMMs on the same integers: equal up to rare one-step roundings."""
     args = (random_model["numeric"][:500], random_model["categorical"][:500])
-    a = CpuEngine(random_model["model"], {"gemm": "int8"}).predict(*args)
-    b = CpuEngine(random_model["model"], {"gemm": "fp32"}).predict(*args)
+    a = CpuEngine(random_model["model"], Settings(cpu_gemm="int8")).predict(*args)
+    b = CpuEngine(random_model["model"], Settings(cpu_gemm="fp32")).predict(*args)
     np.testing.assert_allclose(a, b, atol=5e-3)
 
 
@@ -107,7 +108,7 @@ def test_gemm_backends_agree(random_model) -> None:
 def test_close_to_fp32_reference_at_edge_batch_sizes(random_model, batch: int) -> None:
     """1 pair, an odd count, just under / exactly / just over the engine's internal batch (1024)."""
     reference = random_model["reference"]
-    engine = CpuEngine(random_model["model"], {"batch_size": 1024})
+    engine = CpuEngine(random_model["model"], Settings(batch_size=1024))
     numeric, categorical = random_model["numeric"][:batch], random_model["categorical"][:batch]
     want = reference.predict(numeric, categorical)
     got = engine.predict(numeric, categorical)
@@ -123,7 +124,7 @@ def test_bad_id_and_bad_shapes_raise(random_model) -> None:
     numeric, categorical = random_model["numeric"][:300], random_model["categorical"][:300].copy()
     categorical[217, 9] = CARDS[9]  # one past the end of table 9
     for interaction in ("native", "torch"):
-        engine = CpuEngine(random_model["model"], {"interaction": interaction})
+        engine = CpuEngine(random_model["model"], Settings(cpu_interaction=interaction))
         with pytest.raises(DataError, match=f"C10 has id {CARDS[9]} but its table has {CARDS[9]} rows"):
             engine.predict(numeric, categorical)
     with pytest.raises(DataError, match="numeric must be"):
@@ -145,7 +146,7 @@ def test_ranges_through_the_factory(workspace, monkeypatch) -> None:
     monkeypatch.setenv("MLPERF_SCRATCH_PATH", str(workspace["root"] / "scratch"))
     meta = load_meta(workspace["data"])
     split = open_split(workspace["data"] / "test")
-    engine = create_engine("cpu", workspace["model"], meta, {"batch_size": 1500, "threads": 0})
+    engine = create_engine("cpu", workspace["model"], meta, Settings(batch_size=1500, threads=0))
     engine.load(split)
     engine.warmup()
     whole = engine.predict_ranges(np.array([0]), np.array([len(split)]))
@@ -158,7 +159,7 @@ def test_ranges_through_the_factory(workspace, monkeypatch) -> None:
     assert facts["engine"] == "cpu" and facts["threads"] >= 1 and facts["batch_size"] == 1500
     assert facts["tables"] == "memory map"
     engine.close()
-    hot = create_engine("cpu", workspace["model"], meta, {"embedding_weights_in_ram_part": 0.3})
+    hot = create_engine("cpu", workspace["model"], meta, Settings(embedding_weights_in_ram_part=0.3))
     hot.load(split)  # the dataset's row_frequencies.bin picks the hot rows; the rest stay in the map
     assert hot.describe()["tables"] == "hot/cold"
     np.testing.assert_array_equal(hot.predict_ranges(np.array([0]), np.array([len(split)])), whole)
@@ -179,9 +180,9 @@ def test_loadgen_accuracy_run_with_cpu_engine(workspace, monkeypatch) -> None:
     split = open_split(workspace["data"] / "test")
     labels = np.asarray(split.labels)
     meta = load_meta(workspace["data"])
-    ours = create_engine("cpu", workspace["model"], meta, {})
+    ours = create_engine("cpu", workspace["model"], meta)
     ours.load(split)
-    fp32 = create_engine("reference", workspace["model"], meta, {"device": "cpu"})
+    fp32 = create_engine("reference", workspace["model"], meta, Settings(device="cpu"))
     auc = roc_auc_score(labels, ours.predict_ranges(np.array([0]), np.array([len(split)])))
     auc_fp32 = roc_auc_score(labels, fp32.predict(np.asarray(split.numeric), np.asarray(split.categorical)))
     assert result["auc"] == pytest.approx(auc, abs=1e-9)

@@ -20,6 +20,7 @@ from dlrm_bench.engines.cuda.table_store import hot_row_mask
 from dlrm_bench.errors import UserError
 from dlrm_bench.quant.artifacts import Int8Model
 from dlrm_bench.quant.tables import TABLES_FILE, advise_random, read_tables, write_tables
+from dlrm_bench.settings import Settings
 from tests.quant_fixtures import random_inputs, random_quantized
 
 CARDS = [3000, 7, 130, 3, 400, 2, 9, 31, 5, 2500, 17, 11, 4, 8, 21, 6, 3, 12, 4, 1800, 33, 45, 10, 16, 6, 5]
@@ -45,7 +46,7 @@ def mapped(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def engine(m: dict, tables: np.ndarray, settings: dict) -> CpuEngine:
     model = Int8Model(m["root"], m["scales"], tables, m["offsets"], m["qm"])
-    return CpuEngine(model, {"batch_size": 700, "threads": 2, **settings},
+    return CpuEngine(model, Settings(batch_size=700, threads=2).with_values(settings, "test"),
                      frequencies_file=m["root"] / "row_frequencies.bin")
 
 
@@ -103,7 +104,7 @@ def test_predictions_are_bit_identical_for_every_store(mapped) -> None:
     want = engine(mapped, in_ram, {}).predict(numeric, categorical)
     cases = [(mapped["rows"], {}), (mapped["rows"], {"embedding_weights_in_ram_part": 0.05}),
              (mapped["rows"], {"embedding_weights_in_ram_part": 0.5}),
-             (mapped["rows"], {"embedding_weights_in_ram_part": 0.5, "interaction": "torch"}),
+             (mapped["rows"], {"embedding_weights_in_ram_part": 0.5, "cpu_interaction": "torch"}),
              (mapped["rows"], {"embedding_weights_in_ram_part": 1.0})]
     kinds = []
     for tables, settings in cases:

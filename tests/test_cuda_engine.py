@@ -16,10 +16,13 @@ from dlrm_bench.engines import create_engine
 from dlrm_bench.engines.base import chunk_ranges
 from dlrm_bench.quant.artifacts import load_int8_model
 from dlrm_bench.quant.recipe import emulate_forward
+from dlrm_bench.settings import Settings
 from tests.conftest import save_random_model, write_preprocessed_dataset
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+SHIPPED_GEMM = "128x128_c1x2_pingpong_fma_smemrows_e64x128"
+"""The hidden-layer kernel of the H100/H200 configs (built by `make kernels` by default)."""
 
 
 @pytest.fixture(scope="module")
@@ -38,19 +41,14 @@ def test_engine_matches_int8_emulation(workspace, monkeypatch) -> None:
     numeric_q = torch.from_numpy(np.load(workspace["data"] / "test" / "numeric_int8_linear.npy"))
     want = emulate_forward(int8.quantized, torch.from_numpy(np.asarray(int8.tables)),
                            torch.from_numpy(int8.table_offsets), numeric_q, torch.from_numpy(np.asarray(split.categorical)))
-    variants = [{"start_from_device": True, "interaction_layout": "triangle"}, {"start_from_device": False},
-                {"start_from_device": False, "compress_categorical_inputs": True, "check_contiguity": False},
+    variants = [{"start_from_device": True}, {"start_from_device": False},
+                {"start_from_device": False, "compress_categorical_inputs": True},
                 {"start_from_device": True, "compress_categorical_inputs": True},
                 {"start_from_device": True, "embedding_weights_on_gpu_part": 0.3},
-                {"start_from_device": False, "embedding_weights_on_gpu_part": 0.05},
-                {"start_from_device": True},  # the default layout (paired)
-                {"start_from_device": True, "row_index_kernel": True},
-                {"start_from_device": True, "cuda_event_blocking": True},  # completion threads sleep, not spin
-                {"start_from_device": True, "shared_compute_stream": False},  # each bundle's kernels on its stream
-                {"start_from_device": False, "shared_compute_stream": False}]
+                {"start_from_device": False, "embedding_weights_on_gpu_part": 0.05}]
     for variant in variants:
         engine = create_engine("cuda", workspace["model"], meta,
-                               {"gpu_batch_size": 1024, "gpu_num_bundles": 3, "complete_threads": 2, **variant})
+                               Settings(gpu_batch_size=1024, gpu_num_bundles=3, complete_threads=2, **variant))
         engine.load(split)
         engine.warmup()
         whole = engine.predict_ranges(np.array([0]), np.array([len(split)]))  # 5 chunks through 3 bundles
@@ -68,7 +66,7 @@ def test_engine_matches_int8_emulation(workspace, monkeypatch) -> None:
         engine.close()
 
 
-@pytest.mark.parametrize("top_gemm", ["triton", "128x128_c1x2_pingpong"])
+@pytest.mark.parametrize("top_gemm", ["triton", SHIPPED_GEMM])
 def test_multi_gpu_engine_matches_one_gpu(workspace, monkeypatch, top_gemm: str) -> None:
     """Every GPU gives the one-GPU predictions; with the CUTLASS library too (its own CUDA runtime must launch on
     each engine's device, not on device 0)."""
@@ -82,8 +80,8 @@ def test_multi_gpu_engine_matches_one_gpu(workspace, monkeypatch, top_gemm: str)
     split = open_split(workspace["data"] / "test")
     results = []
     for gpus in (1, torch.cuda.device_count()):
-        engine = create_engine("cuda", workspace["model"], meta, {"gpu_batch_size": 512, "gpus": gpus,
-                                                                  "top_gemm": top_gemm})
+        engine = create_engine("cuda", workspace["model"], meta, Settings(gpu_batch_size=512, gpus=gpus,
+                                                                          top_gemm=top_gemm))
         assert engine.describe()["top_gemm"] == top_gemm
         engine.load(split)
         futures = [engine.predict_ranges_async(np.array([lo]), np.array([min(lo + 500, len(split))]))
@@ -110,8 +108,7 @@ def test_cuda_graph_replays_match_kernel_launches(workspace, monkeypatch) -> Non
     """cuda_graphs: every batch replays its bundle's graph of the smallest size bucket that holds it (the row
     expansion recorded inside); the predictions are those of launching the kernels one by one, for scattered
     samples over several chunks, a contiguous span, a single pair and a batch of exactly one bucket, with the
-    kernels on the shared compute stream or on each bundle's own (the graph then holds the copy back too); a new
-    split drops the graphs (they hold its addresses)."""
+    a new split drops the graphs (they hold its addresses)."""
     monkeypatch.setenv("MLPERF_SCRATCH_PATH", str(workspace["root"]))
     meta = load_meta(workspace["data"])
     split = open_split(workspace["data"] / "test")
@@ -122,25 +119,24 @@ def test_cuda_graph_replays_match_kernel_launches(workspace, monkeypatch) -> Non
     requests = [(starts, ends), (np.array([10]), np.array([1034])), (np.array([4999]), np.array([5000])),
                 (np.array([300, 7]), np.array([500, 63]))]  # 1,024 pairs, 1 pair, 256 pairs (one bucket)
     results = {}
-    for graphs, shared in ((False, True), (True, True), (True, False)):
+    for graphs in (False, True):
         engine = create_engine("cuda", workspace["model"], meta,
-                               {"gpu_batch_size": 1024, "gpu_num_bundles": 2, "cuda_graphs": graphs,
-                                "cuda_graph_buckets": 4, "shared_compute_stream": shared})
+                               Settings(gpu_batch_size=1024, gpu_num_bundles=2, cuda_graphs=graphs,
+                                        cuda_graph_buckets=4))
         engine.load(split)
         engine.warmup()
-        results[graphs, shared] = [engine.predict_ranges(s, e) for s, e in requests]
+        results[graphs] = [engine.predict_ranges(s, e) for s, e in requests]
         if graphs:
             assert engine.describe()["cuda_graph_sizes"] == [256, 512, 768, 1024]
             assert engine.graph_batches == sum(len(chunk_ranges(s, e, 1024)) for s, e in requests)
             engine.load(split)  # a new binding: graphs dropped, recorded again by warmup
             assert not engine.graphs_ready
             engine.warmup()
-            for (s, e), want in zip(requests, results[graphs, shared]):
+            for (s, e), want in zip(requests, results[graphs]):
                 np.testing.assert_array_equal(engine.predict_ranges(s, e), want)
         engine.close()
-    for key in ((True, True), (True, False)):
-        for got, want in zip(results[key], results[False, True]):
-            np.testing.assert_array_equal(got, want)
+    for got, want in zip(results[True], results[False]):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_cutlass_hidden_layers_in_the_engine(workspace, monkeypatch) -> None:
@@ -155,23 +151,22 @@ def test_cutlass_hidden_layers_in_the_engine(workspace, monkeypatch) -> None:
     split = open_split(workspace["data"] / "test")
     results = {}
     permuted = "128x128_c1x2_pingpong_fma_permuted"  # stores its columns in an order of its own
-    for top_gemm, graphs in (("triton", False), ("128x128_c1x2_pingpong", False), ("128x128_c1x2_pingpong", True),
-                             (permuted, True)):
+    for top_gemm, graphs in (("triton", False), (SHIPPED_GEMM, False), (SHIPPED_GEMM, True), (permuted, True)):
         engine = create_engine("cuda", workspace["model"], meta,
-                               {"gpu_batch_size": 1024, "gpu_num_bundles": 2, "cuda_graphs": graphs,
-                                "cuda_graph_buckets": 4, "top_gemm": top_gemm})
+                               Settings(gpu_batch_size=1024, gpu_num_bundles=2, cuda_graphs=graphs,
+                                        cuda_graph_buckets=4, top_gemm=top_gemm))
         assert engine.describe()["top_gemm"] == top_gemm
         engine.load(split)
         engine.warmup()
         results[top_gemm, graphs] = engine.predict_ranges(np.array([0, 4990]), np.array([3001, 5000]))
         engine.close()
     # both paths use the folded epilogue: the same int8 activations, so the same probabilities
-    np.testing.assert_array_equal(results["128x128_c1x2_pingpong", False], results["triton", False])
-    np.testing.assert_array_equal(results["128x128_c1x2_pingpong", True], results["triton", False])
+    np.testing.assert_array_equal(results[SHIPPED_GEMM, False], results["triton", False])
+    np.testing.assert_array_equal(results[SHIPPED_GEMM, True], results["triton", False])
     np.testing.assert_array_equal(results[permuted, True], results["triton", False])
-    engine = create_engine("cuda", workspace["model"], meta, {"gpu_batch_size": 1024, "cuda_graphs": True,
-                                                              "cuda_graph_buckets": 4, "cutlass_final_layer": True,
-                                                              "top_gemm": "128x128_c1x2_pingpong"})
+    engine = create_engine("cuda", workspace["model"], meta, Settings(gpu_batch_size=1024, cuda_graphs=True,
+                                                                      cuda_graph_buckets=4, cutlass_final_layer=True,
+                                                                      top_gemm=SHIPPED_GEMM))
     assert engine.describe()["cutlass_final_layer"]
     engine.load(split)
     engine.warmup()
@@ -187,73 +182,37 @@ def test_a_missing_cutlass_library_falls_back_to_triton(workspace, monkeypatch, 
     monkeypatch.setenv(kernel_library.LIBRARY_ENV, str(workspace["root"] / "no-such-lib.so"))
     monkeypatch.setattr(kernel_library, "_LOADED", None)
     meta = load_meta(workspace["data"])
-    engine = create_engine("cuda", workspace["model"], meta, {"gpu_batch_size": 512,
-                                                              "top_gemm": "128x128_c1x2_pingpong",
-                                                              "interaction_kernel": "cuda",
-                                                              "bottom_kernel": "cuda"})
+    engine = create_engine("cuda", workspace["model"], meta, Settings(gpu_batch_size=512, top_gemm=SHIPPED_GEMM,
+                                                                      interaction_kernel="cuda", bottom_kernel="cuda"))
     assert engine.describe()["top_gemm"] == "triton"
     assert engine.describe()["interaction_kernel"] == "triton"
     assert engine.describe()["bottom_kernel"] == "triton"
     engine.close()
     err = capsys.readouterr().err
-    assert "top_gemm 128x128_c1x2_pingpong" in err and "the top layers run in Triton" in err
+    assert f"top_gemm {SHIPPED_GEMM}" in err and "the top layers run in Triton" in err
     assert "interaction_kernel cuda" in err and "the interaction runs in Triton" in err
     assert "bottom_kernel cuda" in err and "the bottom MLP runs in Triton" in err
 
 
-def test_sliced_pipeline_matches_the_serial_batch(workspace, monkeypatch) -> None:
-    """front_overlap_slices / top_gemm_sms: each batch cut into slices whose front runs beside the previous
-    slice's top MLP, the GEMMs on fewer SMs: the same probabilities as the serial batch, bit for bit, with and
-    without CUDA graphs, for scattered samples (row indirection), a contiguous span and a single pair."""
-    import dlrm_bench.engines.cuda.sliced_pipeline as sliced_pipeline
-
-    monkeypatch.setenv("MLPERF_SCRATCH_PATH", str(workspace["root"]))
-    monkeypatch.setattr(sliced_pipeline, "MIN_SLICE_PAIRS", 128)  # slices of this test's small batches
-    meta = load_meta(workspace["data"])
-    split = open_split(workspace["data"] / "test")
-    rng = np.random.default_rng(5)
-    starts = np.sort(rng.choice(len(split) - 8, 400, replace=False))
-    ends = np.minimum(starts + rng.integers(1, 8, starts.size), np.append(starts[1:], len(split)))
-    requests = [(starts, ends), (np.array([10]), np.array([1034])), (np.array([4999]), np.array([5000]))]
-    configs = {"serial": {}, "sliced": {"front_overlap_slices": 3, "top_gemm_sms": 40},
-               "sliced+graphs": {"front_overlap_slices": 4, "top_gemm_sms": 64, "cuda_graphs": True,
-                                 "cuda_graph_buckets": 4}}
-    from dlrm_bench.engines.cuda.kernel_library import library_path
-    if library_path().is_file() and torch.cuda.get_device_capability() == (9, 0):  # the same bytes as Triton's
-        configs["sliced+cutlass"] = {**configs["sliced+graphs"], "top_gemm": "128x128_c1x2_pingpong"}
-    results = {}
-    for name, extra in configs.items():
-        engine = create_engine("cuda", workspace["model"], meta, {"gpu_batch_size": 1024, "gpu_num_bundles": 2,
-                                                                  **extra})
-        assert engine.describe()["front_overlap_slices"] == extra.get("front_overlap_slices", 1)
-        engine.load(split)
-        engine.warmup()
-        results[name] = [engine.predict_ranges(s, e) for s, e in requests]
-        engine.close()
-    for name in configs:
-        for got, want in zip(results[name], results["serial"]):
-            np.testing.assert_array_equal(got, want)
-
-
 def test_cuda_front_kernels_in_the_engine(workspace, monkeypatch) -> None:
-    """interaction_kernel cuda, bottom_kernel cuda: the same probabilities as the Triton kernels, launched one by
-    one, in CUDA graphs and in the sliced pipeline."""
+    """interaction_kernel cuda, bottom_kernel cuda, and the H100 configs' whole set of native kernels: the same
+    probabilities as the Triton kernels, launched one by one and in CUDA graphs."""
     from dlrm_bench.engines.cuda.kernel_library import library_path
-    import dlrm_bench.engines.cuda.sliced_pipeline as sliced_pipeline
     if not library_path().is_file() or torch.cuda.get_device_capability() != (9, 0):
-        pytest.skip("needs the CUTLASS library (make kernels) and a Hopper GPU")
+        pytest.skip("needs the native kernel library (make kernels) and a Hopper GPU")
     monkeypatch.setenv("MLPERF_SCRATCH_PATH", str(workspace["root"]))
-    monkeypatch.setattr(sliced_pipeline, "MIN_SLICE_PAIRS", 128)
     meta = load_meta(workspace["data"])
     split = open_split(workspace["data"] / "test")
     starts, ends = np.array([0, 4990, 3100]), np.array([3001, 5000, 3400])
     results = {}
     both = {"interaction_kernel": "cuda", "bottom_kernel": "cuda"}
+    shipped = {**both, "top_gemm": SHIPPED_GEMM, "top_gemm_first_layer": "128x128_c1x2_pingpong_fma_permuted",
+               "interaction_pairs_per_warp": 16}
     for name, extra in (("triton", {}), ("cuda interaction", {"interaction_kernel": "cuda"}),
                         ("cuda bottom", {"bottom_kernel": "cuda"}),
-                        ("cuda+graphs+slices", {**both, "cuda_graphs": True, "cuda_graph_buckets": 4,
-                                                "front_overlap_slices": 2})):
-        engine = create_engine("cuda", workspace["model"], meta, {"gpu_batch_size": 1024, **extra})
+                        ("cuda+graphs", {**both, "cuda_graphs": True, "cuda_graph_buckets": 4}),
+                        ("shipped", {**shipped, "cuda_graphs": True, "cuda_graph_buckets": 4})):
+        engine = create_engine("cuda", workspace["model"], meta, Settings(gpu_batch_size=1024, **extra))
         assert engine.describe()["interaction_kernel"] == extra.get("interaction_kernel", "triton")
         assert engine.describe()["bottom_kernel"] == extra.get("bottom_kernel", "triton")
         engine.load(split)
@@ -267,7 +226,7 @@ def test_cuda_front_kernels_in_the_engine(workspace, monkeypatch) -> None:
 def test_a_first_layer_kernel_without_a_cutlass_top_gemm_is_named(workspace, monkeypatch, capsys) -> None:
     monkeypatch.setenv("MLPERF_SCRATCH_PATH", str(workspace["root"]))
     engine = create_engine("cuda", workspace["model"], load_meta(workspace["data"]),
-                           {"gpu_batch_size": 512, "top_gemm_first_layer": "128x128_c1x2_pingpong_fma_permuted"})
+                           Settings(gpu_batch_size=512, top_gemm_first_layer="128x128_c1x2_pingpong_fma_permuted"))
     assert engine.describe()["top_gemm"] == "triton" and engine.describe()["top_gemm_first_layer"] == "triton"
     engine.close()
     assert "top_gemm_first_layer 128x128_c1x2_pingpong_fma_permuted needs a CUTLASS top_gemm" in capsys.readouterr().err

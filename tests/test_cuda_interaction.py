@@ -16,7 +16,7 @@ import torch
 if importlib.util.find_spec("triton") is None:
     pytest.skip("OpenAI Triton is not installed", allow_module_level=True)
 
-from dlrm_bench.engines.cuda.interaction import Interaction, layout_columns, to_layout  # noqa: E402
+from dlrm_bench.engines.cuda.interaction import Interaction, paired_columns, to_paired_layout  # noqa: E402
 from dlrm_bench.errors import UserError  # noqa: E402
 from dlrm_bench.quant.recipe import emulate_bottom, emulate_interaction, gather_rows, quantize_numeric  # noqa: E402
 from tests.hopper import hopper_test  # noqa: E402
@@ -33,20 +33,27 @@ def model():
     return random_quantized(4, CARDS)
 
 
-@pytest.mark.parametrize("layout, kwargs, why", [
-    ("triangle", {}, "the paired layout only"),
-    ("paired", {"probe_no_scatter": True}, "no probe"),
-])
-def test_what_the_cuda_kernel_cannot_do_is_refused(model, layout: str, kwargs: dict, why: str) -> None:
+def test_what_the_cuda_kernel_cannot_do_is_refused(model, tmp_path) -> None:
+    """Packed ids and a hot/cold table store are the Triton kernel's alone."""
+    import numpy as np
+
+    from dlrm_bench.criteo.frequencies import write_row_frequencies
+    from dlrm_bench.criteo.packing import packing_layout
+    from dlrm_bench.engines.cuda.table_store import build_store
+
     _, qm, tables, offsets = model
-    with pytest.raises(UserError, match=f"interaction_kernel cuda: supports {why}"):
-        Interaction(qm, tables, offsets, layout=layout, kernel="cuda", **kwargs)
+    with pytest.raises(UserError, match=r"interaction_kernel cuda: supports plain ids only"):
+        Interaction(qm, tables, offsets, packing=packing_layout(CARDS), kernel="cuda")
+    write_row_frequencies(tmp_path / "f.bin", [np.ones(n) for n in CARDS])
+    store = build_store(tables.numpy(), 0.5, torch.device("cpu"), tmp_path / "f.bin", CARDS)
+    with pytest.raises(UserError, match=r"interaction_kernel cuda: supports every row on the GPU"):
+        Interaction(qm, store, offsets, kernel="cuda")
 
 
 def test_an_unknown_kernel_is_named(model) -> None:
     _, qm, tables, offsets = model
     with pytest.raises(UserError, match="interaction_kernel 'cutlass': choose one of triton, cuda"):
-        Interaction(qm, tables, offsets, layout="paired", kernel="cutlass")
+        Interaction(qm, tables, offsets, kernel="cutlass")
 
 
 def _buffers(batch: int, dense: torch.Tensor, seed: int) -> torch.Tensor:
@@ -73,15 +80,15 @@ def test_cuda_kernel_writes_the_triton_kernels_bytes(model, batch: int, indirect
     dev_tables, dev_cat = tables.cuda(), cat.cuda()
     dev_rows = rows.cuda() if indirect else None
     want = _buffers(batch, dense, batch)
-    Interaction(qm, dev_tables, offsets, layout="paired")(dev_cat, dev_rows, batch, want)
+    Interaction(qm, dev_tables, offsets)(dev_cat, dev_rows, batch, want)
     got = _buffers(batch, dense, batch)
-    Interaction(qm, dev_tables, offsets, layout="paired", kernel="cuda", pairs_per_warp=pairs_per_warp)(
+    Interaction(qm, dev_tables, offsets, kernel="cuda", pairs_per_warp=pairs_per_warp)(
         dev_cat, dev_rows, batch, got)
     torch.cuda.synchronize()
     assert torch.equal(got, want), int((got != want).sum())
     if batch <= 1001:
-        emulated = to_layout(emulate_interaction(qm, dense, gather_rows(tables, offsets, cat[rows])), "paired")
-        used = layout_columns("paired")
+        emulated = to_paired_layout(emulate_interaction(qm, dense, gather_rows(tables, offsets, cat[rows])))
+        used = paired_columns()
         diff = (got[:batch, used].cpu().to(torch.int16) - emulated[:, used].to(torch.int16)).abs()
         assert int(diff.max()) <= 1 and float((diff > 0).float().mean()) < 0.01
 
@@ -92,6 +99,6 @@ def test_an_empty_batch_leaves_the_buffer_alone(model) -> None:
     _, cat = random_inputs(10, 10, CARDS)
     top_in = _buffers(0, torch.zeros(0, 128, dtype=torch.int8), 5)
     before = top_in.clone()
-    Interaction(qm, tables.cuda(), offsets, layout="paired", kernel="cuda")(cat.cuda(), None, 0, top_in)
+    Interaction(qm, tables.cuda(), offsets, kernel="cuda")(cat.cuda(), None, 0, top_in)
     torch.cuda.synchronize()
     assert torch.equal(top_in, before)

@@ -17,8 +17,8 @@ if importlib.util.find_spec("triton") is None:
 
 from dlrm_bench.engines.cuda.triton_env import INTERPRETED  # noqa: E402  (first: sets the interpreter up)
 from dlrm_bench.engines.cuda.bottom_mlp import BottomMLP  # noqa: E402
-from dlrm_bench.engines.cuda.interaction import (Interaction, layout_columns, permute_top_weight,  # noqa: E402
-                                                  to_layout)
+from dlrm_bench.engines.cuda.interaction import (Interaction, paired_columns, permute_top_weight,  # noqa: E402
+                                                  to_paired_layout)
 from dlrm_bench.engines.cuda.row_index import expand_rows, pack_ranges, packed_length, search_steps  # noqa: E402
 from dlrm_bench.engines.cuda.top_mlp import TopMLP  # noqa: E402
 from dlrm_bench.quant.recipe import (emulate_bottom, emulate_interaction, emulate_top, gather_rows,  # noqa: E402
@@ -81,32 +81,18 @@ def test_bottom_mlp_layer1_on_fp16_is_bit_identical(model, batch: int) -> None:
 @pytest.mark.parametrize("indirect", [False, True])
 @pytest.mark.parametrize("iters", [1, 3])
 def test_interaction_matches_emulation(model, batch: int, indirect: bool, iters: int) -> None:
+    """Every entry lands in its column of the paired layout; the dense part and the columns past 491 are
+    untouched."""
     _, qm, tables, offsets = model
     numeric, cat = random_inputs(batch + 100, batch + 5, CARDS)
     rows = torch.randperm(batch + 5)[:batch] if indirect else torch.arange(batch)
     dense = emulate_bottom(qm, quantize_numeric(numeric[rows]))
-    want = emulate_interaction(qm, dense, gather_rows(tables, offsets, cat[rows]))
+    want = to_paired_layout(emulate_interaction(qm, dense, gather_rows(tables, offsets, cat[rows])))
     top_in = torch.zeros(batch, 512, dtype=torch.int8, device=DEVICE)
     top_in[:, :128] = dense.to(DEVICE)
     op = Interaction(qm, tables.to(DEVICE), offsets, iters=iters, num_stages=2 if iters > 1 else 1)
     op(cat.to(DEVICE), rows.to(DEVICE) if indirect else None, batch, top_in)
-    assert_int8_close(top_in, want)
-
-
-@pytest.mark.parametrize("batch", SIZES)
-@pytest.mark.parametrize("indirect", [False, True])
-def test_paired_interaction_layout_matches_emulation(model, batch: int, indirect: bool) -> None:
-    """The "paired" layout: every entry lands in its column; the dense part is untouched."""
-    _, qm, tables, offsets = model
-    numeric, cat = random_inputs(batch + 100, batch + 5, CARDS)
-    rows = torch.randperm(batch + 5)[:batch] if indirect else torch.arange(batch)
-    dense = emulate_bottom(qm, quantize_numeric(numeric[rows]))
-    want = to_layout(emulate_interaction(qm, dense, gather_rows(tables, offsets, cat[rows])), "paired")
-    top_in = torch.zeros(batch, 512, dtype=torch.int8, device=DEVICE)
-    top_in[:, :128] = dense.to(DEVICE)
-    op = Interaction(qm, tables.to(DEVICE), offsets, layout="paired")
-    op(cat.to(DEVICE), rows.to(DEVICE) if indirect else None, batch, top_in)
-    used = torch.cat([torch.arange(128), layout_columns("paired")])  # the rest: diagonals, zero weights
+    used = torch.cat([torch.arange(128), paired_columns()])  # the rest: diagonals, zero weights
     assert_int8_close(top_in[:, used], want[:, used])
     assert int(top_in[:, 492:].abs().max()) == 0
 
@@ -119,81 +105,37 @@ def test_permuted_weight_gives_the_same_products() -> None:
     x[:, 479:] = 0
     w = torch.randint(-127, 128, (64, 512), generator=g, dtype=torch.int8)
     w[:, 479:] = 0
-    x_paired = to_layout(x, "paired")
+    x_paired = to_paired_layout(x)
     spare = torch.ones(512, dtype=torch.bool)
     spare[:128] = False
-    spare[layout_columns("paired")] = False
+    spare[paired_columns()] = False
     assert int(spare.sum()) == 512 - 128 - 351
     x_paired[:, spare] = torch.randint(-127, 128, (33, int(spare.sum())), generator=g, dtype=torch.int8)
-    want = x.long() @ w.long().T
-    assert torch.equal(x_paired.long() @ permute_top_weight(w, "paired").long().T, want)
-    assert torch.equal(to_layout(x, "triangle"), x) and torch.equal(permute_top_weight(w, "triangle"), w)
+    assert torch.equal(x_paired.long() @ permute_top_weight(w).long().T, x.long() @ w.long().T)
 
 
-def test_unknown_interaction_layout_is_named(model) -> None:
-    from dlrm_bench.errors import UserError
-
-    _, qm, tables, offsets = model
-    with pytest.raises(UserError, match="interaction_layout 'diagonal'"):
-        Interaction(qm, tables.to(DEVICE), offsets, layout="diagonal")
-
-
-@pytest.mark.parametrize("batch", SIZES)
-def test_top_mlp_reads_the_paired_layout(model, batch: int) -> None:
-    """TopMLP built for the paired layout, on the paired input, predicts what the default does on the recipe's."""
-    _, qm, _, _ = model
-    g = torch.Generator().manual_seed(batch + 2)
-    top_in = torch.randint(-40, 40, (batch, 512), generator=g, dtype=torch.int8)
-    top_in[:, 479:] = 0
-    probs = {}
-    for layout, x in (("triangle", top_in), ("paired", to_layout(top_in, "paired"))):
-        top = TopMLP(qm, DEVICE, interaction_layout=layout)
-        buffers = [torch.empty(batch, w, dtype=torch.int8, device=DEVICE) for w in top.widths]
-        probs[layout] = torch.empty(batch, dtype=torch.float32, device=DEVICE)
-        top(x.to(DEVICE), buffers, probs[layout], batch)
-    assert torch.equal(probs["paired"], probs["triangle"])
-
-
-GEMM_VARIANTS = {"plain": {}, "tma": {"tma": True}, "tma_store": {"tma": True, "tma_store": True},
-                 "warp_specialized": {"tma": True, "tma_store": True, "warp_specialize": True},
-                 "not_flattened": {"tma": True, "flatten": False},
-                 "folded_epilogue": {"tma": True, "tma_store": True, "epilogue": "folded"},
-                 "two_per_sm": {"tma": True, "tma_store": True, "epilogue": "folded", "programs_per_sm": 2},
-                 "one_per_sm": {"tma": True, "tma_store": True, "epilogue": "folded", "programs_per_sm": 1}}
-"""GEMM kernel variants (top_mlp.GemmConfig flags); in the interpreter warp specialization is a no-op."""
+GEMM_VARIANTS = {"pointer": {}, "tma": {"tma": True}}
+"""The hidden layers' kernels (top_mlp.GemmConfig.tma: the persistent TMA kernel with the folded epilogue)."""
 
 
 @pytest.mark.parametrize("batch", SIZES)
 @pytest.mark.parametrize("variant", list(GEMM_VARIANTS))
 def test_top_mlp_matches_emulation(model, batch: int, variant: str) -> None:
+    """The top MLP on the paired input predicts what the recipe does on its own column order."""
     _, qm, _, _ = model
     g = torch.Generator().manual_seed(batch)
     top_in = torch.randint(-40, 40, (batch, 512), generator=g, dtype=torch.int8)
     top_in[:, 479:] = 0
     want = emulate_top(qm, top_in)
     top = TopMLP(qm, DEVICE)
-    for cfg in top.configs:
+    for cfg in top.configs[:-1]:
         for flag, value in GEMM_VARIANTS[variant].items():
             setattr(cfg, flag, value)
     buffers = [torch.empty(batch, w, dtype=torch.int8, device=DEVICE) for w in top.widths]
     probs = torch.empty(batch, dtype=torch.float32, device=DEVICE)
-    top(top_in.to(DEVICE), buffers, probs, batch)
-    tol = 1e-6 if INTERPRETED and GEMM_VARIANTS[variant].get("epilogue") != "folded" else 2e-2
+    top(to_paired_layout(top_in).to(DEVICE), buffers, probs, batch)
+    tol = 1e-6 if INTERPRETED and variant == "pointer" else 2e-2
     assert torch.allclose(probs.cpu(), want, atol=tol), float((probs.cpu() - want).abs().max())
-
-
-def test_row_ranges_are_whole_tiles_covering_the_batch(model) -> None:
-    top = TopMLP(model[1], DEVICE)
-    top.row_chunks = 8
-    assert top.row_ranges(262144) == [(i * 32768, (i + 1) * 32768) for i in range(8)]
-    ranges = top.row_ranges(65537)
-    assert ranges[0] == (0, 8320) and ranges[-1] == (58240, 65537) and len(ranges) == 8
-    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
-    top.row_chunks = 16
-    assert top.row_ranges(300) == [(0, 128), (128, 256), (256, 300)]  # no range of less than a tile but the last
-    assert top.row_ranges(0) == [(0, 0)]
-    top.row_chunks = 1
-    assert top.row_ranges(262143) == [(0, 262143)]
 
 
 def test_a_layer_reads_the_columns_in_the_order_the_one_before_stored_them(model) -> None:
@@ -224,47 +166,6 @@ def test_a_layer_reads_the_columns_in_the_order_the_one_before_stored_them(model
     assert top._epilogue_vectors(1)[0] is top.folded_mul[1]
 
 
-@pytest.mark.parametrize("batch,chunks", [(1, 4), (200, 3)] + ([] if INTERPRETED else [(65537, 8)]))
-def test_top_mlp_in_row_chunks_gives_the_same_bytes(model, batch: int, chunks: int) -> None:
-    """row_chunks (the engine's top_mlp_row_chunks): the rows in ranges of whole 128-row tiles, every layer of a
-    range before the next range: the same activations and probabilities as the whole batch at once."""
-    _, qm, _, _ = model
-    g = torch.Generator().manual_seed(batch + 9)
-    top_in = torch.randint(-40, 40, (batch, 512), generator=g, dtype=torch.int8).to(DEVICE)
-    top_in[:, 479:] = 0
-    results = []
-    for row_chunks in (1, chunks):
-        top = TopMLP(qm, DEVICE)
-        top.row_chunks = row_chunks
-        buffers = [torch.full((batch + 1, w), 99, dtype=torch.int8, device=DEVICE) for w in top.widths]
-        probs = torch.full((batch + 1,), -1.0, device=DEVICE)
-        top(top_in, buffers, probs, batch)
-        results.append((buffers, probs))
-    (whole, whole_probs), (chunked, chunked_probs) = results
-    assert all(torch.equal(a, b) for a, b in zip(whole, chunked))
-    assert torch.equal(whole_probs, chunked_probs) and float(chunked_probs[batch]) == -1.0
-
-
-@pytest.mark.parametrize("batch", SIZES)
-@pytest.mark.parametrize("per_sm", [1, 2])
-def test_final_layer_in_column_halves_matches_emulation(model, batch: int, per_sm: int) -> None:
-    """The final layer's TMA kernel with a tile half as wide as its 256 columns (the running 256 -> 1 dot per
-    row): the same probabilities as the recipe, to float rounding of the two partial sums."""
-    _, qm, _, _ = model
-    g = torch.Generator().manual_seed(batch + 4)
-    top_in = torch.randint(-40, 40, (batch, 512), generator=g, dtype=torch.int8)
-    top_in[:, 479:] = 0
-    want = emulate_top(qm, top_in)
-    top = TopMLP(qm, DEVICE)
-    final = top.configs[-1]
-    final.tma, final.block_n, final.programs_per_sm = True, 128, per_sm
-    buffers = [torch.empty(batch, w, dtype=torch.int8, device=DEVICE) for w in top.widths]
-    probs = torch.empty(batch, dtype=torch.float32, device=DEVICE)
-    top(top_in.to(DEVICE), buffers, probs, batch)
-    assert torch.allclose(probs.cpu(), want, atol=1e-6 if INTERPRETED else 2e-2), \
-        float((probs.cpu() - want).abs().max())
-
-
 def test_a_tile_that_does_not_divide_the_layer_is_refused(model) -> None:
     _, qm, _, _ = model
     top = TopMLP(qm, DEVICE)
@@ -283,12 +184,12 @@ def test_folded_epilogue_is_within_one_step(model, batch: int) -> None:
     _, qm, _, _ = model
     g = torch.Generator().manual_seed(batch + 1)
     x = torch.randint(-40, 40, (batch, 512), generator=g, dtype=torch.int8)
+    x[:, 479:] = 0
     top = TopMLP(qm, DEVICE)
     for i, width in enumerate(top.widths):
-        for flag, value in GEMM_VARIANTS["folded_epilogue"].items():
-            setattr(top.configs[i], flag, value)
+        top.configs[i].tma = True
         out = torch.empty(batch, width, dtype=torch.int8, device=DEVICE)
-        top.layer(i, x.to(DEVICE), out, batch)
+        top.layer(i, (to_paired_layout(x) if i == 0 else x).to(DEVICE), out, batch)
         want = requantize(int8_linear(x, qm.top[i]), qm.top[i].act_inv)
         diff = (out.cpu().to(torch.int16) - want.to(torch.int16)).abs()
         assert int(diff.max()) <= 1 and float((diff > 0).float().mean()) < 0.01
@@ -376,12 +277,3 @@ def test_graph_bucket_sizes(max_pairs: int, buckets: int, want: list[int]) -> No
     from dlrm_bench.engines.cuda.engine import graph_bucket_sizes
 
     assert graph_bucket_sizes(max_pairs, buckets) == want
-
-
-def test_setting_check_knows_every_interaction_layout() -> None:
-    """setting_checks lists the layouts by name (it imports no kernels): it must accept exactly LAYOUTS."""
-    from dlrm_bench.engines.cuda.interaction import LAYOUTS
-    from dlrm_bench.setting_checks import CHECKS
-
-    assert all(CHECKS["interaction_layout"].accepts(name) for name in LAYOUTS)
-    assert CHECKS["interaction_layout"].expected == "one of " + ", ".join(LAYOUTS)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from dlrm_bench.criteo import partition, random_preset
+from dlrm_bench import random_preset
+from dlrm_bench.criteo import partition
 from dlrm_bench.criteo.dataset import load_meta, open_npy, open_partition, open_split
 from dlrm_bench.criteo.frequencies import read_row_frequencies
 from dlrm_bench.criteo.preprocess import quantize_numeric_int8

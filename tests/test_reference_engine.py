@@ -14,6 +14,7 @@ from dlrm_bench.engines.reference import ReferenceEngine, build, reference_predi
 from dlrm_bench.errors import DataError, UserError
 from dlrm_bench.model.checkpoint import save_checkpoint
 from dlrm_bench.model.dlrm import DLRM
+from dlrm_bench.settings import Settings
 
 
 def random_state_dict(cardinalities, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -56,7 +57,7 @@ def model_and_meta(tiny_dataset: Path, tmp_path_factory) -> tuple[Path, object, 
 @pytest.fixture(scope="module")
 def engine(model_and_meta) -> ReferenceEngine:
     path, meta, _ = model_and_meta
-    return build(path, meta, {"device": "cpu"})
+    return build(path, meta, Settings(device="cpu"))
 
 
 def test_matches_numpy_formula_to_1e5_relative(engine, model_and_meta, tiny_dataset: Path) -> None:
@@ -73,8 +74,8 @@ def test_matches_numpy_formula_to_1e5_relative(engine, model_and_meta, tiny_data
 @pytest.mark.parametrize("batch", [1, 37, 1000])
 def test_batch_sizes_agree(model_and_meta, tiny_dataset: Path, batch: int) -> None:
     path, meta, _ = model_and_meta
-    small_batches = build(path, meta, {"device": "cpu", "batch_size": 64})  # 1000 rows -> 16 internal batches
-    one_batch = build(path, meta, {"device": "cpu", "batch_size": 4096})
+    small_batches = build(path, meta, Settings(device="cpu", batch_size=64))  # 1000 rows -> 16 internal batches
+    one_batch = build(path, meta, Settings(device="cpu", batch_size=4096))
     split = open_split(tiny_dataset / "test")
     numeric, categorical = np.asarray(split.numeric[:batch]), np.asarray(split.categorical[:batch])
     a = small_batches.predict(numeric, categorical)
@@ -98,7 +99,7 @@ def test_predict_ranges_contiguous_and_not(engine, tiny_dataset: Path) -> None:
 
 def test_reference_predictions_cover_the_split(model_and_meta, tiny_dataset: Path, engine) -> None:
     path, meta, _ = model_and_meta
-    preds = reference_predictions(path, meta, "test", {"device": "cpu"}, progress=False)
+    preds = reference_predictions(path, meta, "test", Settings(device="cpu"), progress=False)
     split = open_split(tiny_dataset / "test")
     assert preds.shape == (len(split),) and preds.dtype == np.float32
     np.testing.assert_allclose(preds, engine.predict(np.asarray(split.numeric), np.asarray(split.categorical)),
@@ -107,7 +108,7 @@ def test_reference_predictions_cover_the_split(model_and_meta, tiny_dataset: Pat
 
 def test_factory_builds_it(model_and_meta) -> None:
     path, meta, _ = model_and_meta
-    engine = create_engine("reference", path, meta, {"device": "cpu"})
+    engine = create_engine("reference", path, meta, Settings(device="cpu"))
     assert isinstance(engine, ReferenceEngine)
     facts = engine.describe()
     assert facts["engine"] == "reference" and facts["device"] == "cpu" and facts["precision"] == "fp32"
@@ -118,7 +119,7 @@ def test_mismatched_checkpoint_is_a_user_error(tmp_path: Path, model_and_meta) -
     wrong = dict(sd, **{"emb_l.7.weight": torch.zeros(meta.cardinalities[7] + 1, 128)})
     path = save_checkpoint(tmp_path / "wrong.pt", wrong)
     with pytest.raises(UserError, match=r"emb_l\.7\.weight has shape"):
-        build(path, meta, {})
+        build(path, meta)
 
 
 def test_bad_inputs_are_data_errors(engine) -> None:
@@ -134,7 +135,7 @@ def test_bad_inputs_are_data_errors(engine) -> None:
 
 def test_memory_mapped_tables_are_not_copied(model_and_meta) -> None:
     path, meta, _ = model_and_meta
-    engine = build(path, meta, {"device": "cpu"})
+    engine = build(path, meta, Settings(device="cpu"))
     from dlrm_bench.model.checkpoint import load_checkpoint
 
     assert isinstance(engine.model, DLRM)
@@ -150,7 +151,7 @@ def test_cuda_matches_cpu_with_tables_on_host_and_device(model_and_meta, tiny_da
     numeric, categorical = np.asarray(split.numeric), np.asarray(split.categorical)
     expected = numpy_dlrm(sd, numeric, categorical)
     for budget in (None, 0.0, 1e-4):  # all tables on the GPU, none, some
-        gpu = build(path, meta, {"device": "cuda", "batch_size": 333, "device_table_budget_gb": budget})
+        gpu = build(path, meta, Settings(device="cuda", batch_size=333, device_table_budget_gb=budget))
         if budget == 0.0:
             assert gpu.device_tables == set()
         np.testing.assert_allclose(gpu.predict(numeric, categorical), expected, rtol=1e-5, atol=0)

@@ -23,6 +23,7 @@ from dlrm_bench.harness.loadgen_settings import log_settings
 from dlrm_bench.harness.qsl import SampleLibrary
 from dlrm_bench.harness.sample_queue import NativeSampleQueue, PythonSampleQueue, make_queue
 from dlrm_bench.harness.sut import make_sut
+from dlrm_bench.settings import Settings
 from gil import hold_the_gil
 
 
@@ -62,8 +63,8 @@ def accuracy_run(tmp_path: Path, scenario: str, bridge: str, offsets: np.ndarray
     ts.single_stream_expected_latency_ns = 100_000
     out = tmp_path / f"{scenario}-{bridge}"
     out.mkdir()
-    settings = {"batch_size": 5000, "complete_threads": 2, "inflight_batches": 3, "loadgen_bridge": bridge,
-                "server_max_wait_ms": 1.0}
+    settings = Settings(batch_size=5000, complete_threads=2, inflight_batches=3, loadgen_bridge=bridge,
+                        server_max_wait_ms=1.0)
     with SampleLibrary(empty_split(), offsets, len(offsets) - 1) as qsl, \
             make_sut(scenario, RowEngine(), qsl, settings) as sut:
         lg.StartTestWithLogSettings(sut.handle, qsl.handle, ts, log_settings(out), "")
@@ -285,11 +286,12 @@ class HeldEngine(RowEngine):
 
 @contextmanager
 def held_sut(queue: ScriptedQueue, engine: HeldEngine, offsets: np.ndarray, scenario: str, batch_size: int,
-             settings: dict) -> Iterator[None]:
+             inflight_batches: int) -> Iterator[None]:
     from dlrm_bench.harness.sut import BatchingSUT, take_policy
 
+    settings = Settings(batch_size=batch_size, inflight_batches=inflight_batches)
     with SampleLibrary(empty_split(), offsets, len(offsets) - 1) as qsl:
-        with BatchingSUT(engine, qsl, settings, batch_size, take_policy(scenario, settings, batch_size), queue):
+        with BatchingSUT(engine, qsl, settings, take_policy(scenario, settings), queue):
             try:
                 yield
             finally:
@@ -309,7 +311,7 @@ def test_batcher_takes_samples_only_when_an_engine_slot_is_free() -> None:
     the samples arriving meanwhile go out together (a loaded Server sends full batches)."""
     queue = ScriptedQueue([[0, 1], [2], [3, 4, 5]])
     engine = HeldEngine()
-    with held_sut(queue, engine, offsets_for(6), "Server", 1 << 20, {"inflight_batches": 1}):
+    with held_sut(queue, engine, offsets_for(6), "Server", 1 << 20, inflight_batches=1):
         wait_for(lambda: len(engine.pending) == 1)
         time.sleep(0.1)  # time enough for a batcher that takes before it has a slot
         assert queue.takes == 1
@@ -326,23 +328,10 @@ def test_offline_query_cut_into_batches_keeps_the_inflight_limit() -> None:
     queue = ScriptedQueue([[0, 1, 2, 3, 4, 5]])
     engine = HeldEngine()
     offsets = np.arange(0, 61, 10, dtype=np.int64)
-    with held_sut(queue, engine, offsets, "Offline", 20, {"inflight_batches": 2}):
+    with held_sut(queue, engine, offsets, "Offline", 20, inflight_batches=2):
         wait_for(lambda: len(engine.pending) == 2)
         time.sleep(0.05)
         assert len(engine.pending) == 2  # the third batch waits for a slot
         engine.release(0)
         wait_for(lambda: len(engine.pending) == 3)
     assert queue.completed == [0, 1, 2, 3, 4, 5]
-
-
-def test_the_setting_stall_trace_ms_reaches_the_suts_watchdog(tmp_path: Path) -> None:
-    """make_sut hands `stall_trace_ms` and the trace path to its interpreter: a stall while the SUT is entered
-    leaves the dump naming the call that held the GIL (the batcher and completers wait meanwhile)."""
-    path = tmp_path / "stall_traces.txt"
-    settings = {"loadgen_bridge": "python", "stall_trace_ms": 20}
-    with SampleLibrary(empty_split(), offsets_for(10), 10) as qsl, \
-            make_sut("Server", RowEngine(), qsl, settings, path):
-        held = hold_the_gil()
-        time.sleep(0.02)
-    assert held > 0.03, "the GIL-holding call was too fast on this machine to be seen"
-    assert "hold_the_gil" in path.read_text()

@@ -50,10 +50,12 @@ def test_rows_jobs_are_cut_into_row_slices() -> None:
 
 
 def test_model_inflight_defaults_to_the_clients_and_can_differ(tmp_path) -> None:
+    from dlrm_bench.settings import Settings
     from dlrm_bench.triton_server.repository import spec_from_settings
 
     def spec(settings: dict) -> int:
-        return spec_from_settings("cpu", tmp_path, tmp_path, tmp_path, settings, tmp_path / "info").inflight
+        return spec_from_settings("cpu", tmp_path, tmp_path, tmp_path, Settings.from_dict(settings),
+                                  tmp_path / "info").inflight
 
     assert spec({}) == 2
     assert spec({"inflight_batches": 6}) == 6

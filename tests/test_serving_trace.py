@@ -1,4 +1,4 @@
-"""Per-request timestamps through a real Triton server (setting triton_trace, serving/trace.py)."""
+"""Per-request timestamps through a real Triton server (setting triton_trace, triton_server/trace.py)."""
 
 from __future__ import annotations
 

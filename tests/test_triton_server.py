@@ -24,6 +24,7 @@ from dlrm_bench.cli import main as cli
 from dlrm_bench.engines import create_engine
 from dlrm_bench.criteo.dataset import load_meta, open_split
 from dlrm_bench.errors import UserError
+from dlrm_bench.settings import Settings
 from dlrm_bench.triton_server import protocol as wire
 from dlrm_bench.triton_server.install import TritonInstall, find_triton, stub_environment
 from dlrm_bench.triton_server.repository import config_pbtxt, spec_from_settings, write_repository
@@ -54,10 +55,14 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def write_config(path: Path, **extra: object) -> Path:
-    """A config.json for every scenario: one system matching any machine, small batches, `extra` settings."""
-    system = {"match": {}, "default": {"engine": "reference", "batch_size": 2048, "server_max_wait_ms": 2.0,
-                                       "server_target_qps": 20, "offline_expected_qps": 100, **extra}}
-    path.write_text(json.dumps({"systems": {"ANY": system}}))
+    """A scenario config.json for any machine (an entry for every system of systems.json that extends none; the
+    others inherit it): the reference engine, small batches, `extra` settings."""
+    from dlrm_bench.configs import load_systems
+
+    entry = {"default": {"engine": "reference", "batch_size": 2048, "server_max_wait_ms": 2.0,
+                         "server_target_qps": 20, "offline_expected_qps": 100, **extra}}
+    roots = [name for name, system in load_systems().items() if system.extends is None]
+    path.write_text(json.dumps({"systems": {name: entry for name in roots}}))
     return path
 
 
@@ -84,7 +89,7 @@ def assert_nothing_left(pgid: int, client_pid: int) -> None:
 # ---------------------------------------------------------------------------------------------- units
 def test_rows_repository_counts_pairs_and_carries_the_engine(tmp_path: Path) -> None:
     spec = spec_from_settings("cpu", tmp_path / "m.pt", tmp_path, None,
-                              {"batch_size": 4096, "triton_inputs": "rows", "threads": 2}, tmp_path / "info")
+                              Settings(batch_size=4096, triton_inputs="rows", threads=2), tmp_path / "info")
     text = config_pbtxt(spec)
     assert "max_batch_size: 4096" in text and 'backend: "python"' in text
     assert f'"{wire.NUMERIC}" data_type: TYPE_FP32 dims: [ 13 ]' in text
@@ -99,21 +104,21 @@ def test_rows_repository_counts_pairs_and_carries_the_engine(tmp_path: Path) -> 
 
 def test_ranges_repository_is_ragged_and_cuda_gets_gpu_instances(tmp_path: Path) -> None:
     spec = spec_from_settings("cuda", tmp_path / "m.pt", tmp_path, tmp_path / "test",
-                              {"batch_size": 262144, "triton_instances": 2}, tmp_path / "info")
+                              Settings(batch_size=262144, triton_instances=2), tmp_path / "info")
     text = config_pbtxt(spec)
     assert "allow_ragged_batch: true" in text and f'"{wire.ROW_RANGES}" data_type: TYPE_INT64' in text
     assert "count: 2 kind: KIND_GPU" in text
     assert '"max_batch_pairs" value: { string_value: "262144" }' in text
     ref_on_gpu = spec_from_settings("reference", tmp_path / "m.pt", tmp_path, tmp_path / "test",
-                                    {"device": "cuda:0"}, tmp_path / "info")
+                                    Settings(device="cuda:0"), tmp_path / "info")
     assert ref_on_gpu.kind == "gpu"
 
 
 def test_bad_serving_settings_are_named(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="triton_inputs 'bytes'"):
-        spec_from_settings("reference", tmp_path, tmp_path, tmp_path, {"triton_inputs": "bytes"}, tmp_path)
+    with pytest.raises(UserError, match="setting 'triton_inputs' is \"bytes\": expected one of ranges, rows"):
+        Settings().with_values({"triton_inputs": "bytes"}, "test")
     with pytest.raises(UserError, match="needs the server to open"):
-        spec_from_settings("reference", tmp_path, tmp_path, None, {}, tmp_path)
+        spec_from_settings("reference", tmp_path, tmp_path, None, Settings(), tmp_path)
 
 
 def test_busy_port_is_replaced_or_named(capsys: pytest.CaptureFixture[str]) -> None:
@@ -320,7 +325,7 @@ def test_serve_answers_a_client_and_stops_on_ctrl_c(workspace, tmp_path) -> None
     finally:
         if proc.poll() is None:
             proc.kill()
-    engine = create_engine("reference", workspace["model"], load_meta(workspace["data"]), {})
+    engine = create_engine("reference", workspace["model"], load_meta(workspace["data"]))
     assert served.shape == (123, 1)
     np.testing.assert_allclose(served[:, 0], engine.predict(numeric, categorical), rtol=1e-5, atol=1e-7)
     assert proc.returncode == 0, out + err
@@ -344,12 +349,12 @@ def test_serve_names_a_busy_port(workspace, monkeypatch, capsys) -> None:
 
 @needs_triton
 def test_traced_requests_carry_timestamps_from_both_sides(workspace, tmp_path) -> None:
-    """triton_trace: the client and the model inside tritonserver stamp every request (serving/trace.py)."""
+    """triton_trace: the client and the model inside tritonserver stamp every request (triton_server/trace.py)."""
     from dlrm_bench.triton_server.client import TritonEngine
     from dlrm_bench.triton_server.trace import PHASES, summarize
 
     meta = load_meta(workspace["data"])
-    engine = TritonEngine("reference", workspace["model"], meta, {"batch_size": 2048, "triton_trace": True},
+    engine = TritonEngine("reference", workspace["model"], meta, Settings(batch_size=2048, triton_trace=True),
                           tmp_path / "work")
     try:
         engine.load(open_split(workspace["data"] / "test"))
@@ -376,7 +381,7 @@ def test_shared_memory_outputs_match_the_message_and_are_freed(workspace, tmp_pa
     got = {}
     for shm in (False, True):
         engine = TritonEngine("reference", workspace["model"], meta,
-                              {"batch_size": 2048, "inflight_batches": 2, "triton_output_shm": shm},
+                              Settings(batch_size=2048, inflight_batches=2, triton_output_shm=shm),
                               tmp_path / f"work-{shm}")
         try:
             engine.load(split)
