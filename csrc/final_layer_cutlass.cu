@@ -27,9 +27,9 @@ using FinalTile = Shape<_128, _128, _128>;
 using Cluster = Shape<_1, _2, _1>;
 constexpr auto kRound = cutlass::FloatRoundStyle::round_to_nearest;
 
-// The per-column vectors (w_scale, bias, final_w): CUTLASS's row broadcast fetches each tile's slice from global
-// memory at every tile (variant 0); dlrm_cutlass::Sm90WholeRowBroadcast holds them whole in shared memory, copied
-// once per consumer warpgroup (variant 1, N <= 256; csrc/whole_row_broadcast.h).
+// The per-column vectors (w_scale, bias, final_w): dlrm_cutlass::Sm90WholeRowBroadcast holds them whole in shared
+// memory, copied once per consumer warpgroup (N <= 256; csrc/whole_row_broadcast.h); CUTLASS's row broadcast
+// fetches each tile's slice from global memory at every tile (the baseline variant).
 using TileSlices = fusion::Sm90RowBroadcast<0, FinalTile, float, float, Stride<_0, _1, int64_t>>;
 using WholeRows = dlrm_cutlass::Sm90WholeRowBroadcast<256, FinalTile>;
 
@@ -105,11 +105,10 @@ struct FinalLayer {
 
 extern "C" {
 
-int dlrm_final_layer_variants() { return 3; }
-
 // z fp32 [m]: initialize() zeroes it on `stream` (the atomic row reduction's fill), then the GEMM adds into it.
-// variant: 0 the per-column vectors fetched per tile, 1 held whole in shared memory, 2 held whole and 64 x 128
-// epilogue subtiles. Returns 0, -1 for an unknown variant, or a code of csrc/cutlass_launch.h.
+// variant: 0 the per-column vectors held whole in shared memory with 64 x 128 epilogue subtiles (the configs'),
+// 1 fetched per tile by CUTLASS's row broadcast (built with -DDLRM_ALL_GEMM_VARIANTS). Returns 0, -1 for a variant
+// not built into this library, or a code of csrc/cutlass_launch.h.
 int dlrm_final_layer_run(int variant, const void* a, const void* b, float* z, const float* w_scale,
                          const float* bias, const float* final_w, int m, int n, int k, int lda, int ldb,
                          int sm_count, int device, void* workspace, size_t workspace_bytes, void* stream) {
@@ -117,21 +116,22 @@ int dlrm_final_layer_run(int variant, const void* a, const void* b, float* z, co
   auto B = static_cast<const int8_t*>(b);
   auto s = static_cast<cudaStream_t>(stream);
   switch (variant) {
-    case 0: return FinalLayer<TileSlices>::run(A, B, z, w_scale, bias, final_w, m, n, k, lda, ldb, sm_count,
-                                               device, workspace, workspace_bytes, s);
-    case 1: return FinalLayer<WholeRows>::run(A, B, z, w_scale, bias, final_w, m, n, k, lda, ldb, sm_count,
-                                              device, workspace, workspace_bytes, s);
-    case 2: return FinalLayer<WholeRows, Shape<_64, _128>>::run(A, B, z, w_scale, bias, final_w, m, n, k, lda, ldb,
+    case 0: return FinalLayer<WholeRows, Shape<_64, _128>>::run(A, B, z, w_scale, bias, final_w, m, n, k, lda, ldb,
                                                                 sm_count, device, workspace, workspace_bytes, s);
+#ifdef DLRM_ALL_GEMM_VARIANTS
+    case 1: return FinalLayer<TileSlices>::run(A, B, z, w_scale, bias, final_w, m, n, k, lda, ldb, sm_count,
+                                               device, workspace, workspace_bytes, s);
+#endif
     default: return -1;
   }
 }
 
 size_t dlrm_final_layer_workspace(int variant, int m, int n, int k, int sm_count) {
   switch (variant) {
-    case 0: return FinalLayer<TileSlices>::workspace(m, n, k, sm_count);
-    case 1: return FinalLayer<WholeRows>::workspace(m, n, k, sm_count);
-    case 2: return FinalLayer<WholeRows, Shape<_64, _128>>::workspace(m, n, k, sm_count);
+    case 0: return FinalLayer<WholeRows, Shape<_64, _128>>::workspace(m, n, k, sm_count);
+#ifdef DLRM_ALL_GEMM_VARIANTS
+    case 1: return FinalLayer<TileSlices>::workspace(m, n, k, sm_count);
+#endif
     default: return 0;
   }
 }

@@ -144,35 +144,34 @@ struct Int8Layer {
 };
 
 using Pingpong = cutlass::gemm::KernelTmaWarpSpecializedPingpong;
-using Cooperative = cutlass::gemm::KernelTmaWarpSpecializedCooperative;
 using EpiPingpong = cutlass::epilogue::TmaWarpSpecialized;
-using EpiCooperative = cutlass::epilogue::TmaWarpSpecializedCooperative;
+using Tile = Shape<_128, _128, _128>;
+using Cluster = Shape<_1, _2, _1>;  // two CTAs of neighbouring N tiles share each A tile by TMA multicast
 
-// The variants, by index (keep in step with cutlass_gemm.VARIANTS in Python).
-using V0 = Int8Layer<Shape<_128, _128, _128>, Shape<_2, _1, _1>, Pingpong, EpiPingpong>;
-using V1 = Int8Layer<Shape<_128, _128, _128>, Shape<_1, _2, _1>, Pingpong, EpiPingpong>;
-using V2 = Int8Layer<Shape<_128, _128, _128>, Shape<_1, _1, _1>, Pingpong, EpiPingpong>;
-using V3 = Int8Layer<Shape<_128, _256, _128>, Shape<_2, _1, _1>, Cooperative, EpiCooperative>;
-using V4 = Int8Layer<Shape<_256, _128, _128>, Shape<_1, _2, _1>, Cooperative, EpiCooperative>;
-using V5 = Int8Layer<Shape<_128, _256, _128>, Shape<_1, _1, _1>, Cooperative, EpiCooperative>;
-using V6 = Int8Layer<Shape<_128, _128, _128>, Shape<_1, _4, _1>, Pingpong, EpiPingpong>;
-using V7 = Int8Layer<Shape<_128, _128, _128>, Shape<_2, _2, _1>, Pingpong, EpiPingpong>;
-using V8 = Int8Layer<Shape<_128, _128, _64>, Shape<_1, _2, _1>, Pingpong, EpiPingpong>;
-using V9 = Int8Layer<Shape<_128, _128, _128>, Shape<_1, _2, _1>, Pingpong, EpiPingpong, FmaFusion>;
-using V10 = Int8Layer<Shape<_128, _128, _128>, Shape<_1, _2, _1>, Pingpong, EpiPingpong, FmaFusion,
-                      Shape<_64, _128>>;
-using V11 = Int8Layer<Shape<_128, _128, _128>, Shape<_1, _2, _1>, Pingpong, EpiPingpong, FmaSmemFusion>;
-using V12 = Int8Layer<Shape<_128, _128, _128>, Shape<_1, _2, _1>, Pingpong, EpiPingpong, FmaSmemFusion,
-                      Shape<_64, _128>>;
-using V13 = Int8Layer<Shape<_128, _128, _128>, Shape<_1, _2, _1>, Pingpong, EpiPingpong, PermutedStoreFusion>;
+// The variants, by index (keep in step with settings.GEMM_VARIANTS in Python). 0 and 1 are the ones the configs
+// use; 2 and 3, their baselines for benchmarks, are built with -DDLRM_ALL_GEMM_VARIANTS (make kernels
+// GEMM_VARIANTS=all).
+using V0 = Int8Layer<Tile, Cluster, Pingpong, EpiPingpong, FmaSmemFusion, Shape<_64, _128>>;  // _fma_smemrows_e64x128
+using V1 = Int8Layer<Tile, Cluster, Pingpong, EpiPingpong, PermutedStoreFusion>;             // _fma_permuted
+#ifdef DLRM_ALL_GEMM_VARIANTS
+using V2 = Int8Layer<Tile, Cluster, Pingpong, EpiPingpong, FmaFusion>;                       // _fma
+using V3 = Int8Layer<Tile, Cluster, Pingpong, EpiPingpong>;                                  // CUTLASS's epilogue
+#endif
 
 }  // namespace
 
 extern "C" {
 
-int dlrm_top_gemm_variants() { return 14; }
+// 1 when `variant` is built into this library.
+int dlrm_top_gemm_has_variant(int variant) {
+#ifdef DLRM_ALL_GEMM_VARIANTS
+  return variant >= 0 && variant < 4;
+#else
+  return variant >= 0 && variant < 2;
+#endif
+}
 
-// Returns 0 on success, -1 for an unknown variant, else a code of csrc/cutlass_launch.h.
+// Returns 0 on success, -1 for a variant not built into this library, else a code of csrc/cutlass_launch.h.
 int dlrm_top_gemm_run(int variant, const void* a, const void* b, void* d, const float* alpha, const float* bias,
                       int m, int n, int k, int lda, int ldb, int ldd, int sm_count, int device, void* workspace,
                       size_t workspace_bytes, void* stream) {
@@ -185,18 +184,10 @@ int dlrm_top_gemm_run(int variant, const void* a, const void* b, void* d, const 
   switch (variant) {
     case 0: return DLRM_RUN(V0);
     case 1: return DLRM_RUN(V1);
+#ifdef DLRM_ALL_GEMM_VARIANTS
     case 2: return DLRM_RUN(V2);
     case 3: return DLRM_RUN(V3);
-    case 4: return DLRM_RUN(V4);
-    case 5: return DLRM_RUN(V5);
-    case 6: return DLRM_RUN(V6);
-    case 7: return DLRM_RUN(V7);
-    case 8: return DLRM_RUN(V8);
-    case 9: return DLRM_RUN(V9);
-    case 10: return DLRM_RUN(V10);
-    case 11: return DLRM_RUN(V11);
-    case 12: return DLRM_RUN(V12);
-    case 13: return DLRM_RUN(V13);
+#endif
     default: return -1;
   }
 #undef DLRM_RUN
@@ -206,18 +197,10 @@ size_t dlrm_top_gemm_workspace(int variant, int m, int n, int k, int sm_count) {
   switch (variant) {
     case 0: return V0::workspace(m, n, k, sm_count);
     case 1: return V1::workspace(m, n, k, sm_count);
+#ifdef DLRM_ALL_GEMM_VARIANTS
     case 2: return V2::workspace(m, n, k, sm_count);
     case 3: return V3::workspace(m, n, k, sm_count);
-    case 4: return V4::workspace(m, n, k, sm_count);
-    case 5: return V5::workspace(m, n, k, sm_count);
-    case 6: return V6::workspace(m, n, k, sm_count);
-    case 7: return V7::workspace(m, n, k, sm_count);
-    case 8: return V8::workspace(m, n, k, sm_count);
-    case 9: return V9::workspace(m, n, k, sm_count);
-    case 10: return V10::workspace(m, n, k, sm_count);
-    case 11: return V11::workspace(m, n, k, sm_count);
-    case 12: return V12::workspace(m, n, k, sm_count);
-    case 13: return V13::workspace(m, n, k, sm_count);
+#endif
     default: return 0;
   }
 }

@@ -1,8 +1,10 @@
-"""The CUTLASS hidden-layer GEMMs (csrc/top_gemm_cutlass.cu via engines/cuda/kernel_library.py) against the int8
-recipe: each layer within one int8 step of the recipe's requantization (the folded epilogue), and the whole top
-MLP's probabilities. Edge sizes: 1 pair, odd counts, a partial last tile, the largest batch the engine uses.
+"""The native kernel library's CUTLASS top-MLP GEMMs (csrc/top_gemm_cutlass.cu, csrc/final_layer_cutlass.cu via
+engines/cuda/kernel_library.py) against the int8 recipe: each layer within one int8 step of the recipe's
+requantization (the folded epilogue), and the whole top MLP's probabilities. Edge sizes: 1 pair, odd counts, a
+partial last tile, the largest batch the engine uses. The variants the library was built with are tested (`make
+kernels`: the configs' two; GEMM_VARIANTS=all: the baselines too).
 
-Needs a CUDA GPU and the built library (`make kernels`); the load errors are checked everywhere.
+Needs a CUDA GPU and the built library; the load errors are checked everywhere.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import importlib.util
 import pytest
 import torch
 
+from dlrm_bench.engines.cuda.interaction import to_paired_layout
 from dlrm_bench.engines.cuda.kernel_library import (VARIANTS, KernelLibrary, KernelsUnavailable, in_logical_order,
-                                                  in_stored_order, library_path)
+                                                    in_stored_order, library_path)
 
 CARDS = [1000, 50, 7, 300, 2, 64, 100, 5, 3, 900, 17, 40, 10, 8, 33, 12, 4, 60, 14, 700, 500, 800, 90, 70, 6, 36]
 SIZES = [1, 7, 67, 1001, 65537, 262144]
@@ -21,7 +24,7 @@ SIZES = [1, 7, 67, 1001, 65537, 262144]
 
 def test_a_missing_library_is_named(tmp_path) -> None:
     missing = tmp_path / "libnothing.so"
-    with pytest.raises(KernelsUnavailable, match=r"libnothing\.so: no CUTLASS top-GEMM library.*make kernels"):
+    with pytest.raises(KernelsUnavailable, match=r"libnothing\.so: no native kernel library.*make kernels"):
         KernelLibrary(missing)
 
 
@@ -35,10 +38,8 @@ def test_a_file_that_is_not_a_library_is_refused(tmp_path) -> None:
 def test_each_hidden_variant_names_its_final_layer_kernel() -> None:
     from dlrm_bench.engines.cuda.kernel_library import final_layer_variant
 
-    assert [final_layer_variant(v) for v in ("128x128_c1x2_pingpong", "128x128_c1x2_pingpong_fma_e64x128",
-                                             "128x128_c1x2_pingpong_fma_smemrows",
-                                             "128x128_c1x2_pingpong_fma_smemrows_e64x128",
-                                             "128x128_c1x2_pingpong_fma_permuted")] == [0, 0, 1, 2, 2]
+    assert [final_layer_variant(v) for v in VARIANTS] == [0, 0, 1, 1]
+    assert list(VARIANTS)[:2] == ["128x128_c1x2_pingpong_fma_smemrows_e64x128", "128x128_c1x2_pingpong_fma_permuted"]
 
 
 def test_the_permuted_column_order_puts_each_threads_values_side_by_side() -> None:
@@ -64,12 +65,25 @@ def test_the_permuted_column_order_puts_each_threads_values_side_by_side() -> No
 NO_GPU = not torch.cuda.is_available()
 NO_LIBRARY = not library_path().is_file()
 NO_TRITON = importlib.util.find_spec("triton") is None
+PERMUTED = "128x128_c1x2_pingpong_fma_permuted"
+SHIPPED = "128x128_c1x2_pingpong_fma_smemrows_e64x128"
+
+
+def built_variants() -> list[str]:
+    """The variants this library holds (none without a GPU or a loadable library: those tests skip or fail)."""
+    try:
+        return [] if NO_GPU or NO_LIBRARY else [v for v in VARIANTS if KernelLibrary().has_variant(v)]
+    except KernelsUnavailable:
+        return []
+
+
+BUILT = built_variants()
 
 
 def on_gpu(test):
     """GPU test marks: the gpu marker, and skips without CUDA, the library or Triton (the final layer)."""
     test = pytest.mark.skipif(NO_TRITON, reason="the final layer runs in OpenAI Triton")(test)
-    test = pytest.mark.skipif(NO_LIBRARY, reason="needs the CUTLASS library (make kernels)")(test)
+    test = pytest.mark.skipif(NO_LIBRARY, reason="needs the native kernel library (make kernels)")(test)
     test = pytest.mark.skipif(NO_GPU, reason="needs a CUDA GPU")(test)
     return pytest.mark.gpu(test)
 
@@ -89,7 +103,8 @@ def _top(qm, variant: str):
 
 
 def _top_input(batch: int, seed: int) -> torch.Tensor:
-    """int8 [batch, 512], columns 479+ zero (the interaction's padding)."""
+    """int8 [batch, 512] in the recipe's column order, columns 479+ zero (the interaction's padding); the top MLP
+    reads it as to_paired_layout(x)."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randint(-40, 40, (batch, 512), generator=g, dtype=torch.int8)
     x[:, 479:] = 0
@@ -100,14 +115,15 @@ _REFERENCE: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
 
 
 def _reference_layers(qm, batch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(input, recipe output) of each hidden layer on a random top input of `batch` rows, once per batch."""
+    """(input as the layer reads it, recipe output) of each hidden layer on a random top input of `batch` rows, once
+    per batch."""
     from dlrm_bench.quant.recipe import int8_linear, requantize
 
     if batch not in _REFERENCE:
         x, layers = _top_input(batch, batch + 11), []
-        for layer in qm.top[:-1]:
+        for i, layer in enumerate(qm.top[:-1]):
             want = requantize(int8_linear(x, layer), layer.act_inv)
-            layers.append((x, want))
+            layers.append((to_paired_layout(x) if i == 0 else x, want))
             x = want
         _REFERENCE[batch] = layers
     return _REFERENCE[batch]
@@ -115,7 +131,7 @@ def _reference_layers(qm, batch: int) -> list[tuple[torch.Tensor, torch.Tensor]]
 
 @on_gpu
 @pytest.mark.parametrize("batch", SIZES)
-@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("variant", BUILT or [SHIPPED])
 def test_hidden_layers_are_within_one_step(model, batch: int, variant: str) -> None:
     _, qm, _, _ = model
     top = _top(qm, variant)
@@ -130,7 +146,7 @@ def test_hidden_layers_are_within_one_step(model, batch: int, variant: str) -> N
 
 @on_gpu
 @pytest.mark.parametrize("batch", [1, 67, 65537])
-@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("variant", BUILT or [SHIPPED])
 def test_top_mlp_matches_emulation(model, batch: int, variant: str) -> None:
     from dlrm_bench.quant.recipe import emulate_top
 
@@ -140,7 +156,7 @@ def test_top_mlp_matches_emulation(model, batch: int, variant: str) -> None:
     top = _top(qm, variant)
     buffers = [torch.empty(batch, w, dtype=torch.int8, device="cuda") for w in top.widths]
     probs = torch.empty(batch, dtype=torch.float32, device="cuda")
-    top(x.cuda(), buffers, probs, batch)
+    top(to_paired_layout(x).cuda(), buffers, probs, batch)
     assert torch.allclose(probs.cpu(), want, atol=2e-2), float((probs.cpu() - want).abs().max())
 
 
@@ -148,7 +164,7 @@ def test_top_mlp_matches_emulation(model, batch: int, variant: str) -> None:
 def test_the_layer_replays_in_a_cuda_graph(model) -> None:
     """Captured once, replayed on new input bytes in the same buffers: the result follows the input."""
     _, qm, _, _ = model
-    top = _top(qm, next(iter(VARIANTS)))
+    top = _top(qm, SHIPPED)
     x = _top_input(300, 1).cuda()
     out = torch.empty(300, top.widths[0], dtype=torch.int8, device="cuda")
     top.layer(0, x, out, 300)  # warm: library loaded, workspace allocated
@@ -163,14 +179,9 @@ def test_the_layer_replays_in_a_cuda_graph(model) -> None:
     assert torch.equal(out, want)
 
 
-# the final layer's vectors per tile / held whole / held whole with 64 x 128 subtiles
-FINAL_VARIANTS = [next(iter(VARIANTS)), "128x128_c1x2_pingpong_fma_smemrows",
-                  "128x128_c1x2_pingpong_fma_smemrows_e64x128"]
-
-
 @on_gpu
 @pytest.mark.parametrize("batch", SIZES)
-@pytest.mark.parametrize("variant", FINAL_VARIANTS)
+@pytest.mark.parametrize("variant", BUILT or [SHIPPED])
 def test_final_layer_matches_triton_and_emulation(model, batch: int, variant: str) -> None:
     """The CUTLASS final layer (the 256 -> 1 dot in the GEMM's epilogue, row sums added atomically) on the Triton
     path's own input: the recipe's probabilities, and the Triton final layer's to float rounding."""
@@ -187,7 +198,7 @@ def test_final_layer_matches_triton_and_emulation(model, batch: int, variant: st
             top.configs[-1].cutlass = variant
         buffers = [torch.empty(batch, w, dtype=torch.int8, device="cuda") for w in top.widths]
         probs[final] = torch.full((batch + 2,), -1.0, device="cuda")
-        top(x.cuda(), buffers, probs[final], batch)
+        top(to_paired_layout(x).cuda(), buffers, probs[final], batch)
     got = probs[True].cpu()
     assert torch.allclose(got[:batch], probs[False][:batch].cpu(), atol=1e-5, rtol=0)
     assert torch.allclose(got[:batch], want, atol=2e-2), float((got[:batch] - want).abs().max())
@@ -204,33 +215,8 @@ def test_a_whole_row_variant_refuses_more_than_1024_columns(model) -> None:
     w = torch.ones(1152, 512, dtype=torch.int8, device="cuda")
     out = torch.empty(64, 1152, dtype=torch.int8, device="cuda")
     ones = torch.ones(1152, device="cuda")
-    with pytest.raises(RuntimeError, match=r"fma_smemrows on \[64, 512\] x \[1152, 512\].*N <= 1024"):
-        kernel_library()("128x128_c1x2_pingpong_fma_smemrows", x, w, out, ones, ones, 64, 132)
-
-
-@on_gpu
-@pytest.mark.parametrize("batch", [1, 4099, 65537])
-def test_cutlass_top_mlp_in_row_chunks_gives_the_same_bytes(model, batch: int) -> None:
-    """The shipped CUTLASS hidden and final layers over 8 row ranges (top_mlp_row_chunks): the bytes and
-    probabilities of the whole batch at once."""
-    _, qm, _, _ = model
-    x = _top_input(batch, batch + 3).cuda()
-    results = []
-    for row_chunks in (1, 8):
-        top = _top(qm, "128x128_c1x2_pingpong_fma_smemrows_e64x128")
-        top.configs[-1].cutlass = "128x128_c1x2_pingpong_fma_smemrows_e64x128"
-        top.row_chunks = row_chunks
-        buffers = [torch.full((batch + 1, w), 99, dtype=torch.int8, device="cuda") for w in top.widths]
-        probs = torch.full((batch + 1,), -1.0, device="cuda")
-        top(x, buffers, probs, batch)
-        results.append((buffers, probs))
-    (whole, whole_probs), (chunked, chunked_probs) = results
-    assert all(torch.equal(a, b) for a, b in zip(whole, chunked))
-    assert torch.equal(whole_probs, chunked_probs) and float(chunked_probs[batch]) == -1.0
-
-
-PERMUTED = "128x128_c1x2_pingpong_fma_permuted"
-SHIPPED = "128x128_c1x2_pingpong_fma_smemrows_e64x128"
+    with pytest.raises(RuntimeError, match=r"fma_smemrows_e64x128 on \[64, 512\] x \[1152, 512\].*N <= 1024"):
+        kernel_library()(SHIPPED, x, w, out, ones, ones, 64, 132)
 
 
 @on_gpu
@@ -243,7 +229,7 @@ def test_permuted_stores_are_the_shipped_bytes_in_their_order(model, batch: int,
     from dlrm_bench.engines.cuda.top_mlp import use_cutlass_hidden_layers
 
     _, qm, _, _ = model
-    x = _top_input(batch, batch + 21).cuda()
+    x = to_paired_layout(_top_input(batch, batch + 21)).cuda()
     results = []
     for variant in (SHIPPED, PERMUTED):
         top = _top(qm, variant)

@@ -176,4 +176,4 @@ class BottomMLP:
         """The loaded library whose CUDA kernel this bottom MLP runs."""
         from dlrm_bench.engines.cuda.kernel_library import hopper_kernel_library
 
-        return hopper_kernel_library(device, "bottom-MLP", "has_bottom_mlp")
+        return hopper_kernel_library(device, "bottom-MLP")

@@ -183,7 +183,7 @@ class Interaction:
                                              self.store.remap is not None)) if bad]
         if unsupported:
             raise UserError(f"interaction_kernel cuda: supports {'; '.join(unsupported)}")
-        return hopper_kernel_library(self.tables.device, "interaction", "has_interaction")
+        return hopper_kernel_library(self.tables.device, "interaction")
 
     def __call__(self, categorical: torch.Tensor, rows: torch.Tensor | None, num_pairs: int,
                  top_in: torch.Tensor) -> None:

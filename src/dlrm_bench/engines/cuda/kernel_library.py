@@ -1,15 +1,13 @@
-"""The top MLP's layers through CUTLASS (csrc/*.cu), loaded with ctypes.
+"""The native kernel library (csrc/*.cu, sm_90a), loaded with ctypes: CUTLASS top-MLP GEMMs, a CUDA bottom MLP
+and a CUDA gather + interaction.
 
 Why CUDA here: the Triton GEMMs (top_mlp.py) stream every operand tile from L2 once per SM. Hopper's answer is a
 thread-block cluster whose TMA loads multicast one tile into two SMs' shared memory, plus warp-specialized
-producer / consumer warpgroups; Triton 3.6 has no multicast ("NYI: Support multicast") and no cluster launch for
-`tl.dot` kernels. CUTLASS 3 has both. The hidden layers keep Triton's folded epilogue (requant(relu(acc * alpha +
-bias)), alpha and bias per output column) and give the same bytes; the final layer does the 256 -> 1 dot in its
-epilogue. On an H100 they made the top MLP 8-9% cheaper per pair at the power limit (benchmarks/NOTES.md).
-
-The same library holds the CUDA gather + interaction kernel (csrc/interaction_mma.cu, `interaction()` here;
-interaction.py says when the engine uses it) and the CUDA bottom MLP (csrc/bottom_mlp_wgmma.cu, `bottom_mlp()`;
-bottom_mlp.py).
+producer / consumer warpgroups; Triton 3.6 has no multicast and no cluster launch for `tl.dot` kernels. CUTLASS 3
+has both. The hidden layers keep Triton's folded epilogue (requant(relu(acc * alpha + bias)), alpha and bias per
+output column) and give the same bytes; the final layer does the 256 -> 1 dot in its epilogue
+(docs/architecture.md has the measured gains). `interaction()` runs csrc/interaction_mma.cu (interaction.py says
+when the engine uses it), `bottom_mlp()` csrc/bottom_mlp_wgmma.cu (bottom_mlp.py).
 
 The library is built by `make kernels` (nvcc for sm_90a and the nvidia-cutlass headers) into
 build/kernels/libdlrm_kernels.so, or named by $DLRM_KERNELS_LIB. Nothing here loads it until asked.
@@ -25,40 +23,23 @@ from pathlib import Path
 import torch
 
 from dlrm_bench.errors import UserError
+from dlrm_bench.settings import GEMM_VARIANTS
 
 LIBRARY_ENV = "DLRM_KERNELS_LIB"
 DEFAULT_LIBRARY = Path(__file__).resolve().parents[4] / "build" / "kernels" / "libdlrm_kernels.so"
 
-VARIANTS = {
-    "128x128_c2x1_pingpong": 0,
-    "128x128_c1x2_pingpong": 1,
-    "128x128_c1x1_pingpong": 2,
-    "128x256_c2x1_cooperative": 3,
-    "256x128_c1x2_cooperative": 4,
-    "128x256_c1x1_cooperative": 5,
-    "128x128_c1x4_pingpong": 6,
-    "128x128_c2x2_pingpong": 7,
-    "128x128k64_c1x2_pingpong": 8,
-    "128x128_c1x2_pingpong_fma": 9,
-    "128x128_c1x2_pingpong_fma_e64x128": 10,
-    "128x128_c1x2_pingpong_fma_smemrows": 11,
-    "128x128_c1x2_pingpong_fma_smemrows_e64x128": 12,
-    "128x128_c1x2_pingpong_fma_permuted": 13,
-}
-"""Kernel variants by name -> index in the library: tile M x N (K step 128 unless named), cluster shape (M x N
-CTAs: c1x2 = two CTAs of neighbouring N tiles that receive one A tile by multicast), warpgroup schedule
-(pingpong: two consumer warpgroups take turns on 128 x 128 tiles, one's epilogue beside the other's MMAs;
-cooperative: both share one tile). "_fma": the epilogue as a tree of one multiply-add per element,
-relu(fma(acc, alpha, bias)), instead of CUTLASS's linear combination (alpha * acc + (0 * C + bias): two FFMA in the
-SASS); the same bytes (csrc/top_gemm_cutlass.cu). "_smemrows": alpha and bias held whole in shared memory, copied
-once per consumer warpgroup, where CUTLASS's row broadcast fetches each tile's slice from global memory and waits
-at a barrier at every tile (csrc/whole_row_broadcast.h; N <= 1024); the final layer of a "_smemrows" variant holds
-its three vectors that way too. "_e64x128": the epilogue converts and stores 64 x 128 subtiles (two per tile)
-instead of CUTLASS's 64 x 64 (four); the final layer of a "_smemrows_e64x128" variant walks 64 x 128 subtiles too
-(instead of 64 x 32). "_permuted": no shared memory in the epilogue at all; each thread stores its int8 values
-straight from registers, 16 bytes at a time, which puts the columns of each 128-column tile in an order of its own
-(physical_column_order; csrc/permuted_store_epilogue.h). The next layer reads them in that order (TopMLP reorders
-its weight's K columns) and alpha / bias are passed in it. N must be a multiple of 128."""
+VARIANTS = {name: index for index, name in enumerate(GEMM_VARIANTS)}
+"""Hidden-layer kernels by name -> index in the library (csrc/top_gemm_cutlass.cu): 128 x 128 tiles, clusters of
+1 x 2 CTAs (two CTAs of neighbouring N tiles receive one A tile by multicast), two consumer warpgroups taking turns
+("pingpong": one's epilogue beside the other's MMAs). "_fma": the epilogue as one multiply-add per element,
+relu(fma(acc, alpha, bias)), instead of CUTLASS's linear combination (two FFMA in the SASS); the same bytes.
+"_smemrows_e64x128": alpha and bias held whole in shared memory (csrc/whole_row_broadcast.h) instead of fetched
+at every tile, and 64 x 128 epilogue subtiles instead of 64 x 64. "_permuted": no shared memory in the epilogue;
+each thread stores its int8 values from registers, 16 bytes at a time, which puts the columns of each 128-column
+tile in an order of its own (physical_column_order; csrc/permuted_store_epilogue.h); the next layer reads them in
+that order (TopMLP reorders its weight's K columns). N must be a multiple of 128. The first two are built by
+default (the configs use them); the other two, `make kernels GEMM_VARIANTS=all`."""
+SHIPPED_FINAL = ("128x128_c1x2_pingpong_fma_smemrows_e64x128", "128x128_c1x2_pingpong_fma_permuted")
 
 TILE_COLUMNS = 128
 """Columns per tile of the "_permuted" variant's column order."""
@@ -100,16 +81,11 @@ def in_logical_order(stored: torch.Tensor, order: torch.Tensor | None) -> torch.
 
 def final_layer_variant(variant: str) -> int:
     """The final layer's kernel (csrc/final_layer_cutlass.cu) that goes with the hidden layers' `variant`: 0 the
-    vectors fetched per tile, 1 held whole in shared memory ("_smemrows"), 2 held whole with 64 x 128 subtiles
-    ("_smemrows_e64x128", and "_permuted")."""
-    if stores_permuted(variant):
-        return 2
-    if "_smemrows" not in variant:
-        return 0
-    return 2 if "_e64x128" in variant else 1
+    vectors held whole in shared memory with 64 x 128 subtiles, 1 fetched per tile (the baseline variants')."""
+    return 0 if variant in SHIPPED_FINAL else 1
 
 
-_ERRORS = {-1: "unknown variant",
+_ERRORS = {-1: "variant not built into this library (`make kernels GEMM_VARIANTS=all` builds every one)",
            1: "shape or alignment not supported (rows must be 16-byte aligned; the \"_smemrows\" variants take N <= "
               "1024, their final layer N <= 256; the \"_permuted\" variant a multiple of 128)",
            2: "workspace too small", 3: "initialize failed (TMA descriptors)", 4: "launch failed",
@@ -124,48 +100,48 @@ def library_path() -> Path:
     return Path(os.environ.get(LIBRARY_ENV, DEFAULT_LIBRARY))
 
 
+def _bind(lib: ctypes.CDLL) -> None:
+    """Argument and result types of the library's C functions."""
+    ptr, i32, i64, size = ctypes.c_void_p, ctypes.c_int, ctypes.c_longlong, ctypes.c_size_t
+    signatures = {
+        "dlrm_top_gemm_run": (i32, [i32, ptr, ptr, ptr, ptr, ptr] + [i32] * 8 + [ptr, size, ptr]),
+        "dlrm_top_gemm_workspace": (size, [i32] * 5),
+        "dlrm_top_gemm_has_variant": (i32, [i32]),
+        "dlrm_final_layer_run": (i32, [i32] + [ptr] * 6 + [i32] * 7 + [ptr, size, ptr]),
+        "dlrm_final_layer_workspace": (size, [i32] * 5),
+        "dlrm_interaction_run": (i32, [ptr, ptr, i64, i32, ptr, ptr, ptr, ptr, i64, i32, i32, ptr]),
+        "dlrm_bottom_mlp_image_bytes": (i32, []),
+        "dlrm_bottom_mlp_run": (i32, [ptr, ptr, i64, i32, i32, ptr, ptr, i64, i32, i32, ptr]),
+    }
+    for name, (result, arguments) in signatures.items():
+        function = getattr(lib, name)
+        function.restype, function.argtypes = result, arguments
+
+
 class KernelLibrary:
     """The loaded library; call it to run one hidden layer on the current CUDA stream."""
 
     def __init__(self, path: Path | None = None) -> None:
         path = path or library_path()
         if not path.is_file():
-            raise KernelsUnavailable(f"{path}: no CUTLASS top-GEMM library (build it with `make kernels` "
+            raise KernelsUnavailable(f"{path}: no native kernel library (build it with `make kernels` "
                                      f"on a machine with nvcc, or set ${LIBRARY_ENV})")
         try:
             lib = ctypes.CDLL(str(path))
         except OSError as exc:
             raise KernelsUnavailable(f"{path}: cannot load: {exc}") from exc
-        lib.dlrm_top_gemm_run.restype = ctypes.c_int
-        lib.dlrm_top_gemm_run.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-                                          ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
-                                          ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                                          ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
-        lib.dlrm_top_gemm_workspace.restype = ctypes.c_size_t
-        lib.dlrm_top_gemm_workspace.argtypes = [ctypes.c_int] * 5
-        lib.dlrm_final_layer_run.restype = ctypes.c_int
-        lib.dlrm_final_layer_run.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 6 + [ctypes.c_int] * 7 + [
-            ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
-        lib.dlrm_final_layer_workspace.restype = ctypes.c_size_t
-        lib.dlrm_final_layer_workspace.argtypes = [ctypes.c_int] * 5
+        if not hasattr(lib, "dlrm_top_gemm_has_variant"):
+            raise KernelsUnavailable(f"{path}: built by an older version of dlrm-bench (its kernels are numbered "
+                                     f"otherwise); rebuild it with `make kernels`")
         self.path = path
-        self.has_interaction = hasattr(lib, "dlrm_interaction_run")  # not in a library built before it
-        if self.has_interaction:
-            lib.dlrm_interaction_run.restype = ctypes.c_int
-            lib.dlrm_interaction_run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_longlong, ctypes.c_int,
-                                                 ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-                                                 ctypes.c_void_p, ctypes.c_longlong, ctypes.c_int, ctypes.c_int,
-                                                 ctypes.c_void_p]
-        self.has_bottom_mlp = hasattr(lib, "dlrm_bottom_mlp_run")  # not in a library built before it
-        if self.has_bottom_mlp:
-            lib.dlrm_bottom_mlp_image_bytes.restype = ctypes.c_int
-            lib.dlrm_bottom_mlp_run.restype = ctypes.c_int
-            lib.dlrm_bottom_mlp_run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_longlong, ctypes.c_int,
-                                                ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_longlong,
-                                                ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
+        _bind(lib)
         self._lib = lib
         self._workspace: dict[torch.device, torch.Tensor] = {}
         self._retired: list[torch.Tensor] = []
+
+    def has_variant(self, variant: str) -> bool:
+        """Whether the hidden-layer kernel `variant` (VARIANTS) is built into this library."""
+        return bool(self._lib.dlrm_top_gemm_has_variant(VARIANTS[variant]))
 
     def _workspace_for(self, need: int, device: torch.device) -> torch.Tensor:
         """A device buffer of at least `need` bytes (one per device, grown when asked for more)."""
@@ -248,18 +224,14 @@ def _check(code: int, what: str) -> None:
 _LOADED: KernelLibrary | None = None
 
 
-def hopper_kernel_library(device: torch.device, what: str, present: str) -> KernelLibrary:
+def hopper_kernel_library(device: torch.device, what: str) -> KernelLibrary:
     """The loaded library, for the CUDA `what` kernel on `device`: KernelsUnavailable where the GPU is not a Hopper
-    (the library is built for sm_90a) or the library predates the kernel (its attribute `present` is false)."""
+    (the library is built for sm_90a)."""
     capability = torch.cuda.get_device_capability(device)
     if capability != (9, 0):
         raise KernelsUnavailable(f"the CUDA {what} kernel is built for Hopper (sm_90a); this GPU is sm_"
                                  f"{capability[0]}{capability[1]}")
-    lib = kernel_library()
-    if not getattr(lib, present):
-        raise KernelsUnavailable(f"{lib.path}: built before the CUDA {what} kernel; rebuild it with "
-                                 "`make kernels`")
-    return lib
+    return kernel_library()
 
 
 def kernel_library() -> KernelLibrary:

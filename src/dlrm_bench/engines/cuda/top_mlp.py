@@ -282,7 +282,11 @@ def use_cutlass_hidden_layers(top: TopMLP, variant: str, final_layer: bool = Fal
     if capability != (9, 0):
         raise KernelsUnavailable(f"the CUTLASS kernels are built for Hopper (sm_90a); this GPU is sm_"
                                  f"{capability[0]}{capability[1]}")
-    kernel_library()
+    library = kernel_library()
+    missing = sorted({variant, first_layer or variant} - {v for v in VARIANTS if library.has_variant(v)})
+    if missing:
+        raise KernelsUnavailable(f"{library.path}: {', '.join(missing)} not built into the library (`make kernels "
+                                 f"GEMM_VARIANTS=all` builds every variant)")
     for cfg in top.configs[:-1]:
         cfg.cutlass = variant
     if final_layer:
