@@ -2,12 +2,10 @@
 
     python3 benchmarks/summarize_results.py [build/logs] [--json out.json]
 
-Reads every result.json that `dlrm-bench run` wrote (newest runs last) and prints what the session notes quote:
-samples/s, VALID/INVALID, p99 (Server) or the first result's latency (Offline), the interpreter watchdog's stalls
-(count, longest), the batches whose dispatch or hand-back took over 5 ms with the median share of that time their
-thread spent on a CPU (low: blocked or not scheduled; high: busy), the machine's memory stalls where there were any
-(direct compactions and reclaims, this process's major page faults) and the settings that differ most between runs
-(target QPS, batch sizes, CUDA graphs, bundles).
+Reads every result.json that `dlrm-bench run` wrote (newest runs last) and prints: samples/s, VALID/INVALID, p99
+(Server) or the first result's latency (Offline), the interpreter watchdog's stalls (count, longest), the machine's
+memory stalls where there were any (direct compactions and reclaims, this process's major page faults) and the
+settings that differ most between runs (target QPS, batch sizes, CUDA graphs, bundles).
 """
 
 from __future__ import annotations
@@ -48,18 +46,7 @@ def summarize(result_file: Path) -> dict:
             "auc_ratio": r.get("auc_ratio"), "first_result_ms": r.get("latency_min_ms"), "stalls": pauses.get("stalls"),
             "stall_max_ms": pauses.get("stall_max_ms"),
             "memory_stalls": {k: int(v) for k, v in memory.items() if v},
-            "slow_phases": slow_phases(r.get("sut_batch_phases") or {}),
             "settings": {k: settings[k] for k in SETTINGS_SHOWN if k in settings}}
-
-
-def slow_phases(phases: dict) -> dict[str, tuple[int, float]]:
-    """{phase: (batches over 5 ms, median CPU share of their wall time)} for the phases with any."""
-    out = {}
-    for phase in ("dispatch", "hand_back"):
-        count = phases.get(f"{phase}_over_5ms")
-        if count:
-            out[phase] = (int(count), float(phases.get(f"{phase}_over_5ms_cpu_share", 0.0)))
-    return out
 
 
 def line(s: dict) -> str:
@@ -71,11 +58,9 @@ def line(s: dict) -> str:
     stalls = f"stalls {s['stalls']} (max {s['stall_max_ms']:.1f} ms)" if s["stalls"] is not None else ""
     memory = ", ".join(f"{k} {v}" for k, v in s.get("memory_stalls", {}).items())
     memory = f"memory: {memory}" if memory else ""
-    slow = ", ".join(f"{phase} {n} (cpu {100 * share:.0f}%)" for phase, (n, share) in s.get("slow_phases", {}).items())
-    slow = f"over 5 ms: {slow}" if slow else ""
     cfg = " ".join(f"{k}={v}" for k, v in s["settings"].items())
     return "  ".join(x for x in (f"{s['scenario']}/{s['config_ver']}/{s['test_mode']}", sps, s["validity"] or "",
-                                 p99, auc, first, stalls, slow, memory, cfg) if x)
+                                 p99, auc, first, stalls, memory, cfg) if x)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -82,10 +82,3 @@ def test_memory_stalls_are_shown_only_where_there_were_some(tmp_path) -> None:
     assert "memory: compactions 5, major faults 2" in text and "reclaims" not in text
     quiet = {"major_faults": 0.0, "vmstat": {"compact_stall": 0.0, "allocstall": 0.0}}
     assert "memory" not in sr.line(sr.summarize(_write(tmp_path / "q", "Server", host_cpu=quiet)))
-
-
-def test_slow_phases_show_their_cpu_share_only_where_there_were_some(tmp_path) -> None:
-    phases = {"dispatch_over_5ms": 12.0, "dispatch_over_5ms_cpu_share": 0.083, "hand_back_over_5ms": 0.0}
-    text = sr.line(sr.summarize(_write(tmp_path / "s", "Server", sut_batch_phases=phases)))
-    assert "over 5 ms: dispatch 12 (cpu 8%)" in text and "hand_back" not in text
-    assert "over 5 ms" not in sr.line(sr.summarize(_write(tmp_path / "n", "Server")))

@@ -30,7 +30,6 @@ from dlrm_bench.harness.loadgen_settings import (Overrides, build_test_settings,
 from dlrm_bench.harness.logs import make_run_root, run_dir, update_latest
 from dlrm_bench.harness.qsl import SampleLibrary
 from dlrm_bench.harness.sut import batch_fill_note, make_sut
-from dlrm_bench.harness.thread_times import python_thread_names, read_schedstats, thread_deltas
 from dlrm_bench.inputs import resolve_inputs
 from dlrm_bench.loadgen_logs import loadgen_metrics, read_detail_log
 from dlrm_bench.paths import configs_dir, logs_dir
@@ -105,10 +104,9 @@ def run_loadgen(ctx: RunContext, engine: Engine, scenario: str, mode: str, setti
         if note:
             print(note, flush=True)
         t0 = time.perf_counter()
-        host_before, threads_before = HostSample(), read_schedstats()
+        host_before = HostSample()
         lg.StartTestWithLogSettings(sut.handle, qsl.handle, ts, log_settings(out), str(audit))
         host_cpu = host_delta(host_before, HostSample())
-        host_cpu["threads"] = thread_deltas(threads_before, read_schedstats(), python_thread_names())
         wall = time.perf_counter() - t0
     counters = sut.counters
     save_timeline(out, counters.timeline, t0)

@@ -35,7 +35,6 @@ class Batch:
     starts: np.ndarray
     ends: np.ndarray
     stamps: list[float] = field(default_factory=list)  # perf_counter at batch_stamps.STAMPS
-    cpu: list[float] = field(default_factory=list)  # thread CPU seconds of batch_stamps.CPU_PHASES
 
     @property
     def pairs(self) -> int:
@@ -63,8 +62,7 @@ class Counters:
             self.batches += 1
             self.timeline.append((now, len(batch.ids), batch.pairs))
             if len(batch.stamps) == 3:  # taken, sent, engine_done
-                cpu = batch.cpu if len(batch.cpu) == 2 else (float("nan"), float("nan"))
-                self.stamps.append((*batch.stamps, now, len(batch.ids), batch.pairs, *cpu))
+                self.stamps.append((*batch.stamps, now, len(batch.ids), batch.pairs))
 
 
 class Completer:
@@ -83,7 +81,6 @@ class Completer:
         future.add_done_callback(done)
 
     def _complete(self, batch: Batch, fut: "Future[np.ndarray]", release: threading.Semaphore | None) -> None:
-        cpu = time.thread_time()
         try:
             predictions = np.ascontiguousarray(fut.result(), dtype=np.float32)
             if predictions.shape != (batch.pairs,):
@@ -95,7 +92,6 @@ class Completer:
             if release is not None:
                 release.release()
         self.queue.complete(batch.ids, batch.ends - batch.starts, predictions)
-        batch.cpu.append(time.thread_time() - cpu)
         self.counters.add(batch)
 
     def close(self) -> None:
@@ -183,10 +179,8 @@ class BatchingSUT:
 
     def dispatch(self, batch: Batch) -> None:
         """Send `batch` to the engine; the caller holds one `inflight` slot, released when it completes."""
-        cpu = time.thread_time()
         future = self.engine.predict_ranges_async(batch.starts, batch.ends)
         batch.stamps.append(time.perf_counter())
-        batch.cpu.append(time.thread_time() - cpu)
         self.completer.submit(batch, future, self.inflight)
 
     def __enter__(self) -> "BatchingSUT":
