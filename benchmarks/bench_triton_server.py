@@ -158,8 +158,7 @@ def schedule(variants: list[str], tests: list[tuple[str, str, float]], repeats: 
 
 def diagnostics_line(result: dict[str, Any]) -> str:
     """Where one run's time went, in a few words: the SUT's batch phases (harness/batch_stamps.py), the
-    interpreter's pauses (interpreter.QuietInterpreter.summary), the engine's submit phases and the host's CPU
-    steal (harness/host_stats.py)."""
+    interpreter's pauses (interpreter.QuietInterpreter.summary) and the host's CPU steal (harness/host_stats.py)."""
     phases = result.get("sut_batch_phases") or {}
     p = result.get("interpreter_pauses") or {}
     host = result.get("host_cpu") or {}
@@ -168,16 +167,8 @@ def diagnostics_line(result: dict[str, Any]) -> str:
             f"{phases.get('longest_completion_gap_ms', 0):.1f} ms; "
             f"gc {p.get('gc0_collections', 0)}/{p.get('gc1_collections', 0)}/{p.get('gc2_collections', 0)} "
             f"max {p.get('gc_max_ms', 0):.1f} ms, stalls {p.get('stalls', 0)} max {p.get('stall_max_ms', 0):.1f} ms"
-            + submit_line(result.get("engine_submit_phases") or {})
             + f"; host steal {100 * host.get('steal_share', 0.0):.1f}%, "
             f"preempted {host.get('involuntary_switches', 0):.0f}x")
-
-
-def submit_line(phases: dict[str, float]) -> str:
-    """The engine's submit phases (engines/cuda/engine.py SUBMIT_PHASES): max ms and count over 5 ms."""
-    names = sorted({key.rsplit("_", 2)[0] for key in phases if key.endswith("_max_ms")})
-    return "".join(f"; {name} max {phases[name + '_max_ms']:.1f} ms ({phases[name + '_over_5ms']:.0f} > 5 ms)"
-                   for name in names)
 
 
 def one_test(ctx: runner.RunContext, engine: Engine, scenario: str, settings: Settings, duration: float,
@@ -193,7 +184,7 @@ def one_test(ctx: runner.RunContext, engine: Engine, scenario: str, settings: Se
               "latency_p99_ms": m.get("latency_p99_ms"), "result_valid": m.get("result_valid"),
               "wall_seconds": m["wall_seconds"], "loadavg_1min_after": os.getloadavg()[0], "log_dir": str(out),
               "sut_batch_phases": m.get("sut_batch_phases"), "interpreter_pauses": m.get("interpreter_pauses"),
-              "engine_submit_phases": m.get("engine_submit_phases"), "host_cpu": m.get("host_cpu")}
+              "host_cpu": m.get("host_cpu")}
     if isinstance(engine, TritonEngine) and engine.trace_dir is not None:
         result["trace"] = summarize_trace(engine.trace_dir, began, time.perf_counter())
         print(f"{scenario} request phases through Triton (triton_server/trace.py):\n{format_summary(result['trace'])}")

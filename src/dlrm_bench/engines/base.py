@@ -140,11 +140,6 @@ class Engine(abc.ABC):
     def warmup(self) -> None:
         """Compile / allocate ahead of timed work. Optional."""
 
-    def submit_phases(self) -> dict[str, float]:
-        """Where the engine's own submit calls spent their time since the previous call (which this resets):
-        milliseconds per phase, for result.json. Engines without a pipelined submit path have none."""
-        return {}
-
     def describe(self) -> dict[str, Any]:
         """JSON-able facts for result.json (engine name, device, precision, settings)."""
         return {"engine": self.name, "device": self.device}

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 
 from dlrm_bench.atomic import save_npy
-from dlrm_bench.engines.phase_times import ms_summary
 
 STAMPS = ("taken", "sent", "engine_done", "completed")
 PHASES = {"dispatch": ("taken", "sent"), "engine": ("sent", "engine_done"),
@@ -26,6 +25,12 @@ PHASES = {"dispatch": ("taken", "sent"), "engine": ("sent", "engine_done"),
 BATCHES_FILE = "sut_batches.npy"
 BATCH_COLUMNS = len(STAMPS) + 2
 """BATCHES_FILE's columns: the stamps, samples, pairs."""
+
+
+def ms_summary(name: str, ms: np.ndarray) -> dict[str, float]:
+    """`<name>_median_ms`, `<name>_p99_ms`, `<name>_max_ms` of durations in milliseconds (non-empty)."""
+    return {f"{name}_median_ms": float(np.median(ms)), f"{name}_p99_ms": float(np.percentile(ms, 99)),
+            f"{name}_max_ms": float(ms.max())}
 
 
 def as_array(rows: list[tuple[float, ...]], t0: float) -> np.ndarray:

@@ -97,7 +97,6 @@ def run_loadgen(ctx: RunContext, engine: Engine, scenario: str, mode: str, setti
     if ctx.audit:
         apply_audit_settings(ts, ctx.audit, scenario)  # the test05 keys LoadGen 6 does not take from the file
     audit = ctx.audit if ctx.audit else out / "no-audit.config"
-    engine.submit_phases()  # forget the warm-up's
     with SampleLibrary(ctx.split, ctx.offsets, qsl_count) as qsl, make_sut(scenario, engine, qsl, settings) as sut:
         note = batch_fill_note(sut.batch_size, 1e3 * sut.policy.max_wait_s, ts.server_target_qps,
                                qsl.mean_pairs_per_sample) if scenario == "Server" else None
@@ -128,7 +127,6 @@ def run_loadgen(ctx: RunContext, engine: Engine, scenario: str, mode: str, setti
         "shortened_run": ts.min_duration_ms < int(ctx.rules["min_duration_ms"]),
         "sut_batch_phases": sut_phases,
         "interpreter_pauses": sut.interpreter.summary(t0),
-        "engine_submit_phases": engine.submit_phases(),
         "host_cpu": host_cpu,
     })
     if mode == "AccuracyOnly":

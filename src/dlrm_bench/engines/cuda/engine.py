@@ -23,7 +23,6 @@ from __future__ import annotations
 import queue
 import sys
 import threading
-import time
 from pathlib import Path
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
@@ -40,13 +39,10 @@ from dlrm_bench.engines.cuda.kernel_library import KernelsUnavailable
 from dlrm_bench.engines.cuda.row_index import expand_rows, pack_ranges, packed_length, search_steps
 from dlrm_bench.engines.cuda.table_store import TableStore, build_store
 from dlrm_bench.engines.cuda.top_mlp import TopMLP, use_cutlass_hidden_layers
-from dlrm_bench.engines.phase_times import PhaseTimes
 from dlrm_bench.quant.artifacts import Int8Model
 from dlrm_bench.quant.recipe import TOP_INPUT_PAD, quantize_numeric
 from dlrm_bench.settings import Settings
 
-SUBMIT_PHASES = ("bundle_wait", "stage", "launch")
-"""What `CudaEngine.submit_phases` times in each batch's submit call."""
 COPY_ROWS = 1 << 22
 """Rows per host-to-device chunk when uploading arrays."""
 
@@ -136,7 +132,6 @@ class CudaEngine(Engine):
         self.graph_sizes = graph_bucket_sizes(self.max_pairs, settings.cuda_graph_buckets)
         self.graph_batches = 0
         self.graphs_ready = False
-        self.submit_times = PhaseTimes(SUBMIT_PHASES)
         self.row_search_steps = search_steps(self.max_pairs)  # sample ranges -> row indices (row_index.py)
 
     @property
@@ -310,30 +305,20 @@ class CudaEngine(Engine):
 
     def _submit_chunk(self, starts: np.ndarray, ends: np.ndarray) -> "Future[np.ndarray]":
         n = int((ends - starts).sum())
-        began = time.perf_counter()
         b = self.bundles.get()
-        got_bundle = time.perf_counter()
         try:
             with torch.cuda.device(self.dev):  # Triton launches on the current device: make it this engine's
                 b.stream.wait_stream(torch.cuda.current_stream(self.dev))
                 if self.graphs_ready:
                     self._stage_ranges(b, starts, ends)
-                    staged = time.perf_counter()
                     self._replay(b, n)
                 else:
                     numeric, categorical, rows = self._stage_inputs(b, starts, ends, n)
-                    staged = time.perf_counter()
                     self._run(b, numeric, categorical, rows, n)
         except BaseException:
             self.bundles.put(b)
             raise
-        self.submit_times.add((got_bundle - began, staged - got_bundle, time.perf_counter() - staged))
         return self.completer.submit(self._finish, b, n)
-
-    def submit_phases(self) -> dict[str, float]:
-        """Per submitted batch since the last call: waiting for a free bundle, staging its inputs (row indices
-        or host copies), launching its kernels (phase_times.PhaseTimes.summary)."""
-        return self.submit_times.summary()
 
     def _finish(self, b: Bundle, n: int) -> np.ndarray:
         try:
