@@ -1,6 +1,6 @@
 """Throughput of the raw day reader and of preprocessing (rows/s and MB/s per core); writes JSON.
 
-Inputs are made from the 1,000 real Criteo rows in shared/data (tiled to --rows rows):
+Inputs are made from the 1,000 real Criteo rows in tests/data/train_1000.txt (tiled to --rows rows):
   padded   every row with all 40 fields (the layout of the Criteo Terabyte day files): the parser's fast path
   kaggle   the rows as they are, 53% with 37 or 38 fields (trailing empty fields dropped): the general path
   gzip     `padded`, gzip-compressed (level 6), as day_k.gz files usually are
@@ -30,15 +30,12 @@ from dlrm_bench import paths  # noqa: E402
 from dlrm_bench.criteo.preprocess import PreprocessOptions, preprocess  # noqa: E402
 from dlrm_bench.criteo.reader import DEFAULT_CHUNK_BYTES, DayReader  # noqa: E402
 
-SAMPLE_CANDIDATES = [REPO.parent / "shared" / "data" / "criteo_kaggle_sample" / "train_1000.txt",
-                     Path("/work/shared/data/criteo_kaggle_sample/train_1000.txt")]
+SAMPLE = REPO / "tests" / "data" / "train_1000.txt"
+"""The Criteo Kaggle sample rows (tests/data/README.md)."""
 
 
 def sample_lines() -> list[str]:
-    for p in SAMPLE_CANDIDATES:
-        if p.exists():
-            return p.read_text().splitlines()
-    raise SystemExit("shared/data/criteo_kaggle_sample/train_1000.txt not found")
+    return SAMPLE.read_text().splitlines()
 
 
 def make_inputs(folder: Path, rows: int) -> dict[str, Path]:

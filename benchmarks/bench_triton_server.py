@@ -27,7 +27,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -73,17 +72,6 @@ def rotated(items: list[str], shift: int) -> list[str]:
     """`items` rotated by `shift`: each variant runs first in some repeat (slow drifts in load hit all alike)."""
     shift %= max(1, len(items))
     return items[shift:] + items[:shift]
-
-
-def start_burners(count: int) -> list[subprocess.Popen]:
-    """`count` processes spinning on one core each, in this session (the same scheduler group as the engines)."""
-    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
-
-
-def stop_burners(burners: list[subprocess.Popen]) -> None:
-    for proc in burners:
-        proc.kill()
-        proc.wait()
 
 
 def triton_config(scenario: str, engine: str, system: Any, shared: Settings) -> dict[str, Any]:
@@ -189,30 +177,6 @@ def one_test(ctx: runner.RunContext, engine: Engine, scenario: str, settings: Se
         result["trace"] = summarize_trace(engine.trace_dir, began, time.perf_counter())
         print(f"{scenario} request phases through Triton (triton_server/trace.py):\n{format_summary(result['trace'])}")
     return result
-
-
-def wire_costs(engines: dict[str, Engine], ctx: runner.RunContext, batch_pairs: list[int],
-               repeats: int = 5) -> list[dict[str, Any]]:
-    """Per request format and batch size: bytes on the wire and the client's time to build the request from
-    randomly chosen (non-contiguous) samples, the Server scenario's case."""
-    rng = np.random.default_rng(0)
-    starts, ends = np.asarray(ctx.offsets[:-1], np.int64), np.asarray(ctx.offsets[1:], np.int64)
-    rows = []
-    for variant, engine in engines.items():
-        if not isinstance(engine, TritonEngine):
-            continue
-        for target in batch_pairs:
-            picked = np.sort(rng.permutation(len(starts))[:max(1, int(target / np.mean(ends - starts)))])
-            s, e = starts[picked], ends[picked]
-            times = []
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                inputs = engine._inputs(s, e)  # noqa: SLF001 (the client's own request builder)
-                times.append(time.perf_counter() - t0)
-            nbytes = sum(int(np.prod(i.shape())) * (8 if i.datatype() == "INT64" else 4) for i in inputs)
-            rows.append({"variant": variant, "pairs": int((e - s).sum()), "samples": len(picked), "bytes": nbytes,
-                         "build_ms": 1e3 * statistics.median(times)})
-    return rows
 
 
 def summarize(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -326,8 +290,6 @@ def main(argv: list[str] | None = None) -> int:
                         "config's offline_expected_qps, else the probe")
     p.add_argument("--server-load", type=float, default=0.4,
                    help="Server target as a fraction of the probed throughput (headroom for noisy neighbours)")
-    p.add_argument("--burn", type=int, default=0,
-                   help="busy-loop processes kept running during the measurements: a controlled noisy neighbour")
     p.add_argument("--sequential", action="store_true",
                    help="one engine on the device at a time: all runs of a variant, then the next (default: all "
                         "engines loaded, variants alternating within each test)")
@@ -357,7 +319,6 @@ def main(argv: list[str] | None = None) -> int:
     loaded = EngineSet(variants, args.engine, ctx, build_settings, work / "servers", args.sequential, triton_sets)
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
     server_targets: list[float] = []
-    burners: list[subprocess.Popen] = []
     try:
         probe = loaded.get(variants[0] if args.sequential else ("in-process" if "in-process" in variants
                                                                  else variants[0]))
@@ -369,7 +330,6 @@ def main(argv: list[str] | None = None) -> int:
         runs = {label: {v: [] for v in variants} for label, _, _ in tests}
         print(f"engine {args.engine}: ~{rate:.1f} samples/s in a direct probe; Server target(s) "
               f"{', '.join(f'{q:.1f}' for q in server_targets)} samples/s", flush=True)
-        burners = start_burners(args.burn)
         for repeat, (label, scenario, target), variant in schedule(variants, tests, args.repeats, args.sequential):
             duration = args.offline_duration if scenario == "Offline" else args.server_duration
             out = work / f"r{repeat}" / label.replace(" ", "_") / variant
@@ -382,29 +342,22 @@ def main(argv: list[str] | None = None) -> int:
                   f"  p99 {result['latency_p99_ms'] or 0:>8.1f} ms  valid {result['result_valid']}"
                   f"  ({diagnostics_line(result)})", flush=True)
     finally:
-        stop_burners(burners)
         loaded.close()
     engines = loaded.engines
     capacity = server_capacity(runs) if len(server_targets) > 1 else {}
-    costs = wire_costs(engines, ctx, [min(len(ctx.split), n) for n in (4096, 16384, 262144)])
     summary = summarize(runs)
     print(f"\ndataset {data} ({what}), model {model}, engine {args.engine}, {len(ctx.split):,} pairs, "
-          f"{mean_pairs:.0f} pairs/sample; repeats {args.repeats}; Server target(s) {server_targets} samples/s; "
-          f"{args.burn} busy neighbour(s)")
+          f"{mean_pairs:.0f} pairs/sample; repeats {args.repeats}; Server target(s) {server_targets} samples/s")
     print_table(summary)
     print_capacity(capacity)
-    print(f"\n{'request':<15}{'pairs':>9}{'samples':>9}{'bytes':>13}{'build ms':>10}")
-    for c in costs:
-        print(f"{c['variant']:<15}{c['pairs']:>9,}{c['samples']:>9,}{c['bytes']:>13,}{c['build_ms']:>10.2f}")
     result = {"dataset_dir": str(data), "model_path": str(model), "inputs": what, "engine": args.engine,
               "machine": platform.processor() or platform.machine(), "cores_visible": os.cpu_count(),
               "loadavg_at_end": os.getloadavg(), "repeats": args.repeats, "pairs_per_sample": mean_pairs,
               "offline_duration_s": args.offline_duration, "server_duration_s": args.server_duration,
               "server_target_qps": server_targets, "server_capacity": capacity, "probe_samples_per_second": rate,
               "settings": {s: value.as_dict() for s, value in settings.items()},
-              "burners": args.burn, "triton_sets": triton_by_scenario,
+              "triton_sets": triton_by_scenario,
               "engines": {v: e.describe() for v, e in engines.items()}, "runs": runs, "summary": summary,
-              "request_costs": costs,
               "logs": str(work)}
     out_path = args.out or scratch_path() / "bench" / "bench_triton_server.json"
     out_path.parent.mkdir(parents=True, exist_ok=True)

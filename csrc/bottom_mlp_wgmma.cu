@@ -3,7 +3,7 @@
 //
 // Why CUDA: the Triton kernel (engines/cuda/bottom_mlp.py) streams layers 2 and 3's 160 KB of weights from L2 into
 // every 64-row program and keeps ~2 warps per scheduler; it took 0.19 ms per 262,144 pairs on an H100, about as long
-// as the whole gather + interaction (benchmarks/NOTES.md, session 12). Triton cannot keep weights resident in shared
+// as the whole gather + interaction (docs/architecture.md). Triton cannot keep weights resident in shared
 // memory across a persistent loop, nor hand an accumulator to the next MMA as its register operand. Here:
 //
 // * one CTA per SM loads all three weight matrices (and the per-channel scales) into shared memory once, from an

@@ -4,7 +4,7 @@
 //
 // Why CUDA: the Triton kernel stages every gathered row through shared memory (a layout conversion for each MMA
 // operand, with barriers) and requantizes the whole 32 x 32 Gram matrix. With the rows in cache it still takes
-// 0.37 ms for 262,144 pairs on an H100 (benchmarks/NOTES.md, session 11): instruction- and latency-bound. Triton
+// 0.37 ms for 262,144 pairs on an H100 (docs/architecture.md): instruction- and latency-bound. Triton
 // cannot load an MMA fragment from global memory itself. Here each lane loads 32 contiguous bytes of each of its
 // four rows (two 16-byte loads), and those registers are both MMA operands:
 //

@@ -2,7 +2,7 @@
 // bytes at a time, in a column order of its own within each 128-column tile: no shared-memory staging, no TMA
 // store, no barriers.
 //
-// Why: the top MLP's layer 0 (K = 512) is bound by its epilogue (benchmarks/NOTES.md, session 13: the pingpong
+// Why: the top MLP's layer 0 (K = 512) is bound by its epilogue (docs/architecture.md: the pingpong
 // kernel's two epilogues take ~94% of layer 0's time, a third of that in the synchronization of the TMA store's
 // staged subtiles). A wgmma accumulator gives a thread two neighbouring columns in each group of eight, so in the
 // natural column order a thread can only store 2 bytes at a time. The order here makes a thread's 16 values of one

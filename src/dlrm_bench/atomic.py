@@ -51,8 +51,3 @@ def save_json(final: str | os.PathLike[str], obj: Any) -> None:
 def save_text(final: str | os.PathLike[str], text: str) -> None:
     with atomic_path(final) as tmp:
         tmp.write_text(text)
-
-
-def save_bytes(final: str | os.PathLike[str], data: bytes) -> None:
-    with atomic_path(final) as tmp:
-        tmp.write_bytes(data)

@@ -43,7 +43,7 @@ import numpy as np
 
 from dlrm_bench.atomic import save_json, save_text
 from dlrm_bench.errors import DataError, UserError
-from dlrm_bench.harness.audit_config import TEST05_SEEDS, read_audit_config
+from dlrm_bench.harness.audit_config import TEST05_SEEDS
 
 TESTS = ("TEST01", "TEST05")
 AUDIT_FILE = "audit.config"

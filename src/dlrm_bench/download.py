@@ -43,7 +43,6 @@ from dlrm_bench.errors import UserError
 MODEL_NAME = "tb00_40M.pt"
 MODEL_URL = "https://dlrm.s3-us-west-1.amazonaws.com/models/tb00_40M.pt"
 MODEL_MD5 = "2d49a5288cddb37c3c64860a06d79bb9"
-MODEL_BYTES_APPROX = 90 * 10 ** 9
 CHUNK_BYTES = 1 << 20
 DEFAULT_RETRIES = 5
 DEFAULT_TIMEOUT_S = 60.0

@@ -89,11 +89,6 @@ def read_row_frequencies(path: Path) -> list[np.ndarray]:
     return out
 
 
-def file_size_for(cardinalities: Sequence[int]) -> int:
-    """Bytes of a row_frequencies.bin for these table sizes."""
-    return 4 + sum(4 + 4 * int(c) for c in cardinalities)
-
-
 def hottest_rows(frequencies: Sequence[np.ndarray], part: float) -> np.ndarray:
     """Sorted global row ids int64 [ceil(part * R)]: the rows with the highest normalised frequency (ties: lower id).
 

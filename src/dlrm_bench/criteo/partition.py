@@ -33,12 +33,8 @@ _INT32_MAX = np.iinfo(np.int32).max
 
 
 def default_quantile_file() -> Path:
-    """MLPerf's `tools/dist_quantile.txt` (20 sample sizes): the copy in configs/dlrm/, else
-    `shared/data/mlperf/dist_quantile.txt` next to the repository."""
-    bundled = paths.configs_dir() / "dlrm" / "dist_quantile.txt"
-    if bundled.is_file():
-        return bundled
-    return paths.REPO_ROOT.parent / "shared" / "data" / "mlperf" / "dist_quantile.txt"
+    """MLPerf's `tools/dist_quantile.txt` (20 sample sizes), as shipped in configs/dlrm/."""
+    return paths.configs_dir() / "dlrm" / "dist_quantile.txt"
 
 
 def load_quantiles(path: Path | None = None) -> np.ndarray:

@@ -8,7 +8,7 @@ category may be empty; lines end in "\\n". The shape follows Criteo Terabyte:
   (Zipf-like) frequencies p(k) ~ (k + 1)^-a, a in [1.05, 1.35] per feature; each (feature, index) maps to a fixed
   pseudo-random 32-bit value, so `int(hex, 16) % max_ind_range` behaves like Criteo's hashes;
 - counts: log-normal in log1p space with per-field medians and spreads measured on real Criteo rows
-  (shared/data/criteo_kaggle_sample), capped at 1,500,000 (log1p < 14.2313, the int8 input scale);
+  (tests/data/train_1000.txt), capped at 1,500,000 (log1p < 14.2313, the int8 input scale);
 - missing values at the per-field rates of those real rows; negative counts (-1..-3) in I2 at its real rate (10.9%),
   and rarely (0.1%) in I3 and I6;
 - labels: Bernoulli(sigmoid(logit)) from a hidden teacher with the DLRM's own form: a linear term per category
@@ -69,7 +69,7 @@ COUNT_MISSING = np.iinfo(np.int64).min
 TEACHER_AUC_ROWS_MAX = 2_000_000
 """The teacher's AUC is measured on the test rows of the last day (its first half), at most this many."""
 
-# Measured on the 1,000 real rows of shared/data/criteo_kaggle_sample/train_1000.txt (I8: Criteo's 0.05%).
+# Measured on the 1,000 real rows of tests/data/train_1000.txt (I8: Criteo's 0.05%).
 DENSE_MISSING = (0.458, 0.0, 0.230, 0.213, 0.041, 0.248, 0.039, 0.0005, 0.039, 0.458, 0.039, 0.775, 0.213)
 DENSE_LOG_MEDIAN = (0.69, 1.39, 1.95, 1.61, 7.98, 3.81, 1.39, 2.20, 3.87, 0.30, 0.69, 0.30, 1.79)
 DENSE_LOG_SPREAD = (1.03, 2.80, 1.35, 1.02, 2.50, 1.93, 1.78, 1.47, 1.72, 0.50, 0.80, 0.80, 1.19)

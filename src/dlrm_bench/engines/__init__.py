@@ -21,10 +21,6 @@ ENGINE_MODULES = {
 }
 
 
-def available_engines() -> list[str]:
-    return list(ENGINE_MODULES)
-
-
 def default_engine() -> str:
     """The fastest engine this machine has: cuda with a GPU, else cpu (int8), else the reference."""
     import torch

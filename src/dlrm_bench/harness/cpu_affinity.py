@@ -10,7 +10,6 @@ process started with are an error that names them.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 from dlrm_bench.errors import UserError

@@ -49,7 +49,6 @@ from dlrm_bench.quant.artifacts import Int8Model
 from dlrm_bench.quant.recipe import quantize_numeric
 from dlrm_bench.settings import Settings
 
-STAGES = ("inputs", "bottom", "interaction", *TopMLP.names)
 
 
 def machine_threads() -> int:

@@ -52,8 +52,3 @@ def load_kernel() -> ctypes.CDLL | None:
             lib = None
         _CACHE[cc] = lib
         return lib
-
-
-def describe_kernel() -> str:
-    """'native (cc -mavx2 -mfma)' or 'torch' -- what load_kernel gives on this machine."""
-    return f"native ({' '.join(['cc', *isa_flags()])})" if load_kernel() is not None else "torch"

@@ -18,11 +18,16 @@ layer's register operand. The same bytes as the Triton kernel. `wgmma_image` lay
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from dlrm_bench.engines.cuda.triton_env import requantize_relu, tl, triton
 from dlrm_bench.errors import UserError
 from dlrm_bench.quant.recipe import QuantizedDLRM
+
+if TYPE_CHECKING:
+    from dlrm_bench.engines.cuda.kernel_library import KernelLibrary
 
 K1_PAD = 32
 """Layer-1 input columns in the kernel (13 real, zero-padded: int8 MMA wants K >= 32)."""

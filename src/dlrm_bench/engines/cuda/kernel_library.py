@@ -182,10 +182,6 @@ class KernelLibrary:
                                               ws.numel(), stream)
         _check(code, f"CUTLASS final layer on [{m}, {k}] x [{n}, {k}]")
 
-    def bottom_mlp_image_bytes(self) -> int:
-        """Size of the shared-memory image the bottom-MLP kernel loads (bottom_mlp.wgmma_image builds it)."""
-        return int(self._lib.dlrm_bottom_mlp_image_bytes())
-
     def bottom_mlp(self, numeric: torch.Tensor, rows: torch.Tensor | None, num_pairs: int, image: torch.Tensor,
                    out: torch.Tensor, sm_count: int) -> None:
         """The bottom MLP (csrc/bottom_mlp_wgmma.cu) on the current stream: numeric int8 [*, 13 or 16]; rows int64
