@@ -34,11 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from tqdm import tqdm
-
 from dlrm_bench import paths
 from dlrm_bench.atomic import save_json, save_text
 from dlrm_bench.errors import UserError
+from dlrm_bench.progress import progress_bar
 
 MODEL_NAME = "tb00_40M.pt"
 MODEL_URL = "https://dlrm.s3-us-west-1.amazonaws.com/models/tb00_40M.pt"
@@ -83,7 +82,7 @@ class _Hasher:
                 self.reset()
                 self.catch_up(part, upto, progress)
             return
-        with open(part, "rb") as f, tqdm(total=upto, initial=self.covered, unit="B", unit_scale=True,
+        with open(part, "rb") as f, progress_bar(total=upto, initial=self.covered, unit="B", unit_scale=True,
                                          desc="checking partial download", disable=not progress) as bar:
             f.seek(self.covered)
             while self.covered < upto:
@@ -126,7 +125,7 @@ def _load_state(dest: Path, url: str) -> dict:
 def file_md5(path: Path, progress: bool = True, desc: str = "verifying MD5") -> str:
     """Hex MD5 of a file, read in 1 MiB blocks, with a progress bar."""
     md5 = hashlib.md5()
-    with open(path, "rb") as f, tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc=desc,
+    with open(path, "rb") as f, progress_bar(total=path.stat().st_size, unit="B", unit_scale=True, desc=desc,
                                      disable=not progress) as bar:
         for block in iter(lambda: f.read(CHUNK_BYTES), b""):
             md5.update(block)
@@ -263,7 +262,7 @@ def _stream(resp: http.client.HTTPResponse, part: Path, offset: int, total: int 
             progress: bool) -> int:
     """Write the body to the part file from `offset`; returns the part's size after."""
     with open(part, "r+b" if offset and part.exists() else "wb") as f, \
-            tqdm(total=total, initial=offset, unit="B", unit_scale=True, desc=part.name[:-5],
+            progress_bar(total=total, initial=offset, unit="B", unit_scale=True, desc=part.name[:-5],
                  disable=not progress) as bar:
         f.seek(offset)
         f.truncate()

@@ -35,7 +35,6 @@ from typing import BinaryIO, Iterator, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from dlrm_bench import paths
 from dlrm_bench.atomic import atomic_path, save_json
@@ -44,6 +43,7 @@ from dlrm_bench.criteo.preprocess import quantize_numeric_int8
 from dlrm_bench.criteo.schema import (CALIBRATION_ROWS, CRITEO_TB_CARDINALITIES, CRITEO_TB_TEST_PAIRS,
                                       DEFAULT_MAX_IND_RANGE, EMBEDDING_DIM, NUM_DAYS, NUM_DENSE, NUM_SPARSE)
 from dlrm_bench.errors import UserError
+from dlrm_bench.progress import progress_bar
 from dlrm_bench.quant.artifacts import SOURCE_FILE
 from dlrm_bench.quant.tables import MLP_FILE, TABLES_FILE, write_tables
 
@@ -207,7 +207,7 @@ def write_split(directory: Path, laws: Sequence[AccessLaw], rows: int, seed: int
     with ExitStack() as stack:
         streams = {name: NpyStream(stack, directory / name, dtype, (rows, *tail))
                    for name, (dtype, tail) in _SPLIT_LAYOUT.items()}
-        bar = stack.enter_context(tqdm(total=rows, unit="pairs", unit_scale=True, disable=not progress,
+        bar = stack.enter_context(progress_bar(total=rows, unit="pairs", unit_scale=True, disable=not progress,
                                        desc=f"{PRESET_NAME} {directory.name}"))
         for c, lo in enumerate(range(0, rows, chunk_rows)):
             n = min(chunk_rows, rows - lo)

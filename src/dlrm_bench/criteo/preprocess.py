@@ -251,10 +251,10 @@ def _run_tasks(fn: Callable[..., Any], tasks: Sequence[tuple], workers: int, tot
     bar starts its monitor thread.
     """
     global _REPORT
-    from tqdm import tqdm
+    from dlrm_bench.progress import progress_bar
 
     if workers <= 1 or len(tasks) <= 1:
-        with tqdm(total=total, desc=desc, unit=unit, unit_scale=True, disable=not show, leave=False) as bar:
+        with progress_bar(total=total, desc=desc, unit=unit, unit_scale=True, disable=not show, leave=False) as bar:
             _REPORT = bar.update
             try:
                 return [fn(*t) for t in tasks]
@@ -264,7 +264,7 @@ def _run_tasks(fn: Callable[..., Any], tasks: Sequence[tuple], workers: int, tot
     queue = ctx.Queue()
     pool = ctx.Pool(min(workers, len(tasks)), initializer=_init_worker, initargs=(queue,))
     try:
-        with tqdm(total=total, desc=desc, unit=unit, unit_scale=True, disable=not show, leave=False) as bar:
+        with progress_bar(total=total, desc=desc, unit=unit, unit_scale=True, disable=not show, leave=False) as bar:
             pending = [pool.apply_async(fn, t) for t in tasks]
             while not all(r.ready() for r in pending):
                 _drain(queue, bar, timeout=0.2)

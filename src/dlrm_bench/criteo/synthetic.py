@@ -48,6 +48,7 @@ from dlrm_bench import paths
 from dlrm_bench.atomic import atomic_path, save_json
 from dlrm_bench.criteo.schema import CRITEO_TB_CARDINALITIES, NUM_DENSE, NUM_SPARSE
 from dlrm_bench.errors import UserError
+from dlrm_bench.progress import progress_bar
 
 META_FILE = "synthetic_meta.json"
 CHUNK_ROWS = 100_000
@@ -482,7 +483,7 @@ def generate_days(output_dir: Path, scale: str, seed: int, num_days: int | None 
     written: list[Path] = []
     workers = min(_available_cpus(), 8) if workers is None else int(workers)
     chunks = _all_chunks(teacher, seed, num_days, rows_per_day, workers)
-    with tqdm(total=num_days * rows_per_day, unit="rows", unit_scale=True, desc=f"generate {scale}",
+    with progress_bar(total=num_days * rows_per_day, unit="rows", unit_scale=True, desc=f"generate {scale}",
               disable=None) as bar:
         for day in range(num_days):
             final = output_dir / _day_name(day, gzip)

@@ -173,9 +173,9 @@ def predict_rows(engine: Engine, split: Split, start: int, end: int, chunk: int 
     out = np.empty(end - start, dtype=np.float32)
     bar = None
     if progress:
-        from tqdm import tqdm
+        from dlrm_bench.progress import progress_bar
 
-        bar = tqdm(total=end - start, unit="pair", unit_scale=True, desc="fp32 reference", leave=False)
+        bar = progress_bar(total=end - start, unit="pair", unit_scale=True, desc="fp32 reference", leave=False)
     for lo in range(start, end, chunk):
         hi = min(lo + chunk, end)
         out[lo - start:hi - start] = engine.predict(np.asarray(split.numeric[lo:hi]),

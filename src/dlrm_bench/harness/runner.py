@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +31,7 @@ from dlrm_bench.harness.loadgen_settings import (Overrides, build_test_settings,
                                                  load_rules, log_settings)
 from dlrm_bench.harness.logs import make_run_root, run_dir, update_latest
 from dlrm_bench.harness.qsl import SampleLibrary
-from dlrm_bench.harness.sut import batch_fill_note, make_sut
+from dlrm_bench.harness.sut import Counters, batch_fill_note, make_sut
 from dlrm_bench.inputs import resolve_inputs
 from dlrm_bench.loadgen_logs import loadgen_metrics, read_detail_log
 from dlrm_bench.paths import configs_dir, logs_dir
@@ -39,6 +41,8 @@ from dlrm_bench.settings import Settings
 from dlrm_bench.system import SystemInfo, detect_system
 from dlrm_bench.triton_server import create_served_engine
 
+TICK_S = 10.0
+"""While LoadGen runs, a line this often says how many samples were answered."""
 PAUSES_FILE = "interpreter_pauses.npy"
 """Per run: every garbage collection and watchdog stall of the test (QuietInterpreter.timeline), on the clock of
 sut_batches.npy, so a slow stretch of batches can be matched to what the interpreter did then."""
@@ -89,6 +93,27 @@ class EngineCache:
             engine.close()
 
 
+@contextlib.contextmanager
+def ticking(label: str, counters: Counters, interval: float = TICK_S) -> Iterator[None]:
+    """While entered, print every `interval` seconds how long the test has run and how many samples were answered
+    (LoadGen itself says nothing until it ends)."""
+    stop, start = threading.Event(), time.perf_counter()
+
+    def loop() -> None:
+        while not stop.wait(interval):
+            elapsed, done = time.perf_counter() - start, counters.samples
+            state = f"{done:,} samples answered ({done / elapsed:,.0f}/s)" if done else "no query from LoadGen yet"
+            print(f"{label}: {elapsed:.0f} s, {state}", flush=True)
+
+    thread = threading.Thread(target=loop, name="run-ticker", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 def run_loadgen(ctx: RunContext, engine: Engine, scenario: str, mode: str, settings: Settings,
                 out: Path) -> dict[str, Any]:
     """One LoadGen test; returns the measured numbers."""
@@ -104,7 +129,8 @@ def run_loadgen(ctx: RunContext, engine: Engine, scenario: str, mode: str, setti
             print(note, flush=True)
         t0 = time.perf_counter()
         host_before = HostSample()
-        lg.StartTestWithLogSettings(sut.handle, qsl.handle, ts, log_settings(out), str(audit))
+        with ticking(f"{scenario} {mode}", sut.counters):
+            lg.StartTestWithLogSettings(sut.handle, qsl.handle, ts, log_settings(out), str(audit))
         host_cpu = host_delta(host_before, HostSample())
         wall = time.perf_counter() - t0
     counters = sut.counters

@@ -27,13 +27,13 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
-from tqdm import tqdm
 
 from dlrm_bench.criteo.dataset import DatasetMeta, Split, load_meta, open_split
 from dlrm_bench.errors import UserError
 from dlrm_bench.model.checkpoint import save_checkpoint
 from dlrm_bench.model.dlrm import DLRM, init_reference, predict_rows
 from dlrm_bench.inputs import locate_args
+from dlrm_bench.progress import progress_bar
 
 DEFAULT_DENSE_LR = 1e-3
 """Adam learning rate of the MLPs (--lr sets it); the tables use EMBEDDING_LR_RATIO times it (row-wise Adagrad)."""
@@ -254,7 +254,7 @@ def train_epoch(trainer: Trainer, batches: Iterator, total_rows: int, tuner: Thr
                 progress: bool) -> tuple[int, float, float]:
     """One pass over `batches`: returns (rows, mean loss, accuracy at threshold 0.5)."""
     rows, loss_sum, correct = 0, 0.0, 0
-    with tqdm(total=total_rows, unit="pair", unit_scale=True, desc=desc, disable=not progress) as bar:
+    with progress_bar(total=total_rows, unit="pair", unit_scale=True, desc=desc, disable=not progress) as bar:
         for numeric, categorical, labels in batches:
             threads = tuner.threads()
             started = time.perf_counter()

@@ -22,12 +22,12 @@ from typing import Callable, Mapping
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from dlrm_bench.atomic import save_json
 from dlrm_bench.criteo.dataset import Split
 from dlrm_bench.criteo.schema import NUM_SPARSE
 from dlrm_bench.errors import UserError
+from dlrm_bench.progress import progress_bar
 from dlrm_bench.quant.recipe import interaction_pairs
 
 CACHE_FILE = "calibration_cache.json"
@@ -69,7 +69,7 @@ def compute_ranges(sd: Mapping[str, torch.Tensor], lookup: Lookup, split: Split,
     if n == 0:
         raise UserError(f"{split.directory}: the calibration set is empty")
     with torch.inference_mode():
-        for lo in tqdm(range(0, n, batch_size), desc="calibrating", unit="batch", disable=not progress):
+        for lo in progress_bar(range(0, n, batch_size), desc="calibrating", unit="batch", disable=not progress):
             hi = min(n, lo + batch_size)
             part = batch_ranges(sd, lookup, split.numeric[lo:hi], np.asarray(split.categorical[lo:hi]))
             for key, value in part.items():

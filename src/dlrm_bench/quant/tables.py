@@ -18,11 +18,11 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from dlrm_bench.atomic import atomic_path
 from dlrm_bench.criteo.schema import EMBEDDING_DIM
 from dlrm_bench.errors import DataError
+from dlrm_bench.progress import progress_bar
 
 TABLES_FILE = "dlrm_embedding_weights_int8_v3.bin"
 MLP_FILE = "model_test_without_embedding_weights_v3.pt"
@@ -53,7 +53,7 @@ def write_tables(path: Path, scales: Sequence[float], chunks: Iterator[np.ndarra
     written = 0
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(header_bytes(scales))
-        bar = tqdm(total=total_rows, unit="row", unit_scale=True, desc=f"writing {path.name}", disable=not progress)
+        bar = progress_bar(total=total_rows, unit="row", unit_scale=True, desc=f"writing {path.name}", disable=not progress)
         for chunk in chunks:
             if chunk.dtype != np.int8 or chunk.ndim != 2 or chunk.shape[1] != EMBEDDING_DIM:
                 raise ValueError(f"table chunk must be int8 [n, {EMBEDDING_DIM}], got {chunk.dtype} {chunk.shape}")
@@ -70,7 +70,7 @@ def split_checkpoint_tables(state_dict: Mapping[str, torch.Tensor], path: Path, 
     """Quantize every emb_l.{t}.weight of `state_dict` into `path`; returns the scales."""
     count = sum(1 for k in state_dict if k.startswith("emb_l.") and k.endswith(".weight"))
     weights = [state_dict[f"emb_l.{t}.weight"] for t in range(count)]
-    scales = [table_scale(w) for w in tqdm(weights, desc="table scales", disable=not progress)]
+    scales = [table_scale(w) for w in progress_bar(weights, desc="table scales", disable=not progress)]
 
     def chunks() -> Iterator[np.ndarray]:
         for w, s in zip(weights, scales):
