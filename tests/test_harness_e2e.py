@@ -91,9 +91,6 @@ def test_performance_runs_write_the_output_contract(workspace, monkeypatch, caps
         assert result["pairs_per_second"] == pytest.approx(result["samples_per_second"] * result["pairs_per_sample"])
         assert result["shortened_run"] is True
         assert result["cpu_affinity"] == sorted(STARTED_WITH)
-        if Path("/proc/interrupts").exists():
-            assert result["host_cpu"]["irq_top"] and {"irq", "what", "count", "busiest_cpus"} <= set(
-                result["host_cpu"]["irq_top"][0])
     _, server = newest_result(workspace, "Server", "PerformanceOnly")
     assert server["latency_p99_ms"] is not None
     text = capsys.readouterr().out

@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from dlrm_bench.harness.host_stats import (CPU_FIELDS, VMSTAT_FIELDS, HostSample, host_delta, irq_top, read_cpu_times,
+from dlrm_bench.harness.host_stats import (CPU_FIELDS, VMSTAT_FIELDS, HostSample, host_delta, read_cpu_times,
                                           read_interrupts, read_vmstat)
 
 
@@ -99,17 +99,3 @@ def test_interrupts_are_read_per_cpu_label(tmp_path: Path) -> None:
     assert irqs["LOC"][1] == {"CPU0": 1000, "CPU1": 2000, "CPU3": 3000}
     assert irqs["ERR"] == ("", {"CPU0": 0})
     assert read_interrupts(tmp_path / "missing") == {}
-
-
-def test_irq_top_ranks_sources_by_interrupts_between_readings(tmp_path: Path) -> None:
-    path = tmp_path / "interrupts"
-    path.write_text(INTERRUPTS)
-    before = read_interrupts(path)
-    path.write_text(INTERRUPTS.replace("500         20", "9500         25").replace("1000       2000", "1100       2000"))
-    top = irq_top(before, read_interrupts(path), top=2)
-    assert top == [{"irq": "130", "what": "PCI-MSI 524288-edge nvidia", "count": 9005,
-                    "busiest_cpus": {"CPU0": 9000, "CPU1": 5}},
-                   {"irq": "LOC", "what": "Local timer interrupts", "count": 100, "busiest_cpus": {"CPU0": 100}}]
-    before_sample = HostSample(wall=0.0, cpu_times={}, irqs=before)
-    after_sample = HostSample(wall=1.0, cpu_times={}, irqs=read_interrupts(path))
-    assert host_delta(before_sample, after_sample)["irq_top"][0]["irq"] == "130"

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 import pytest
 
-from dlrm_bench.criteo.packing import PACKED_BITS, bit_width, pack, packing_layout, unpack, unpack_torch
+from dlrm_bench.criteo.packing import PACKED_BITS, bit_width, pack, packing_layout, unpack
 from dlrm_bench.criteo.schema import CRITEO_TB_CARDINALITIES
 from dlrm_bench.errors import DataError, UserError
 
@@ -97,3 +98,16 @@ def test_pack_torch_matches_numpy_pack() -> None:
     ids[0] = np.array(CRITEO_TB_CARDINALITIES) - 1  # every field at its widest value
     layout = packing_layout(CRITEO_TB_CARDINALITIES)
     np.testing.assert_array_equal(pack_torch(torch.from_numpy(ids), layout).numpy(), pack(ids, layout))
+
+
+def unpack_torch(packed: torch.Tensor, layout) -> torch.Tensor:
+    """torch int32 [N, 16] -> int64 [N, T] ids: the arithmetic the interaction kernel does on the GPU."""
+    words = packed.to(torch.int64) & 0xFFFFFFFF
+    cols = []
+    for t, width in enumerate(layout.widths):
+        w, s = layout.word(t), layout.shift(t)
+        v = words[:, w] >> s
+        if layout.straddles(t):
+            v = v | (words[:, w + 1] << (32 - s))
+        cols.append(v & ((1 << width) - 1))
+    return torch.stack(cols, dim=1)

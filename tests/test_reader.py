@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dlrm_bench.criteo.reader import INT32_MAX, DayReader, day_files, read_day
+from dlrm_bench.criteo.reader import INT32_MAX, DayReader, day_files
+from tests.reader_helpers import read_day
 from dlrm_bench.errors import DataError, UserError
 
 SAMPLE = Path(__file__).resolve().parent / "data" / "train_1000.txt"

@@ -19,7 +19,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dlrm_bench.criteo.reader import INT32_MAX, MAX_COUNT_DIGITS, MAX_LINE_BYTES, read_day
+from dlrm_bench.criteo.reader import INT32_MAX, MAX_COUNT_DIGITS, MAX_LINE_BYTES
+from tests.reader_helpers import read_day
 from dlrm_bench.errors import DataError
 
 _COUNT = re.compile(rb"(-?)([0-9]+)")

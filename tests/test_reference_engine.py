@@ -10,7 +10,7 @@ import torch
 
 from dlrm_bench.criteo.dataset import load_meta, open_split
 from dlrm_bench.engines import create_engine
-from dlrm_bench.engines.reference import ReferenceEngine, build, reference_predictions
+from dlrm_bench.engines.reference import ReferenceEngine, build, predict_rows
 from dlrm_bench.errors import DataError, UserError
 from dlrm_bench.model.checkpoint import save_checkpoint
 from dlrm_bench.model.dlrm import DLRM
@@ -97,10 +97,11 @@ def test_predict_ranges_contiguous_and_not(engine, tiny_dataset: Path) -> None:
     np.testing.assert_allclose(future.result(), expected, rtol=1e-5, atol=1e-7)
 
 
-def test_reference_predictions_cover_the_split(model_and_meta, tiny_dataset: Path, engine) -> None:
+def test_streamed_predictions_cover_the_split(model_and_meta, tiny_dataset: Path, engine) -> None:
+    """predict_rows reads the split in chunks (a 3-row chunk here) and gives every pair's prediction in order."""
     path, meta, _ = model_and_meta
-    preds = reference_predictions(path, meta, "test", Settings(device="cpu"), progress=False)
     split = open_split(tiny_dataset / "test")
+    preds = predict_rows(build(path, meta, Settings(device="cpu")), split, 0, len(split), chunk=3)
     assert preds.shape == (len(split),) and preds.dtype == np.float32
     np.testing.assert_allclose(preds, engine.predict(np.asarray(split.numeric), np.asarray(split.categorical)),
                                rtol=1e-5, atol=1e-7)

@@ -11,14 +11,6 @@ import numpy as np
 from dlrm_bench.criteo.schema import NUM_DENSE, NUM_SPARSE
 from dlrm_bench.errors import DataError, UserError
 
-SPLIT_ARRAYS: dict[str, tuple[np.dtype, int | None]] = {
-    "ground_truth.npy": (np.dtype(np.float32), None),
-    "numeric_fp32.npy": (np.dtype(np.float32), NUM_DENSE),
-    "categorical_int32.npy": (np.dtype(np.int32), NUM_SPARSE),
-}
-"""The arrays every split has: file -> (dtype, columns or None for 1-D)."""
-
-
 @dataclass(frozen=True)
 class DatasetMeta:
     """meta.json of a preprocessed dataset."""

@@ -136,21 +136,6 @@ def _unpack_rows(packed: np.ndarray, layout: PackingLayout) -> np.ndarray:
     return out
 
 
-def unpack_torch(packed: Any, layout: PackingLayout) -> Any:
-    """torch int32 [N, 16] (any device) -> int64 [N, T] ids; the same arithmetic as `unpack`, for GPU use."""
-    import torch
-
-    words = packed.to(torch.int64) & 0xFFFFFFFF
-    cols = []
-    for t, width in enumerate(layout.widths):
-        w, s = layout.word(t), layout.shift(t)
-        v = words[:, w] >> s
-        if layout.straddles(t):
-            v = v | (words[:, w + 1] << (32 - s))
-        cols.append(v & ((1 << width) - 1))
-    return torch.stack(cols, dim=1)
-
-
 def pack_torch(ids: Any, layout: PackingLayout) -> Any:
     """torch int [N, T] ids (any device) -> int32 [N, 16]; the same bits as `pack` (ids must be in range)."""
     import torch

@@ -194,19 +194,3 @@ def build(model_path: Path, meta: DatasetMeta, settings: Settings | None = None)
     model = DLRM.from_state_dict(checkpoint.state_dict)
     return ReferenceEngine(model, _pick_device(settings.device), settings.batch_size,
                            settings.device_table_budget_gb, model_path=Path(model_path))
-
-
-def reference_predictions(model_path: Path, meta: DatasetMeta, split: str | Path | Split = "test",
-                          settings: Settings | None = None, progress: bool = True) -> np.ndarray:
-    """FP32 reference predictions for every pair of a split: float32 [N], in row order.
-
-    split: a split name under the dataset folder ("test", "calibration", "days/day_0"), a folder, or an open Split.
-    """
-    if not isinstance(split, Split):
-        folder = Path(split)
-        split = open_split(folder if folder.is_absolute() else meta.directory / folder)
-    engine = build(model_path, meta, settings)
-    try:
-        return predict_rows(engine, split, 0, len(split), progress=progress)
-    finally:
-        engine.close()

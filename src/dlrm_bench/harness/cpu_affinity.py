@@ -1,8 +1,8 @@
 """The `cpu_affinity` setting: run the whole process (every thread it has and will start) on a list of CPUs.
 
 MLPerf submitters pin their harness with numactl; this does the same from the config, e.g. to keep LoadGen, the
-batcher and the completion threads off the CPUs that take the GPU's interrupts (`host_cpu.irq_top` in result.json
-names them). The value is a Linux CPU list: "2-15", "0,2,4-7", or "off-gpu-irqs": the CPUs the process started with
+batcher and the completion threads off the CPUs that take the GPU's interrupts (/proc/interrupts names them). The
+value is a Linux CPU list: "2-15", "0,2,4-7", or "off-gpu-irqs": the CPUs the process started with
 less every CPU that has served an nvidia interrupt (/proc/interrupts, counted since boot). CPUs outside the set the
 process started with are an error that names them.
 """

@@ -2,13 +2,11 @@
 
 `HostSample` reads the machine-wide CPU times (psutil.cpu_times(), including `steal`: time a virtual machine's CPUs
 were runnable but the hypervisor ran something else), this process's context switches and page faults
-(getrusage: voluntary = waited for something, involuntary = preempted while runnable), the interrupt counts per CPU
-(/proc/interrupts) and the machine's memory-pressure counters from /proc/vmstat (`VMSTAT_FIELDS`: direct
-compactions and reclaims stall the thread that faulted, and a thread holding the GIL then stalls the whole
-harness). `host_delta` turns two samples into seconds and counts for result.json's `host_cpu`, with the busiest
-interrupt sources and the CPUs that took them (`irq_top`: which CPUs to keep the harness off, see the
-`cpu_affinity` setting). Where the CPU times lack a field (psutil has no iowait or steal outside Linux) or /proc
-is missing, those parts are left out.
+(getrusage: voluntary = waited for something, involuntary = preempted while runnable) and the machine's
+memory-pressure counters from /proc/vmstat (`VMSTAT_FIELDS`: direct compactions and reclaims stall the thread that
+faulted, and a thread holding the GIL then stalls the whole harness). `host_delta` turns two samples into seconds and counts for result.json's `host_cpu`. The interrupt counts
+per CPU serve the `cpu_affinity` setting (`off-gpu-irqs`). Where the CPU times lack a field (psutil has no iowait
+or steal outside Linux) or /proc is missing, those parts are left out.
 
 Why the rest is not psutil: Process.num_ctx_switches() reads /proc/PID/status on Linux, which counts the main
 thread only (psutil issue #1467), while getrusage(RUSAGE_SELF) sums every thread of the process; psutil (7.2) has
@@ -32,8 +30,6 @@ PROC_INTERRUPTS = Path("/proc/interrupts")
 PROC_VMSTAT = Path("/proc/vmstat")
 VMSTAT_FIELDS = ("compact_stall", "allocstall", "thp_fault_alloc", "pgmajfault")
 """/proc/vmstat counters kept (`allocstall` sums the per-zone allocstall_* lines of newer kernels)."""
-IRQ_TOP = 5
-"""Interrupt sources listed in host_cpu.irq_top (the most frequent during the test), each with its 3 busiest CPUs."""
 CPU_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
 
 
@@ -89,31 +85,15 @@ def read_interrupts(path: Path = PROC_INTERRUPTS) -> dict[str, tuple[str, dict[s
     return out
 
 
-def irq_top(before: dict[str, tuple[str, dict[str, int]]], after: dict[str, tuple[str, dict[str, int]]],
-            top: int = IRQ_TOP) -> list[dict]:
-    """The `top` interrupt sources with the most interrupts between the readings: irq, what, count and the
-    3 CPUs that took most of them."""
-    rows = []
-    for irq, (what, counts) in after.items():
-        old = before.get(irq, ("", {}))[1]
-        per_cpu = {cpu: n - old.get(cpu, 0) for cpu, n in counts.items()}
-        total = sum(per_cpu.values())
-        if total > 0:
-            busiest = dict(sorted(((c, n) for c, n in per_cpu.items() if n > 0), key=lambda p: -p[1])[:3])
-            rows.append({"irq": irq, "what": what, "count": total, "busiest_cpus": busiest})
-    return sorted(rows, key=lambda r: -r["count"])[:top]
-
-
 @dataclass
 class HostSample:
-    """One reading: wall clock, machine-wide CPU seconds, this process's context switches and page faults, the
-    interrupt counts and the /proc/vmstat counters."""
+    """One reading: wall clock, machine-wide CPU seconds, this process's context switches and page faults and the
+    /proc/vmstat counters."""
 
     wall: float = field(default_factory=time.perf_counter)
     cpu_times: dict[str, float] = field(default_factory=read_cpu_times)
     voluntary: int = field(default_factory=lambda: resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw)
     involuntary: int = field(default_factory=lambda: resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw)
-    irqs: dict[str, tuple[str, dict[str, int]]] = field(default_factory=read_interrupts)
     minor_faults: int = field(default_factory=lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
     major_faults: int = field(default_factory=lambda: resource.getrusage(resource.RUSAGE_SELF).ru_majflt)
     vmstat: dict[str, int] = field(default_factory=read_vmstat)
@@ -122,7 +102,7 @@ class HostSample:
 def host_delta(before: HostSample, after: HostSample) -> dict[str, Any]:
     """Seconds of CPU time per CPU_FIELDS field summed over all CPUs between the samples (`steal_share`: steal
     as a fraction of all CPU time), the wall seconds, the number of CPUs, this process's context switches and page
-    faults, the machine's `vmstat` counters and the busiest interrupt sources (`irq_top`)."""
+    faults and the machine's `vmstat` counters."""
     out: dict[str, Any] = {"wall_s": after.wall - before.wall, "cpus": float(os.cpu_count() or 1),
                              "voluntary_switches": float(after.voluntary - before.voluntary),
                              "involuntary_switches": float(after.involuntary - before.involuntary),
@@ -136,6 +116,4 @@ def host_delta(before: HostSample, after: HostSample) -> dict[str, Any]:
         out.update({f"{name}_s": value for name, value in seconds.items()})
         total = sum(seconds.values())
         out["steal_share"] = seconds["steal"] / total if total > 0 else 0.0
-    if before.irqs and after.irqs:
-        out["irq_top"] = irq_top(before.irqs, after.irqs)
     return out
