@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dlrm_bench.criteo.dataset import DatasetMeta, Split, open_split
+from dlrm_bench.criteo.dataset import DatasetMeta, Split
 from dlrm_bench.criteo.schema import NUM_DENSE, NUM_SPARSE
 from dlrm_bench.engines.base import Engine, contiguous_span, ranges_to_rows
 from dlrm_bench.errors import DataError, UserError
