@@ -11,7 +11,6 @@ import pytest
 from dlrm_bench import interpreter
 from dlrm_bench.errors import UserError
 from dlrm_bench.interpreter import QuietInterpreter
-from gil import hold_the_gil
 
 
 class Cycle:

@@ -24,7 +24,6 @@ from dlrm_bench.harness.qsl import SampleLibrary
 from dlrm_bench.harness.sample_queue import NativeSampleQueue, PythonSampleQueue, make_queue
 from dlrm_bench.harness.sut import make_sut
 from dlrm_bench.settings import Settings
-from gil import hold_the_gil
 
 
 class RowEngine(Engine):
