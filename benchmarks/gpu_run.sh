@@ -8,7 +8,7 @@
 #
 # Steps (STEPS, a comma list, run in this order; default preset,offline,server):
 #   preset    dlrm-bench make-random-preset: the full-size criteo-tb-random dataset (89,137,319 test pairs) and a
-#             random 24 GB int8 model under $MLPERF_SCRATCH_PATH (skipped when already there)
+#             random 24 GB int8 model under $MLPERF_SCRATCH_PATH (complete files are kept; PRESET_AGAIN=1 remakes them)
 #   tests     pytest on the GPU tests: the tests marked gpu and the CUDA / kernel test files (TESTS: pytest's
 #             arguments instead)
 #   bench     benchmarks/bench_cuda.py: the kernels per batch size against the roofline (BENCH_ARGS: its flags,
@@ -83,7 +83,7 @@ torch.version.cuda, "GPUs visible:", torch.cuda.device_count())'
 if has preset; then
   step preset
   start=$(date +%s)
-  "${DLRM[@]}" make-random-preset 2>&1 | quiet | tail -5 | log
+  "${DLRM[@]}" make-random-preset ${PRESET_AGAIN:+--force} 2>&1 | quiet | tail -5 | log
   echo "preset: $(( $(date +%s) - start )) s" | log
 fi
 
