@@ -15,11 +15,24 @@ import pytest
 import torch
 
 from dlrm_bench.engines.cuda.interaction import to_paired_layout
-from dlrm_bench.engines.cuda.kernel_library import (VARIANTS, KernelLibrary, KernelsUnavailable, in_logical_order,
-                                                    in_stored_order, library_path)
+from dlrm_bench.engines.cuda.kernel_library import VARIANTS, KernelLibrary, KernelsUnavailable, library_path
 
 CARDS = [1000, 50, 7, 300, 2, 64, 100, 5, 3, 900, 17, 40, 10, 8, 33, 12, 4, 60, 14, 700, 500, 800, 90, 70, 6, 36]
 SIZES = [1, 7, 67, 1001, 65537, 262144]
+
+
+def in_stored_order(x: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
+    """x [rows, N] in logical column order -> stored order `order` (physical_column_order; None: unchanged)."""
+    return x if order is None else x[:, order.to(x.device)]
+
+
+def in_logical_order(stored: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
+    """The inverse of in_stored_order: stored [rows, N] -> logical column order."""
+    if order is None:
+        return stored
+    logical = torch.empty_like(stored)
+    logical[:, order.to(stored.device)] = stored
+    return logical
 
 
 def test_a_missing_library_is_named(tmp_path) -> None:

@@ -46,9 +46,10 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
                    default=None)
     p.add_argument("--log_dir", "--log-dir", dest="log_dir", type=Path, default=None,
                    help="root of the log tree (default: build/logs)")
-    p.add_argument("--config", type=Path, default=None, help="a config.json to use instead of configs/dlrm/...")
+    p.add_argument("--config", type=Path, default=None,
+                   help="a scenario config.json to use instead of configs/dlrm/<Scenario>/config.json")
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config.json setting for this run (VALUE parsed as JSON), repeatable, "
+                   help="one setting for this run (docs/configuration.md; VALUE parsed as JSON), repeatable, "
                         "e.g. --set gpu_num_bundles=4 --set embedding_weights_on_gpu_part=0.2")
 
 
@@ -150,7 +151,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config_ver", "--config-ver", dest="config_ver", default="triton",
                    help="triton or high_accuracy_triton (engine settings from the config)")
     p.add_argument("--scenario", default="Server", help="whose config.json settings to use (default Server)")
-    p.add_argument("--config", type=Path, default=None, help="a config.json to use instead of configs/dlrm/...")
+    p.add_argument("--config", type=Path, default=None,
+                   help="a scenario config.json to use instead of configs/dlrm/<Scenario>/config.json")
     p.add_argument("--inputs", choices=("rows", "ranges"), default="rows",
                    help="rows: clients send NUMERIC/CATEGORICAL features; ranges: clients send ROW_RANGES of the "
                         "server's test split")

@@ -65,20 +65,6 @@ def physical_column_order(n: int) -> torch.Tensor:
     return (torch.arange(0, n, TILE_COLUMNS)[:, None] + within[None, :]).reshape(-1)
 
 
-def in_stored_order(x: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
-    """x [rows, N] in logical column order -> stored order `order` (physical_column_order; None: unchanged)."""
-    return x if order is None else x[:, order.to(x.device)]
-
-
-def in_logical_order(stored: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
-    """The inverse of in_stored_order: stored [rows, N] -> logical column order."""
-    if order is None:
-        return stored
-    logical = torch.empty_like(stored)
-    logical[:, order.to(stored.device)] = stored
-    return logical
-
-
 def final_layer_variant(variant: str) -> int:
     """The final layer's kernel (csrc/final_layer_cutlass.cu) that goes with the hidden layers' `variant`: 0 the
     vectors held whole in shared memory with 64 x 128 subtiles, 1 fetched per tile (the baseline variants')."""
