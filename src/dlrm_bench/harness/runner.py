@@ -186,11 +186,10 @@ def resolve_run_settings(args: argparse.Namespace, scenario: str, config_ver: st
 def check_run_settings(args: argparse.Namespace, scenarios: list[str], config_vers: list[str]) -> None:
     """Every config file, and the settings of every run asked for, checked before anything loads."""
     configs.check_all_config_files()
-    system = detect_system()
+    system, overrides = detect_system(), configs.parse_overrides(getattr(args, "settings", []))
     for scenario in scenarios:
         for config_ver in config_vers:
-            configs.resolve(scenario, config_ver, args.engine, system, args.config,
-                            configs.parse_overrides(getattr(args, "settings", [])))
+            configs.resolve(scenario, config_ver, args.engine, system, args.config, overrides)
 
 
 def run_one(ctx: RunContext, engines: EngineCache, args: argparse.Namespace, scenario: str, config_ver: str,
