@@ -170,6 +170,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate-engines", help="split the checkpoint into int8 tables + MLP file (reused if current)")
     _add_dataset_args(p)
     p.add_argument("--benchmarks", default="dlrm")
+    p.add_argument("--verify", action="store_true",
+                   help="hash every byte of the engine files and calibration cache (default: size + sampled blocks)")
     p.set_defaults(func="dlrm_bench.quant.artifacts:generate_engines_main")
 
     p = sub.add_parser("calibrate", help="write the calibration cache (activation ranges) for the int8 engines")

@@ -12,6 +12,11 @@ plus what it was made from: the model's key (size, mtime, content hash of its en
 dataset name, fingerprint and row count. An engine refuses a cache whose model key differs from the model it
 loads, and one made from an earlier version of the same dataset (same name, other fingerprint: the data was
 preprocessed again, e.g. from new days); a cache made on another dataset is used with a note.
+
+Ranges are checked when the cache is written and read: every value finite and >= 0 (a maximum of |x| or of a
+ReLU output), each tensor above at its width and not 0 in every channel (a layer that never fired). A single 0
+is a ReLU channel that never fired on the calibration set, common even at the reference init; the recipe gives
+it the smallest scale.
 """
 
 from __future__ import annotations
@@ -26,12 +31,16 @@ import torch
 from dlrm_bench.atomic import save_json
 from dlrm_bench.criteo.dataset import Split
 from dlrm_bench.criteo.schema import NUM_SPARSE
-from dlrm_bench.errors import UserError
+from dlrm_bench.errors import DataError, UserError
 from dlrm_bench.progress import progress_bar
 from dlrm_bench.quant.recipe import interaction_pairs
 
 CACHE_FILE = "calibration_cache.json"
 CACHE_FORMAT = 1
+WIDTHS = {"bot_l.0": 512, "bot_l.2": 256, "bot_l.4": 128, "interaction": 351,
+          "top_l.0": 1024, "top_l.2": 1024, "top_l.4": 512}
+"""The tensors the recipe reads, and their channel counts."""
+REBUILD = "`make generate_engines` will rebuild it"
 Lookup = Callable[[int, np.ndarray], torch.Tensor]
 """(table, ids int [B]) -> fp32 rows [B, 128]."""
 
@@ -79,6 +88,8 @@ def compute_ranges(sd: Mapping[str, torch.Tensor], lookup: Lookup, split: Split,
 
 def write_cache(path: Path, ranges: Mapping[str, torch.Tensor], model_key: str, dataset_fingerprint: str,
                 rows: int, dataset_name: str | None = None) -> None:
+    """Write the cache atomically after checking the ranges (DataError: the model gave a bad range)."""
+    validate_ranges(path, ranges, "the model gave this on the calibration set: check its weights")
     save_json(path, {
         "format": CACHE_FORMAT, "model_key": model_key, "dataset_fingerprint": dataset_fingerprint,
         "dataset_name": dataset_name, "calibration_rows": rows, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -90,25 +101,51 @@ def read_cache(path: Path, model_key: str, dataset_name: str | None = None,
                dataset_fingerprint: str | None = None) -> dict[str, torch.Tensor]:
     """The ranges, after checking the cache was made for this model (and, when the dataset is given, not from an
     earlier version of it); a clear error when missing or stale."""
+    data, ranges = _parse(path)
+    if data.get("format") != CACHE_FORMAT or data.get("model_key") != model_key:
+        raise UserError(f"calibration cache {path} is stale: it was made for another model (or an older format); "
+                        f"run `make calibrate RUN_ARGS=\"--benchmarks=dlrm\"`")
+    _check_dataset(path, data, dataset_name, dataset_fingerprint)
+    validate_ranges(path, ranges)
+    return ranges
+
+
+def load_ranges(path: Path) -> dict[str, torch.Tensor]:
+    """The cache's ranges, checked (validate_ranges), whatever model or dataset it was made for."""
+    ranges = _parse(path)[1]
+    validate_ranges(path, ranges)
+    return ranges
+
+
+def _parse(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(the cache's JSON, its ranges as float32 tensors); UserError when missing or unreadable."""
     import json
 
     if not path.exists():
         raise UserError(f"calibration cache {path} is missing: run `make calibrate RUN_ARGS=\"--benchmarks=dlrm\"`")
     try:
         data = json.loads(path.read_text())
-        ranges = {k: torch.tensor(v, dtype=torch.float32) for k, v in data["ranges"].items()}
-    except (ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"calibration cache {path} is unreadable ({exc}): run `make calibrate` again") from None
-    if data.get("format") != CACHE_FORMAT or data.get("model_key") != model_key:
-        raise UserError(f"calibration cache {path} is stale: it was made for another model (or an older format); "
-                        f"run `make calibrate RUN_ARGS=\"--benchmarks=dlrm\"`")
-    _check_dataset(path, data, dataset_name, dataset_fingerprint)
-    expected = {"bot_l.0": 512, "bot_l.2": 256, "bot_l.4": 128, "interaction": 351,
-                "top_l.0": 1024, "top_l.2": 1024, "top_l.4": 512}
-    for key, width in expected.items():
+        return data, {k: torch.tensor(v, dtype=torch.float32).flatten() for k, v in data["ranges"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError, RuntimeError) as exc:
+        raise DataError(f"calibration cache {path} is unreadable ({exc}); {REBUILD}") from None
+
+
+def validate_ranges(path: Path, ranges: Mapping[str, torch.Tensor], fix: str = REBUILD) -> None:
+    """DataError naming `path`, the tensor and the channel unless every range is finite and >= 0 and each tensor of
+    WIDTHS is present at its width and not 0 in every channel."""
+    for key, width in WIDTHS.items():
         if key not in ranges or ranges[key].numel() != width:
-            raise UserError(f"calibration cache {path}: tensor {key} missing or not {width} wide; recalibrate")
-    return ranges
+            raise DataError(f"calibration cache {path}: tensor {key} missing or not {width} wide; {fix}")
+    for key, values in ranges.items():
+        values = torch.as_tensor(values, dtype=torch.float32).flatten()
+        bad = torch.nonzero(~torch.isfinite(values) | (values < 0)).flatten()
+        if bad.numel():
+            i = int(bad[0])
+            raise DataError(f"calibration cache {path}: range {key}[{i}] is {float(values[i])}, expected a finite "
+                            f"value >= 0; {fix}")
+        if key in WIDTHS and not bool((values > 0).any()):
+            raise DataError(f"calibration cache {path}: every range of {key} is 0 (the layer never fired on the "
+                            f"calibration set); {fix}")
 
 
 def _check_dataset(path: Path, data: dict, name: str | None, fingerprint: str | None) -> None:
