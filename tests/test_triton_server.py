@@ -2,6 +2,7 @@
 
 Unit tests check the repository files and the port choice; the end-to-end tests run the CLI: the same AUC in
 process and through Triton (Offline and Server), a server killed mid-run (a clear error, nothing left behind),
+the model stub or the server killed with requests in flight (they fail within seconds, naming what died),
 Ctrl-C while the model loads, and `serve` answering a tritonclient request, then stopping on SIGINT.
 """
 
@@ -243,9 +244,52 @@ def test_server_killed_mid_run_fails_clearly_and_leaves_nothing(workspace, tmp_p
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 2, out + err
-    assert f"Triton Inference Server (pid {pid}) was killed by SIGKILL during the run" in err
+    assert f"tritonserver (pid {pid}) was killed by SIGKILL while" in err
     assert "Traceback" not in err
     assert_nothing_left(pid, proc.pid)
+
+
+@needs_triton
+@pytest.mark.parametrize("victim", ["stub", "tritonserver"])
+def test_a_death_fails_the_requests_in_flight_and_leaves_nothing(workspace, tmp_path, victim) -> None:
+    """SIGKILL to the model stub or to tritonserver while requests wait on it (it is stopped first, so they are in
+    flight): they fail within seconds naming what died, a later request fails at once, close() is quick and leaves
+    no shared memory. A start also removes the segments of a client process that is gone."""
+    from dlrm_bench.triton_server.client import TritonEngine, TritonServerDied
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    stale = Path("/dev/shm") / f"dlrmbench{gone.pid}x0_stale"
+    stale.write_bytes(b"x")
+    engine = TritonEngine("reference", workspace["model"], load_meta(workspace["data"]), Settings(batch_size=2048),
+                          tmp_path / "work")
+    try:
+        engine.load(open_split(workspace["data"] / "test"))
+        prefix = engine.server.shm_prefix
+        assert not stale.exists() and list(Path("/dev/shm").glob(f"{prefix}*"))
+        pid = engine.stubs[0] if victim == "stub" else engine.server.pid
+        os.kill(pid, signal.SIGSTOP)
+        starts = np.arange(0, 400, 4)
+        futures = [engine.predict_ranges_async(starts[lo:lo + 10], starts[lo:lo + 10] + 3) for lo in range(0, 100, 10)]
+        time.sleep(0.3)
+        assert not any(f.done() for f in futures)
+        os.kill(pid, signal.SIGKILL)
+        said = re.escape(f"model stub (pid {pid}) died (signal 9)" if victim == "stub" else
+                         f"tritonserver (pid {pid}) was killed by SIGKILL")
+        deadline = time.monotonic() + 5
+        for future in futures:
+            with pytest.raises(TritonServerDied, match=said):
+                future.result(timeout=max(0.0, deadline - time.monotonic()))
+        later = engine.predict_ranges_async(np.array([0]), np.array([5]))
+        assert later.done()
+        with pytest.raises(TritonServerDied, match=said):
+            later.result()
+    finally:
+        closing = time.monotonic()
+        engine.close()
+    assert time.monotonic() - closing < 5
+    assert not list(Path("/dev/shm").glob(f"{prefix}*")), "stub shared memory left in /dev/shm"
+    assert group_members(engine.server.pid) == [], "tritonserver or its stubs outlived close()"
 
 
 @needs_triton

@@ -5,9 +5,10 @@
 gathered rows) with `async_infer` and resolves a Future from the gRPC callback; `close()` stops the server. So
 the in-process SUTs (harness/sut.py) drive Triton unchanged: the harness still does not know what it drives.
 
-A watchdog notices a server that dies mid-run: it says so at once on stderr, kills what is left of the server's
-process group, and every later batch fails at once with that message (LoadGen cannot be stopped early, so the run
-ends normally and then fails with it).
+A watchdog polls the server process and its Python-backend stubs (a dead stub may leave tritonserver up, its
+requests unanswered): when one dies it says so on stderr, fails every request in flight with `TritonServerDied`,
+kills what is left of the server's process group, and every later batch fails at once with the same message
+(LoadGen cannot be stopped early, so the run ends normally and then fails with it).
 """
 
 from __future__ import annotations
@@ -30,12 +31,19 @@ from dlrm_bench.settings import Settings
 from dlrm_bench.triton_server import protocol as wire
 from dlrm_bench.triton_server.output_regions import OutputRegions, Region
 from dlrm_bench.triton_server.repository import ServingSpec, spec_from_settings, trace_dir, write_repository
-from dlrm_bench.triton_server.server import ServerOptions, TritonServer, describe_exit
+from dlrm_bench.triton_server.server import ServerOptions, TritonServer, describe_exit, process_end
 from dlrm_bench.triton_server.trace import RequestTrace
 
 DEATH_GRACE_S = 2.0
 """After a lost connection, how long to wait for the server process to be seen exiting before blaming gRPC."""
 CONNECTION_ERRORS = ("UNAVAILABLE", "CANCELLED", "SOCKET CLOSED", "CONNECTION RESET", "FAILED TO CONNECT")
+WATCH_INTERVAL_S = 0.1
+STOP_GRACE_S = 2.0
+"""How long a server whose stub or process died gets to exit on SIGTERM before SIGKILL."""
+
+
+class TritonServerDied(UserError):
+    """The tritonserver process or one of its model stubs died: every request in flight and after fails."""
 
 
 def options_from_settings(settings: Settings) -> ServerOptions:
@@ -83,6 +91,9 @@ class TritonEngine(Engine):
         self.client: Any = None
         self.instances: list[dict[str, Any]] = []
         self.failure: str | None = None
+        self.stubs: list[int] = []
+        self._pending: dict[str, Future[np.ndarray]] = {}
+        self._lock = threading.Lock()
         self._closing = threading.Event()
         self._watchdog: threading.Thread | None = None
         self.timeout_s = settings.triton_request_timeout_s
@@ -113,6 +124,7 @@ class TritonEngine(Engine):
             count = self.settings.inflight_batches + 2
             self.regions = OutputRegions(self.client, count, 4 * self.spec.max_batch_pairs)
         self.instances = read_instance_info(Path(self.spec.info_dir))
+        self.stubs = self.server.stub_pids()
         print(f"triton: model '{wire.MODEL_NAME}' ready on gRPC {self.server.grpc_url} "
               f"(pid {self.server.pid})", flush=True)
         self._watchdog = threading.Thread(target=self._watch, name="triton-watchdog", daemon=True)
@@ -141,7 +153,7 @@ class TritonEngine(Engine):
                 pass
             self.client = None
         if self.server is not None:
-            self.server.stop()
+            self.server.stop(STOP_GRACE_S if self.failure else None)
         if self._watchdog is not None:
             self._watchdog.join(timeout=5)
         self.trace.close()
@@ -158,29 +170,47 @@ class TritonEngine(Engine):
     # ------------------------------------------------------------------ failure
     def _watch(self) -> None:
         server = self.server
-        while server is not None and not self._closing.wait(0.2):
-            if not server.alive():
-                self._fail_server(server)
+        while server is not None and not self._closing.wait(WATCH_INTERVAL_S):
+            self._fail(self._death())
+            if self.failure:
+                server.stop(STOP_GRACE_S)  # a stub's server is useless now; a dead server's stubs are orphans
                 return
 
-    def _fail_server(self, server: TritonServer) -> None:
-        if self.failure is None and not self._closing.is_set():
-            self.failure = (f"Triton Inference Server (pid {server.pid}) {describe_exit(server.returncode())} "
-                            f"during the run (log {server.log_path}): {server.log_summary(lines=4, limit=400)}")
-            print(f"triton: error: {self.failure}", file=sys.stderr, flush=True)
-            server.stop()  # the stubs of a killed server are orphans of its process group
+    def _death(self) -> str | None:
+        """What of the server died, if anything (None while closing)."""
+        server = self.server
+        if server is None or self._closing.is_set():
+            return None
+        if not server.alive():
+            return f"tritonserver (pid {server.pid}) {describe_exit(server.returncode())}"
+        for pid in self.stubs:
+            end = process_end(pid)
+            if end:
+                return f"Triton Inference Server model stub (pid {pid}) died ({end})"
+        return None
+
+    def _fail(self, death: str | None) -> None:
+        """The first death found: said on stderr; every request in flight fails with it, and every later one."""
+        with self._lock:
+            if death is None or self.failure is not None:
+                return
+            pending, self._pending = self._pending, {}
+            log = self.server.log_path if self.server else "?"
+            self.failure = f"{death} while {len(pending)} requests were in flight; its log: {log}"
+        print(f"triton: error: {self.failure}", file=sys.stderr, flush=True)
+        for future in pending.values():
+            future.set_exception(TritonServerDied(self.failure))
 
     def _explain(self, error: Exception) -> Exception:
-        """A gRPC error -> the server's death if that is what it was, else the error with context."""
+        """A gRPC error -> the server's or a stub's death if that is what it was, else the error with context."""
         server = self.server
         connection_lost = any(m in str(error).upper() for m in CONNECTION_ERRORS)
         deadline = time.monotonic() + (DEATH_GRACE_S if connection_lost else 0.0)
         while server is not None and server.alive() and time.monotonic() < deadline and not self._closing.is_set():
             time.sleep(0.05)
-        if server is not None and not server.alive() and not self._closing.is_set():
-            self._fail_server(server)
+        self._fail(self._death())
         if self.failure:
-            return UserError(self.failure)
+            return TritonServerDied(self.failure)
         return UserError(f"Triton request failed: {error}")
 
     # ------------------------------------------------------------------ requests
@@ -222,6 +252,11 @@ class TritonEngine(Engine):
 
         def callback(result: Any, error: Exception | None) -> None:
             self.trace.finish(request_id, "received")
+            with self._lock:
+                mine = self._pending.pop(request_id, None) is not None
+            if not mine:  # already failed by the watchdog
+                self._give_back(region)
+                return
             if error is not None:
                 self._give_back(region)
                 future.set_exception(self._explain(error))
@@ -233,9 +268,13 @@ class TritonEngine(Engine):
                 return
             future.set_result(np.ascontiguousarray(values.reshape(-1), dtype=np.float32))
 
-        if self.failure or self.client is None:
+        with self._lock:
+            sending = not self.failure and self.client is not None
+            if sending:
+                self._pending[request_id] = future
+        if not sending:
             self._give_back(region)
-            future.set_exception(UserError(self.failure) if self.failure else
+            future.set_exception(TritonServerDied(self.failure) if self.failure else
                                  RuntimeError("Triton engine: load() a split before predicting"))
             return future
         try:
@@ -244,7 +283,10 @@ class TritonEngine(Engine):
                                     client_timeout=self.timeout_s)
         except Exception as exc:
             self._give_back(region)
-            future.set_exception(self._explain(exc))
+            with self._lock:
+                mine = self._pending.pop(request_id, None) is not None
+            if mine:
+                future.set_exception(self._explain(exc))
         return future
 
     def _predictions(self, result: Any, region: Region | None, pairs: int) -> np.ndarray | None:

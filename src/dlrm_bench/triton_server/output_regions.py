@@ -73,7 +73,7 @@ class OutputRegions:
         """Unregister (if the server still answers) and unlink every region; idempotent."""
         for region in self.regions:
             try:
-                self.client.unregister_system_shared_memory(region.name)
+                self.client.unregister_system_shared_memory(region.name, client_timeout=2.0)
             except Exception:  # the server may be gone: the memory is still ours to free
                 pass
             try:

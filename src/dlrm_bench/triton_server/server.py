@@ -2,14 +2,16 @@
 
 No process outlives the server object: the server runs in its own process group (same session) with its
 Python-backend stubs, `stop()` terminates the whole group (SIGTERM, then SIGKILL after a grace period) and removes
-the stubs' shared-memory regions, an `atexit` hook stops servers still running when the interpreter exits, and the
-kernel sends the server SIGTERM if this process dies without cleaning up (PR_SET_PDEATHSIG).
+the stubs' shared-memory regions (named `dlrmbench<client pid>x<start>_...`, a prefix unique per start; a start
+also removes those whose client process is gone), an `atexit` hook stops servers still running when the
+interpreter exits, and the kernel sends the server SIGTERM if this process dies without cleaning up (PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
 
 import atexit
 import ctypes
+import itertools
 import os
 import re
 import signal
@@ -21,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import psutil
+
 from dlrm_bench.errors import UserError
 from dlrm_bench.triton_server.install import TritonInstall, find_triton, make_backend_dir, stub_environment
 
@@ -30,6 +34,10 @@ PORT_ATTEMPTS = 3
 GLOG_PREFIX = re.compile(r"^[IWEF]\d{4} [\d:.]+ +\d+ [^\]]+\] ?")
 """Triton's log line prefix: severity, date, time, thread, file:line]."""
 PORT_IN_USE_MARKERS = ("already in use", "address in use", "failed to start grpc", "failed to start http")
+STUB_NAME = "triton_python_backend_stub"
+SHM_NAME = re.compile(r"dlrmbench(\d+)[xo]")
+"""/dev/shm names of this project: stub regions (x, server.py) and output regions (o, output_regions.py)."""
+_STARTS = itertools.count()
 
 _RUNNING: "set[TritonServer]" = set()
 
@@ -137,7 +145,7 @@ class TritonServer:
         self.grpc_port: int | None = None
         self.http_port: int | None = None
         self.metrics_port: int | None = None
-        self.shm_prefix = f"dlrmbench{os.getpid()}x{id(self) & 0xFFFFFF:x}"
+        self.shm_prefix = ""
         self._lock = threading.Lock()
         self._stopped: subprocess.Popen[bytes] | None = None
         self._log_start = 0
@@ -205,6 +213,8 @@ class TritonServer:
         return auto and any(m in self.log_tail(20).lower() for m in PORT_IN_USE_MARKERS)
 
     def _spawn(self) -> None:
+        remove_stale_shm()
+        self.shm_prefix = f"dlrmbench{os.getpid()}x{next(_STARTS)}_"
         self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")
         try:
@@ -248,6 +258,13 @@ class TritonServer:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def stub_pids(self) -> list[int]:
+        """Pids of the server's Python-backend stubs (its children, one per model instance)."""
+        try:
+            return [p.pid for p in psutil.Process(self.pid).children() if STUB_NAME in "".join(p.cmdline()[:1])]
+        except (psutil.Error, ValueError):
+            return []
+
     def returncode(self) -> int | None:
         return None if self.process is None else self.process.poll()
 
@@ -283,8 +300,9 @@ class TritonServer:
         return text if len(text) <= limit else "..." + text[-limit:]
 
     # ------------------------------------------------------------------ stop
-    def stop(self) -> None:
-        """Terminate the server and everything in its process group; idempotent."""
+    def stop(self, grace_s: float | None = None) -> None:
+        """Terminate the server and everything in its process group (SIGKILL after `grace_s`, default the
+        stop_timeout_s option); idempotent."""
         with self._lock:
             process = self.process
             if process is None or process is self._stopped:
@@ -293,7 +311,7 @@ class TritonServer:
             if process.poll() is None:
                 _signal_group(pgid, signal.SIGTERM)
                 try:
-                    process.wait(timeout=self.options.stop_timeout_s)
+                    process.wait(timeout=self.options.stop_timeout_s if grace_s is None else grace_s)
                 except subprocess.TimeoutExpired:
                     pass
             _signal_group(pgid, signal.SIGKILL)  # stubs of a server that died left orphans in the group
@@ -320,6 +338,30 @@ class TritonServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def remove_stale_shm() -> None:
+    """Remove this project's /dev/shm segments whose client process is gone (a run killed before it cleaned up)."""
+    for path in Path("/dev/shm").glob("dlrmbench*"):
+        match = SHM_NAME.match(path.name)
+        if match and not psutil.pid_exists(int(match.group(1))):
+            try:
+                path.unlink()
+            except OSError:
+                pass
+
+
+def process_end(pid: int) -> str | None:
+    """None while process `pid` runs, else how it ended ('signal 9', 'exit status 1'), as /proc tells it for a
+    zombie ('exit status unknown' once reaped)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return "exit status unknown"
+    if fields[0] not in ("Z", "X"):
+        return None
+    status = int(fields[49]) if len(fields) > 49 else 0  # exit_code (Linux >= 3.5), as waitpid reports it
+    return f"signal {status & 0x7F}" if status & 0x7F else f"exit status {status >> 8}"
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
