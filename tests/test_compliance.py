@@ -22,6 +22,7 @@ from dlrm_bench.harness import audit_config
 from dlrm_bench.cli import main as cli
 from dlrm_bench.errors import UserError
 from dlrm_bench.loadgen_logs import read_detail_log
+from dlrm_bench.mlperf_rules import test05_seeds as round_test05_seeds
 from dlrm_bench.model.checkpoint import save_checkpoint
 from dlrm_bench.model.dlrm import DLRM, init_reference
 from tests.conftest import TINY_CARDINALITIES, _planted_model, write_preprocessed_dataset
@@ -58,7 +59,8 @@ def ws(tmp_path_factory) -> dict[str, Path]:
 
 def audit(ws: dict[str, Path], *extra: str, model: Path | None = None, logs: Path | None = None) -> int:
     return cli(["audit", "--dataset-dir", str(ws["data"]), "--model", str(model or ws["model"]), "--engine",
-                "reference", "--scenarios", "Offline", "--min_duration", "0.5", "--log_dir", str(logs or ws["logs"]),
+                "reference", "--scenarios", "Offline", "--min_duration", "0.5", "--min_query_count", "1",
+                "--log_dir", str(logs or ws["logs"]),
                 *extra])
 
 
@@ -92,7 +94,7 @@ def test_audit_writes_the_tree_and_configs(audited):
     assert audit_config.read_audit_config(base / "TEST01" / "audit.config", "Offline") == {
         "mode": "2", "accuracy_log_rng_seed": "720381539243781796", "accuracy_log_sampling_target": "4096"}
     keys = audit_config.read_audit_config(base / "TEST05" / "audit.config", "Offline")
-    assert keys["test05"] == "1" and keys["test05_qsl_rng_seed"] == "7975553102935885558"
+    assert keys["test05"] == "1" and keys["test05_qsl_rng_seed"] == "14646058500348515648"
     verdicts = [last_line(base / t / f"verify_{c}.txt") for t, c in
                 (("TEST01", "accuracy"), ("TEST01", "performance"), ("TEST05", "performance"))]
     assert all(v == "TEST PASS" or v.startswith("TEST FAIL") for v in verdicts)
@@ -108,7 +110,7 @@ def test_loadgen_applied_each_audit_config(audited):
     assert test01["effective_accuracy_log_sampling_target"] == 4096
     assert test01["effective_test_mode"] == test05["effective_test_mode"] == "PerformanceOnly"
     assert "Test05 flag detected" in (base / "TEST05" / "mlperf_log_detail.txt").read_text()
-    for name, value in audit_config.TEST05_SEEDS.items():
+    for name, value in round_test05_seeds().items():
         assert test05[f"effective_{name}"] == value != plain[f"effective_{name}"]
     assert compliance.verify_audit_took_effect("TEST05", base / "TEST05") == []
     assert compliance.verify_audit_took_effect("TEST01", base / "PerformanceOnly") != []
@@ -232,15 +234,15 @@ def test_apply_audit_settings_sets_the_test05_fields(tmp_path):
     path.write_text(compliance.audit_config_text("TEST05"))
     ts = lg.TestSettings()
     audit_config.apply_audit_settings(ts, path, "Offline")
-    assert ts.test05 and ts.test05_qsl_rng_seed == 7975553102935885558
-    assert ts.test05_schedule_rng_seed == 15816800565822761601
+    assert ts.test05 and ts.test05_qsl_rng_seed == 14646058500348515648
+    assert ts.test05_schedule_rng_seed == 11879132697760422006
     # older TEST05 configs name plain seed keys; model- and scenario-specific keys win over wildcards
     path.write_text("*.*.mode = 2\n*.*.qsl_rng_seed = 11\n*.Offline.qsl_rng_seed = 12  # comment\n"
                     "dlrm.Offline.sample_index_rng_seed = 13\nresnet50.*.schedule_rng_seed = 99\n")
     ts = lg.TestSettings()
     audit_config.apply_audit_settings(ts, path, "Offline")
     assert (ts.test05, ts.test05_qsl_rng_seed, ts.test05_sample_index_rng_seed) == (True, 12, 13)
-    assert ts.test05_schedule_rng_seed == audit_config.TEST05_SEEDS["schedule_rng_seed"]
+    assert ts.test05_schedule_rng_seed == round_test05_seeds()["schedule_rng_seed"]
     path.write_text(compliance.audit_config_text("TEST01"))
     ts = lg.TestSettings()
     audit_config.apply_audit_settings(ts, path, "Server")

@@ -26,9 +26,12 @@ def test_cut_by_pairs_respects_limit_and_covers_all() -> None:
     assert cut_by_pairs(np.array([5000]), 10) == [(0, 1)]
 
 
-def test_test_settings_use_v1_rules_not_embedded_conf() -> None:
+def test_test_settings_use_the_v3_0_rules_not_the_embedded_conf() -> None:
     rules = load_rules()
+    assert rules["round"] == "v3.0"
     ts = build_test_settings("Server", "PerformanceOnly", Settings(server_target_qps=123), 500, Overrides())
+    assert (ts.qsl_rng_seed, ts.sample_index_rng_seed, ts.schedule_rng_seed) == (
+        10003631887983097364, 17183018601990103738, 12134888396634371638)
     assert ts.server_target_latency_ns == 30_000_000
     assert ts.performance_sample_count_override == 500
     assert ts.min_duration_ms == rules["min_duration_ms"] == 600_000
@@ -38,6 +41,7 @@ def test_test_settings_use_v1_rules_not_embedded_conf() -> None:
                                                                                        offline_expected_qps=99))
     assert (ts.min_duration_ms, ts.min_query_count, ts.offline_expected_qps) == (5000, 7, 99)
     assert ts.performance_sample_count_override == 204800
+    assert build_test_settings("Offline", "PerformanceOnly", Settings(), 10**6, Overrides()).min_query_count == 24576
 
 
 def test_log_root_unwritable_is_clear(tmp_path: Path) -> None:
@@ -58,21 +62,52 @@ def test_latest_link_points_at_newest(tmp_path: Path) -> None:
 
 def test_detail_log_parsing(tmp_path: Path) -> None:
     log = tmp_path / "mlperf_log_detail.txt"
-    log.write_text(':::MLLOG {"key": "result_completed_samples_per_sec", "value": 100.5}\n'
+    log.write_text(':::MLLOG {"key": "result_scheduled_samples_per_sec", "value": 100.5}\n'
+                   ':::MLLOG {"key": "result_completed_samples_per_sec", "value": 99.0}\n'
                    ':::MLLOG {"key": "result_validity", "value": "VALID"}\n'
                    'garbage\n:::MLLOG {"key": "result_99.00_percentile_latency_ns", "value": 12000000}\n')
     m = loadgen_metrics(read_detail_log(log), "Server")
     assert m["samples_per_second"] == 100.5 and m["result_valid"] and m["latency_p99_ms"] == 12.0
+    assert m["invalid_reason"] is None and m["completed_samples_per_second"] == 99.0
+    offline = loadgen_metrics({"result_samples_per_second": 7.0, "result_99.00_percentile_latency_ns": 9e9}, "Offline")
+    assert offline["samples_per_second"] == 7.0 and offline["latency_p99_ms"] is None  # the run's length, no metric
+    single = loadgen_metrics({"result_qps_with_loadgen_overhead": 50.0, "early_stopping_latency_ss": 2e6,
+                              "result_90.00_percentile_latency_ns": 1e6}, "SingleStream")
+    assert (single["samples_per_second"], single["latency_p90_ms"], single["latency_p99_ms"]) == (50.0, 2.0, None)
 
 
-def test_results_table_has_all_columns() -> None:
+def test_invalid_reason_is_loadgen_s_own() -> None:
+    detail = {"result_validity": "INVALID", "result_perf_constraints_met": True, "result_min_duration_met": True,
+              "result_min_queries_met": False, "early_stopping_met": False, "result_invalid_reason": "",
+              "early_stopping_result": " * Run unsuccessful.  * Processed 300 queries.  * Would need to run at "
+                                       "least 159 more queries,  with the run being successful if every additional "
+                                       "query were under latency."}
+    reason = loadgen_metrics(detail, "Server")["invalid_reason"]
+    assert reason.startswith("min query count not met; early stopping: Processed 300 queries.")
+    assert "at least 159 more queries" in reason
+
+
+def test_results_table_metric_per_scenario() -> None:
     text = results_table([{"scenario": "Offline", "config_ver": "default", "test_mode": "PerformanceOnly",
                            "samples_per_second": 1234.5, "pairs_per_second": 333000.0, "result_valid": True,
-                           "shortened_run": True},
+                           "shortened_run": True, "latency_p99_ms": 9000.0},
                           {"scenario": "Offline", "config_ver": "default", "test_mode": "AccuracyOnly",
-                           "auc": 0.8, "auc_ratio": 1.0, "accuracy_passed": True}])
-    assert "1,234.5" in text and "333,000" in text and "VALID (short run)" in text and "PASS" in text
-    assert "80.0000" in text
+                           "auc": 0.8, "auc_ratio": 1.0, "accuracy_passed": True},
+                          {"scenario": "Server", "config_ver": "default", "test_mode": "PerformanceOnly",
+                           "samples_per_second": 10.0, "latency_p99_ms": 14.41, "result_valid": False,
+                           "invalid_reason": "early stopping: Processed 300 queries."},
+                          {"scenario": "SingleStream", "config_ver": "default", "test_mode": "PerformanceOnly",
+                           "samples_per_second": 50.0, "latency_p90_ms": 2.5, "result_valid": True},
+                          {"scenario": "Server", "config_ver": "default", "test_mode": "PerformanceOnly",
+                           "result": "FAILED", "failure": "engine died"}])
+    lines = text.splitlines()
+    assert "1,234.5 samples/s" in lines[2] and "333,000" in lines[2] and "VALID (short run)" in lines[2]
+    assert "9000" not in lines[2]  # Offline's p99 is the run's length, not a metric
+    assert "80.0000" in lines[3] and lines[3].endswith("PASS")
+    assert "10.0 scheduled samples/s" in lines[4] and "p99 14.41 ms" in lines[4]
+    assert lines[4].endswith("INVALID: early stopping: Processed 300 queries.")
+    assert "50.0 QPS" in lines[5] and "p90 2.50 ms" in lines[5]
+    assert lines[6].endswith("FAILED: engine died")
 
 
 def test_chunk_ranges_cuts_long_ranges_and_keeps_order() -> None:

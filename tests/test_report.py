@@ -112,12 +112,13 @@ def test_report_of_the_newest_folder(logs, capsys):
     out = capsys.readouterr().out
     assert "1 runs under" in out
     header = out.splitlines()[1]
-    assert header.split()[:5] == ["scenario", "config_ver", "mode", "samples/s", "pairs/s"]
-    assert all(word in header for word in ("p99", "AUC", "result"))
+    assert header.split()[:5] == ["scenario", "config_ver", "mode", "throughput", "pairs/s"]
+    assert all(word in header for word in ("latency", "AUC", "result"))
     rows = table_rows(out)
     assert len(rows) == 1 and rows[0][:3] == ["Server", "default", "Performance"]
     result = json.loads(next((logs / "latest").rglob("result.json")).read_text())
-    assert rows[0][3] == f"{result['samples_per_second']:,.1f}" and rows[0][5] == f"{result['latency_p99_ms']:.2f}"
+    assert rows[0][3] == f"{result['samples_per_second']:,.1f} scheduled samples/s"
+    assert rows[0][5] == f"p99 {result['latency_p99_ms']:.2f} ms"
     assert rows[0][-1].startswith("VALID") or rows[0][-1].startswith("INVALID")
 
 

@@ -18,6 +18,20 @@ from dlrm_bench.errors import exit_status
 SCALES = ("tiny", "small", "full-day")
 
 
+def _number(kind: type, minimum: float, what: str) -> Callable[[str], float]:
+    """An argparse type: `kind` (int or float) at least `minimum`; argparse turns the ValueError into a one-line
+    usage error naming the flag."""
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, found {text!r}") from None
+        if not value >= minimum:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"expected {what}, found {text}")
+        return value
+    return parse
+
+
 def _add_dataset_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="auto",
                    help="terabyte, synthetic-tiny, synthetic-small, synthetic-full-day, criteo-tb-random, or auto "
@@ -38,12 +52,15 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test_mode", "--test-mode", dest="test_mode", default="PerformanceOnly,AccuracyOnly",
                    help="PerformanceOnly, AccuracyOnly, comma-separated")
     p.add_argument("--engine", default=None, help="reference, cpu or cuda (default: the fastest this machine has)")
-    p.add_argument("--min_duration", "--min-duration", dest="min_duration", type=float, default=None,
+    p.add_argument("--min_duration", "--min-duration", dest="min_duration", default=None,
+                   type=_number(float, 0, "seconds >= 0"),
                    help="seconds (MLPerf: 600); shorter runs are marked as such in the summary")
-    p.add_argument("--min_query_count", "--min-query-count", dest="min_query_count", type=int, default=None)
-    p.add_argument("--server_target_qps", "--server-target-qps", dest="server_target_qps", type=float, default=None)
-    p.add_argument("--offline_expected_qps", "--offline-expected-qps", dest="offline_expected_qps", type=float,
-                   default=None)
+    p.add_argument("--min_query_count", "--min-query-count", dest="min_query_count", default=None,
+                   type=_number(int, 1, "an integer >= 1"), help="queries (Offline: samples in the one query)")
+    p.add_argument("--server_target_qps", "--server-target-qps", dest="server_target_qps", default=None,
+                   type=_number(float, 1e-3, "samples/s > 0"))
+    p.add_argument("--offline_expected_qps", "--offline-expected-qps", dest="offline_expected_qps", default=None,
+                   type=_number(float, 1e-3, "samples/s > 0"))
     p.add_argument("--log_dir", "--log-dir", dest="log_dir", type=Path, default=None,
                    help="root of the log tree (default: build/logs)")
     p.add_argument("--config", type=Path, default=None,

@@ -43,7 +43,7 @@ import numpy as np
 
 from dlrm_bench.atomic import save_json, save_text
 from dlrm_bench.errors import DataError, UserError
-from dlrm_bench.harness.audit_config import TEST05_SEEDS
+from dlrm_bench.mlperf_rules import test05_seeds
 
 TESTS = ("TEST01", "TEST05")
 AUDIT_FILE = "audit.config"
@@ -78,7 +78,7 @@ def audit_config_text(test: str) -> str:
     elif test == "TEST05":
         body = ["# LoadGen 6 ignores test05 keys in an audit.config; dlrm-bench reads them and sets",
                 "# TestSettings.test05 / test05_*_rng_seed, which LoadGen then uses (see mlperf_log_detail.txt).",
-                "*.*.test05 = 1"] + [f"*.*.test05_{key} = {value}" for key, value in TEST05_SEEDS.items()]
+                "*.*.test05 = 1"] + [f"*.*.test05_{key} = {value}" for key, value in test05_seeds().items()]
     else:
         raise UserError(f"unknown compliance test '{test}': choose from {', '.join(TESTS)}")
     return "\n".join(head + body) + "\n"
@@ -275,7 +275,7 @@ def verify_audit_took_effect(test: str, test_dir: Path) -> list[str]:
     if test == "TEST05":
         if TEST05_FOUND not in text:
             problems.append("LoadGen did not switch to the TEST05 seeds")
-        for name, value in TEST05_SEEDS.items():
+        for name, value in test05_seeds().items():
             if detail.get(f"effective_{name}") != value:
                 problems.append(f"effective {name} is {detail.get(f'effective_{name}')}, expected {value}")
     return problems

@@ -91,8 +91,8 @@ def resolve_inputs(dataset: str, dataset_dir: Path | None, model: Path | None,
                         f"`dlrm-bench make-random-preset` (writes ~40 GB; uses the GPU when present)")
     meta = load_meta(directory)
     model_path = Path(model) if model else default_model_path(name)
-    if prepare and name in SYNTHETIC_SCALES and not model_path.exists():
-        train_synthetic_model(directory, model_path)
+    if prepare and name in SYNTHETIC_SCALES and model is None and not model_path.exists():
+        train_synthetic_model(directory, model_path)  # only the built-in default; a named model must exist
     if not model_path.exists():
         hint = {"terabyte": "`make download_model`",
                 "criteo-tb-random": "`dlrm-bench make-random-preset`"}.get(

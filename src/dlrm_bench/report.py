@@ -17,30 +17,55 @@ def _fmt(value: Any, spec: str, empty: str = "-") -> str:
     return empty if value is None else format(value, spec)
 
 
+def outcome(result: dict[str, Any]) -> str:
+    """FAILED for a run that did not complete; VALID/INVALID for performance runs; PASS/FAIL for accuracy runs,
+    TEST PASS/TEST FAIL for compliance tests ('-' where not judged)."""
+    if result.get("result") == "FAILED" or result.get("error"):
+        return "FAILED"
+    if result.get("compliance_test") or result["test_mode"] == "AccuracyOnly":
+        passed = result.get("compliance_passed" if result.get("compliance_test") else "accuracy_passed")
+        prefix = "TEST " if result.get("compliance_test") else ""
+        return "-" if passed is None else prefix + ("PASS" if passed else "FAIL")
+    return "VALID" if result.get("result_valid") else "INVALID"
+
+
 def verdict(result: dict[str, Any]) -> str:
-    """VALID/INVALID for performance runs, PASS/FAIL for accuracy runs; 'shortened' marks non-MLPerf durations."""
-    if result.get("error"):
-        return "ERROR"
-    if result.get("compliance_test"):
-        passed = result.get("compliance_passed")
-        return "-" if passed is None else ("TEST PASS" if passed else "TEST FAIL")
-    if result["test_mode"] == "AccuracyOnly":
-        passed = result.get("accuracy_passed")
-        return "-" if passed is None else ("PASS" if passed else "FAIL")
-    word = "VALID" if result.get("result_valid") else "INVALID"
-    return word + (" (short run)" if result.get("shortened_run") else "")
+    """outcome() with what a reader needs beside it: why a run FAILED, LoadGen's reason for INVALID, and
+    'short run' for durations below MLPerf's."""
+    word = outcome(result)
+    if word == "FAILED":
+        return f"FAILED: {result.get('failure') or result.get('error')}"
+    if word in ("VALID", "INVALID") and result.get("shortened_run"):
+        word += " (short run)"
+    return f"{word}: {result.get('invalid_reason') or 'no reason logged'}" if word.startswith("INVALID") else word
+
+
+THROUGHPUT_UNITS = {"Offline": "samples/s", "Server": "scheduled samples/s", "SingleStream": "QPS"}
+"""The unit of the throughput LoadGen reports per scenario (loadgen_logs.SCORE_KEYS)."""
+
+
+def throughput_cell(result: dict[str, Any]) -> str:
+    value = result.get("samples_per_second")
+    return "-" if value is None else f"{value:,.1f} {THROUGHPUT_UNITS.get(result['scenario'], 'samples/s')}"
+
+
+def latency_cell(result: dict[str, Any]) -> str:
+    """Server: p99; SingleStream: p90 (LoadGen's early-stopping estimate); Offline: none."""
+    for name, key in (("p99", "latency_p99_ms"), ("p90", "latency_p90_ms")):
+        if result.get(key) is not None and result["scenario"] != "Offline":
+            return f"{name} {result[key]:.2f} ms"
+    return "-"
 
 
 def results_table(results: Iterable[dict[str, Any]], first: tuple[str, ...] = ()) -> str:
     """The table; `first` names extra leading columns taken from each result (e.g. "run")."""
-    header = first + ("scenario", "config_ver", "mode", "samples/s", "pairs/s", "p99 ms", "AUC %", "ratio %",
+    header = first + ("scenario", "config_ver", "mode", "throughput", "pairs/s", "latency", "AUC %", "ratio %",
                       "result")
     rows = [header]
     for r in results:
         rows.append(tuple(str(r.get(k, "")) for k in first) + (
             r["scenario"], r["config_ver"], r.get("compliance_test") or r["test_mode"].replace("Only", ""),
-            _fmt(r.get("samples_per_second"), ",.1f"), _fmt(r.get("pairs_per_second"), ",.0f"),
-            _fmt(r.get("latency_p99_ms"), ".2f"),
+            throughput_cell(r), _fmt(r.get("pairs_per_second"), ",.0f"), latency_cell(r),
             _fmt(None if r.get("auc") is None else 100 * r["auc"], ".4f"),
             _fmt(None if r.get("auc_ratio") is None else 100 * r["auc_ratio"], ".3f"),
             verdict(r),

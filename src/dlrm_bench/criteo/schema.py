@@ -37,11 +37,3 @@ NUM_INTERACTIONS = (NUM_SPARSE + 1) * NUM_SPARSE // 2
 """351 dot products: the strict lower triangle of the 27 x 27 Gram matrix."""
 TOP_MLP_INPUT = EMBEDDING_DIM + NUM_INTERACTIONS
 """479 = 128 dense values then the 351 dots."""
-
-REFERENCE_AUC = 0.8025
-ACCURACY_TARGETS = {"default": 0.99, "high_accuracy": 0.999}
-"""Fraction of the FP32 reference AUC that each config_ver must reach."""
-
-PERFORMANCE_SAMPLE_COUNT = 204_800
-SERVER_TARGET_LATENCY_MS = 30
-MIN_DURATION_MS = 600_000

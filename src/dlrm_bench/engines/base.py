@@ -96,6 +96,9 @@ class Engine(abc.ABC):
     """
 
     name: str = "engine"
+    pads_batches: bool = False
+    """True when the engine computes fixed batch sizes and pads a part-full batch (the CUDA engine's graph
+    buckets): then batches that leave part-full waste work, and the harness warns about settings that cause it."""
 
     def __init__(self) -> None:
         self.split: Split | None = None

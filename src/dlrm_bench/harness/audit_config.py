@@ -3,7 +3,7 @@
 LoadGen 6.0 reads an audit.config passed to StartTestWithLogSettings for `mode`, `accuracy_log_rng_seed`,
 `accuracy_log_sampling_target` and the other plain keys, but ignores its seed and `test05*` keys: TEST05 seeds take
 effect only through `TestSettings.test05 = True` and `TestSettings.test05_*_rng_seed`, which
-`apply_audit_settings` sets.
+`apply_audit_settings` sets (to the round's TEST05 seeds, mlperf_rules.test05_seeds, unless the file names others).
 """
 
 from __future__ import annotations
@@ -12,12 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from dlrm_bench.errors import UserError
-
-TEST05_SEEDS = {"qsl_rng_seed": 7975553102935885558, "sample_index_rng_seed": 11403566307062068064,
-                "schedule_rng_seed": 15816800565822761601}
-"""The test05_* seeds of LoadGen 6.0's embedded mlperf.conf (whose plain seeds configs/dlrm/loadgen_rules.json
-uses for every other run)."""
-
+from dlrm_bench.mlperf_rules import SEED_NAMES, test05_seeds
 
 def read_audit_config(path: Path, scenario: str, model: str = "dlrm") -> dict[str, str]:
     """key -> value for this model and scenario (exact > '*.scenario' > 'model.*' > '*.*', as LoadGen looks up)."""
@@ -52,11 +47,12 @@ def apply_audit_settings(ts: Any, path: Path, scenario: str) -> None:
     `test05 = 1` with `test05_*_rng_seed` keys, or (older TEST05 configs) plain `*_rng_seed` keys, become
     ts.test05 = True and ts.test05_*_rng_seed. Everything else LoadGen reads from the file itself."""
     keys = read_audit_config(path, scenario)
-    seeds = {name: keys.get(f"test05_{name}") for name in TEST05_SEEDS}
-    plain = {name: keys.get(name) for name in TEST05_SEEDS}
+    seeds = {name: keys.get(f"test05_{name}") for name in SEED_NAMES}
+    plain = {name: keys.get(name) for name in SEED_NAMES}
     if keys.get("test05", "0") not in ("0", "") or any(plain.values()):
-        for name in TEST05_SEEDS:
+        defaults = test05_seeds()
+        for name in SEED_NAMES:
             value = seeds[name] or plain[name]
-            chosen = _int(value, path, name) if value else TEST05_SEEDS[name]
+            chosen = _int(value, path, name) if value else defaults[name]
             setattr(ts, f"test05_{name}", chosen)
         ts.test05 = True

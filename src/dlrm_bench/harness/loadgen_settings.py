@@ -1,15 +1,15 @@
-"""LoadGen TestSettings from the v1-era rules (configs/dlrm/loadgen_rules.json), the scenario config and flags."""
+"""LoadGen TestSettings from the round's rules (mlperf_rules: configs/dlrm/loadgen_rules.json), the scenario
+config and flags."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import mlperf_loadgen as lg
 
-from dlrm_bench.paths import configs_dir
+from dlrm_bench.mlperf_rules import load_rules
 from dlrm_bench.settings import Settings
 
 SCENARIO_ENUM = {
@@ -21,10 +21,6 @@ MODE_ENUM = {
     "PerformanceOnly": lg.TestMode.PerformanceOnly,
     "AccuracyOnly": lg.TestMode.AccuracyOnly,
 }
-
-
-def load_rules() -> dict[str, Any]:
-    return json.loads((configs_dir() / "dlrm" / "loadgen_rules.json").read_text())
 
 
 @dataclass(frozen=True)

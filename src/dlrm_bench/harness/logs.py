@@ -44,3 +44,13 @@ def update_latest(log_root: Path, root: Path) -> None:
         tmp.unlink()
     tmp.symlink_to(root.name)
     os.replace(tmp, link)
+
+
+def remove_if_empty(root: Path) -> None:
+    """Remove the run folder `root` of an invocation that wrote no file into it (a failed start), and the empty
+    folders under it."""
+    if not root.is_dir() or any(p.is_file() or p.is_symlink() for p in root.rglob("*")):
+        return
+    for folder in sorted((p for p in root.rglob("*")), key=lambda p: len(p.parts), reverse=True):
+        folder.rmdir()
+    root.rmdir()

@@ -19,7 +19,6 @@ from dlrm_bench import accuracy
 from dlrm_bench.atomic import save_json, save_npy, save_text
 from dlrm_bench import configs
 from dlrm_bench.criteo.dataset import DatasetMeta, Split, open_partition, open_split
-from dlrm_bench.criteo.schema import ACCURACY_TARGETS
 from dlrm_bench.engines import create_engine, pick_engine
 from dlrm_bench.engines.base import Engine
 from dlrm_bench.errors import UserError
@@ -29,14 +28,15 @@ from dlrm_bench.harness.cpu_affinity import apply_cpu_affinity
 from dlrm_bench.harness.host_stats import HostSample, host_delta
 from dlrm_bench.harness.loadgen_settings import (Overrides, build_test_settings, describe_test_settings,
                                                  load_rules, log_settings)
-from dlrm_bench.harness.logs import make_run_root, run_dir, update_latest
+from dlrm_bench.harness.logs import make_run_root, remove_if_empty, run_dir, update_latest
 from dlrm_bench.harness.qsl import SampleLibrary
 from dlrm_bench.harness.sut import Counters, batch_fill_note, make_sut
 from dlrm_bench.inputs import resolve_inputs
-from dlrm_bench.loadgen_logs import loadgen_metrics, read_detail_log
+from dlrm_bench.loadgen_logs import loadgen_metrics, mark_failed, read_detail_log
+from dlrm_bench.mlperf_rules import judged_by_absolute_auc, round_name, target_fraction
 from dlrm_bench.paths import configs_dir, logs_dir
 from dlrm_bench.plots import save_timeline, write_run_plots
-from dlrm_bench.report import results_table
+from dlrm_bench.report import outcome, results_table
 from dlrm_bench.settings import Settings
 from dlrm_bench.system import SystemInfo, detect_system
 from dlrm_bench.triton_server import create_served_engine
@@ -63,8 +63,13 @@ class RunContext:
     audit: Path | None
 
 
-def target_fraction(config_ver: str) -> float:
-    return ACCURACY_TARGETS["high_accuracy" if config_ver.startswith("high_accuracy") else "default"]
+class RunFailed(UserError):
+    """A run that did not complete (the engine or its server failed, or it was interrupted); `result` is what its
+    result.json says."""
+
+    def __init__(self, message: str, result: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 class EngineCache:
@@ -124,7 +129,7 @@ def run_loadgen(ctx: RunContext, engine: Engine, scenario: str, mode: str, setti
     audit = ctx.audit if ctx.audit else out / "no-audit.config"
     with SampleLibrary(ctx.split, ctx.offsets, qsl_count) as qsl, make_sut(scenario, engine, qsl, settings) as sut:
         note = batch_fill_note(sut.batch_size, 1e3 * sut.policy.max_wait_s, ts.server_target_qps,
-                               qsl.mean_pairs_per_sample) if scenario == "Server" else None
+                               qsl.mean_pairs_per_sample) if scenario == "Server" and engine.pads_batches else None
         if note:
             print(note, flush=True)
         t0 = time.perf_counter()
@@ -138,8 +143,11 @@ def run_loadgen(ctx: RunContext, engine: Engine, scenario: str, mode: str, setti
     sut_phases = batch_stamps.summarize(batch_stamps.save(out, counters.stamps, t0))
     save_npy(out / PAUSES_FILE, sut.interpreter.timeline(t0))
     if counters.errors:
-        raise UserError(f"{engine.name} engine failed during the {scenario} run: {counters.errors[0]}")
+        raise UserError(f"the {engine.name} engine failed during the test ({len(counters.errors)} batches "
+                        f"unanswered, completed with zeros): {counters.errors[0]}")
     metrics = loadgen_metrics(read_detail_log(out / "mlperf_log_detail.txt"), scenario)
+    if metrics["result_validity"] is None and mode == "PerformanceOnly":
+        raise UserError(f"{out / 'mlperf_log_detail.txt'} holds no LoadGen result (is the disk full?)")
     pairs_per_sample = counters.pairs / max(counters.samples, 1)
     sps = metrics["samples_per_second"]
     metrics.update({
@@ -156,7 +164,7 @@ def run_loadgen(ctx: RunContext, engine: Engine, scenario: str, mode: str, setti
         "host_cpu": host_cpu,
     })
     if mode == "AccuracyOnly":
-        for key in ("samples_per_second", "pairs_per_second", "result_valid", "result_validity"):
+        for key in ("samples_per_second", "pairs_per_second", "result_valid", "result_validity", "invalid_reason"):
             metrics[key] = None
     return metrics
 
@@ -164,10 +172,12 @@ def run_loadgen(ctx: RunContext, engine: Engine, scenario: str, mode: str, setti
 def score_accuracy(ctx: RunContext, out: Path, config_ver: str) -> dict[str, Any]:
     value, pairs, samples = accuracy.score_log(out / "mlperf_log_accuracy.json", ctx.split, ctx.offsets)
     ref = accuracy.reference_auc(ctx.model_path, ctx.meta, ctx.split)
-    result = accuracy.AccuracyResult(value, pairs, samples, ref, target_fraction(config_ver))
+    result = accuracy.AccuracyResult(value, pairs, samples, ref, target_fraction(config_ver),
+                                     judged_by_absolute_auc(ctx.meta.name))
     save_text(out / "accuracy.txt", result.text())
     return {"auc": result.auc, "auc_fp32_reference": ref, "auc_ratio": result.ratio,
-            "accuracy_target": result.target_fraction, "accuracy_passed": result.passed,
+            "accuracy_target": result.target_fraction, "accuracy_target_auc": result.target_auc,
+            "accuracy_rule": result.rule, "accuracy_passed": result.passed,
             "accuracy_pairs": pairs, "accuracy_samples": samples}
 
 
@@ -207,16 +217,35 @@ def run_one(ctx: RunContext, engines: EngineCache, args: argparse.Namespace, sce
         "dataset": ctx.meta.name, "dataset_dir": str(ctx.meta.directory), "model_path": str(ctx.model_path),
         "auc": None, "auc_fp32_reference": None, "auc_ratio": None, "accuracy_target": target_fraction(config_ver),
         "accuracy_passed": None, "system_config": resolved.system, "settings": settings.as_dict(),
-        "engine_info": engine.describe(), "cpu_affinity": affinity,
+        "engine_info": engine.describe(), "cpu_affinity": affinity, "mlperf_round": round_name(),
     }
     if label:
         result["compliance_test"] = label
-    result.update(run_loadgen(ctx, engine, scenario, mode, settings, out))
-    if mode == "AccuracyOnly":
-        result.update(score_accuracy(ctx, out, config_ver))
+    try:
+        result.update(run_loadgen(ctx, engine, scenario, mode, settings, out))
+        if mode == "AccuracyOnly":
+            result.update(score_accuracy(ctx, out, config_ver))
+    except KeyboardInterrupt:
+        save_failed(out, result, "interrupted")
+        raise
+    except (UserError, OSError) as exc:
+        reason = str(exc) if isinstance(exc, UserError) else f"cannot write {exc.filename or out}: {exc.strerror or exc}"
+        save_failed(out, result, reason)
+        raise RunFailed(f"{scenario} {config_ver} {label or mode} FAILED: {reason} (marked in {out})",
+                        result) from None
+    result["result"] = outcome(result)
     save_json(out / "result.json", result)
     write_run_plots(out, result)
     return result
+
+
+def save_failed(out: Path, result: dict[str, Any], reason: str) -> None:
+    """Mark a run that did not complete: result.json says FAILED and why; LoadGen's logs get a .FAILED suffix."""
+    result.update({"result": "FAILED", "failure": reason, "failed_logs": mark_failed(out)})
+    try:
+        save_json(out / "result.json", result)
+    except OSError as exc:  # e.g. the disk is full: the renamed logs still say FAILED
+        print(f"note: cannot write {out / 'result.json'} ({exc.strerror})", flush=True)
 
 
 def quick_run_overrides(dataset: str, overrides: Overrides) -> Overrides:
@@ -256,15 +285,24 @@ def run_and_report(ctx: RunContext, runs: Callable[[EngineCache], Iterable[dict[
     run folder when anything ran (also after an error), and print the results table."""
     engines = EngineCache(ctx)
     results: list[dict[str, Any]] = []
+    failure: RunFailed | None = None
     try:
-        results.extend(runs(engines))
+        for result in runs(engines):
+            results.append(result)
+    except RunFailed as exc:
+        failure = exc
+        results.append(exc.result)
     finally:
         engines.close()
         if results:
             update_latest(ctx.root.parent, ctx.root)
+        else:
+            remove_if_empty(ctx.root)
     print()
     print(results_table(results))
     print(f"\nlogs: {ctx.root}")
+    if failure is not None:
+        raise UserError(str(failure))
     return results
 
 

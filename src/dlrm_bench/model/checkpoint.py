@@ -87,8 +87,14 @@ def _trusted(trust: bool | None) -> bool:
     return bool(trust) if trust is not None else os.environ.get(TRUST_ENV, "") == "1"
 
 
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+
+
 def _torch_load(path: Path, mmap: bool, trust: bool) -> Any:
     """torch.load on CPU with weights_only=True and the numpy allow-list; a full unpickle only if trusted."""
+    if path.is_file() and path.stat().st_size == 0:
+        raise UserError(f"{path}: the checkpoint file is empty (0 bytes): download or train it again")
     try:
         with torch.serialization.safe_globals(_numpy_allow_list()):
             return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
@@ -98,10 +104,10 @@ def _torch_load(path: Path, mmap: bool, trust: bool) -> Any:
         unsafe = _unsafe_globals(path)
         raise UserError(
             f"{path}: refusing to unpickle it: it holds Python objects beyond tensors and numpy scalars "
-            f"({', '.join(unsafe) if unsafe else str(exc).splitlines()[0][:200]}), and loading them can run "
+            f"({', '.join(unsafe) if unsafe else _first_line(exc)}), and loading them can run "
             f"arbitrary code. If you trust the file's source, set {TRUST_ENV}=1 and run again") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
-        raise UserError(f"{path}: not a readable torch checkpoint ({str(exc).splitlines()[0][:200]}); "
+        raise UserError(f"{path}: not a readable torch checkpoint ({_first_line(exc)}); "
                         f"it may be truncated: download or train it again") from None
 
 

@@ -128,6 +128,7 @@ class CudaEngine(Engine):
         self.bytes_to_device = 0
         self.lock = threading.Lock()
         self.use_graphs = settings.cuda_graphs and self.start_from_device
+        self.pads_batches = self.use_graphs
         self.compute_stream = torch.cuda.Stream(self.dev)
         self.graph_sizes = graph_bucket_sizes(self.max_pairs, settings.cuda_graph_buckets)
         self.graph_batches = 0

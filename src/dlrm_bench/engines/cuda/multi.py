@@ -38,6 +38,7 @@ class MultiGpuEngine(Engine):
                 self.engines.append(CudaEngine(model, settings, store=store, device_index=i))
         self.outstanding = [0] * gpus
         self.lock = threading.Lock()
+        self.pads_batches = first.pads_batches
 
     @property
     def device(self) -> str:
