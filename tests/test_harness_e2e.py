@@ -151,3 +151,73 @@ def test_truncated_npy_is_named(tmp_path, monkeypatch, capsys) -> None:
                 "--log_dir", str(tmp_path / "logs")]) == 2
     err = capsys.readouterr().err
     assert "categorical_int32.npy" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--min_duration", "-5"], "--min_duration/--min-duration: expected seconds >= 0, found -5"),
+    (["--min_query_count", "-5"], "--min_query_count/--min-query-count: expected an integer >= 1, found -5"),
+    (["--min_duration", "0", "--min_query_count", "0"], "expected an integer >= 1, found 0"),  # LoadGen segfaulted
+    (["--server_target_qps", "nan"], "expected samples/s > 0, found nan"),
+])
+def test_bad_numbers_are_usage_errors(workspace, monkeypatch, capsys, args, message) -> None:
+    with pytest.raises(SystemExit) as stop:
+        run(workspace, *args, monkeypatch=monkeypatch)
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_bad_engine_and_config_files_are_named(workspace, tmp_path, monkeypatch, capsys) -> None:
+    assert run(workspace, "--set", "engine=gpu", monkeypatch=monkeypatch) == 2
+    assert """setting 'engine' is "gpu": expected one of""" in capsys.readouterr().err
+    listed = tmp_path / "list.json"
+    listed.write_text("[1, 2]")
+    assert run(workspace, "--config", str(listed), monkeypatch=monkeypatch) == 2
+    err = capsys.readouterr().err
+    assert f"{listed}: expected a JSON object at the top, found a list" in err and "Traceback" not in err
+
+
+def test_a_named_model_that_is_missing_or_empty_is_never_trained(workspace, tmp_path, monkeypatch, capsys) -> None:
+    missing = tmp_path / "nowhere" / "model.pt"
+    # synthetic-tiny is the name whose default model is trained when absent; a named one must exist
+    assert run({**workspace, "model": missing}, "--dataset", "synthetic-tiny", monkeypatch=monkeypatch) == 2
+    assert f"model {missing} not found" in capsys.readouterr().err and not missing.parent.exists()
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    assert run({**workspace, "model": empty}, monkeypatch=monkeypatch) == 2
+    assert "the checkpoint file is empty (0 bytes)" in capsys.readouterr().err and empty.stat().st_size == 0
+
+
+def test_a_start_that_fails_leaves_no_log_folder(tmp_path, monkeypatch, capsys) -> None:
+    from dlrm_bench.quant import artifacts
+
+    data = write_preprocessed_dataset(tmp_path / "data", test_rows=300, num_days=1, rows_per_day=200)
+    model = save_random_model(tmp_path / "models" / "m.pt")
+    monkeypatch.setenv("MLPERF_SCRATCH_PATH", str(tmp_path / "scratch"))
+    folder = artifacts.generate_engines(model, load_meta(data))
+    with open(folder / "dlrm_embedding_weights_int8_v3.bin", "r+b") as f:  # same size, first block changed
+        f.seek(100)
+        f.write(b"\x55")
+    logs = tmp_path / "logs"
+    assert cli(["run", "--dataset-dir", str(data), "--model", str(model), "--engine", "cpu", "--log_dir",
+                str(logs)]) == 2
+    err = capsys.readouterr().err
+    assert "dlrm_embedding_weights_int8_v3.bin" in err and "make generate_engines" in err
+    assert not list(logs.iterdir())  # the engine failed to load: no empty <timestamp> folder, no `latest`
+
+
+def test_a_full_disk_fails_the_run_and_leaves_no_result_looking_log(workspace, tmp_path, monkeypatch,
+                                                                    capsys) -> None:
+    import subprocess
+
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48k", "tmpfs", str(small)],
+                      capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        assert run({**workspace, "logs": small}, "--test_mode", "PerformanceOnly", "--min_duration", "0.2",
+                   monkeypatch=monkeypatch) == 2
+        err = capsys.readouterr().err
+        assert "FAILED" in err and "Traceback" not in err
+        assert not list(small.rglob("mlperf_log_summary.txt")) and list(small.rglob("*.FAILED"))
+    finally:
+        subprocess.run(["umount", str(small)], check=False)

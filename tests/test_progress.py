@@ -35,7 +35,7 @@ def test_a_disabled_bar_writes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_run_says_it_is_running(capsys: pytest.CaptureFixture[str]) -> None:
-    counters = SimpleNamespace(samples=0)
+    counters = SimpleNamespace(samples=0, errors=[])
     with ticking("Offline PerformanceOnly", counters, interval=0.05):
         time.sleep(0.08)
         counters.samples = 1234
@@ -46,3 +46,15 @@ def test_a_run_says_it_is_running(capsys: pytest.CaptureFixture[str]) -> None:
     count = len(lines)
     time.sleep(0.12)
     assert len(capsys.readouterr().out.splitlines()) == 0 and count >= 2  # stopped when the test ended
+
+
+def test_a_failed_engine_ends_the_test_after_the_grace() -> None:
+    counters, called = SimpleNamespace(samples=0, errors=[]), []
+    with ticking("Server PerformanceOnly", counters, interval=60, on_failure=called.append, grace_s=1.0):
+        time.sleep(0.6)
+        assert not called  # no error yet
+        counters.errors.append("RuntimeError: engine gone")
+        time.sleep(0.5)
+        assert not called  # within the grace: LoadGen may still end by itself
+        time.sleep(1.5)
+    assert called == ["RuntimeError: engine gone"]

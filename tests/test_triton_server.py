@@ -247,6 +247,14 @@ def test_server_killed_mid_run_fails_clearly_and_leaves_nothing(workspace, tmp_p
     assert f"tritonserver (pid {pid}) was killed by SIGKILL while" in err
     assert "Traceback" not in err
     assert_nothing_left(pid, proc.pid)
+    # the run's folder says FAILED; LoadGen's logs, which read like a result, carry a .FAILED suffix
+    run = next((tmp_path / "logs").glob("*/*/dlrm/Server/triton/PerformanceOnly"))
+    result = json.loads((run / "result.json").read_text())
+    assert result["result"] == "FAILED" and "killed by SIGKILL" in result["failure"]
+    assert not list(run.glob("mlperf_log_*.txt")) and (run / "mlperf_log_summary.txt.FAILED").exists()
+    report = subprocess.run(DLRM_BENCH + ["report", str(tmp_path / "logs"), "--no-plots"], capture_output=True,
+                            text=True, env=child_env(workspace))
+    assert "FAILED: the reference engine failed" in report.stdout
 
 
 @needs_triton

@@ -65,6 +65,9 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
                    help="root of the log tree (default: build/logs)")
     p.add_argument("--config", type=Path, default=None,
                    help="a scenario config.json to use instead of configs/dlrm/<Scenario>/config.json")
+    p.add_argument("--verify", action="store_true",
+                   help="check the full sha256 of the int8 engine files and calibration cache before the runs "
+                        "(every start checks their sizes and sampled blocks)")
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                    help="one setting for this run (docs/configuration.md; VALUE parsed as JSON), repeatable, "
                         "e.g. --set gpu_num_bundles=4 --set embedding_weights_on_gpu_part=0.2")

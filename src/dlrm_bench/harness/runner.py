@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import json
+import os
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -36,6 +39,7 @@ from dlrm_bench.loadgen_logs import loadgen_metrics, mark_failed, read_detail_lo
 from dlrm_bench.mlperf_rules import judged_by_absolute_auc, round_name, target_fraction
 from dlrm_bench.paths import configs_dir, logs_dir
 from dlrm_bench.plots import save_timeline, write_run_plots
+from dlrm_bench.quant.artifacts import check_int8_artifacts
 from dlrm_bench.report import outcome, results_table
 from dlrm_bench.settings import Settings
 from dlrm_bench.system import SystemInfo, detect_system
@@ -43,6 +47,8 @@ from dlrm_bench.triton_server import create_served_engine
 
 TICK_S = 10.0
 """While LoadGen runs, a line this often says how many samples were answered."""
+FAILURE_GRACE_S = 5.0
+"""After the engine's first failure, how long LoadGen's test may go on before the run is ended (ticking)."""
 PAUSES_FILE = "interpreter_pauses.npy"
 """Per run: every garbage collection and watchdog stall of the test (QuietInterpreter.timeline), on the clock of
 sut_batches.npy, so a slow stretch of batches can be matched to what the interpreter did then."""
@@ -99,16 +105,28 @@ class EngineCache:
 
 
 @contextlib.contextmanager
-def ticking(label: str, counters: Counters, interval: float = TICK_S) -> Iterator[None]:
+def ticking(label: str, counters: Counters, interval: float = TICK_S,
+            on_failure: Callable[[str], None] | None = None, grace_s: float = FAILURE_GRACE_S) -> Iterator[None]:
     """While entered, print every `interval` seconds how long the test has run and how many samples were answered
-    (LoadGen itself says nothing until it ends)."""
+    (LoadGen itself says nothing until it ends). When the engine has failed (counters.errors) and the test has not
+    ended `grace_s` later, call `on_failure(first error)`: LoadGen cannot be stopped mid-test, and a Server test
+    would go on for its whole duration on answers that are zeros."""
     stop, start = threading.Event(), time.perf_counter()
 
     def loop() -> None:
-        while not stop.wait(interval):
-            elapsed, done = time.perf_counter() - start, counters.samples
-            state = f"{done:,} samples answered ({done / elapsed:,.0f}/s)" if done else "no query from LoadGen yet"
-            print(f"{label}: {elapsed:.0f} s, {state}", flush=True)
+        last, failed_at = start, None
+        while not stop.wait(min(interval, 0.25)):
+            now = time.perf_counter()
+            if counters.errors and on_failure is not None:
+                failed_at = failed_at or now
+                if now - failed_at >= grace_s:
+                    on_failure(counters.errors[0])
+                    return
+            if now - last >= interval:
+                last, done = now, counters.samples
+                state = f"{done:,} samples answered ({done / (now - start):,.0f}/s)" if done else \
+                    "no query from LoadGen yet"
+                print(f"{label}: {now - start:.0f} s, {state}", flush=True)
 
     thread = threading.Thread(target=loop, name="run-ticker", daemon=True)
     thread.start()
@@ -120,8 +138,8 @@ def ticking(label: str, counters: Counters, interval: float = TICK_S) -> Iterato
 
 
 def run_loadgen(ctx: RunContext, engine: Engine, scenario: str, mode: str, settings: Settings,
-                out: Path) -> dict[str, Any]:
-    """One LoadGen test; returns the measured numbers."""
+                out: Path, on_failure: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """One LoadGen test; returns the measured numbers. `on_failure`: see ticking."""
     qsl_count = min(int(ctx.rules["performance_sample_count"]), len(ctx.offsets) - 1)
     ts = build_test_settings(scenario, mode, settings, len(ctx.offsets) - 1, ctx.overrides, ctx.rules)
     if ctx.audit:
@@ -134,7 +152,7 @@ def run_loadgen(ctx: RunContext, engine: Engine, scenario: str, mode: str, setti
             print(note, flush=True)
         t0 = time.perf_counter()
         host_before = HostSample()
-        with ticking(f"{scenario} {mode}", sut.counters):
+        with ticking(f"{scenario} {mode}", sut.counters, on_failure=on_failure):
             lg.StartTestWithLogSettings(sut.handle, qsl.handle, ts, log_settings(out), str(audit))
         host_cpu = host_delta(host_before, HostSample())
         wall = time.perf_counter() - t0
@@ -221,22 +239,50 @@ def run_one(ctx: RunContext, engines: EngineCache, args: argparse.Namespace, sce
     }
     if label:
         result["compliance_test"] = label
-    try:
-        result.update(run_loadgen(ctx, engine, scenario, mode, settings, out))
+
+    def measure() -> None:
+        failed = functools.partial(end_failed_run, ctx, engines, out, result, what, f"the {name} engine failed")
+        result.update(run_loadgen(ctx, engine, scenario, mode, settings, out, failed))
         if mode == "AccuracyOnly":
             result.update(score_accuracy(ctx, out, config_ver))
+        result["result"] = outcome(result)
+        save_json(out / "result.json", result)
+
+    what = f"{scenario} {config_ver} {label or mode}"
+    run_or_mark_failed(measure, out, result, what)
+    try:
+        write_run_plots(out, result)
+    except OSError as exc:
+        print(f"note: no plots for {out} ({exc.strerror or exc})", flush=True)
+    return result
+
+
+def run_or_mark_failed(measure: Callable[[], None], out: Path, result: dict[str, Any], what: str) -> None:
+    """Call `measure`; if it fails (an engine error, an unreadable or unwritable log, Ctrl-C), mark the run's
+    folder FAILED (save_failed) and raise RunFailed (KeyboardInterrupt as it is)."""
+    try:
+        measure()
     except KeyboardInterrupt:
         save_failed(out, result, "interrupted")
         raise
     except (UserError, OSError) as exc:
         reason = str(exc) if isinstance(exc, UserError) else f"cannot write {exc.filename or out}: {exc.strerror or exc}"
         save_failed(out, result, reason)
-        raise RunFailed(f"{scenario} {config_ver} {label or mode} FAILED: {reason} (marked in {out})",
-                        result) from None
-    result["result"] = outcome(result)
-    save_json(out / "result.json", result)
-    write_run_plots(out, result)
-    return result
+        raise RunFailed(f"{what} FAILED: {reason} (marked in {out})", result) from None
+
+
+def end_failed_run(ctx: RunContext, engines: EngineCache, out: Path, result: dict[str, Any], what: str,
+                   cause: str, error: str) -> None:
+    """Mark the run FAILED, stop the engines and end the process (status 2): the engine failed mid-test and LoadGen
+    cannot stop a test early (ticking's on_failure)."""
+    reason = f"{cause} during the test: {error}"
+    save_failed(out, result, reason)
+    print(f"dlrm-bench: error: {what} FAILED: {reason} (marked in {out}); LoadGen cannot stop a test early, so the "
+          f"process ends here", file=sys.stderr, flush=True)
+    with contextlib.suppress(BaseException):
+        engines.close()
+        update_latest(ctx.root.parent, ctx.root)
+    os._exit(2)
 
 
 def save_failed(out: Path, result: dict[str, Any], reason: str) -> None:
@@ -271,6 +317,9 @@ def make_context(args: argparse.Namespace) -> RunContext:
     offsets = open_partition(meta.directory / "test", len(split))
     print(f"dataset: {meta.name} ({len(split):,} pairs, {len(offsets) - 1:,} samples) from {meta.directory}; "
           f"model: {model_path}", flush=True)
+    if getattr(args, "verify", False):
+        check_int8_artifacts(model_path, verify=True)
+        print(f"engine files of {model_path}: full sha256 verified", flush=True)
     root = make_run_root(Path(args.log_dir) if args.log_dir else logs_dir())
     overrides = Overrides(args.min_duration, args.min_query_count, args.server_target_qps, args.offline_expected_qps)
     overrides = quick_run_overrides(meta.name, overrides)
