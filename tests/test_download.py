@@ -9,6 +9,7 @@ import hashlib
 import http.server
 import json
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,20 @@ def test_missing_and_empty_days_are_listed(tmp_path, capsys):
     assert "day_3: empty file" in out and "day_2:" not in out
     assert DATASET_URL in out and "Criteo 1TB Click Logs" in out
     assert [s.name for s in check_days(tmp_path) if not s.ok] == ["day_3", "day_20", "day_21", "day_22", "day_23"]
+
+
+def test_directory_and_empty_gz_days_are_named(tmp_path, capsys):
+    for k in range(24):
+        (tmp_path / f"day_{k}").write_text("0\t1\n")
+    (tmp_path / "day_3").unlink()
+    (tmp_path / "day_3").mkdir()
+    (tmp_path / "day_5").unlink()
+    (tmp_path / "day_5.gz").write_bytes(gzip.compress(b""))
+    assert main(argparse.Namespace(raw_dir=tmp_path)) == 1
+    out = capsys.readouterr().out
+    assert "22 of 24 day files present" in out
+    assert f"day_3: is a directory, expected a day file day_3 or day_3.gz ({tmp_path / 'day_3'})" in out
+    assert "day_5: empty file" in out and str(tmp_path / "day_5.gz") in out
 
 
 def test_cli_uses_scratch_path(tmp_path, monkeypatch, capsys):
@@ -240,9 +255,55 @@ def test_http_error_and_unreachable_server_are_named(tmp_path):
             dl.download(server.url.replace("model.pt", "nothing"), tmp_path / "m.pt", PAYLOAD_MD5, retries=0,
                         progress=False, log=lambda _: None)
         port = server.httpd.server_address[1]
-    with pytest.raises(UserError, match="cannot connect"):
+    with pytest.raises(UserError, match=rf"127.0.0.1:{port} refused"):
         dl.download(f"http://127.0.0.1:{port}/model.pt", tmp_path / "m.pt", PAYLOAD_MD5, retries=0,
                     progress=False, log=lambda _: None, timeout=2)
+
+
+def fail_fast(url: str, dest: Path) -> tuple[str, list[float]]:
+    """download() with 5 retries allowed: (the UserError's message, the retry pauses it asked for)."""
+    waits: list[float] = []
+    with pytest.raises(UserError) as info:
+        dl.download(url, dest, PAYLOAD_MD5, retries=5, progress=False, log=lambda _: None, wait=waits.append,
+                    timeout=5)
+    return str(info.value), waits
+
+
+def test_unresolvable_host_fails_at_once_without_naming_a_part(tmp_path):
+    started = time.monotonic()
+    message, waits = fail_fast("http://nonexistent.invalid/tb00_40M.pt", tmp_path / "m.pt")
+    assert time.monotonic() - started < 10 and waits == []
+    assert "cannot resolve host nonexistent.invalid" in message and ".part" not in message
+    assert "\n" not in message and not dl.part_path(tmp_path / "m.pt").exists()
+
+
+def test_http_404_and_invalid_url_are_not_retried(tmp_path):
+    with FileServer(PAYLOAD) as server:
+        message, waits = fail_fast(server.url.replace("model.pt", "nothing"), tmp_path / "m.pt")
+    assert waits == [] and len(server.requests) == 1
+    assert "HTTP 404" in message and "/nothing" in message and ".part" not in message
+    message, waits = fail_fast("htp://example/m.pt", tmp_path / "m.pt")
+    assert waits == [] and "invalid URL" in message
+
+
+def test_server_errors_are_retried_and_the_part_is_named_with_its_size(tmp_path):
+    dest = tmp_path / "m.pt"
+    with FileServer(PAYLOAD) as server:
+        server.cut_after = [200_000]
+        with pytest.raises(UserError):
+            fetch(server, dest)
+        server.handle = lambda h: h.send_error(500, "Internal Server Error")  # every request fails now
+        message, waits = fail_fast(server.url, dest)
+    assert waits == list(dl.RETRY_WAIT_S) and "HTTP 500" in message
+    assert f"{dl.part_path(dest)} holds 200,000 bytes" in message and "run the same command again" in message
+
+
+def test_local_write_error_names_the_file_without_retrying(tmp_path):
+    (tmp_path / "models").write_text("not a folder")
+    with FileServer(PAYLOAD) as server:
+        message, waits = fail_fast(server.url, tmp_path / "models" / "m.pt")
+    assert waits == [] and server.requests == []
+    assert message.startswith(f"{tmp_path / 'models'}: ") and "local file error" in message
 
 
 def test_cli_defaults_name_the_official_model(tmp_path, monkeypatch, capsys):

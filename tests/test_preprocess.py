@@ -215,6 +215,31 @@ def test_bad_day_fails_then_only_that_day_is_rescanned(tmp_path):
     assert meta["test_rows"] == 3
 
 
+@pytest.mark.parametrize("bad", ["empty", "directory"])
+def test_empty_or_directory_day_fails_before_any_work(tmp_path, bad):
+    write_days(tmp_path / "raw", DAYS)
+    day1 = tmp_path / "raw" / "day_1"
+    if bad == "empty":
+        day1.write_text("")
+    else:
+        day1.unlink()
+        day1.mkdir()
+    args = argparse.Namespace(raw_dir=tmp_path / "raw", output=tmp_path / "out", name="x", max_ind_range=R,
+                              skip_bad_rows=False, workers=1, compress=False, quantile_file=None)
+    expected = "empty file" if bad == "empty" else "is a directory, expected a day file day_1 or day_1.gz"
+    with pytest.raises(DataError, match=rf"^{day1}: {expected}"):
+        main(args)
+    assert not (tmp_path / "out").exists()
+
+
+def test_day_of_only_skipped_rows_is_an_error(tmp_path):
+    write_days(tmp_path / "raw", DAYS)
+    (tmp_path / "raw" / "day_1").write_text("2\t1\nnot a row\n")
+    opts = PreprocessOptions(max_ind_range=R, workers=1, progress=False, skip_bad_rows=True)
+    with pytest.raises(DataError, match=r"day_1: no valid rows \(2 malformed rows skipped\)"):
+        preprocess(tmp_path / "raw", tmp_path / "out", "x", opts, log=lambda _: None)
+
+
 def test_skip_bad_rows_reports_count(tmp_path, capsys):
     write_days(tmp_path / "raw", DAYS)
     day1 = tmp_path / "raw" / "day_1"

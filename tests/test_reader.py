@@ -191,13 +191,33 @@ def test_empty_file_and_truncated_gzip(tmp_path):
 
 
 def test_day_files_order_gaps_and_plain_over_gz(tmp_path):
-    for name in ("day_0", "day_0.gz", "day_1.gz", "day_2", "day_10", "notes.txt"):
-        (tmp_path / name).write_text("")
+    for name in ("day_0", "day_0.gz", "day_2", "day_10", "notes.txt"):
+        (tmp_path / name).write_text("0\n")
+    (tmp_path / "day_1.gz").write_bytes(gzip.compress(b"0\n"))
     with pytest.raises(UserError, match="day_3"):
         day_files(tmp_path)
     assert [p.name for p in day_files(tmp_path, 3)] == ["day_0", "day_1.gz", "day_2"]
     with pytest.raises(UserError, match="not found"):
         day_files(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("name, content", [("day_1", b""), ("day_1.gz", gzip.compress(b"")),
+                                           ("day_1.gz", b"plain text, not gzip")])
+def test_day_files_refuses_an_empty_or_unreadable_day(tmp_path, name, content):
+    (tmp_path / "day_0").write_text("0\n")
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(DataError, match=rf"{tmp_path / name}: (empty file|cannot be read)"):
+        day_files(tmp_path)
+    (tmp_path / name).write_bytes(gzip.compress(b"0\n") if name.endswith(".gz") else b"0\n")
+    assert [p.name for p in day_files(tmp_path)] == ["day_0", name]
+
+
+def test_day_files_refuses_a_directory_named_like_a_day(tmp_path):
+    (tmp_path / "day_0").write_text("0\n")
+    (tmp_path / "day_1").mkdir()  # the last day: without the check it would silently be left out
+    with pytest.raises(DataError, match=rf"{tmp_path / 'day_1'}: is a directory, expected a day file day_1 or "
+                                        r"day_1.gz"):
+        day_files(tmp_path)
 
 
 _hex = st.text("0123456789abcdefABCDEF", min_size=8, max_size=8)

@@ -55,6 +55,8 @@ def read_accuracy_log(path: Path) -> dict[int, np.ndarray]:
         entries = json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise UserError(f"{path}: accuracy log not found") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a LoadGen accuracy log: not UTF-8 JSON") from None
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg}); the run may have been cut short")
     if not isinstance(entries, list):
@@ -72,13 +74,25 @@ def read_accuracy_log(path: Path) -> dict[int, np.ndarray]:
     return out
 
 
-def gather_predictions(logged: dict[int, np.ndarray], offsets: np.ndarray, log: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Predictions in pair order [P] and the pair rows [P] they belong to; checks each sample's pair count."""
+def gather_predictions(logged: dict[int, np.ndarray], offsets: np.ndarray, log: Path,
+                       require_all: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions in pair order [P] and the pair rows [P] they belong to; checks each sample's pair count.
+
+    `require_all`: every sample of the partition must be logged (an AccuracyOnly run logs them all; MLPerf's
+    accuracy-dlrm.py refuses a log that lacks some); False scores the logged ones (a compliance test's subset).
+    """
     indices = np.array(sorted(logged), dtype=np.int64)
+    total = len(offsets) - 1
     if indices.size == 0:
         raise DataError(f"{log}: no samples logged")
-    if indices[-1] >= len(offsets) - 1 or indices[0] < 0:
-        raise DataError(f"{log}: sample index {indices[-1]} outside the partition's {len(offsets) - 1} samples")
+    outside = indices[(indices < 0) | (indices >= total)]
+    if outside.size:
+        raise DataError(f"{log}: sample index {outside[0]} outside the partition's {total} samples (0..{total - 1})")
+    missing = np.setdiff1d(np.arange(total), indices)
+    if require_all and missing.size:
+        first = ", ".join(str(i) for i in missing[:5]) + (", ..." if missing.size > 5 else "")
+        raise DataError(f"{log}: {indices.size} of {total} samples logged, missing qsl_idx {first}; an AccuracyOnly "
+                        f"log holds every sample (was the run cut short, or is it another dataset's log?)")
     preds, rows = [], []
     for idx in indices:
         lo, hi = int(offsets[idx]), int(offsets[idx + 1])
@@ -98,10 +112,11 @@ def auc(labels: np.ndarray, predictions: np.ndarray) -> float:
     return float(roc_auc_score(labels, predictions))
 
 
-def score_log(log: Path, split: Split, offsets: np.ndarray) -> tuple[float, int, int]:
-    """(AUC, pairs, samples) of an accuracy log against the split's labels."""
+def score_log(log: Path, split: Split, offsets: np.ndarray, require_all: bool = True) -> tuple[float, int, int]:
+    """(AUC, pairs, samples) of an accuracy log against the split's labels; `require_all` as in
+    gather_predictions."""
     logged = read_accuracy_log(log)
-    preds, rows = gather_predictions(logged, offsets, log)
+    preds, rows = gather_predictions(logged, offsets, log, require_all)
     return auc(np.asarray(split.labels)[rows], preds), int(rows.size), len(logged)
 
 

@@ -15,6 +15,10 @@ How a download goes:
 
 An existing `<output>` is checked (once: `<output>.md5` records the verified size and mtime) and never overwritten
 unless `--force`. No disk space? The free space is checked against the bytes still to come before they come.
+
+Only transient failures are retried (a connection dropped mid-transfer, a timeout, HTTP 5xx / 408 / 429); what a
+retry cannot fix (unknown host, connection refused, a bad certificate, an invalid URL, other HTTP 4xx, a local
+write error) stops at once with one line naming the URL or file and the cause.
 """
 
 from __future__ import annotations
@@ -27,8 +31,10 @@ import json
 import os
 import re
 import socket
+import ssl
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +59,17 @@ Log = Callable[[str], None]
 
 class _Retryable(Exception):
     """A transfer that stopped early (connection dropped, timeout, short body): worth another request."""
+
+
+class _Fatal(Exception):
+    """A failure another request cannot fix (unknown host, refused connection, HTTP 4xx, invalid URL).
+
+    `unreachable`: the host could not be reached (unknown, refused), which is retried only after a transient
+    failure earlier in the same call (the network went away during the download)."""
+
+    def __init__(self, message: str, unreachable: bool = False) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
 
 
 @dataclass
@@ -196,12 +213,31 @@ def _open(url: str, offset: int, state: dict, timeout: float) -> tuple[http.clie
         if exc.code == 416:
             _, total = _parse_content_range(exc.headers.get("Content-Range"))
             return None, total
-        if exc.code >= 500 or exc.code == 429:
+        if exc.code >= 500 or exc.code in (408, 429):
             raise _Retryable(f"HTTP {exc.code} {exc.reason}") from None
-        raise UserError(f"{url}: HTTP {exc.code} {exc.reason}; check the URL (--url)") from None
-    except (urllib.error.URLError, socket.timeout, ConnectionError, http.client.HTTPException) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise _Retryable(f"cannot connect ({reason})") from None
+        raise _Fatal(f"HTTP {exc.code} {exc.reason}; check the URL (--url)") from None
+    except (ValueError, http.client.InvalidURL) as exc:
+        raise _Fatal(f"invalid URL ({exc})") from None
+    except urllib.error.URLError as exc:
+        raise _connect_error(url, exc.reason) from None
+    except (http.client.HTTPException, OSError) as exc:
+        raise _connect_error(url, exc) from None
+
+
+def _connect_error(url: str, reason: object) -> Exception:
+    """A failed connection as _Fatal (unknown host, refused, bad certificate, bad URL) or _Retryable (the rest)."""
+    host = urllib.parse.urlsplit(url).netloc or url
+    if isinstance(reason, socket.gaierror):
+        return _Fatal(f"cannot resolve host {host} ({reason.strerror}); check the URL and the network (DNS, proxy)",
+                      unreachable=True)
+    if isinstance(reason, ConnectionRefusedError):
+        return _Fatal(f"connection to {host} refused (no server listens there; check the URL and any proxy)",
+                      unreachable=True)
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        return _Fatal(f"TLS certificate of {host} not accepted ({reason.verify_message})")
+    if isinstance(reason, str):
+        return _Fatal(f"invalid URL ({reason})")
+    return _Retryable(f"cannot connect to {host} ({reason})")
 
 
 def _body(resp: http.client.HTTPResponse) -> Iterator[bytes]:
@@ -292,14 +328,36 @@ def _finish(dest: Path, hasher: _Hasher, md5: str, size: int, progress: bool) ->
     save_text(verified_path(dest), f"{md5.lower()} {_stat_key(dest)}\n")
 
 
+def _partial_note(dest: Path) -> str:
+    """'; the partial file ... is kept ...' when a non-empty part file exists, else ''."""
+    try:
+        have = part_path(dest).stat().st_size
+    except OSError:
+        return ""
+    return (f"; the partial file {part_path(dest)} holds {have:,} bytes and is kept: run the same command again "
+            f"to resume") if have else ""
+
+
 def download(url: str, dest: Path, md5: str, *, retries: int = DEFAULT_RETRIES,
              timeout: float = DEFAULT_TIMEOUT_S, progress: bool = True, force: bool = False,
              log: Log = print, wait: Callable[[float], None] = time.sleep) -> Path:
     """Download `url` to `dest` (resuming `<dest>.part`), verify its MD5, and return `dest`.
 
-    `retries`: further requests after a dropped transfer within this call (each resumes where it stopped).
+    `retries`: further requests after a transient failure within this call (each resumes where it stopped).
+    A local file error (read-only or full folder) is a UserError naming the file.
     """
     dest = Path(dest)
+    try:
+        return _download(url, dest, md5, retries, timeout, progress, force, log, wait)
+    except OSError as exc:
+        where = exc.filename or part_path(dest)
+        raise UserError(f"{where}: {exc.strerror or exc} (a local file error, which retrying cannot fix; "
+                        f"downloading {url}){_partial_note(dest)}") from None
+
+
+def _download(url: str, dest: Path, md5: str, retries: int, timeout: float, progress: bool, force: bool,
+              log: Log, wait: Callable[[float], None]) -> Path:
+    """download() without the translation of local file errors."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.exists() and not force:
         if verify_existing(dest, md5.lower(), progress):
@@ -312,14 +370,14 @@ def download(url: str, dest: Path, md5: str, *, retries: int = DEFAULT_RETRIES,
         try:
             size = _attempt(url, dest, hasher, timeout, progress, log)
             break
-        except _Retryable as exc:
-            have = part_path(dest).stat().st_size if part_path(dest).exists() else 0
+        except (_Fatal, _Retryable) as exc:
+            if isinstance(exc, _Fatal) and not (attempt and exc.unreachable):
+                raise UserError(f"download of {url} failed: {exc}{_partial_note(dest)}") from None
             if attempt == retries:
-                raise UserError(f"download of {url} stopped after {have:,} bytes ({exc}); the partial file "
-                                f"{part_path(dest)} is kept: run the same command again to resume") from None
+                raise UserError(f"download of {url} failed after {attempt + 1} attempt(s): {exc}"
+                                f"{_partial_note(dest)}") from None
             pause = RETRY_WAIT_S[min(attempt, len(RETRY_WAIT_S) - 1)]
-            log(f"download interrupted at {have:,} bytes ({exc}); resuming in {pause:g} s "
-                f"(retry {attempt + 1} of {retries})")
+            log(f"download of {url} interrupted ({exc}); retrying in {pause:g} s (retry {attempt + 1} of {retries})")
             wait(pause)
     _finish(dest, hasher, md5, size, progress)
     log(f"{dest}: {size:,} bytes, MD5 {md5.lower()} verified")

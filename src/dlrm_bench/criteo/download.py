@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dlrm_bench import paths
+from dlrm_bench.criteo.reader import day_problem
 from dlrm_bench.criteo.schema import NUM_DAYS
 
 DATASET_NAME = "Criteo 1TB Click Logs"
@@ -32,18 +33,14 @@ class DayStatus:
 
 
 def check_days(raw_dir: Path, num_days: int = NUM_DAYS) -> list[DayStatus]:
-    """Status of day_0 .. day_{num_days-1} under raw_dir: present (plain or .gz, non-empty), empty or missing."""
+    """Status of day_0 .. day_{num_days-1} under raw_dir: present (plain or .gz, non-empty), missing, or why the
+    file found cannot be a day (`day_problem`: a directory, an empty or unreadable file)."""
     out = []
     for k in range(num_days):
         name = f"day_{k}"
-        candidates = [raw_dir / name, raw_dir / f"{name}.gz"]
-        found = next((p for p in candidates if p.is_file()), None)
-        if found is None:
-            out.append(DayStatus(name, None, "missing"))
-        elif found.stat().st_size == 0:
-            out.append(DayStatus(name, found, "empty file"))
-        else:
-            out.append(DayStatus(name, found, None))
+        present = [p for p in (raw_dir / name, raw_dir / f"{name}.gz") if p.exists()]
+        found = next((p for p in present if p.is_dir()), present[0] if present else None)
+        out.append(DayStatus(name, found, "missing" if found is None else day_problem(found)))
     return out
 
 

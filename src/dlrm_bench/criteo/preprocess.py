@@ -325,7 +325,12 @@ def _stage_scan(job: _Job, log: Callable[[str], None]) -> list[dict[str, Any]]:
     total = sum(os.stat(job.days[k]).st_size for k in todo)
     _run_tasks(_scan_day, [(job, k) for k in todo], _workers(job, len(todo), per_worker), total,
                "scan days", "B", job.options.progress)
-    return [json.loads(_scan_marker(job, k).read_text()) for k in range(job.num_days)]
+    scans = [json.loads(_scan_marker(job, k).read_text()) for k in range(job.num_days)]
+    for path, scan in zip(job.days, scans):
+        if scan["rows"] == 0:  # every row malformed and skipped (an empty file is refused by day_files)
+            raise DataError(f"{path}: no valid rows ({scan['bad_rows']:,} malformed rows skipped); an empty day "
+                            f"cannot be real Criteo data")
+    return scans
 
 
 def _scan_day(job: _Job, k: int) -> None:

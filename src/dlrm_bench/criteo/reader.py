@@ -129,18 +129,36 @@ def open_day(path: Path) -> BinaryIO:
     return open(path, "rb", buffering=0)
 
 
+def day_problem(path: Path) -> str | None:
+    """Why `path` (named day_k or day_k.gz) cannot be a day file, or None: a directory, an empty file (a .gz that
+    holds nothing too: an empty day cannot be real Criteo data) or a .gz file that is not gzip."""
+    path = Path(path)
+    stem = path.name.removesuffix(".gz")
+    if path.is_dir():
+        return f"is a directory, expected a day file {stem} or {stem}.gz"
+    try:
+        with open_day(path) as f:
+            empty = not f.read(1)
+    except (OSError, EOFError, zlib.error) as exc:
+        return f"cannot be read ({exc})"
+    return "empty file (0 rows; an empty day cannot be real Criteo data)" if empty else None
+
+
 def day_files(raw_dir: Path, num_days: int | None = None) -> list[Path]:
     """The day files under `raw_dir`, in day order: day_0, day_1, ... (plain preferred over .gz).
 
     With `num_days`, exactly day_0 .. day_{num_days-1} must exist; otherwise the consecutive run from day_0 is
-    taken and a gap (day_3 missing while day_4 exists) is an error.
+    taken and a gap (day_3 missing while day_4 exists) is an error. A directory named like a day file and an
+    empty (or unreadable) day file among those returned are errors (`day_problem`).
     """
     raw_dir = Path(raw_dir)
     if not raw_dir.is_dir():
         raise UserError(f"{raw_dir}: folder of raw day files not found")
     found: dict[int, Path] = {}
-    for entry in raw_dir.iterdir():
+    for entry in sorted(raw_dir.iterdir()):
         m = _DAY_RE.match(entry.name)
+        if m and entry.is_dir():
+            raise DataError(f"{entry}: {day_problem(entry)}")
         if m and entry.is_file():
             k = int(m.group(1))
             if k not in found or not m.group(2):  # plain wins over .gz
@@ -150,6 +168,9 @@ def day_files(raw_dir: Path, num_days: int | None = None) -> list[Path]:
     if missing or count == 0:
         what = ", ".join(missing) if missing else "day_0"
         raise UserError(f"{raw_dir}: missing {what} (plain or .gz)")
+    for path in (found[k] for k in range(count)):
+        if (problem := day_problem(path)) is not None:
+            raise DataError(f"{path}: {problem}")
     return [found[k] for k in range(count)]
 
 
