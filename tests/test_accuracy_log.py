@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dlrm_bench.accuracy import gather_predictions, read_accuracy_log, score_log
+from dlrm_bench.accuracy import AccuracyResult, gather_predictions, read_accuracy_log, score_log
 from dlrm_bench.cli import main as cli_main
 from dlrm_bench.criteo.dataset import open_partition, open_split
 from dlrm_bench.errors import DataError
@@ -79,3 +79,14 @@ def test_index_outside_the_partition_is_named(tmp_path, scored):
     logged[total] = logged.pop(-3)
     with pytest.raises(DataError, match=rf"sample index {total} outside"):
         gather_predictions(logged, offsets, tmp_path / "neg.json", require_all=False)
+
+
+def test_the_real_data_is_judged_by_mlperf_s_absolute_auc() -> None:
+    # an error that lowers the model's AUC and the FP32 reference alike passes the relative rule only
+    lowered = dict(auc=0.7940, pairs=10, samples=2, auc_fp32_reference=0.7945, target_fraction=0.99)
+    relative, absolute = AccuracyResult(**lowered), AccuracyResult(**lowered, absolute=True)
+    assert relative.passed and relative.rule == "relative" and relative.target_auc == pytest.approx(0.786555)
+    assert not absolute.passed and absolute.rule == "absolute" and absolute.target_auc == pytest.approx(0.794475)
+    assert "79.4475%" in absolute.text() and "absolute rule" in absolute.text() and "FAIL" in absolute.text()
+    high = AccuracyResult(0.8017, 10, 2, 0.8025, 0.999, absolute=True)
+    assert high.target_auc == pytest.approx(0.80169750) and high.passed
