@@ -102,8 +102,8 @@ class FileServer:
 
     def handle(self, h: http.server.BaseHTTPRequestHandler) -> None:
         if h.path != "/model.pt":
+            self.requests.append(("GET", h.headers.get("Range"), 0))  # before answering: the client may check
             h.send_error(404, "Not Found")
-            self.requests.append(("GET", h.headers.get("Range"), 0))
             return
         size, start = len(self.payload), 0
         header = h.headers.get("Range")
