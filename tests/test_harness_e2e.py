@@ -18,6 +18,7 @@ from dlrm_bench.cli import main as cli
 from dlrm_bench.criteo.dataset import load_meta, open_split
 from dlrm_bench.engines import create_engine
 from dlrm_bench.harness.cpu_affinity import STARTED_WITH, compact
+from dlrm_bench.loadgen_logs import read_detail_log
 from dlrm_bench.model.checkpoint import save_checkpoint
 from dlrm_bench.model.dlrm import DLRM
 from tests.conftest import TINY_CARDINALITIES, save_random_model, write_preprocessed_dataset
@@ -93,6 +94,11 @@ def test_performance_runs_write_the_output_contract(workspace, monkeypatch, caps
         assert result["pairs_per_second"] == pytest.approx(result["samples_per_second"] * result["pairs_per_sample"])
         assert result["shortened_run"] is True
         assert result["cpu_affinity"] == sorted(STARTED_WITH)
+        assert result["mlperf_round"] == "v3.0" and result["result"] in ("VALID", "INVALID")
+        detail = read_detail_log(out_dir / "mlperf_log_detail.txt")  # what LoadGen itself used: v3.0's seeds
+        assert (detail["effective_qsl_rng_seed"], detail["effective_sample_index_rng_seed"],
+                detail["effective_schedule_rng_seed"]) == (10003631887983097364, 17183018601990103738,
+                                                           12134888396634371638)
     _, server = newest_result(workspace, "Server", "PerformanceOnly")
     assert server["latency_p99_ms"] is not None
     text = capsys.readouterr().out
