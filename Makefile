@@ -92,7 +92,7 @@ SETUP := $(STAMP) $(if $(SETUP_KERNELS),$(KERNELS_LIB))
 
 .PHONY: help setup setup_plan run test preprocess_data generate_data download_data download_model train \
         generate_engines calibrate bench report audit run_audit_test01 run_audit_test05 serve docs kernels \
-        wheelhouse clean
+        wheelhouse clean stage_results check_submission run_submission_checker
 
 help:
 	@echo "make setup            create .venv for this host (CPU: torch $(TORCH_VERSION) CPU build; GPU: its CUDA torch,"
@@ -104,6 +104,7 @@ help:
 	@echo "     generate_engines | calibrate | serve      the dlrm-bench verbs, with \$$(RUN_ARGS)"
 	@echo "make audit | run_audit_test01 | run_audit_test05    MLPerf compliance tests with \$$(RUN_ARGS)"
 	@echo "make report           results table (LOG_DIR=... for another folder)"
+	@echo "make stage_results | check_submission | run_submission_checker    MLPerf submission tree (docs/submission.md)"
 	@echo "make bench            benchmarks/run_all.py \$$(RUN_ARGS)"
 	@echo "make kernels          build $(KERNELS_LIB) (nvcc >= 12.3; GEMM_VARIANTS=all for every variant; make -j2 kernels)"
 	@echo "make docs             regenerate the settings table in docs/configuration.md"
@@ -283,6 +284,17 @@ audit: $(SETUP)
 
 serve: $(SETUP)
 	$(DLRM) serve $(RUN_ARGS)
+
+# MLPerf v3.0 submission: stage the newest runs into build/submission/<division>/<submitter>/, check it
+# (docs/submission.md): RUN_ARGS="--submitter ORG --division closed|open" / RUN_ARGS="--checker PATH".
+stage_results: $(SETUP)
+	$(DLRM) stage-results $(RUN_ARGS)
+
+check_submission: $(SETUP)
+	$(DLRM) check-submission $(RUN_ARGS)
+
+run_submission_checker: $(SETUP)
+	$(DLRM) run-submission-checker $(RUN_ARGS)
 
 # The settings table of docs/configuration.md, between its marker lines, from the settings schema.
 SETTINGS_BEGIN := <!-- settings:begin -->

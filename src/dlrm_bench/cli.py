@@ -156,6 +156,31 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-plots", dest="plots", action="store_false", help="do not (re)draw missing plots")
     p.set_defaults(func="dlrm_bench.report:main")
 
+    p = sub.add_parser("stage-results", help="stage the newest runs into an MLPerf v3.0 submission tree "
+                                             "(docs/submission.md)")
+    p.add_argument("--submitter", required=True, help="the submitting organization (folder name)")
+    p.add_argument("--division", required=True, choices=("closed", "open"))
+    p.add_argument("--log-dir", "--log_dir", dest="log_dir", type=Path, default=None,
+                   help="the runs to stage (default: build/logs)")
+    p.add_argument("--output", type=Path, default=None, help="submission root (default: build/submission)")
+    p.add_argument("--system-file", type=Path, default=None,
+                   help="the system facts only you know (default: build/submission_system.json; template on first use)")
+    p.add_argument("--allow-unsubmittable", action="store_true",
+                   help="stage runs that break the rules anyway, each exception recorded in the staged README")
+    p.set_defaults(func="dlrm_bench.submission.stage:main")
+
+    p = sub.add_parser("check-submission", help="dlrm-bench's own checks of a staged submission tree")
+    p.add_argument("--input", type=Path, default=None, help="submission root (default: build/submission)")
+    p.set_defaults(func="dlrm_bench.submission.check:main")
+
+    p = sub.add_parser("run-submission-checker", help="MLCommons' v3.0 submission checker on the staged tree")
+    p.add_argument("--checker", type=Path, default=None,
+                   help="tools/submission/submission_checker.py of the mlcommons/inference repository at tag v3.0 "
+                        "(or the checkout's folder)")
+    p.add_argument("--input", type=Path, default=None, help="submission root (default: build/submission)")
+    p.add_argument("--submitter", default=None, help="check only this submitter")
+    p.set_defaults(func="dlrm_bench.submission.official:main")
+
     p = sub.add_parser("download-model", help="fetch tb00_40M.pt (resumable, MD5-checked)")
     p.add_argument("--url", default=None, help="default: MLCommons' public URL of tb00_40M.pt")
     p.add_argument("--output", type=Path, default=None, help="default: build/models/dlrm/tb00_40M.pt")

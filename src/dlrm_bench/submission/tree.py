@@ -1,0 +1,65 @@
+"""Names and paths of the MLPerf Inference v3.0 submission tree
+(`<division>/<submitter>/{results,compliance,measurements,systems,code}/...`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+DIVISIONS = ("closed", "open")
+SCENARIOS = ("Offline", "Server")
+"""DLRM is a datacenter benchmark: Offline and Server are required, SingleStream is not a v3.0 DLRM scenario."""
+BENCHMARKS = {"default": "dlrm-99", "high_accuracy": "dlrm-99.9",
+              "triton": "dlrm-99", "high_accuracy_triton": "dlrm-99.9"}
+TRITON_SUFFIX = "_Triton"
+"""The triton config_vers are their own system, named as NVIDIA names them."""
+TESTS = ("TEST01", "TEST05")
+PERF_FILES = ("mlperf_log_summary.txt", "mlperf_log_detail.txt")
+ACCURACY_FILES = PERF_FILES + ("accuracy.txt", "mlperf_log_accuracy.json")
+TEST01_ACCURACY_FILES = ("mlperf_log_accuracy.json", "accuracy.txt")
+TEST01_FALLBACK_FILES = ("baseline_accuracy.txt", "compliance_accuracy.txt")
+MEASUREMENT_FILES = ("mlperf.conf", "user.conf", "README.md")
+CODE_NAME = "dlrm"
+"""code/dlrm/ holds the code pointer; code/<benchmark> is a one-line file naming it (the checker follows it)."""
+MAX_ACCURACY_LOG_BYTES = 10 * 1024
+MAX_FILE_BYTES = 50 * 1024 * 1024
+
+
+def system_name(system: str, config_ver: str) -> str:
+    """The system folder of a run: its system id, with _Triton for the triton config_vers."""
+    return system + (TRITON_SUFFIX if config_ver.endswith("triton") else "")
+
+
+def implementation(engine: str) -> str:
+    """The implementation name in the measurements file name (`<system>_<implementation>_<Scenario>.json`)."""
+    return f"dlrm-bench-{engine}"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One (system, benchmark, scenario) of a submitter's tree."""
+
+    root: Path
+    """<output>/<division>/<submitter>"""
+    system: str
+    benchmark: str
+    scenario: str
+
+    def folder(self, kind: str) -> Path:
+        """results / compliance / measurements folder of this entry."""
+        return self.root / kind / self.system / self.benchmark / self.scenario
+
+    @property
+    def performance(self) -> Path:
+        return self.folder("results") / "performance" / "run_1"
+
+    @property
+    def accuracy(self) -> Path:
+        return self.folder("results") / "accuracy"
+
+    def compliance(self, test: str) -> Path:
+        return self.folder("compliance") / test
+
+
+def system_file(root: Path, system: str) -> Path:
+    return root / "systems" / f"{system}.json"
