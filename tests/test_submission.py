@@ -197,6 +197,21 @@ def test_compliance_runs_verified_against_other_runs_are_refused(logs, tmp_path)
     assert "TEST01 was verified against" in "\n".join(runs.problems(selected, "open"))
 
 
+def test_other_labelled_and_singlestream_runs_are_left_out(logs, tmp_path):
+    copy = copy_of(logs, tmp_path)
+    plain = run_folder(copy, "Server", "PerformanceOnly")
+    for label, scenario in (("sweep_1", "Server"), ("PerformanceOnly", "SingleStream")):
+        folder = plain.parents[1] / scenario / "default" / label
+        shutil.copytree(plain, folder)
+        result = json.loads((folder / "result.json").read_text())
+        (folder / "result.json").write_text(json.dumps({**result, "scenario": scenario} | (
+            {"compliance_test": label} if label != "PerformanceOnly" else {})))
+    selected, notes = runs.find_runs(copy)
+    assert [s.runs["PerformanceOnly"].folder for s in selected if s.scenario == "Server"] == [plain]
+    assert {s.scenario for s in selected} == {"Offline", "Server"}
+    assert "left out 1 sweep (not a submission run) runs" in notes and any("SingleStream" in n for n in notes)
+
+
 def test_system_file_template_and_fields(tmp_path):
     path = tmp_path / "facts.json"
     with pytest.raises(UserError, match="wrote the template"):
@@ -236,7 +251,7 @@ def test_check_submission_names_file_and_value(staged, tmp_path, capsys):
     found = "\n".join(check_tree(tree))
     assert f"{perf}: missing mlperf_log_summary.txt" in found
     assert f"{accuracy}: 20000 bytes, expected <= 10240 (not truncated)" in found
-    assert "status = 'x', expected available or preview or rdi" in found
+    assert f"{org / 'systems' / system}.json: status is 'x', expected one of available, preview, rdi" in found
     assert cli(["check-submission", "--input", str(tree)]) == 1
     assert "problems in" in capsys.readouterr().out
 

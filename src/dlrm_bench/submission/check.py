@@ -12,10 +12,11 @@ from pathlib import Path
 
 from dlrm_bench.errors import UserError
 from dlrm_bench.submission import rules
-from dlrm_bench.submission.system_json import REQUIRED_FIELDS, STATUSES, SYSTEM_TYPES
+from dlrm_bench.submission.system_json import REQUIRED_FIELDS, value_problems
 from dlrm_bench.submission.tree import (ACCURACY_FILES, BENCHMARKS, DIVISIONS, MAX_ACCURACY_LOG_BYTES,
                                         MAX_FILE_BYTES, MEASUREMENT_FILES, PERF_FILES, SCENARIOS,
-                                        TEST01_ACCURACY_FILES, TEST01_FALLBACK_FILES, TESTS, Entry, system_file)
+                                        TEST01_ACCURACY_FILES, TEST01_FALLBACK_FILES, TESTS, Entry, default_output,
+                                        system_file)
 
 IMPLEMENTATION_FIELDS = ("input_data_types", "retraining", "starting_weights_filename", "weight_data_types",
                          "weight_transformations")
@@ -69,10 +70,9 @@ def check_system(path: Path, division: str, submitter: str) -> list[str]:
     if found:
         return found
     found += [f"{path}: field {key} is missing" for key in REQUIRED_FIELDS if key not in data]
-    expected = {"division": (division,), "submitter": (submitter,), "status": STATUSES, "system_type": SYSTEM_TYPES}
-    found += [f"{path}: {key} = {data.get(key)!r}, expected {' or '.join(allowed)}" for key, allowed in expected.items()
-              if str(data.get(key, "")).lower() not in {a.lower() for a in allowed}]
-    return found
+    found += [f"{path}: {key} is '{data.get(key)}', expected '{value}' (its folder)" for key, value in
+              (("division", division), ("submitter", submitter)) if str(data.get(key, "")).lower() != value.lower()]
+    return found + value_problems(data, path)
 
 
 def check_measurements(entry: Entry) -> list[str]:
@@ -163,8 +163,6 @@ def check_tree(tree: Path) -> list[str]:
 
 
 def main(args: argparse.Namespace) -> int:
-    from dlrm_bench.submission.stage import default_output
-
     tree = Path(args.input or default_output())
     found = check_tree(tree)
     for line in found:

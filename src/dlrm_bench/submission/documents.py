@@ -20,12 +20,10 @@ INT8_DESCRIPTION = {
                               "weights and activations quantized to int8 with ranges from the calibration set"}
 FP32_DESCRIPTION = {"input_data_types": "fp32 dense features (log1p), int32 categorical ids",
                     "weight_data_types": "fp32", "weight_transformations": "none"}
-CALIBRATION = {
-    True: "# Calibration\n\nThe int8 engines quantize with activation ranges measured by the FP32 model on MLPerf's "
-          "calibration set: the 128,000 rows of day 23 that follow the test set (`make calibrate`; "
-          "`calibration_cache.json` holds, per quantized tensor, the maximum |value| per channel). Embedding tables "
-          "are quantized per table with scale max|W| / 127.5. No retraining; no data of the test set is used.\n",
-    False: "# Calibration\n\nNone: this run used the FP32 reference engine (no quantization).\n"}
+CALIBRATION = ("# Calibration\n\nThe int8 engines quantize with activation ranges that the FP32 model measures on the "
+               "dataset's calibration split (MLPerf's: the 128,000 rows of day 23 after the test set; `make calibrate`"
+               " writes, per quantized tensor, the maximum |value| per channel). Embedding tables are quantized per "
+               "table with scale max|W| / 127.5. No retraining; nothing of the test set is used.\n")
 
 
 def git_commit() -> tuple[str, str]:
@@ -53,7 +51,8 @@ def implementation_json(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def calibration_text(result: dict[str, Any]) -> str:
-    return CALIBRATION[str(result.get("engine_info", {}).get("precision", "int8")).startswith("int8")]
+    int8 = str(result.get("engine_info", {}).get("precision", "int8")).startswith("int8")
+    return CALIBRATION if int8 else "# Calibration\n\nNone: the FP32 reference engine does not quantize.\n"
 
 
 def mlperf_conf() -> str:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from dlrm_bench.errors import UserError
+from dlrm_bench.submission.tree import default_output
 
 CHECKER = Path("tools") / "submission" / "submission_checker.py"
 WHERE = ("git clone --depth 1 --branch v3.0 https://github.com/mlcommons/inference mlperf-inference-v3.0, then "
@@ -30,11 +31,9 @@ def checker_path(given: Path | None) -> Path:
 
 
 def main(args: argparse.Namespace) -> int:
-    from dlrm_bench.submission.stage import default_output
-
     checker = checker_path(args.checker)
     tree = Path(args.input or default_output()).resolve()
-    if not tree.is_dir():
+    if not any(tree.glob("*/*/results")):
         raise UserError(f"{tree}: no staged submission (make stage_results first, or --input names one)")
     command = [sys.executable, str(checker.resolve()), "--input", str(tree), "--version", "v3.0",
                "--csv", str(tree / "submission_checker_summary.csv")]

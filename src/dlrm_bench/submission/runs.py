@@ -14,6 +14,8 @@ from dlrm_bench.errors import DataError, UserError
 from dlrm_bench.submission import rules
 from dlrm_bench.submission.tree import BENCHMARKS, SCENARIOS, TESTS, system_name
 
+KINDS = ("PerformanceOnly", "AccuracyOnly", *TESTS)
+
 
 @dataclass(frozen=True)
 class Run:
@@ -67,15 +69,16 @@ def find_runs(log_dir: Path) -> tuple[list[Selection], list[str]]:
         if "result.json" not in files:
             continue
         result = _load(Path(root) / "result.json")
+        run = Run(Path(root), result)
         why = ("FAILED" if result.get("result") == "FAILED" else None) or \
             (f"{result['scenario']} (not a v3.0 DLRM scenario)" if result["scenario"] not in SCENARIOS else None) or \
-            (f"config_ver {result['config_ver']}" if result["config_ver"] not in BENCHMARKS else None)
+            (f"config_ver {result['config_ver']}" if result["config_ver"] not in BENCHMARKS else None) or \
+            (f"{run.kind.rstrip('_0123456789')} (not a submission run)" if run.kind not in KINDS else None)
         if why:
             left_out[why] = left_out.get(why, 0) + 1
             continue
         key = (system_name(result["system"], result["config_ver"]), BENCHMARKS[result["config_ver"]],
                result["scenario"])
-        run = Run(Path(root), result)
         found.setdefault(key, Selection(*key)).runs[run.kind] = run
     if not found:
         raise UserError(f"{log_dir}: no Offline or Server runs (make run, then make audit)")

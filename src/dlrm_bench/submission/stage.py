@@ -6,6 +6,7 @@ staged README. The tree is built beside its final place and swapped in whole."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -22,16 +23,12 @@ from dlrm_bench.submission import documents as docs
 from dlrm_bench.submission.runs import Run, Selection, find_runs, problems
 from dlrm_bench.submission.system_json import blank_fields, machine_facts, read_user_file, system_description
 from dlrm_bench.submission.tree import (CODE_NAME, DIVISIONS, PERF_FILES, TEST01_FALLBACK_FILES, TESTS, TRITON_SUFFIX,
-                                        Entry, implementation, system_file)
+                                        Entry, default_output, system_file)
 from dlrm_bench.submission.truncate import hash_line, truncate_accuracy_log
 from dlrm_bench.system import SystemInfo, detect_system
 
 SUBMITTER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 VERIFY_AUC = re.compile(r"^(baseline|compliance)_auc[^=]*= ([\d.]+)%", re.M)
-
-
-def default_output() -> Path:
-    return scratch_path() / "submission"
 
 
 def default_system_file() -> Path:
@@ -89,8 +86,7 @@ def _set_flags(result: dict[str, Any], machine: SystemInfo) -> list[str] | None:
 def _measurements(sel: Selection, entry: Entry, machine: SystemInfo) -> None:
     base = sel.runs.get("PerformanceOnly") or sel.runs.get("AccuracyOnly") or sel.any_run()
     result, folder = base.result, entry.folder("measurements")
-    name = f"{sel.system}_{implementation(str(result.get('engine')))}_{sel.scenario}.json"
-    save_json(folder / name, docs.implementation_json(result))
+    save_json(entry.implementation_file(str(result.get("engine"))), docs.implementation_json(result))
     readme = docs.measurement_readme(f"{sel.benchmark} {sel.scenario} on {sel.system}", result,
                                      _set_flags(result, machine))
     save_text(folder / "README.md", readme)
@@ -141,6 +137,8 @@ def replace_tree(final: Path, build: Callable[[Path], None]) -> None:
         build(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            final.parent.rmdir()  # the division folder, when this made it
         raise
     if final.exists():
         os.replace(final, old)

@@ -45,45 +45,34 @@ TEMPLATE_COMMENT = ("Facts about the system under test that only you know, for M
 
 
 def _size(nbytes: float) -> str:
-    tb = nbytes / 1e12
-    return f"{tb:.1f} TB" if tb >= 1 else f"{round(nbytes / 2**30)} GB"
+    return f"{nbytes / 1e12:.1f} TB" if nbytes >= 1e12 else f"{round(nbytes / 2**30)} GB"
 
 
-def _cpuinfo() -> tuple[int, int]:
-    """(sockets, physical cores per socket) from /proc/cpuinfo, else psutil."""
-    sockets, cores = set(), 0
+def _read(path: Path) -> str:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "physical id":
-                sockets.add(value.strip())
-            elif key.strip() == "cpu cores":
-                cores = int(value)
-    except (OSError, ValueError):
-        pass
-    n = max(len(sockets), 1)
-    return n, cores or max((psutil.cpu_count(logical=False) or 1) // n, 1)
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+def _cpu_topology() -> tuple[int, int]:
+    """(sockets, physical cores per socket) from /proc/cpuinfo, else psutil."""
+    fields = [line.partition(":")[::2] for line in _read(Path("/proc/cpuinfo")).splitlines()]
+    sockets = len({v.strip() for k, v in fields if k.strip() == "physical id"}) or 1
+    cores = next((int(v) for k, v in fields if k.strip() == "cpu cores" and v.strip().isdigit()), 0)
+    return sockets, cores or max((psutil.cpu_count(logical=False) or 1) // sockets, 1)
 
 
 def _caches() -> str:
-    parts = []
-    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
-        try:
-            kind = (index / "type").read_text().strip()
-            suffix = {"Data": "d", "Instruction": "i"}.get(kind, "")
-            parts.append(f"L{(index / 'level').read_text().strip()}{suffix} {(index / 'size').read_text().strip()}")
-        except OSError:
-            continue
-    return ", ".join(parts)
+    """'L1d 48K, L1i 32K, L2 2048K, L3 ...' of CPU 0."""
+    indexes = sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"))
+    kinds = {"Data": "d", "Instruction": "i"}
+    return ", ".join(f"L{_read(i / 'level')}{kinds.get(_read(i / 'type'), '')} {_read(i / 'size')}" for i in indexes)
 
 
 def _os_name() -> str:
-    try:
-        release = dict(line.split("=", 1) for line in Path("/etc/os-release").read_text().splitlines() if "=" in line)
-        name = release.get("PRETTY_NAME", "").strip('"')
-    except OSError:
-        name = ""
-    return f"{name or platform.system()} (kernel {platform.release()})"
+    release = dict(line.split("=", 1) for line in _read(Path("/etc/os-release")).splitlines() if "=" in line)
+    return f"{release.get('PRETTY_NAME', '').strip(chr(34)) or platform.system()} (kernel {platform.release()})"
 
 
 def _version(package: str) -> str | None:
@@ -93,38 +82,35 @@ def _version(package: str) -> str | None:
         return None
 
 
-def _nvidia_smi() -> dict[str, str]:
-    """Driver version, memory and max SM clock of GPU 0 (empty without nvidia-smi)."""
-    if not shutil.which("nvidia-smi"):
-        return {}
+def _nvidia_smi() -> list[str]:
+    """[driver version, memory, max SM clock] of GPU 0 (empty without nvidia-smi)."""
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version,memory.total,clocks.max.sm",
                               "--format=csv,noheader"], capture_output=True, text=True, timeout=30).stdout
-        driver, memory, clock = (v.strip() for v in out.splitlines()[0].split(","))
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
-        return {}
-    return {"driver": driver, "memory": memory, "clock": clock}
+    except (OSError, subprocess.SubprocessError):
+        return []
+    values = [v.strip() for v in (out.splitlines() or [""])[0].split(",")]
+    return values if len(values) == 3 else []
 
 
 def machine_facts(system: SystemInfo, storage: Path) -> dict[str, Any]:
     """The fields this machine can report: CPU, memory, storage of `storage`, GPUs, OS and software versions."""
-    sockets, cores = _cpuinfo()
+    sockets, cores = _cpu_topology()
     freq = psutil.cpu_freq()
-    smi = _nvidia_smi() if system.gpus else {}
-    torch_version = _version("torch") or "?"
-    framework = [f"PyTorch {torch_version}"] + [f"OpenAI Triton {v}" for v in [_version("triton")] if v and system.gpus]
+    driver, gpu_memory, gpu_clock = (_nvidia_smi() if system.gpus else []) or ["", "", ""]
+    triton = _version("triton") if system.gpus else None
     software = [f"Python {platform.python_version()}", f"MLPerf LoadGen {_version('mlcommons-loadgen')}",
                 f"numpy {_version('numpy')}", f"scikit-learn {_version('scikit-learn')}"]
-    software += [f"NVIDIA driver {smi['driver']}"] if smi.get("driver") else []
     return {
         "host_processor_model_name": system.cpu_model, "host_processors_per_node": sockets,
         "host_processor_core_count": cores, "host_processor_frequency": f"{freq.max:.0f} MHz" if freq and freq.max
         else "", "host_processor_caches": _caches(), "host_memory_capacity": _size(psutil.virtual_memory().total),
         "host_storage_capacity": _size(shutil.disk_usage(storage).total), "operating_system": _os_name(),
         "accelerators_per_node": system.gpus, "accelerator_model_name": system.gpu_names[0] if system.gpus else "N/A",
-        "accelerator_memory_capacity": smi.get("memory", "") if system.gpus else "N/A",
-        "accelerator_frequency": smi.get("clock", "") if system.gpus else "N/A",
-        "framework": ", ".join(framework), "other_software_stack": ", ".join(software)}
+        "accelerator_memory_capacity": gpu_memory if system.gpus else "N/A",
+        "accelerator_frequency": gpu_clock if system.gpus else "N/A",
+        "framework": f"PyTorch {_version('torch')}" + (f", OpenAI Triton {triton}" if triton else ""),
+        "other_software_stack": ", ".join(software + ([f"NVIDIA driver {driver}"] if driver else []))}
 
 
 def read_user_file(path: Path) -> dict[str, Any]:
@@ -143,12 +129,18 @@ def read_user_file(path: Path) -> dict[str, Any]:
     if unknown:
         raise DataError(f"{path}: unknown field '{unknown[0]}': expected fields of MLPerf's system description "
                         f"({', '.join(USER_FIELDS)}, or a machine field to override)")
-    for key, allowed in (("status", STATUSES), ("system_type", SYSTEM_TYPES)):
-        if str(data.get(key, USER_FIELDS[key])).lower() not in allowed:
-            raise DataError(f"{path}: {key} is '{data.get(key)}', expected one of {', '.join(allowed)}")
+    for problem in value_problems(data, path):
+        raise DataError(problem)
     if not str(data.get("system_name", "")).strip():
         raise DataError(f"{path}: system_name is empty: name the system under test (e.g. 'ACME 1U (1x H100)')")
     return {k: v for k, v in data.items() if not k.startswith("_")}
+
+
+def value_problems(data: dict[str, Any], where: Path) -> list[str]:
+    """status and system_type values a v3.0 DLRM submission cannot have."""
+    return [f"{where}: {key} is '{data[key]}', expected one of {', '.join(allowed)}"
+            for key, allowed in (("status", STATUSES), ("system_type", SYSTEM_TYPES))
+            if key in data and str(data[key]).lower() not in allowed]
 
 
 def system_description(user: dict[str, Any], machine: dict[str, Any], division: str, submitter: str,

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from dlrm_bench.paths import scratch_path
+
 DIVISIONS = ("closed", "open")
 SCENARIOS = ("Offline", "Server")
 """DLRM is a datacenter benchmark: Offline and Server are required, SingleStream is not a v3.0 DLRM scenario."""
@@ -30,9 +32,8 @@ def system_name(system: str, config_ver: str) -> str:
     return system + (TRITON_SUFFIX if config_ver.endswith("triton") else "")
 
 
-def implementation(engine: str) -> str:
-    """The implementation name in the measurements file name (`<system>_<implementation>_<Scenario>.json`)."""
-    return f"dlrm-bench-{engine}"
+def default_output() -> Path:
+    return scratch_path() / "submission"
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,10 @@ class Entry:
 
     def compliance(self, test: str) -> Path:
         return self.folder("compliance") / test
+
+    def implementation_file(self, engine: str) -> Path:
+        """measurements/.../<system>_<implementation>_<Scenario>.json"""
+        return self.folder("measurements") / f"{self.system}_dlrm-bench-{engine}_{self.scenario}.json"
 
 
 def system_file(root: Path, system: str) -> Path:
