@@ -84,40 +84,41 @@ def user_conf(detail_log: Path, scenario: str) -> str:
     return head + "".join(f"dlrm.{scenario}.{key} = {value}\n" for key, value in keys if value is not None)
 
 
-def run_flags(result: dict[str, Any], set_flags: list[str]) -> str:
-    """The `make run` RUN_ARGS that repeat a run: its scenario, config_ver, engine, data, model, LoadGen
-    settings, and --set for each setting that differs from the configs."""
-    dataset, lg = result.get("dataset", ""), result.get("loadgen_settings", {})
-    flags = ["--benchmarks=dlrm", f"--scenarios={result['scenario']}", f"--config_ver={result['config_ver']}",
-             f"--engine={result.get('engine')}"]
-    if Path(result.get("dataset_dir", "")) == preprocessed_dir(dataset):
-        flags.append(f"--dataset={dataset}")
-    else:
-        flags.append(f"--dataset-dir={result.get('dataset_dir')}")
-    if Path(result.get("model_path", "")) != default_model_path(dataset):
-        flags.append(f"--model={result.get('model_path')}")
+def input_flags(result: dict[str, Any]) -> list[str]:
+    """--dataset (or --dataset-dir) and, when it is not the dataset's default, --model of a run."""
+    dataset, model = result.get("dataset", ""), result.get("model_path", "")
+    same_dir = Path(result.get("dataset_dir", "")) == preprocessed_dir(dataset)
+    flags = [f"--dataset={dataset}" if same_dir else f"--dataset-dir={result.get('dataset_dir')}"]
+    return flags + ([] if Path(model) == default_model_path(dataset) else [f"--model={model}"])
+
+
+def run_flags(result: dict[str, Any], set_flags: list[str]) -> list[str]:
+    """The `make run` flags that repeat a run: scenario, config_ver, engine, inputs, LoadGen settings, --set."""
+    lg = result.get("loadgen_settings", {})
+    qps = "server_target_qps" if result["scenario"] == "Server" else "offline_expected_qps"
+    flags = [f"--scenarios={result['scenario']}", f"--config_ver={result['config_ver']}",
+             f"--engine={result.get('engine')}", *input_flags(result)]
     if "min_duration_ms" in lg:
         flags += [f"--min_duration={lg['min_duration_ms'] / 1000:g}", f"--min_query_count={lg['min_query_count']}"]
-    qps = "server_target_qps" if result["scenario"] == "Server" else "offline_expected_qps"
-    if lg.get(qps) is not None:
-        flags.append(f"--{qps}={lg[qps]:.10g}")
-    return " ".join(shlex.quote(f) for f in flags + set_flags)
+    return flags + ([f"--{qps}={lg[qps]:.10g}"] if lg.get(qps) is not None else []) + set_flags
+
+
+def _quoted(flags: list[str]) -> str:
+    return " ".join(shlex.quote(f) for f in ["--benchmarks=dlrm", *flags])
 
 
 def measurement_readme(label: str, result: dict[str, Any], set_flags: list[str] | None) -> str:
+    """The commands that made the run and repeat it (None: the settings are not known to differ or not)."""
     commit, remote = git_commit()
-    flags = run_flags(result, [f"--set={f}" for f in set_flags or []])
-    data = f"--dataset={result.get('dataset')}" if "--dataset=" in flags else \
-        f"--dataset-dir={shlex.quote(str(result.get('dataset_dir')))}"
-    settings_note = ("" if set_flags is not None else
-                     "\nThe configs of this checkout do not describe the machine of the run; the settings it used are "
-                     "`dlrm_bench_settings` in the JSON next to this file (pass each as --set KEY=VALUE).\n")
+    run = _quoted(run_flags(result, [f"--set={f}" for f in set_flags or []]))
+    note = ("" if set_flags is not None else "\nThe configs of this checkout pick another system on this machine: "
+            "the run's settings are `dlrm_bench_settings` in the JSON next to this file (each a --set KEY=VALUE).\n")
     return (f"# {label}\n\ndlrm-bench, commit {commit}{f' ({remote})' if remote else ''}; MLPerf Inference "
-            f"{round_name()} rules. The run was made, and is reproduced, with:\n\n```bash\n"
-            f'make generate_engines RUN_ARGS="--benchmarks=dlrm {data}"\n'
-            f'make calibrate RUN_ARGS="--benchmarks=dlrm {data}"\n'
-            f'make run RUN_ARGS="{flags} --test_mode=PerformanceOnly,AccuracyOnly"\n'
-            f'make audit RUN_ARGS="{flags}"\n```\n{settings_note}')
+            f"{round_name()} rules. The run was made, and is repeated, with:\n\n```bash\n"
+            f'make generate_engines RUN_ARGS="{_quoted(input_flags(result))}"\n'
+            f'make calibrate RUN_ARGS="{_quoted(input_flags(result))}"\n'
+            f'make run RUN_ARGS="{run} --test_mode=PerformanceOnly,AccuracyOnly"\n'
+            f'make audit RUN_ARGS="{run}"\n```\n{note}')
 
 
 def code_readme() -> str:

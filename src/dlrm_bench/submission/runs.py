@@ -48,6 +48,8 @@ class Selection:
 def _load(path: Path) -> dict[str, Any]:
     try:
         result = json.loads(path.read_text())
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read it ({exc.strerror})") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"{path}: not valid JSON ({exc})") from None
     missing = [k for k in ("scenario", "config_ver", "test_mode", "system") if k not in result]

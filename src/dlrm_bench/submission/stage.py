@@ -172,7 +172,10 @@ def main(args: argparse.Namespace) -> int:
     systems = {name: system_description(user, facts, args.division, args.submitter, name.endswith(TRITON_SUFFIX))
                for name in sorted({sel.system for sel in selections})}
     final = Path(args.output or default_output()).resolve() / args.division / args.submitter
-    replace_tree(final, lambda root: build_tree(root, selections, systems, machine, found))
+    try:
+        replace_tree(final, lambda root: build_tree(root, selections, systems, machine, found))
+    except OSError as exc:
+        raise UserError(f"cannot write {exc.filename or final}: {exc.strerror or exc}") from None
     print(f"staged {len(selections)} entries ({', '.join(sel.label for sel in selections)}) into {final}")
     if found:
         print(f"{len(found)} exceptions to the rules staged anyway: listed in {final / 'README.md'}")

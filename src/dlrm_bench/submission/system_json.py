@@ -121,6 +121,8 @@ def read_user_file(path: Path) -> dict[str, Any]:
                         f"(and the other fields that apply), then run stage-results again")
     try:
         data = json.loads(path.read_text())
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read it ({exc.strerror})") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(data, dict):
