@@ -65,6 +65,12 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
                    help="root of the log tree (default: build/logs)")
     p.add_argument("--config", type=Path, default=None,
                    help="a scenario config.json to use instead of configs/dlrm/<Scenario>/config.json")
+    p.add_argument("--no-user-settings", dest="no_user_settings", action="store_true",
+                   help="ignore this machine's user settings file (written by find-peak)")
+    p.add_argument("--sut", choices=("local", "network", "network_ranges"), default=None,
+                   help="network: LoadGen's QDL sends queries to `dlrm-bench serve` nodes (Network division); "
+                        "network_ranges: row ranges of the nodes' own data (open division); default: the config's")
+    p.add_argument("--endpoints", default=None, help="the nodes' gRPC endpoints, HOST:PORT,HOST:PORT")
     p.add_argument("--verify", action="store_true",
                    help="check the full sha256 of the int8 engine files and calibration cache before the runs "
                         "(every start checks their sizes and sampled blocks)")
@@ -143,6 +149,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--audit", type=Path, default=None, help="an audit.config for compliance tests")
     p.set_defaults(func="dlrm_bench.harness.runner:main")
 
+    p = sub.add_parser("find-peak", help="the highest Server target that comes out VALID here (or Offline's "
+                                         "expected QPS), written to this machine's user settings file")
+    _add_run_args(p)
+    p.set_defaults(scenarios="Server", test_mode="PerformanceOnly")
+    p.add_argument("--margin", type=float, default=0.03,
+                   help="Server: the target written is the highest VALID one less this fraction; Offline: the "
+                        "measured samples/s plus it (default 0.03)")
+    p.add_argument("--tolerance", type=float, default=0.02, help="stop when VALID and INVALID targets are this "
+                                                                 "close (fraction, default 0.02)")
+    p.add_argument("--start", type=float, default=None, help="first Server target (default: the config's)")
+    p.add_argument("--max-steps", dest="max_steps", type=int, default=12, help="most runs in the search")
+    p.set_defaults(func="dlrm_bench.harness.find_peak:main")
+
     p = sub.add_parser("audit", help="MLPerf compliance tests TEST01 / TEST05 with the same flags as `run`")
     _add_run_args(p)
     p.add_argument("--test", default="TEST01,TEST05", help="TEST01, TEST05, comma-separated")
@@ -201,7 +220,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--inputs", choices=("rows", "ranges"), default="rows",
                    help="rows: clients send NUMERIC/CATEGORICAL features; ranges: clients send ROW_RANGES of the "
                         "server's test split")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--listen", "--host", dest="host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; 0.0.0.0: every interface)")
+    p.add_argument("--node-name", dest="node_name", default=None,
+                   help="this node's name in a network SUT, unique per node (default HOST:GRPC_PORT)")
     p.add_argument("--grpc-port", type=int, default=8001, help="0 = any free port; in use = error")
     p.add_argument("--http-port", type=int, default=8000, help="0 = any free port, -1 = no HTTP")
     p.add_argument("--metrics-port", type=int, default=-1, help="Prometheus metrics (-1 = off, 0 = any free)")
@@ -237,8 +259,16 @@ def _resolve(target: str) -> Callable[[argparse.Namespace], int | None]:
     return getattr(importlib.import_module(module), name)
 
 
+def _flags_as_settings(args: argparse.Namespace) -> None:
+    """--sut and --endpoints are the settings `sut` and `network_endpoints` (after the config files and --set)."""
+    for flag, key in (("sut", "sut"), ("endpoints", "network_endpoints")):
+        if getattr(args, flag, None) is not None:
+            args.settings = [*args.settings, f"{key}={getattr(args, flag)}"]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    _flags_as_settings(args)
 
     def command() -> int | None:
         _resolve("dlrm_bench.preflight:run")(args)

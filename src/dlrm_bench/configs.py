@@ -7,7 +7,8 @@ entries) it inherits. `configs/dlrm/<Scenario>/config.json` holds, per system, b
 
     schema defaults (settings.py) <- the scenario file's `defaults` <- systems.json settings along the extends chain
     <- the scenario entries' blocks along the chain, in the order of config_ver_blocks (`high_accuracy_triton`:
-    default, high_accuracy, triton, high_accuracy_triton) <- their `engines.<engine>` <- `--set KEY=VALUE`
+    default, high_accuracy, triton, high_accuracy_triton) <- their `engines.<engine>` <- the machine's user
+    settings (user_settings.py, from `dlrm-bench find-peak`) <- `--set KEY=VALUE`
 
 Every file is checked whole before anything runs: an unknown setting, block or key anywhere is an error naming the
 file, the entry, the key and the closest real name.
@@ -24,6 +25,7 @@ from dlrm_bench.errors import UserError
 from dlrm_bench.paths import configs_dir
 from dlrm_bench.settings import Settings, closest_name
 from dlrm_bench.system import SystemInfo
+from dlrm_bench.user_settings import entry_for
 
 SCENARIOS = ("Offline", "Server", "SingleStream")
 CONFIG_VERS = ("default", "high_accuracy", "triton", "high_accuracy_triton")
@@ -194,8 +196,10 @@ class Resolved:
 
 
 def resolve(scenario: str, config_ver: str, engine: str | None, system: SystemInfo,
-            scenario_file: Path | None = None, overrides: Mapping[str, Any] | None = None) -> Resolved:
-    """The settings of (scenario, config_ver, engine) on this machine; engine None: the config's."""
+            scenario_file: Path | None = None, overrides: Mapping[str, Any] | None = None,
+            user_file: Path | None = None) -> Resolved:
+    """The settings of (scenario, config_ver, engine) on this machine; engine None: the config's. `user_file`:
+    the machine's user settings (user_settings.py), applied to their own scenario, config_ver and engine."""
     systems = load_systems()
     path = scenario_file or scenario_path(scenario)
     data = load_scenario_file(path, systems)
@@ -214,6 +218,10 @@ def resolve(scenario: str, config_ver: str, engine: str | None, system: SystemIn
         for entry in entries:
             settings = settings.with_values(entry.get("engines", {}).get(chosen, {}), where)
         settings = settings.with_values({"engine": chosen}, where)
+    user = entry_for(user_file, scenario, config_ver, settings.engine) if user_file else None
+    if user:
+        settings = settings.with_values(user, str(user_file))
+        where += f" + {user_file}"
     if overrides:
         settings = settings.with_values(overrides, "--set")
     return Resolved(name, settings, where)

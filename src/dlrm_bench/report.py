@@ -64,7 +64,7 @@ def results_table(results: Iterable[dict[str, Any]], first: tuple[str, ...] = ()
     rows = [header]
     for r in results:
         rows.append(tuple(str(r.get(k, "")) for k in first) + (
-            r["scenario"], r["config_ver"], r.get("compliance_test") or r["test_mode"].replace("Only", ""),
+            r["scenario"], r["config_ver"], r.get("compliance_test") or r.get("run_label") or r["test_mode"].replace("Only", ""),
             throughput_cell(r), _fmt(r.get("pairs_per_second"), ",.0f"), latency_cell(r),
             _fmt(None if r.get("auc") is None else 100 * r["auc"], ".4f"),
             _fmt(None if r.get("auc_ratio") is None else 100 * r["auc_ratio"], ".3f"),

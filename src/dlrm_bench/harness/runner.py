@@ -33,7 +33,8 @@ from dlrm_bench.harness.loadgen_settings import (Overrides, build_test_settings,
                                                  load_rules, log_settings)
 from dlrm_bench.harness.logs import make_run_root, remove_if_empty, run_dir, update_latest
 from dlrm_bench.harness.qsl import SampleLibrary
-from dlrm_bench.harness.sut import Counters, batch_fill_note, make_sut
+from dlrm_bench.harness.qdl import QueryDispatchSUT, make_system
+from dlrm_bench.harness.sut import Counters, batch_fill_note
 from dlrm_bench.inputs import resolve_inputs
 from dlrm_bench.loadgen_logs import loadgen_metrics, mark_failed, read_detail_log
 from dlrm_bench.mlperf_rules import judged_by_absolute_auc, round_name, target_fraction
@@ -43,7 +44,8 @@ from dlrm_bench.quant.artifacts import check_int8_artifacts
 from dlrm_bench.report import outcome, results_table
 from dlrm_bench.settings import Settings
 from dlrm_bench.system import SystemInfo, detect_system
-from dlrm_bench.triton_server import create_served_engine
+from dlrm_bench.triton_server import create_network_engine, create_served_engine
+from dlrm_bench.user_settings import user_settings_path
 
 TICK_S = 10.0
 """While LoadGen runs, a line this often says how many samples were answered."""
@@ -83,19 +85,21 @@ class EngineCache:
 
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
-        self.engines: dict[tuple[str, str], Engine] = {}
+        self.engines: dict[tuple[str, ...], Engine] = {}
 
     def get(self, name: str, config_ver: str, settings: Settings) -> Engine:
-        key = (name, config_ver)
+        key = (name, config_ver, settings.sut, settings.network_endpoints)
         if key not in self.engines:
-            if config_ver.endswith("triton"):  # the engine behind a Triton Inference Server (triton_server/)
+            if settings.sut != "local":  # `dlrm-bench serve` nodes behind LoadGen's QDL (docs/network.md)
+                engine = create_network_engine(settings, self.ctx.meta, self.ctx.model_path)
+            elif config_ver.endswith("triton"):  # the engine behind a Triton Inference Server (triton_server/)
                 engine = create_served_engine(name, self.ctx.model_path, self.ctx.meta, settings,
                                               self.ctx.root / "triton" / f"{name}-{config_ver}")
             else:
                 engine = create_engine(name, self.ctx.model_path, self.ctx.meta, settings)
             engine.load(self.ctx.split)
             engine.warmup()
-            print(f"engine: {name} on {engine.device}", flush=True)
+            print(f"engine: {engine.name} on {engine.device}", flush=True)
             self.engines[key] = engine
         return self.engines[key]
 
@@ -145,7 +149,7 @@ def run_loadgen(ctx: RunContext, engine: Engine, scenario: str, mode: str, setti
     if ctx.audit:
         apply_audit_settings(ts, ctx.audit, scenario)  # the test05 keys LoadGen 6 does not take from the file
     audit = ctx.audit if ctx.audit else out / "no-audit.config"
-    with SampleLibrary(ctx.split, ctx.offsets, qsl_count) as qsl, make_sut(scenario, engine, qsl, settings) as sut:
+    with SampleLibrary(ctx.split, ctx.offsets, qsl_count) as qsl, make_system(scenario, engine, qsl, settings) as sut:
         note = batch_fill_note(sut.batch_size, 1e3 * sut.policy.max_wait_s, ts.server_target_qps,
                                qsl.mean_pairs_per_sample) if scenario == "Server" and engine.pads_batches else None
         if note:
@@ -164,6 +168,8 @@ def run_loadgen(ctx: RunContext, engine: Engine, scenario: str, mode: str, setti
         raise UserError(f"the {engine.name} engine failed during the test ({len(counters.errors)} batches "
                         f"unanswered, completed with zeros): {counters.errors[0]}")
     metrics = loadgen_metrics(read_detail_log(out / "mlperf_log_detail.txt"), scenario)
+    if isinstance(sut, QueryDispatchSUT):
+        metrics.update(sut.report())
     if metrics["result_validity"] is None and mode == "PerformanceOnly":
         raise UserError(f"{out / 'mlperf_log_detail.txt'} holds no LoadGen result (is the disk full?)")
     pairs_per_sample = counters.pairs / max(counters.samples, 1)
@@ -204,10 +210,11 @@ def resolve_run_settings(args: argparse.Namespace, scenario: str, config_ver: st
     """The settings of one run: the config files and --set for the engine that will run (--engine, else the
     config's if this machine has it, else the fastest it has)."""
     overrides = configs.parse_overrides(getattr(args, "settings", []))
-    resolved = configs.resolve(scenario, config_ver, args.engine, system, args.config, overrides)
+    user = None if getattr(args, "no_user_settings", False) else user_settings_path(system.system_id)
+    resolved = configs.resolve(scenario, config_ver, args.engine, system, args.config, overrides, user)
     name = pick_engine(args.engine, resolved.settings.engine)
     if name != resolved.settings.engine:
-        resolved = configs.resolve(scenario, config_ver, name, system, args.config, overrides)
+        resolved = configs.resolve(scenario, config_ver, name, system, args.config, overrides, user)
     return resolved
 
 
@@ -229,16 +236,19 @@ def run_one(ctx: RunContext, engines: EngineCache, args: argparse.Namespace, sce
     affinity = apply_cpu_affinity(settings.cpu_affinity) if settings.cpu_affinity is not None else None
     out = run_dir(ctx.root, ctx.system.system_id, scenario, config_ver, label or mode)
     print(f"--- {scenario} {config_ver} {label or mode} ({name} engine) -> {out}", flush=True)
+    if " + " in resolved.source:
+        print(f"settings: {resolved.source}", flush=True)
     result: dict[str, Any] = {
         "scenario": scenario, "config_ver": config_ver, "test_mode": mode, "engine": name,
         "device": engine.device, "system": ctx.system.system_id, "system_description": ctx.system.describe(),
         "dataset": ctx.meta.name, "dataset_dir": str(ctx.meta.directory), "model_path": str(ctx.model_path),
         "auc": None, "auc_fp32_reference": None, "auc_ratio": None, "accuracy_target": target_fraction(config_ver),
-        "accuracy_passed": None, "system_config": resolved.system, "settings": settings.as_dict(),
+        "accuracy_passed": None, "system_config": resolved.system, "settings_source": resolved.source,
+        "settings": settings.as_dict(),
         "engine_info": engine.describe(), "cpu_affinity": affinity, "mlperf_round": round_name(),
     }
-    if label:
-        result["compliance_test"] = label
+    if label:  # a compliance test (its audit.config given), or a named run such as a find-peak step
+        result["compliance_test" if ctx.audit else "run_label"] = label
 
     def measure() -> None:
         failed = functools.partial(end_failed_run, ctx, engines, out, result, what, f"the {name} engine failed")
@@ -323,7 +333,7 @@ def make_context(args: argparse.Namespace) -> RunContext:
     root = make_run_root(Path(args.log_dir) if args.log_dir else logs_dir())
     overrides = Overrides(args.min_duration, args.min_query_count, args.server_target_qps, args.offline_expected_qps)
     overrides = quick_run_overrides(meta.name, overrides)
-    audit = Path(args.audit).resolve() if args.audit else None
+    audit = Path(args.audit).resolve() if getattr(args, "audit", None) else None
     if audit is not None and not audit.exists():
         raise UserError(f"{audit}: audit config not found")
     return RunContext(system, meta, model_path, split, offsets, root, overrides, load_rules(), audit)
