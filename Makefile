@@ -90,7 +90,7 @@ CUTLASS_INCLUDE = $(or $(shell $(PY) -c 'import importlib.util as u; s = u.find_
 
 SETUP := $(STAMP) $(if $(SETUP_KERNELS),$(KERNELS_LIB))
 
-.PHONY: help setup setup_plan run test preprocess_data generate_data download_data download_model train \
+.PHONY: help setup setup_plan run test find_peak preprocess_data generate_data download_data download_model train \
         generate_engines calibrate bench report audit run_audit_test01 run_audit_test05 serve docs kernels \
         wheelhouse clean stage_results check_submission run_submission_checker
 
@@ -103,6 +103,7 @@ help:
 	@echo "make generate_data | preprocess_data | download_data | download_model | train |"
 	@echo "     generate_engines | calibrate | serve      the dlrm-bench verbs, with \$$(RUN_ARGS)"
 	@echo "make audit | run_audit_test01 | run_audit_test05    MLPerf compliance tests with \$$(RUN_ARGS)"
+	@echo "make find_peak        the highest VALID Server target here, into build/user_settings/ (\$$(RUN_ARGS))"
 	@echo "make report           results table (LOG_DIR=... for another folder)"
 	@echo "make stage_results | check_submission | run_submission_checker    MLPerf submission tree (docs/submission.md)"
 	@echo "make bench            benchmarks/run_all.py \$$(RUN_ARGS)"
@@ -284,6 +285,10 @@ audit: $(SETUP)
 
 serve: $(SETUP)
 	$(DLRM) serve $(RUN_ARGS)
+
+# The highest Server target that comes out VALID here (or Offline's expected QPS), into build/user_settings/.
+find_peak: $(SETUP)
+	$(DLRM) find-peak $(RUN_ARGS)
 
 # MLPerf v3.0 submission: stage the newest runs into build/submission/<division>/<submitter>/, check it
 # (docs/submission.md): RUN_ARGS="--submitter ORG --division closed|open" / RUN_ARGS="--checker PATH".
