@@ -29,6 +29,8 @@ OFF_GPU_IRQS = "off-gpu-irqs"
 CPU_LIST = re.compile(r"^\s*\d+(\s*-\s*\d+)?(\s*,\s*\d+(\s*-\s*\d+)?)*\s*$")
 """A Linux CPU list: ranges and single CPUs separated by commas."""
 DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+ENDPOINTS = re.compile(r"^(|[^\s,:]+:\d{1,5}(,[^\s,:]+:\d{1,5})*)$")
+"""HOST:PORT,HOST:PORT (a network SUT's nodes)."""
 GROUPS = ("LoadGen and harness", "CPU engine", "reference engine", "CUDA engine", "Triton Inference Server")
 
 
@@ -136,6 +138,11 @@ class Settings:
                                   "`native`: LoadGen's C API and a C sample queue (no Python object per sample); "
                                   "`python`: LoadGen's Python bindings (chosen, with a note, where no C compiler "
                                   "or a stripped LoadGen prevents `native`).")
+    sut: str = setting("local", one_of("local", "network", "network_ranges"), RUN,
+                       "`local`: the batching SUT drives the engine in this process; `network`: LoadGen's Query "
+                       "Dispatch Library sends every query's features to the `dlrm-bench serve` nodes of "
+                       "`network_endpoints` (MLPerf's Network division, docs/network.md); `network_ranges`: the "
+                       "same with row ranges of the nodes' own test split (open division). `--sut` overrides.")
 
     threads: int = setting(0, integer(0), CPU, "Intra-op threads of the CPU engines (0: every core).")
     cpu_gemm: str = setting("int8", one_of("int8", "fp32"), CPU,
@@ -221,6 +228,14 @@ class Settings:
                                               "Seconds to wait for the model to load.")
     triton_request_timeout_s: float = setting(600.0, number(0, above=True), TRITON, "Seconds one request may take.")
     triton_log_verbose: int = setting(0, integer(0), TRITON, "tritonserver's --log-verbose level.")
+    network_endpoints: str = setting("", matching(ENDPOINTS, "comma-separated HOST:PORT gRPC endpoints, or empty"),
+                                     TRITON, "`sut` network: the nodes' gRPC endpoints (`--endpoints` overrides).")
+    network_node_timeout_s: float = setting(3.0, number(0, above=True), TRITON,
+                                            "`sut` network: seconds a node may fail its health checks before it is "
+                                            "declared down and its requests go to the other nodes.")
+    network_inflight: int = setting(4, integer(1), TRITON,
+                                    "`sut` network: full-size requests in flight per model instance of a node; "
+                                    "more wait on the LoadGen node for the node with the fewest pairs outstanding.")
 
     def with_values(self, values: Mapping[str, Any], source: str) -> "Settings":
         """A copy with `values` applied, each checked; `source` names where they came from (a config file and

@@ -3,7 +3,8 @@
 repository.py writes the model repository (config.pbtxt, serving.json, model.py from triton_model.py);
 server.py starts and stops the `tritonserver` binary (install.py finds it and its Python-backend stub);
 backend.py is the model inside Triton's Python stub; client.py is the gRPC client the harness drives as an engine;
-serve.py is `dlrm-bench serve`; protocol.py names what crosses the wire.
+serve.py is `dlrm-bench serve`; protocol.py names what crosses the wire. A network SUT (several hosts): node.py is
+the LoadGen node's view of one `serve` node, cluster.py spreads requests over the nodes and fails them over.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
     from dlrm_bench.criteo.dataset import DatasetMeta
     from dlrm_bench.settings import Settings
     from dlrm_bench.triton_server.client import TritonEngine
+    from dlrm_bench.triton_server.cluster import NetworkEngine
 
 
 def create_served_engine(name: str, model_path: Path, meta: "DatasetMeta", settings: "Settings | None",
@@ -23,3 +25,10 @@ def create_served_engine(name: str, model_path: Path, meta: "DatasetMeta", setti
     from dlrm_bench.triton_server.client import create_served_engine as create
 
     return create(name, model_path, meta, settings, workdir)
+
+
+def create_network_engine(settings: "Settings", meta: "DatasetMeta", model_path: Path | None) -> "NetworkEngine":
+    """The `dlrm-bench serve` nodes of settings `network_endpoints` as one engine (cluster.py)."""
+    from dlrm_bench.triton_server.cluster import create_network_engine as create
+
+    return create(settings, meta, model_path)

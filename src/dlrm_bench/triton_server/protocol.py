@@ -27,3 +27,10 @@ SERVING_FILE = "serving.json"
 
 INSTANCE_INFO = "instance_{index}.json"
 """Each model instance writes its engine's describe() here once it is ready (the client reads the device)."""
+
+NODE_NAME = "node_name"
+DATASET_FINGERPRINT = "dataset_fingerprint"
+MODEL_IDENTITY = "model_identity"
+"""Model-config parameters a served model carries besides engine, inputs and max_batch_pairs: a network SUT's
+LoadGen node reads them (`get_model_config`, one round trip) to name the node and to refuse one whose dataset or
+model differ from its own."""

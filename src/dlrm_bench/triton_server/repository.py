@@ -43,6 +43,9 @@ class ServingSpec:
     inflight: int = 2
     info_dir: str = ""
     trace_dir: str = ""
+    node_name: str = ""
+    dataset_fingerprint: str = ""
+    model_identity: str = ""
     sys_path: list[str] = field(default_factory=stub_sys_path)
 
     def check(self) -> None:
@@ -110,6 +113,9 @@ def config_pbtxt(spec: ServingSpec) -> str:
     kind = "KIND_GPU" if spec.kind == "gpu" else "KIND_CPU"
     params = {"engine": spec.engine, "inputs": spec.inputs, "max_batch_pairs": str(spec.max_batch_pairs),
               "serving_file": wire.SERVING_FILE}
+    for key in (wire.NODE_NAME, wire.DATASET_FINGERPRINT, wire.MODEL_IDENTITY):  # set by `serve` (network nodes)
+        if getattr(spec, key):
+            params[key] = getattr(spec, key)
     param_lines = ",\n".join(f'  {{ key: {_pbtxt_string(k)} value: {{ string_value: {_pbtxt_string(v)} }} }}'
                              for k, v in params.items())
     return (f'name: "{wire.MODEL_NAME}"\n'
