@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from dlrm_bench.errors import UserError
+from dlrm_bench.json_files import read_json_object
 from dlrm_bench.paths import configs_dir
 from dlrm_bench.settings import Settings, closest_name
 from dlrm_bench.system import SystemInfo
@@ -60,22 +61,6 @@ def scenario_path(scenario: str) -> Path:
     return configs_dir() / "dlrm" / scenario / "config.json"
 
 
-def read_json_object(path: Path) -> dict[str, Any]:
-    """The JSON object in `path`, or a UserError naming the file and what is wrong."""
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: config file not found") from None
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        where = f"line {exc.lineno}: {exc.msg}" if isinstance(exc, json.JSONDecodeError) else str(exc)
-        raise UserError(f"{path}: not valid JSON ({where})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a JSON object at the top, found a {type(data).__name__}")
-    return data
-
-
 def _object(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise UserError(f"{where}: expected an object, found {json.dumps(value)}")
@@ -106,7 +91,7 @@ class SystemEntry:
 def load_systems(path: Path | None = None) -> dict[str, SystemEntry]:
     """systems.json, checked: keys, match fields, settings, and that every `extends` names a system (no loop)."""
     path = path or systems_path()
-    data = read_json_object(path)
+    data = read_json_object(path, "config file")
     _known_keys(data, ("systems", "_comment"), str(path))
     systems: dict[str, SystemEntry] = {}
     for name, raw in _object(data.get("systems"), f"{path}: 'systems'").items():
@@ -157,7 +142,7 @@ def pick_system(systems: Mapping[str, SystemEntry], system: SystemInfo) -> str:
 
 def load_scenario_file(path: Path, systems: Mapping[str, SystemEntry]) -> dict[str, Any]:
     """A scenario's config.json, checked whole (every block of every system, not only this machine's)."""
-    data = read_json_object(path)
+    data = read_json_object(path, "config file")
     _known_keys(data, FILE_KEYS, str(path))
     _checked(data.get("defaults", {}), f"{path} 'defaults'")
     for name, raw in _object(data.get("systems", {}), f"{path}: 'systems'").items():

@@ -8,12 +8,12 @@ the config files and before `--set` (configs.resolve).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from dlrm_bench.atomic import save_json
 from dlrm_bench.errors import UserError
+from dlrm_bench.json_files import read_json_object
 from dlrm_bench.paths import scratch_path
 from dlrm_bench.settings import Settings
 
@@ -24,16 +24,7 @@ def user_settings_path(system_id: str) -> Path:
 
 def read_user_settings(path: Path) -> dict[str, Any]:
     """The file's content ({} when absent); a malformed file is a UserError naming it."""
-    if not path.exists():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: unreadable user settings ({exc}); delete it or run `dlrm-bench find-peak` "
-                        f"again") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a JSON object of scenarios, found a {type(data).__name__}")
-    return data
+    return read_json_object(path, "user settings file") if path.exists() else {}
 
 
 def entry_for(path: Path, scenario: str, config_ver: str, engine: str | None) -> dict[str, Any] | None:

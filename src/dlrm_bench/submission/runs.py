@@ -4,13 +4,13 @@ compliance tests verified against other runs, data other than the real Criteo Te
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dlrm_bench.errors import DataError, UserError
+from dlrm_bench.json_files import read_json_object
 from dlrm_bench.submission import rules
 from dlrm_bench.submission.tree import BENCHMARKS, SCENARIOS, TESTS, system_name
 
@@ -46,12 +46,7 @@ class Selection:
 
 
 def _load(path: Path) -> dict[str, Any]:
-    try:
-        result = json.loads(path.read_text())
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read it ({exc.strerror})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: not valid JSON ({exc})") from None
+    result = read_json_object(path, "result.json")
     missing = [k for k in ("scenario", "config_ver", "test_mode", "system") if k not in result]
     if missing:
         raise DataError(f"{path}: not a dlrm-bench result.json (no '{missing[0]}')")

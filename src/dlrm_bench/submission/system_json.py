@@ -5,7 +5,6 @@ written on first use; any machine value can be overridden there too)."""
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import platform
 import shutil
 import subprocess
@@ -16,6 +15,7 @@ import psutil
 
 from dlrm_bench.atomic import save_json
 from dlrm_bench.errors import DataError, UserError
+from dlrm_bench.json_files import read_json_object
 from dlrm_bench.system import SystemInfo
 
 REQUIRED_FIELDS = (
@@ -119,14 +119,7 @@ def read_user_file(path: Path) -> dict[str, Any]:
         save_json(path, {"_comment": TEMPLATE_COMMENT, **USER_FIELDS})
         raise UserError(f"{path}: wrote the template of the system facts only you know; fill in system_name "
                         f"(and the other fields that apply), then run stage-results again")
-    try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read it ({exc.strerror})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: expected a JSON object of system fields")
+    data = read_json_object(path, "system file")
     unknown = [k for k in data if not k.startswith("_") and k not in REQUIRED_FIELDS]
     if unknown:
         raise DataError(f"{path}: unknown field '{unknown[0]}': expected fields of MLPerf's system description "
