@@ -21,14 +21,18 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from dlrm_bench.errors import UserError
 from dlrm_bench.settings import Settings
 from dlrm_bench.triton_server import protocol as wire
 from dlrm_bench.triton_server.client import read_instance_info, start_server
 from dlrm_bench.triton_server.identity import model_identity
-from dlrm_bench.triton_server.repository import spec_from_settings
+from dlrm_bench.triton_server.repository import ServingSpec, spec_from_settings
 from dlrm_bench.triton_server.server import ServerOptions, TritonServer, describe_exit, process_end
+
+if TYPE_CHECKING:
+    from dlrm_bench.criteo.dataset import DatasetMeta
 
 
 def _settings(args: argparse.Namespace) -> tuple[str, Settings]:
@@ -84,6 +88,17 @@ def _dead_stub(server: TritonServer, stubs: list[int]) -> str | None:
     return None
 
 
+def node_spec(engine: str, model_path: Path, meta: "DatasetMeta", settings: Settings, workdir: Path,
+              node: str) -> ServingSpec:
+    """The served model of a node: the test split opened only for `ranges` requests; its name, the dataset's
+    fingerprint and the model's identity in the model config."""
+    split_dir = meta.directory / "test"
+    opened = split_dir if split_dir.is_dir() and settings.triton_inputs == "ranges" else None
+    spec = spec_from_settings(engine, model_path, meta.directory, opened, settings, workdir / "instances")
+    return dataclasses.replace(spec, node_name=node, dataset_fingerprint=meta.fingerprint,
+                               model_identity=model_identity(model_path))
+
+
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -94,12 +109,8 @@ def main(args: argparse.Namespace) -> int:
     meta, model_path = resolve_inputs(args.dataset, args.dataset_dir, args.model, prepare=True)
     name, settings = _settings(args)
     workdir = _workdir(args)
-    split_dir = meta.directory / "test"
-    opened = split_dir if split_dir.is_dir() and args.inputs == "ranges" else None
-    spec = spec_from_settings(name, model_path, meta.directory, opened, settings, workdir / "instances")
     node = args.node_name or f"{socket.gethostname()}:{args.grpc_port or 'pid' + str(os.getpid())}"
-    spec = dataclasses.replace(spec, node_name=node, dataset_fingerprint=meta.fingerprint,
-                               model_identity=model_identity(model_path))
+    spec = node_spec(name, model_path, meta, settings, workdir, node)
     options = ServerOptions(grpc_port=args.grpc_port, http_port=_port(args.http_port),
                             metrics_port=_port(args.metrics_port), host=args.host, strict_ports=True,
                             startup_timeout_s=args.startup_timeout)
