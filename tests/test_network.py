@@ -81,12 +81,13 @@ def prepare(ws: dict[str, Path], data: Path, model: Path) -> None:
     assert done.returncode == 0, done.stderr
 
 
-def start_nodes(ws: dict[str, Path], inputs: list[tuple[Path, Path]]) -> list[Node]:
-    """One `serve` per (dataset, model) (CPU engine, rows, gRPC on a free port), started together."""
+def start_nodes(ws: dict[str, Path], inputs: list[tuple[Path, Path, str]]) -> list[Node]:
+    """One `serve` per (dataset, model, request format) (CPU engine, gRPC on a free port), started together."""
     procs = []
-    for k, (data, model) in enumerate(inputs):
+    for k, (data, model, fmt) in enumerate(inputs):
         procs.append(subprocess.Popen(
             DLRM_BENCH + ["serve", "--dataset-dir", str(data), "--model", str(model), "--engine", "cpu",
+                          "--inputs", fmt,
                           "--grpc-port", "0", "--http-port", "-1", "--node-name", f"node{k}",
                           "--max-batch-pairs", "1024", "--workdir", str(ws["root"] / f"node{k}")],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(ws)))
@@ -101,7 +102,8 @@ def start_nodes(ws: dict[str, Path], inputs: list[tuple[Path, Path]]) -> list[No
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory):
-    """Three nodes on the fixture data and one on other data (same model), for the whole module."""
+    """Three nodes on the fixture data, one on other data (same model) and one taking row ranges, for the whole
+    module."""
     root = tmp_path_factory.mktemp("network")
     ws = {"root": root, "model": save_random_model(root / "model.pt"), "logs": root / "logs",
           "data": write_preprocessed_dataset(root / "data", test_rows=3000, num_days=1, rows_per_day=300,
@@ -111,7 +113,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
     other_model = save_random_model(other / "model.pt")  # the same weights, its own calibration
     prepare(ws, ws["data"], ws["model"])
     prepare(ws, other, other_model)
-    nodes = start_nodes(ws, [(ws["data"], ws["model"])] * 3 + [(other, other_model)])
+    nodes = start_nodes(ws, [(ws["data"], ws["model"], "rows")] * 3 + [(other, other_model, "rows"),
+                                                                         (ws["data"], ws["model"], "ranges")])
     ws["config"] = write_config(root / "config.json", engine="cpu", batch_size=1024)
     try:
         yield ws, nodes
@@ -169,14 +172,34 @@ def test_two_nodes_give_the_in_process_auc_and_predictions(cluster, tmp_path) ->
 
 
 @needs_triton
-def test_a_node_on_other_data_is_refused_before_the_run(cluster, tmp_path) -> None:
+def test_row_ranges_are_a_separate_open_division_mode(cluster, tmp_path) -> None:
     ws, nodes = cluster
-    done = run_cli(ws, tmp_path / "logs", "--scenarios", "Offline", "--test_mode", "AccuracyOnly", "--sut",
-                   "network", "--endpoints", f"{nodes[0].endpoint},{nodes[3].endpoint}")
-    assert done.returncode == 2, done.stdout + done.stderr
-    assert f"node node3 at {nodes[3].endpoint} serves dataset fingerprint" in done.stderr
-    assert "start the node on the same preprocessed data" in done.stderr and "Traceback" not in done.stderr
-    assert not results(tmp_path / "logs"), "a run started against a node on other data"
+    flags = ["--scenarios", "Offline", "--test_mode", "AccuracyOnly"]
+    local = run_cli(ws, tmp_path / "local", *flags)
+    ranges = run_cli(ws, tmp_path / "ranges", *flags, "--sut", "network_ranges", "--endpoints", nodes[4].endpoint)
+    assert local.returncode == 0 and ranges.returncode == 0, ranges.stdout + ranges.stderr
+    (here, _), = results(tmp_path / "local").values()
+    (there, _), = results(tmp_path / "ranges").values()
+    assert (there["sut"], there["division"]) == ("network_ranges", "open") and there["auc"] == here["auc"]
+
+
+@needs_triton
+def test_mismatched_nodes_are_refused_before_the_run(cluster, tmp_path) -> None:
+    """Other data, another request format, no endpoints: one error line each, before LoadGen starts."""
+    ws, nodes = cluster
+    flags = ["--scenarios", "Offline", "--test_mode", "AccuracyOnly"]
+    cases = {f"{nodes[0].endpoint},{nodes[3].endpoint}": f"node node3 at {nodes[3].endpoint} serves dataset "
+                                                         f"fingerprint",
+             nodes[4].endpoint: f"node node4 at {nodes[4].endpoint} takes 'ranges' requests, but --sut network "
+                                f"sends 'rows'",
+             "": "--sut network needs the nodes: --endpoints HOST:PORT,HOST:PORT"}
+    for k, (endpoints, said) in enumerate(cases.items()):
+        done = run_cli(ws, tmp_path / f"logs{k}", *flags, "--sut", "network",
+                       *(["--endpoints", endpoints] if endpoints else []))
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert said in done.stderr and "Traceback" not in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert not results(tmp_path / f"logs{k}"), "a run started against a mismatched node"
 
 
 @needs_triton
