@@ -23,6 +23,10 @@
 #   triton    benchmarks/bench_triton_server.py on criteo-tb-random: in-process against Triton Inference Server,
 #             Offline and Server at TRITON_QPS (default 300000; a comma list sweeps); TRITON_ARGS adds flags.
 #             Needs the tritonserver binary (nvidia-pytriton)
+#   network   benchmarks/bench_network.py: in-process against one local `dlrm-bench serve` node through LoadGen's
+#             QDL, Offline and Server, medians and ratios (NETWORK_ARGS, default "--server-qps 1000,2000")
+#   findpeak  dlrm-bench find-peak --scenario Server on the preset, FINDPEAK_DURATION s steps (default 30;
+#             FINDPEAK_ARGS adds flags); the user settings file it writes is copied to $OUT
 #   offline, server
 #             LoadGen PerformanceOnly runs of `dlrm-bench run --dataset criteo-tb-random --engine cuda`, both in one
 #             process (one engine load), MIN_DURATION seconds each
@@ -60,6 +64,8 @@ else  # no `make setup` here: the system Python with the sources on its path
 fi
 
 has() { [[ ",$STEPS," == *",$1,"* ]]; }
+preset_dir="$MLPERF_SCRATCH_PATH/preprocessed_data/criteo/criteo-tb-random"
+preset_model_dir="$MLPERF_SCRATCH_PATH/models/dlrm/criteo-tb-random"
 log() { tee -a "$LOG"; }
 quiet() { grep --line-buffered -v '/s\]'; }  # without tqdm's progress lines
 step() { echo "=== $* ($(date -u +%FT%TZ))" | log; }
@@ -131,12 +137,25 @@ fi
 if has triton; then
   step triton
   read -r -a triton_args <<< "${TRITON_ARGS:-}"
-  preset_data="$MLPERF_SCRATCH_PATH/preprocessed_data/criteo/criteo-tb-random"
-  preset_model="$MLPERF_SCRATCH_PATH/models/dlrm/criteo-tb-random"
-  timeout 1200 "${PY[@]}" benchmarks/bench_triton_server.py --engine cuda --dataset-dir "$preset_data" \
-    --model "$preset_model" --variants in-process,triton-ranges --repeats 1 --offline-duration 15 \
+  timeout 1200 "${PY[@]}" benchmarks/bench_triton_server.py --engine cuda --dataset-dir "$preset_dir" \
+    --model "$preset_model_dir" --variants in-process,triton-ranges --repeats 1 --offline-duration 15 \
     --server-duration 25 --server-qps "${TRITON_QPS:-300000}" "${triton_args[@]}" \
     --out "$OUT/bench_triton_server.json" 2>&1 | quiet | tee "$OUT/triton.log" | tail -40 | log
+fi
+
+if has network; then
+  step network
+  read -r -a network_args <<< "${NETWORK_ARGS:---server-qps 1000,2000}"
+  timeout 1800 "${PY[@]}" benchmarks/bench_network.py --engine cuda --dataset-dir "$preset_dir" \
+    --model "$preset_model_dir" --repeats 3 --offline-duration 15 --server-duration 20 "${network_args[@]}" \
+    --out "$OUT/bench_network.json" 2>&1 | quiet | tail -30 | log
+fi
+
+if has findpeak; then
+  step "findpeak: Server, ${FINDPEAK_DURATION:-30} s steps"
+  "${DLRM[@]}" find-peak --dataset criteo-tb-random --engine cuda --scenario Server \
+    --min_duration "${FINDPEAK_DURATION:-30}" ${FINDPEAK_ARGS:-} 2>&1 | grep --line-buffered "find-peak" | log
+  cp "$MLPERF_SCRATCH_PATH"/user_settings/*.json "$OUT/" 2>/dev/null
 fi
 
 scenarios=""
