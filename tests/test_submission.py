@@ -130,7 +130,7 @@ def test_staged_tree_from_real_runs(staged, logs):
         assert f"--scenarios={scenario} --config_ver=default --engine=reference" in (
             measurements / "README.md").read_text()
     described = json.loads((staged / "systems" / f"{system}.json").read_text())
-    assert sorted(described) == sorted(V30_SYSTEM_FIELDS)
+    assert sorted(described) == sorted(V30_SYSTEM_FIELDS + ["is_network"]) and described["is_network"] == "False"
     assert described["division"] == "closed" and described["submitter"] == "Org" and described["cooling"] == "air"
     assert (staged / "code" / (staged / "code" / "dlrm-99").read_text().strip() / "README.md").exists()
     readme = (staged / "README.md").read_text()
@@ -176,6 +176,28 @@ def test_each_refusal(logs, tmp_path, change, division, expected):
     assert expected not in problems(copy, division)
     change(copy)
     assert expected in problems(copy, division)
+
+
+def _through_the_network(logs: Path, sut: str = "network") -> None:
+    """Mark every run as made through the network SUT (their LoadGen logs keep the local SUT's name)."""
+    for path in logs.rglob("result.json"):
+        path.write_text(json.dumps({**json.loads(path.read_text()), "sut": sut}))
+
+
+def test_network_division_takes_only_network_sut_runs(logs, tmp_path):
+    assert "the network division takes only --sut network runs" in problems(logs, "network")
+    copy = copy_of(logs, tmp_path)
+    _through_the_network(copy)
+    selected = runs.find_runs(copy)[0]
+    assert {s.system for s in selected} == {f"{detect_system().system_id}_Network"}
+    network, closed = problems(copy, "network"), problems(copy, "closed")
+    assert "lacks 'Network SUT' (MLPerf's network rule)" in network and "takes only" not in network
+    assert "a run through the network SUT: stage it in the network division" in closed
+    _through_the_network(copy, "network_ranges")
+    assert "open division only" in problems(copy, "network") and "open division only" not in problems(copy, "open")
+    machine = {key: "x" for key in system_json.REQUIRED_FIELDS}
+    described = system_json.system_description({}, machine, "network", "org", False, network=True)
+    assert described["is_network"] == "True" and set(system_json.NETWORK_FIELDS) <= set(described)
 
 
 def test_short_runs_and_synthetic_data_are_named(logs):
@@ -227,7 +249,7 @@ def test_system_file_template_and_fields(tmp_path):
     user = system_json.read_user_file(system_file(tmp_path, host_processor_model_name="Named CPU"))
     machine = system_json.machine_facts(detect_system(), tmp_path)
     described = system_json.system_description(user, machine, "open", "Org", triton=True)
-    assert sorted(described) == sorted(V30_SYSTEM_FIELDS)
+    assert sorted(described) == sorted(V30_SYSTEM_FIELDS + ["is_network"]) and described["is_network"] == "False"
     assert described["host_processor_model_name"] == "Named CPU" and "Triton" in described["system_name"]
     assert described["host_processor_core_count"] >= 1 and described["host_memory_capacity"].endswith(("GB", "TB"))
     assert described["framework"].startswith("PyTorch ") and described["operating_system"]

@@ -178,7 +178,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stage-results", help="stage the newest runs into an MLPerf v3.0 submission tree "
                                              "(docs/submission.md)")
     p.add_argument("--submitter", required=True, help="the submitting organization (folder name)")
-    p.add_argument("--division", required=True, choices=("closed", "open"))
+    p.add_argument("--division", required=True, choices=("closed", "open", "network"))
     p.add_argument("--log-dir", "--log_dir", dest="log_dir", type=Path, default=None,
                    help="the runs to stage (default: build/logs)")
     p.add_argument("--output", type=Path, default=None, help="submission root (default: build/submission)")

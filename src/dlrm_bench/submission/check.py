@@ -72,6 +72,10 @@ def check_system(path: Path, division: str, submitter: str) -> list[str]:
     found += [f"{path}: field {key} is missing" for key in REQUIRED_FIELDS if key not in data]
     found += [f"{path}: {key} is '{data.get(key)}', expected '{value}' (its folder)" for key, value in
               (("division", division), ("submitter", submitter)) if str(data.get(key, "")).lower() != value.lower()]
+    network = str(data.get("is_network", "False")).lower() == "true"
+    if division in ("closed", "network") and network != (division == "network"):
+        found.append(f"{path}: is_network is '{data.get('is_network')}', expected "
+                     f"'{division == 'network'}' in the {division} division")
     return found + value_problems(data, path)
 
 

@@ -11,8 +11,9 @@ from typing import Any
 
 from dlrm_bench.errors import DataError, UserError
 from dlrm_bench.json_files import read_json_object
+from dlrm_bench.loadgen_logs import read_detail_log
 from dlrm_bench.submission import rules
-from dlrm_bench.submission.tree import BENCHMARKS, SCENARIOS, TESTS, system_name
+from dlrm_bench.submission.tree import BENCHMARKS, SCENARIOS, TESTS, run_sut, system_name
 
 KINDS = ("PerformanceOnly", "AccuracyOnly", *TESTS)
 
@@ -74,7 +75,7 @@ def find_runs(log_dir: Path) -> tuple[list[Selection], list[str]]:
         if why:
             left_out[why] = left_out.get(why, 0) + 1
             continue
-        key = (system_name(result["system"], result["config_ver"]), BENCHMARKS[result["config_ver"]],
+        key = (system_name(result["system"], result["config_ver"], run_sut(result)), BENCHMARKS[result["config_ver"]],
                result["scenario"])
         found.setdefault(key, Selection(*key)).runs[run.kind] = run
     if not found:
@@ -118,18 +119,37 @@ def _compliance_problems(sel: Selection, closed: bool) -> list[str]:
     return found
 
 
+def _network_problems(sel: Selection, division: str) -> list[str]:
+    """The network division takes only `--sut network` runs, whose LoadGen SUT name says "Network SUT"; the closed
+    division takes no run over the network; row ranges (`network_ranges`) are open division only."""
+    sut = run_sut(sel.any_run().result)
+    if sut == "network_ranges" and division != "open":
+        return [f"{sel.label}: --sut network_ranges sends row ranges, not the queries' data: open division only"]
+    if division == "closed" and sut != "local":
+        return [f"{sel.label}: a run through the network SUT: stage it in the network division"]
+    if division != "network":
+        return []
+    if sut != "network":
+        return [f"{sel.label}: a {sut} SUT run: the network division takes only --sut network runs"]
+    return [f"{run.folder}: sut_name '{name}' lacks 'Network SUT' (MLPerf's network rule)"
+            for run in sel.runs.values()
+            if "Network SUT" not in (name := str(read_detail_log(run.folder / "mlperf_log_detail.txt").get("sut_name")))]
+
+
 def problems(selections: list[Selection], division: str) -> list[str]:
-    """Every reason the selected runs cannot be submitted in `division` (empty: none)."""
-    closed = division == "closed"
+    """Every reason the selected runs cannot be submitted in `division` (empty: none). The network division
+    follows the closed division's rules."""
+    closed = division in ("closed", "network")
     found: list[str] = []
     for sel in selections:
         found += _perf_problems(sel) + _accuracy_problems(sel) + _compliance_problems(sel, closed)
+        found += _network_problems(sel, division)
         dataset = sel.any_run().result.get("dataset")
         if closed and dataset != "terabyte":
-            found.append(f"{sel.label}: dataset {dataset}: the closed division needs the real Criteo Terabyte data")
+            found.append(f"{sel.label}: dataset {dataset}: the {division} division needs the real Criteo Terabyte data")
     if closed:
         present = {(s.system, s.benchmark, s.scenario) for s in selections}
         for system, benchmark in sorted({(s.system, s.benchmark) for s in selections}):
-            found += [f"{system}/{benchmark}: no {scenario} runs (the closed division requires Offline and Server)"
+            found += [f"{system}/{benchmark}: no {scenario} runs (the {division} division requires Offline and Server)"
                       for scenario in SCENARIOS if (system, benchmark, scenario) not in present]
     return found

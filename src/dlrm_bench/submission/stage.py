@@ -22,8 +22,8 @@ from dlrm_bench.paths import logs_dir, scratch_path
 from dlrm_bench.submission import documents as docs
 from dlrm_bench.submission.runs import Run, Selection, find_runs, problems
 from dlrm_bench.submission.system_json import blank_fields, machine_facts, read_user_file, system_description
-from dlrm_bench.submission.tree import (CODE_NAME, DIVISIONS, PERF_FILES, TEST01_FALLBACK_FILES, TESTS, TRITON_SUFFIX,
-                                        Entry, default_output, system_file)
+from dlrm_bench.submission.tree import (CODE_NAME, DIVISIONS, NETWORK_SUFFIX, PERF_FILES, TEST01_FALLBACK_FILES,
+                                        TESTS, TRITON_SUFFIX, Entry, default_output, system_file)
 from dlrm_bench.submission.truncate import hash_line, truncate_accuracy_log
 from dlrm_bench.system import SystemInfo, detect_system
 
@@ -169,7 +169,8 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(f"{len(found)} reasons these runs cannot be submitted (listed above): fix them, or stage "
                         f"anyway with --allow-unsubmittable (each is then recorded in the staged README)")
     facts = machine_facts(machine, Path(args.log_dir or logs_dir()))
-    systems = {name: system_description(user, facts, args.division, args.submitter, name.endswith(TRITON_SUFFIX))
+    systems = {name: system_description(user, facts, args.division, args.submitter, TRITON_SUFFIX in name,
+                                        name.endswith(NETWORK_SUFFIX))
                for name in sorted({sel.system for sel in selections})}
     final = Path(args.output or default_output()).resolve() / args.division / args.submitter
     try:

@@ -35,6 +35,13 @@ USER_FIELDS = {
     "accelerator_interconnect": "", "accelerator_interconnect_topology": "", "accelerator_memory_configuration": "",
     "accelerator_on-chip_memories": "", "cooling": "", "hw_notes": "", "sw_notes": ""}
 """What only the submitter knows, with the template's values."""
+NETWORK_FIELDS = (
+    "network_type", "network_media", "network_rate", "nic_loadgen", "number_nic_loadgen",
+    "net_software_stack_loadgen", "network_protocol", "number_connections", "nic_sut", "number_nic_sut",
+    "net_software_stack_sut", "network_topology")
+"""The v3.0 checker's SYSTEM_DESC_REQUIRED_FIELDS_NETWORK_MODE besides is_network: required of a system over the
+network (the network division), from the user file."""
+USER_FIELDS.update({name: "" for name in NETWORK_FIELDS})
 STATUSES = ("available", "preview", "rdi")
 SYSTEM_TYPES = ("datacenter", "datacenter,edge")
 """DLRM is a datacenter benchmark: an edge-only system cannot submit it."""
@@ -120,7 +127,7 @@ def read_user_file(path: Path) -> dict[str, Any]:
         raise UserError(f"{path}: wrote the template of the system facts only you know; fill in system_name "
                         f"(and the other fields that apply), then run stage-results again")
     data = read_json_object(path, "system file")
-    unknown = [k for k in data if not k.startswith("_") and k not in REQUIRED_FIELDS]
+    unknown = [k for k in data if not k.startswith("_") and k not in REQUIRED_FIELDS and k not in NETWORK_FIELDS]
     if unknown:
         raise DataError(f"{path}: unknown field '{unknown[0]}': expected fields of MLPerf's system description "
                         f"({', '.join(USER_FIELDS)}, or a machine field to override)")
@@ -139,14 +146,18 @@ def value_problems(data: dict[str, Any], where: Path) -> list[str]:
 
 
 def system_description(user: dict[str, Any], machine: dict[str, Any], division: str, submitter: str,
-                       triton: bool) -> dict[str, Any]:
-    """The systems/<system>.json of one system folder: exactly the required fields, the user's values winning."""
-    merged = {**USER_FIELDS, **machine, **user, "division": division, "submitter": submitter}
+                       triton: bool, network: bool = False) -> dict[str, Any]:
+    """The systems/<system>.json of one system folder: exactly the required fields (with the network fields for a
+    system over the network), the user's values winning; is_network says which ("True"/"False", as the checker
+    reads it)."""
+    merged = {**USER_FIELDS, **machine, **user, "division": division, "submitter": submitter,
+              "is_network": "True" if network else "False"}
     merged["status"] = str(merged["status"]).lower()
     if triton:
         merged["system_name"] = f"{merged['system_name']} (Triton Inference Server)"
         merged["framework"] = f"{merged['framework']}, Triton Inference Server"
-    return {key: merged[key] for key in sorted(REQUIRED_FIELDS)}
+    keys = (*REQUIRED_FIELDS, "is_network", *(NETWORK_FIELDS if network else ()))
+    return {key: merged[key] for key in sorted(keys)}
 
 
 def blank_fields(description: dict[str, Any]) -> list[str]:
