@@ -190,7 +190,10 @@ def test_triton_runs_give_the_in_process_auc(workspace, tmp_path, monkeypatch, c
         local, local_dir = results[(scenario, "default", "AccuracyOnly")]
         served, served_dir = results[(scenario, "triton", "AccuracyOnly")]
         assert served["engine_info"]["served_by"] == "triton" and "Triton" in served["device"]
-        assert served["auc"] == pytest.approx(local["auc"], abs=1e-9)
+        # the same predictions up to the last float32 bits: which samples share a batch depends on timing (Server,
+        # Triton's batcher), and FP32 GEMM results move in the last place with the batch size; that can reorder
+        # near-ties in the AUC by ~1e-7
+        assert served["auc"] == pytest.approx(local["auc"], abs=1e-6)
         np.testing.assert_allclose(logged_predictions(served_dir, offsets), logged_predictions(local_dir, offsets),
                                    rtol=1e-5, atol=1e-7)
         perf, _ = results[(scenario, "triton", "PerformanceOnly")]
