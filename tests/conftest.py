@@ -129,6 +129,16 @@ def write_preprocessed_dataset(root: Path, *, cardinalities: Sequence[int] = TIN
     return root
 
 
+def make_workspace(root: Path, *, test_rows: int = 3000, rows_per_day: int = 300, max_sample: int = 40,
+                   model_seed: int = 0, **dataset_kwargs: object) -> dict[str, Path]:
+    """A one-day fixture dataset and a random model under `root`: {"root", "data", "model", "logs"}; the
+    dataset keywords as write_preprocessed_dataset."""
+    data = write_preprocessed_dataset(root / "data", test_rows=test_rows, num_days=1, rows_per_day=rows_per_day,
+                                      max_sample=max_sample, **dataset_kwargs)
+    return {"root": root, "data": data, "model": save_random_model(root / "model.pt", seed=model_seed),
+            "logs": root / "logs"}
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small dataset with a learnable planted signal (read-only: do not modify it in tests)."""

@@ -25,7 +25,7 @@ from dlrm_bench.model.dlrm import DLRM
 from dlrm_bench.quant.artifacts import Int8Model
 from dlrm_bench.quant.recipe import emulate_bottom, emulate_forward, quantize_numeric
 from dlrm_bench.settings import Settings
-from tests.conftest import TINY_CARDINALITIES, save_random_model, write_preprocessed_dataset
+from tests.conftest import TINY_CARDINALITIES, make_workspace
 from tests.quant_fixtures import random_inputs, random_quantized
 
 CARDS = list(TINY_CARDINALITIES)
@@ -134,10 +134,8 @@ def test_bad_id_and_bad_shapes_raise(random_model) -> None:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("cpu")
-    data = write_preprocessed_dataset(root / "data", test_rows=4000, num_days=1, rows_per_day=500,
-                                      calibration_rows=1000, max_sample=60)
-    return {"root": root, "data": data, "model": save_random_model(root / "model.pt", seed=1)}
+    return make_workspace(tmp_path_factory.mktemp("cpu"), test_rows=4000, rows_per_day=500, calibration_rows=1000,
+                          max_sample=60, model_seed=1)
 
 
 @needs_onednn

@@ -17,7 +17,7 @@ from dlrm_bench.engines.base import chunk_ranges
 from dlrm_bench.quant.artifacts import load_int8_model
 from dlrm_bench.quant.recipe import emulate_forward
 from dlrm_bench.settings import Settings
-from tests.conftest import save_random_model, write_preprocessed_dataset
+from tests.conftest import make_workspace
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -27,10 +27,8 @@ SHIPPED_GEMM = "128x128_c1x2_pingpong_fma_smemrows_e64x128"
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("cuda")
-    data = write_preprocessed_dataset(root / "data", test_rows=5000, num_days=1, rows_per_day=500,
-                                      calibration_rows=2000, max_sample=60)
-    return {"root": root, "data": data, "model": save_random_model(root / "model.pt", seed=1)}
+    return make_workspace(tmp_path_factory.mktemp("cuda"), test_rows=5000, rows_per_day=500, calibration_rows=2000,
+                          max_sample=60, model_seed=1)
 
 
 def test_engine_matches_int8_emulation(workspace, monkeypatch) -> None:

@@ -21,7 +21,7 @@ from dlrm_bench.harness.cpu_affinity import STARTED_WITH, compact
 from dlrm_bench.loadgen_logs import read_detail_log
 from dlrm_bench.model.checkpoint import save_checkpoint
 from dlrm_bench.model.dlrm import DLRM
-from tests.conftest import TINY_CARDINALITIES, save_random_model, write_preprocessed_dataset
+from tests.conftest import TINY_CARDINALITIES, make_workspace, save_random_model, write_preprocessed_dataset
 
 RESULT_FIELDS = ("scenario", "config_ver", "test_mode", "engine", "device", "dataset", "dataset_dir", "model_path",
                  "samples_per_second", "pairs_per_second", "result_valid", "latency_p99_ms", "auc",
@@ -30,10 +30,7 @@ RESULT_FIELDS = ("scenario", "config_ver", "test_mode", "engine", "device", "dat
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("e2e")
-    data = write_preprocessed_dataset(root / "data", test_rows=3000, num_days=1, rows_per_day=500, max_sample=40)
-    ckpt = save_random_model(root / "model.pt")
-    return {"root": root, "data": data, "model": ckpt, "logs": root / "logs"}
+    return make_workspace(tmp_path_factory.mktemp("e2e"), rows_per_day=500)
 
 
 def run(ws: dict[str, Path], *extra: str, monkeypatch: pytest.MonkeyPatch) -> int:

@@ -30,7 +30,7 @@ from dlrm_bench.triton_server import protocol as wire
 from dlrm_bench.triton_server.install import TritonInstall, find_triton, stub_environment
 from dlrm_bench.triton_server.repository import config_pbtxt, spec_from_settings, write_repository
 from dlrm_bench.triton_server.server import TritonServer, group_members, resolve_port
-from tests.conftest import save_random_model, write_preprocessed_dataset
+from tests.conftest import make_workspace
 
 REPO = Path(__file__).resolve().parents[1]
 DLRM_BENCH = [sys.executable, "-m", "dlrm_bench.cli"]
@@ -49,10 +49,7 @@ needs_triton = pytest.mark.skipif(not _have_triton(), reason="tritonserver (nvid
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("triton")
-    data = write_preprocessed_dataset(root / "data", test_rows=3000, num_days=1, rows_per_day=300, max_sample=40)
-    ckpt = save_random_model(root / "model.pt")
-    return {"root": root, "data": data, "model": ckpt, "logs": root / "logs"}
+    return make_workspace(tmp_path_factory.mktemp("triton"))
 
 
 def write_config(path: Path, **extra: object) -> Path:
