@@ -90,12 +90,14 @@ def test_multi_gpu_engine_matches_one_gpu(workspace, monkeypatch, top_gemm: str)
 
 
 def test_loadgen_accuracy_run_on_cuda(workspace, monkeypatch) -> None:
+    """Offline and Server, AccuracyOnly and PerformanceOnly, from the shipped config: the AUC holds. The fixture is
+    not a quick-run dataset, so --min_query_count replaces the rules' 270,336 Server queries (135 s at 2,000/s)."""
     monkeypatch.setenv("MLPERF_SCRATCH_PATH", str(workspace["root"]))
     logs = workspace["root"] / "logs"
     assert cli(["run", "--dataset-dir", str(workspace["data"]), "--model", str(workspace["model"]),
                 "--engine", "cuda", "--scenarios", "Offline,Server", "--test_mode", "AccuracyOnly,PerformanceOnly",
                 "--config_ver", "high_accuracy", "--min_duration", "2", "--server_target_qps", "2000",
-                "--offline_expected_qps", "20000", "--log_dir", str(logs)]) in (0, 1)
+                "--offline_expected_qps", "20000", "--min_query_count", "1000", "--log_dir", str(logs)]) in (0, 1)
     results = [json.loads(p.read_text()) for p in (logs / "latest").glob("*/dlrm/*/*/*/result.json")]
     assert len(results) == 4
     acc = [r for r in results if r["test_mode"] == "AccuracyOnly"]
