@@ -12,9 +12,16 @@ given settings: `--system` takes this machine's Offline settings from configs/ (
 `--set KEY=VALUE` changes one (bottom_kernel, interaction_kernel, interaction_pairs_per_warp, top_gemm,
 top_gemm_first_layer, cutlass_final_layer).
 
+`--compare KEY=VALUE[,KEY=VALUE...]` (repeatable) measures kernel variants against those settings instead: each
+variant's correctness, its top layers' times, and its whole batch replayed back to back at the power limit, in
+`--rounds` interleaved rounds of `--sustain` seconds (baseline, variant 1, ..., baseline, ...), as the medians over
+rounds of pairs/s and energy per pair, and their ratios to the baseline's.
+
     python3 benchmarks/bench_cuda.py [--system] [--set top_gemm=...] [--batches 65536,262144] [--sustain 20]
                                      [--rows-scale 1.0] [--out DIR]
-Prints a table and writes bench_cuda.json.
+    python3 benchmarks/bench_cuda.py --system --compare top_gemm=... [--compare ...] [--batches 1048576]
+                                     [--sustain 8] [--rounds 3]
+Prints a table and writes bench_cuda.json (bench_cuda_compare.json with --compare).
 """
 
 from __future__ import annotations
@@ -337,16 +344,78 @@ def int_list(text: str) -> list[int]:
     return values
 
 
-def bench_settings(use_system: bool, items: list[str]) -> Settings:
-    """This machine's Offline settings (with use_system) or the defaults, with the --set values applied; only
-    KERNEL_SETTINGS may be set (the rest are not the kernels')."""
-    base = configs.resolve("Offline", "default", "cuda", detect_system()).settings if use_system else Settings()
+def kernel_overrides(items: list[str], flag: str) -> dict:
+    """KEY=VALUE items as settings values; only KERNEL_SETTINGS may be given (the rest are not the kernels')."""
     overrides = configs.parse_overrides(items)
     others = sorted(set(overrides) - set(KERNEL_SETTINGS))
     if others:
-        raise argparse.ArgumentTypeError(f"--set {', '.join(others)}: this benchmark takes only "
+        raise argparse.ArgumentTypeError(f"{flag} {', '.join(others)}: this benchmark takes only "
                                          f"{', '.join(KERNEL_SETTINGS)}")
-    return base.with_values(overrides, "--set")
+    return overrides
+
+
+def bench_settings(use_system: bool, items: list[str]) -> Settings:
+    """This machine's Offline settings (with use_system) or the defaults, with the --set values applied."""
+    base = configs.resolve("Offline", "default", "cuda", detect_system()).settings if use_system else Settings()
+    return base.with_values(kernel_overrides(items, "--set"), "--set")
+
+
+def compare_variants(qm, tables, offsets, cards, device, n: int, base: Settings, variants: list[Settings],
+                     labels: list[str], rounds: int, seconds: float) -> dict:
+    """The baseline `base` and each of `variants` (labels: their --compare text) on one n-pair batch: correctness,
+    the four top layers' median ms, then `rounds` interleaved rounds of `seconds` of sustained graph replay each.
+    Returns {"pairs", "sets": [{label, settings, correctness, top_ms, rounds, m_pairs_per_second, uj_per_pair,
+    ratio_rate, ratio_energy}]} with medians over rounds (a round's value: the median of its 1 s windows after the
+    first)."""
+    numeric = torch.randint(-20, 127, (n, 13), dtype=torch.int8, device=device)
+    cat = skewed_ids(cards, n, device, 100 + n)
+    top_in = torch.zeros(n, TOP_INPUT_PAD, dtype=torch.int8, device=device)
+    buffers = [torch.empty(n, w, dtype=torch.int8, device=device) for w in (1024, 1024, 512)]
+    probs = torch.empty(n, device=device)
+    sets: list[dict] = []
+    for label, settings in zip(["baseline", *labels], [base, *variants]):
+        correctness = check_correctness(qm, tables, offsets, cards, device, settings)
+        k = Kernels(qm, tables, offsets, device, settings)
+        inputs, outs = [top_in, *buffers], [*buffers, probs]
+        top_ms = [timed(lambda i=i: k.top.layer(i, inputs[i], outs[i], n)) for i in range(4)]
+
+        def whole(k=k) -> None:
+            k.bottom(numeric, None, n, top_in)
+            k.inter(cat, None, n, top_in)
+            k.top(top_in, buffers, probs, n)
+
+        sets.append({"label": label, "settings": {key: getattr(settings, key) for key in KERNEL_SETTINGS},
+                     "correctness": correctness, "top_ms": top_ms, "graph": whole_batch_graph(whole), "rounds": []})
+        print(f"{label}: correctness {json.dumps(correctness)}; top layers "
+              f"{' / '.join(f'{ms:.3f}' for ms in top_ms)} ms", flush=True)
+    for r in range(rounds):
+        for entry in sets:
+            rows = sustained(entry["graph"].replay, n, seconds)
+            kept = rows[1:] or rows
+            rate = float(np.median([row["m_pairs_per_second"] for row in kept]))
+            watts = float(np.median([row.get("power_w", float("nan")) for row in kept]))
+            mhz = float(np.median([row.get("sm_mhz", float("nan")) for row in kept]))
+            entry["rounds"].append({"m_pairs_per_second": rate, "power_w": watts, "sm_mhz": mhz,
+                                    "uj_per_pair": watts / rate})
+            print(f"round {r + 1} {entry['label']}: {rate:.2f} M pairs/s, {watts:.0f} W, {mhz:.0f} MHz, "
+                  f"{watts / rate:.3f} uJ per pair", flush=True)
+    for entry in sets:
+        del entry["graph"]
+        entry["m_pairs_per_second"] = float(np.median([x["m_pairs_per_second"] for x in entry["rounds"]]))
+        entry["uj_per_pair"] = float(np.median([x["uj_per_pair"] for x in entry["rounds"]]))
+        entry["ratio_rate"] = entry["m_pairs_per_second"] / sets[0]["m_pairs_per_second"]
+        entry["ratio_energy"] = entry["uj_per_pair"] / sets[0]["uj_per_pair"]
+    return {"pairs": n, "rounds": rounds, "seconds_per_round": seconds, "sets": sets}
+
+
+def print_comparison(report: dict) -> None:
+    cmp = report["compare"]
+    print(f"\n{report['device']}  {cmp['pairs']} pairs per batch, {cmp['rounds']} rounds of "
+          f"{cmp['seconds_per_round']:.0f} s; baseline {report['kernels']}")
+    print(f"{'variant':<60} {'M pairs/s':>10} {'x':>6} {'uJ/pair':>8} {'x':>6}  top layers ms")
+    for e in cmp["sets"]:
+        print(f"{e['label'][:60]:<60} {e['m_pairs_per_second']:10.2f} {e['ratio_rate']:6.3f} "
+              f"{e['uj_per_pair']:8.3f} {e['ratio_energy']:6.3f}  {' / '.join(f'{ms:.3f}' for ms in e['top_ms'])}")
 
 
 def main() -> int:
@@ -360,12 +429,20 @@ def main() -> int:
     ap.add_argument("--sustain", type=float, default=0.0,
                     help="seconds of back-to-back graph replays of the largest batch, reported per second with the "
                          "SM clock and power (0: skip)")
+    ap.add_argument("--compare", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE...]",
+                    help="a kernel variant to measure against the settings above (repeatable): sustained replay of "
+                         "the largest batch in interleaved rounds")
+    ap.add_argument("--rounds", type=int, default=3, help="--compare: interleaved rounds per variant")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "build/bench")))
     args = ap.parse_args()
     if not args.batches:
         ap.error("--batches: give at least one batch size")
+    if args.compare and (args.sustain <= 0 or args.rounds < 1):
+        ap.error("--compare needs --sustain SECONDS > 0 and --rounds >= 1")
     try:
         settings = bench_settings(args.system, args.settings)
+        variants = [settings.with_values(kernel_overrides(spec.split(","), "--compare"), "--compare")
+                    for spec in args.compare]
     except (argparse.ArgumentTypeError, UserError) as exc:  # names the setting and what it expects
         ap.error(str(exc))
     if not torch.cuda.is_available():
@@ -383,6 +460,12 @@ def main() -> int:
     report["copy_gbps"] = copy_bandwidth(device)
     qm, tables, offsets = build(cards, device)
     report["build_seconds"] = time.time() - t0
+    if args.compare:
+        report["compare"] = compare_variants(qm, tables, offsets, cards, device, max(args.batches), settings,
+                                             variants, args.compare, args.rounds, args.sustain)
+        write_report(args.out, "bench_cuda_compare.json", report)
+        print_comparison(report)
+        return 0
     report["correctness"] = check_correctness(qm, tables, offsets, cards, device, settings)
     print(json.dumps(report["correctness"]), flush=True)
     report["batches"] = []

@@ -147,15 +147,21 @@ using Pingpong = cutlass::gemm::KernelTmaWarpSpecializedPingpong;
 using EpiPingpong = cutlass::epilogue::TmaWarpSpecialized;
 using Tile = Shape<_128, _128, _128>;
 using Cluster = Shape<_1, _2, _1>;  // two CTAs of neighbouring N tiles share each A tile by TMA multicast
+using WideTile = Shape<_64, _256, _128>;  // one m64n256 wgmma per K step: 10 instead of 12 KB of shared memory read
+using ClusterM = Shape<_2, _1, _1>;       // two CTAs of neighbouring M tiles share each B tile by TMA multicast
+using DeepTile = Shape<_128, _128, _256>;  // twice the K per pipeline stage: half the barriers, three stages
 
 // The variants, by index (keep in step with settings.GEMM_VARIANTS in Python). 0 and 1 are the ones the configs
-// use; 2 and 3, their baselines for benchmarks, are built with -DDLRM_ALL_GEMM_VARIANTS (make kernels
-// GEMM_VARIANTS=all).
+// use; 2 and 3, their baselines for benchmarks, and 4-6, other tile shapes, are built with -DDLRM_ALL_GEMM_VARIANTS
+// (make kernels GEMM_VARIANTS=all).
 using V0 = Int8Layer<Tile, Cluster, Pingpong, EpiPingpong, FmaSmemFusion, Shape<_64, _128>>;  // _fma_smemrows_e64x128
 using V1 = Int8Layer<Tile, Cluster, Pingpong, EpiPingpong, PermutedStoreFusion>;             // _fma_permuted
 #ifdef DLRM_ALL_GEMM_VARIANTS
 using V2 = Int8Layer<Tile, Cluster, Pingpong, EpiPingpong, FmaFusion>;                       // _fma
 using V3 = Int8Layer<Tile, Cluster, Pingpong, EpiPingpong>;                                  // CUTLASS's epilogue
+using V4 = Int8Layer<WideTile, ClusterM, Pingpong, EpiPingpong, FmaSmemFusion, Shape<_64, _128>>;
+using V5 = Int8Layer<WideTile, Cluster, Pingpong, EpiPingpong, FmaSmemFusion, Shape<_64, _128>>;
+using V6 = Int8Layer<DeepTile, Cluster, Pingpong, EpiPingpong, FmaSmemFusion, Shape<_64, _128>>;
 #endif
 
 }  // namespace
@@ -165,7 +171,7 @@ extern "C" {
 // 1 when `variant` is built into this library.
 int dlrm_top_gemm_has_variant(int variant) {
 #ifdef DLRM_ALL_GEMM_VARIANTS
-  return variant >= 0 && variant < 4;
+  return variant >= 0 && variant < 7;
 #else
   return variant >= 0 && variant < 2;
 #endif
@@ -187,6 +193,9 @@ int dlrm_top_gemm_run(int variant, const void* a, const void* b, void* d, const 
 #ifdef DLRM_ALL_GEMM_VARIANTS
     case 2: return DLRM_RUN(V2);
     case 3: return DLRM_RUN(V3);
+    case 4: return DLRM_RUN(V4);
+    case 5: return DLRM_RUN(V5);
+    case 6: return DLRM_RUN(V6);
 #endif
     default: return -1;
   }
@@ -200,6 +209,9 @@ size_t dlrm_top_gemm_workspace(int variant, int m, int n, int k, int sm_count) {
 #ifdef DLRM_ALL_GEMM_VARIANTS
     case 2: return V2::workspace(m, n, k, sm_count);
     case 3: return V3::workspace(m, n, k, sm_count);
+    case 4: return V4::workspace(m, n, k, sm_count);
+    case 5: return V5::workspace(m, n, k, sm_count);
+    case 6: return V6::workspace(m, n, k, sm_count);
 #endif
     default: return 0;
   }

@@ -2,7 +2,7 @@
 engines/cuda/kernel_library.py) against the int8 recipe: each layer within one int8 step of the recipe's
 requantization (the folded epilogue), and the whole top MLP's probabilities. Edge sizes: 1 pair, odd counts, a
 partial last tile, the largest batch the engine uses. The variants the library was built with are tested (`make
-kernels`: the configs' two; GEMM_VARIANTS=all: the baselines too).
+kernels`: the configs' two; GEMM_VARIANTS=all: the baselines and other tile shapes too).
 
 Needs a CUDA GPU and the built library; the load errors are checked everywhere.
 """
@@ -51,7 +51,7 @@ def test_a_file_that_is_not_a_library_is_refused(tmp_path) -> None:
 def test_each_hidden_variant_names_its_final_layer_kernel() -> None:
     from dlrm_bench.engines.cuda.kernel_library import final_layer_variant
 
-    assert [final_layer_variant(v) for v in VARIANTS] == [0, 0, 1, 1]
+    assert [final_layer_variant(v) for v in VARIANTS] == [0, 0, 1, 1, 0, 0, 0]
     assert list(VARIANTS)[:2] == ["128x128_c1x2_pingpong_fma_smemrows_e64x128", "128x128_c1x2_pingpong_fma_permuted"]
 
 

@@ -37,9 +37,12 @@ relu(fma(acc, alpha, bias)), instead of CUTLASS's linear combination (two FFMA i
 at every tile, and 64 x 128 epilogue subtiles instead of 64 x 64. "_permuted": no shared memory in the epilogue;
 each thread stores its int8 values from registers, 16 bytes at a time, which puts the columns of each 128-column
 tile in an order of its own (physical_column_order; csrc/permuted_store_epilogue.h); the next layer reads them in
-that order (TopMLP reorders its weight's K columns). N must be a multiple of 128. The first two are built by
-default (the configs use them); the other two, `make kernels GEMM_VARIANTS=all`."""
-SHIPPED_FINAL = ("128x128_c1x2_pingpong_fma_smemrows_e64x128", "128x128_c1x2_pingpong_fma_permuted")
+that order (TopMLP reorders its weight's K columns). N must be a multiple of 128. "64x256_c2x1" / "64x256_c1x2":
+64 x 256 tiles (one m64n256 wgmma per K step), clusters sharing the B tile (two neighbouring M tiles) or the A
+tile; "128x128_k256": 256 of K per pipeline stage. The first two are built by default (the configs use them); the
+others, `make kernels GEMM_VARIANTS=all`."""
+BASELINE_VARIANTS = ("128x128_c1x2_pingpong_fma", "128x128_c1x2_pingpong")
+"""The variants that go with the final layer whose vectors are fetched per tile (their own baseline)."""
 
 TILE_COLUMNS = 128
 """Columns per tile of the "_permuted" variant's column order."""
@@ -68,7 +71,7 @@ def physical_column_order(n: int) -> torch.Tensor:
 def final_layer_variant(variant: str) -> int:
     """The final layer's kernel (csrc/final_layer_cutlass.cu) that goes with the hidden layers' `variant`: 0 the
     vectors held whole in shared memory with 64 x 128 subtiles, 1 fetched per tile (the baseline variants')."""
-    return 0 if variant in SHIPPED_FINAL else 1
+    return 1 if variant in BASELINE_VARIANTS else 0
 
 
 _ERRORS = {-1: "variant not built into this library (`make kernels GEMM_VARIANTS=all` builds every one)",
