@@ -152,7 +152,7 @@ using ClusterM = Shape<_2, _1, _1>;       // two CTAs of neighbouring M tiles sh
 using DeepTile = Shape<_128, _128, _256>;  // twice the K per pipeline stage: half the barriers, three stages
 
 // The variants, by index (keep in step with settings.GEMM_VARIANTS in Python). 0 and 1 are the ones the configs
-// use; 2 and 3, their baselines for benchmarks, and 4-6, other tile shapes, are built with -DDLRM_ALL_GEMM_VARIANTS
+// use; 2 and 3, their baselines for benchmarks, and 4-7, other tile shapes, are built with -DDLRM_ALL_GEMM_VARIANTS
 // (make kernels GEMM_VARIANTS=all).
 using V0 = Int8Layer<Tile, Cluster, Pingpong, EpiPingpong, FmaSmemFusion, Shape<_64, _128>>;  // _fma_smemrows_e64x128
 using V1 = Int8Layer<Tile, Cluster, Pingpong, EpiPingpong, PermutedStoreFusion>;             // _fma_permuted
@@ -162,6 +162,7 @@ using V3 = Int8Layer<Tile, Cluster, Pingpong, EpiPingpong>;                     
 using V4 = Int8Layer<WideTile, ClusterM, Pingpong, EpiPingpong, FmaSmemFusion, Shape<_64, _128>>;
 using V5 = Int8Layer<WideTile, Cluster, Pingpong, EpiPingpong, FmaSmemFusion, Shape<_64, _128>>;
 using V6 = Int8Layer<DeepTile, Cluster, Pingpong, EpiPingpong, FmaSmemFusion, Shape<_64, _128>>;
+using V7 = Int8Layer<WideTile, ClusterM, Pingpong, EpiPingpong, FmaSmemFusion, Shape<_64, _256>>;
 #endif
 
 }  // namespace
@@ -171,7 +172,7 @@ extern "C" {
 // 1 when `variant` is built into this library.
 int dlrm_top_gemm_has_variant(int variant) {
 #ifdef DLRM_ALL_GEMM_VARIANTS
-  return variant >= 0 && variant < 7;
+  return variant >= 0 && variant < 8;
 #else
   return variant >= 0 && variant < 2;
 #endif
@@ -196,6 +197,7 @@ int dlrm_top_gemm_run(int variant, const void* a, const void* b, void* d, const 
     case 4: return DLRM_RUN(V4);
     case 5: return DLRM_RUN(V5);
     case 6: return DLRM_RUN(V6);
+    case 7: return DLRM_RUN(V7);
 #endif
     default: return -1;
   }
@@ -212,6 +214,7 @@ size_t dlrm_top_gemm_workspace(int variant, int m, int n, int k, int sm_count) {
     case 4: return V4::workspace(m, n, k, sm_count);
     case 5: return V5::workspace(m, n, k, sm_count);
     case 6: return V6::workspace(m, n, k, sm_count);
+    case 7: return V7::workspace(m, n, k, sm_count);
 #endif
     default: return 0;
   }

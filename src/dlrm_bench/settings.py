@@ -24,7 +24,7 @@ from dlrm_bench.errors import UserError
 GEMM_VARIANTS = ("128x128_c1x2_pingpong_fma_smemrows_e64x128", "128x128_c1x2_pingpong_fma_permuted",
                  "128x128_c1x2_pingpong_fma", "128x128_c1x2_pingpong",
                  "64x256_c2x1_pingpong_fma_smemrows_e64x128", "64x256_c1x2_pingpong_fma_smemrows_e64x128",
-                 "128x128_k256_c1x2_pingpong_fma_smemrows_e64x128")
+                 "128x128_k256_c1x2_pingpong_fma_smemrows_e64x128", "64x256_c2x1_pingpong_fma_smemrows_e64x256")
 """The CUTLASS top-MLP kernels `top_gemm` can name (engines/cuda/kernel_library.py builds the first two by
 default: the ones the configs use; `make kernels GEMM_VARIANTS=all` builds the others for benchmarks/)."""
 OFF_GPU_IRQS = "off-gpu-irqs"
