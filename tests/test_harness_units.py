@@ -130,6 +130,11 @@ def test_offline_takes_samples_in_chunks() -> None:
     server = take_policy("Server", Settings(offline_take_samples=100, server_max_wait_ms=5.0, batch_size=262144))
     assert (server.max_samples, server.max_pairs, server.want_pairs) == (SERVER_TAKE, 262144, 262144)
     assert server.max_wait_s == 0.005
+    backlog = take_policy("Server", Settings(batch_size=524288, server_backlog_batch_size=1048576))
+    assert (backlog.max_pairs, backlog.want_pairs) == (1048576, 524288)
+    assert take_policy("Server", Settings(batch_size=524288, server_backlog_batch_size=1000)).max_pairs == 524288
+    single = take_policy("SingleStream", Settings(batch_size=4096, server_backlog_batch_size=1048576))
+    assert (single.max_pairs, single.max_wait_s) == (4096, 0.0)
 
 
 def test_a_server_batch_that_fills_slower_than_the_wait_is_named() -> None:

@@ -122,6 +122,30 @@ def test_unknown_bridge_is_a_user_error() -> None:
         make_queue("fast", np.ones(4, dtype=np.int64), 1)
 
 
+def issuer(queue, kind: str):
+    """issue([[response_id, sample_index], ...]) into `queue` as LoadGen would (the C bridge or the bindings)."""
+    if kind == "native":
+        return lambda s: queue.lib.bridge_issue(0, np.ascontiguousarray(s, dtype=np.uint64).ctypes.data, len(s))
+    return lambda s: queue._issue([int(a) for a, _ in s], [int(b) for _, b in s])
+
+
+@pytest.mark.parametrize("kind", ["native", "python"])
+def test_a_backlog_is_taken_up_to_max_pairs_at_once(kind: str) -> None:
+    """Server with server_backlog_batch_size: with more than want_pairs pairs queued, one take returns up to
+    max_pairs pairs without waiting. Samples 0..5 have 1..6 pairs (21 in all)."""
+    if kind == "native" and not native_available():
+        pytest.skip("LoadGen's C API is not usable here")
+    queue = make_queue(kind, np.arange(1, 7, dtype=np.int64), wake_pairs=100)
+    try:
+        issuer(queue, kind)([[10 + i, i] for i in range(6)])
+        t0 = time.perf_counter()
+        ids, _ = queue.take(max_samples=10, max_pairs=15, want_pairs=5, max_wait_s=10.0)
+        assert time.perf_counter() - t0 < 1.0
+        assert ids.tolist() == [10, 11, 12, 13, 14]  # 1 + 2 + 3 + 4 + 5 = 15 pairs, three times want_pairs
+    finally:
+        queue.close()
+
+
 @pytest.mark.parametrize("kind", ["native", "python"])
 def test_take_by_pairs_waits_for_want_or_deadline(kind: str) -> None:
     """Samples 0..5 have 1, 2, 3, 4, 5, 6 pairs."""
@@ -129,8 +153,7 @@ def test_take_by_pairs_waits_for_want_or_deadline(kind: str) -> None:
         pytest.skip("LoadGen's C API is not usable here")
     lengths = np.arange(1, 7, dtype=np.int64)
     queue = make_queue(kind, lengths, wake_pairs=100)
-    issue = (lambda s: queue.lib.bridge_issue(0, np.ascontiguousarray(s, dtype=np.uint64).ctypes.data, len(s))) \
-        if kind == "native" else (lambda s: queue._issue([int(a) for a, _ in s], [int(b) for _, b in s]))
+    issue = issuer(queue, kind)
     try:
         issue([[7, 0], [8, 1]])  # 3 pairs queued, 10 wanted: the 50 ms deadline passes
         t0 = time.perf_counter()
@@ -158,8 +181,7 @@ def test_a_sample_left_behind_waits_from_its_own_arrival(kind: str) -> None:
     if kind == "native" and not native_available():
         pytest.skip("LoadGen's C API is not usable here")
     queue = make_queue(kind, np.array([1, 2, 3], dtype=np.int64), wake_pairs=100)
-    issue = (lambda s: queue.lib.bridge_issue(0, np.ascontiguousarray(s, dtype=np.uint64).ctypes.data, len(s))) \
-        if kind == "native" else (lambda s: queue._issue([int(a) for a, _ in s], [int(b) for _, b in s]))
+    issue = issuer(queue, kind)
     try:
         issue([[7, 0], [8, 1]])
         time.sleep(0.2)  # the queue's first sample is now 200 ms old

@@ -98,7 +98,8 @@ class Settings:
                           "has). A configured engine this machine lacks is replaced by the fastest, with a note.")
     batch_size: int = setting(16384, integer(1), RUN,
                               "Pairs per batch the harness hands the engine: Offline cuts LoadGen's query into "
-                              "batches of this size; Server and SingleStream take at most this many pairs at once.")
+                              "batches of this size; Server and SingleStream take at most this many pairs at once "
+                              "(Server: unless server_backlog_batch_size is larger).")
     inflight_batches: int = setting(2, integer(1), RUN, "Batches handed to the engine before the first completes.")
     complete_threads: int = setting(1, integer(1), RUN, "Threads that hand finished batches back to LoadGen.")
     offline_take_samples: int = setting(65536, integer(1), RUN,
@@ -107,6 +108,10 @@ class Settings:
     server_max_wait_ms: float = setting(1.0, number(0), RUN,
                                         "Server: the longest the oldest queued sample waits for company before a "
                                         "part-full batch leaves.")
+    server_backlog_batch_size: int = setting(0, integer(0), RUN,
+                                             "Server: with more than batch_size pairs queued, take up to this many "
+                                             "pairs at once (0: batch_size). A GPU runs larger batches at more pairs "
+                                             "per second, so a backlog after a host stall drains sooner.")
     server_target_qps: float = setting(1.0, number(0, above=True), RUN,
                                        "Server: LoadGen's target rate, samples/s (`--server_target_qps` overrides).")
     offline_expected_qps: float = setting(1.0, number(0, above=True), RUN,

@@ -6,7 +6,7 @@ Offline: the whole query, cut in LoadGen's order into batches of at most `batch_
 `inflight_batches` batches in the engine at once.
 Server and SingleStream: once an engine slot is free, queued samples until about `batch_size` pairs or
 `server_max_wait_ms` after the oldest one's arrival (SingleStream: 0 ms, take what is queued now), so latency stays
-bounded.
+bounded; a Server backlog of more than `batch_size` pairs goes in batches of up to `server_backlog_batch_size`.
 Completion threads (`complete_threads`) hand the results back: one float32 prediction per pair of each sample,
 from a buffer that stays alive until LoadGen's QuerySamplesComplete returns.
 """
@@ -116,11 +116,14 @@ SERVER_TAKE = 1 << 16
 def take_policy(scenario: str, settings: Settings) -> TakePolicy:
     """Offline: up to `offline_take_samples` of what is queued, at once (LoadGen issues the whole query at once; a
     take's host work must stay shorter than the batches in flight). Server: one batch of pairs, or what came
-    within `server_max_wait_ms` of the oldest arrival. SingleStream: whatever is queued, at once."""
+    within `server_max_wait_ms` of the oldest arrival; with a backlog, up to `server_backlog_batch_size` pairs.
+    SingleStream: whatever is queued, at once."""
     if scenario == "Offline":
         return TakePolicy(settings.offline_take_samples, 1 << 62, 1, 0.0)
-    wait_ms = 0.0 if scenario == "SingleStream" else settings.server_max_wait_ms
-    return TakePolicy(SERVER_TAKE, settings.batch_size, settings.batch_size, wait_ms / 1000.0)
+    if scenario == "SingleStream":
+        return TakePolicy(SERVER_TAKE, settings.batch_size, settings.batch_size, 0.0)
+    most = max(settings.batch_size, settings.server_backlog_batch_size)
+    return TakePolicy(SERVER_TAKE, most, settings.batch_size, settings.server_max_wait_ms / 1000.0)
 
 
 def batch_fill_note(batch_size: int, max_wait_ms: float, target_qps: float, pairs_per_sample: float) -> str | None:
