@@ -370,7 +370,7 @@ def compare_variants(qm, tables, offsets, cards, device, n: int, base: Settings,
     numeric = torch.randint(-20, 127, (n, 13), dtype=torch.int8, device=device)
     cat = skewed_ids(cards, n, device, 100 + n)
     top_in = torch.zeros(n, TOP_INPUT_PAD, dtype=torch.int8, device=device)
-    buffers = [torch.empty(n, w, dtype=torch.int8, device=device) for w in (1024, 1024, 512)]
+    buffers = [torch.empty(n, w, dtype=torch.int8, device=device) for w in TopMLP(qm, device).widths]
     probs = torch.empty(n, device=device)
     sets: list[dict] = []
     for label, settings in zip(["baseline", *labels], [base, *variants]):

@@ -39,8 +39,8 @@ each thread stores its int8 values from registers, 16 bytes at a time, which put
 tile in an order of its own (physical_column_order; csrc/permuted_store_epilogue.h); the next layer reads them in
 that order (TopMLP reorders its weight's K columns). N must be a multiple of 128. "64x256_c2x1" / "64x256_c1x2":
 64 x 256 tiles (one m64n256 wgmma per K step), clusters sharing the B tile (two neighbouring M tiles) or the A
-tile ("_e64x256": the whole tile as one epilogue subtile); "128x128_k256": 256 of K per pipeline stage. The first two are built by default (the configs use them); the
-others, `make kernels GEMM_VARIANTS=all`."""
+tile ("_e64x256": the whole tile as one epilogue subtile); "128x128_k256": 256 of K per pipeline stage. The
+first two are built by default (the configs use them); the others, `make kernels GEMM_VARIANTS=all`."""
 BASELINE_VARIANTS = ("128x128_c1x2_pingpong_fma", "128x128_c1x2_pingpong")
 """The variants that go with the final layer whose vectors are fetched per tile (their own baseline)."""
 
