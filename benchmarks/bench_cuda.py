@@ -346,7 +346,7 @@ def int_list(text: str) -> list[int]:
 
 def kernel_overrides(items: list[str], flag: str) -> dict:
     """KEY=VALUE items as settings values; only KERNEL_SETTINGS may be given (the rest are not the kernels')."""
-    overrides = configs.parse_overrides(items)
+    overrides = configs.parse_overrides(items, flag)
     others = sorted(set(overrides) - set(KERNEL_SETTINGS))
     if others:
         raise argparse.ArgumentTypeError(f"{flag} {', '.join(others)}: this benchmark takes only "

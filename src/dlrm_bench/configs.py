@@ -212,19 +212,20 @@ def resolve(scenario: str, config_ver: str, engine: str | None, system: SystemIn
     return Resolved(name, settings, where)
 
 
-def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+def parse_overrides(items: list[str] | None, flag: str = "--set") -> dict[str, Any]:
     """['a=1', 'b=true', 'c=cpu'] -> {'a': 1, 'b': True, 'c': 'cpu'} (values parsed as JSON, else strings),
-    checked against the schema (an unknown name or a bad value is a UserError)."""
+    checked against the schema (an unknown name or a bad value is a UserError naming `flag`, the option that gave
+    them)."""
     out: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise UserError(f"--set expects KEY=VALUE, got '{item}'")
+            raise UserError(f"{flag} expects KEY=VALUE, got '{item}'")
         try:
             out[key.strip()] = json.loads(value)
         except json.JSONDecodeError:
             out[key.strip()] = value
-    Settings().with_values(out, "--set")
+    Settings().with_values(out, flag)
     return out
 
 
