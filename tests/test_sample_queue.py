@@ -307,10 +307,11 @@ class HeldEngine(RowEngine):
 
 @contextmanager
 def held_sut(queue: ScriptedQueue, engine: HeldEngine, offsets: np.ndarray, scenario: str, batch_size: int,
-             inflight_batches: int) -> Iterator[None]:
+             inflight_batches: int, backlog_batch_size: int = 0) -> Iterator[None]:
     from dlrm_bench.harness.sut import BatchingSUT, take_policy
 
-    settings = Settings(batch_size=batch_size, inflight_batches=inflight_batches)
+    settings = Settings(batch_size=batch_size, inflight_batches=inflight_batches,
+                        server_backlog_batch_size=backlog_batch_size)
     with SampleLibrary(empty_split(), offsets, len(offsets) - 1) as qsl:
         with BatchingSUT(engine, qsl, settings, take_policy(scenario, settings), queue):
             try:
@@ -355,4 +356,20 @@ def test_offline_query_cut_into_batches_keeps_the_inflight_limit() -> None:
         assert len(engine.pending) == 2  # the third batch waits for a slot
         engine.release(0)
         wait_for(lambda: len(engine.pending) == 3)
+    assert queue.completed == [0, 1, 2, 3, 4, 5]
+
+
+def test_a_server_backlog_take_goes_to_the_engine_as_one_batch() -> None:
+    """With server_backlog_batch_size, a take of more than batch_size pairs (the queue returns up to the backlog
+    size) is one engine batch, not cut back into batch_size pieces (6 samples of 10 pairs, batch_size 20,
+    backlog 60)."""
+    queue = ScriptedQueue([[0, 1, 2, 3, 4, 5]])
+    engine = HeldEngine()
+    offsets = np.arange(0, 61, 10, dtype=np.int64)
+    with held_sut(queue, engine, offsets, "Server", 20, inflight_batches=2, backlog_batch_size=60):
+        wait_for(lambda: len(engine.pending) == 1)
+        time.sleep(0.05)
+        assert len(engine.pending) == 1
+        _, starts, ends = engine.pending[0]
+        assert int((ends - starts).sum()) == 60
     assert queue.completed == [0, 1, 2, 3, 4, 5]

@@ -150,7 +150,7 @@ def run_loadgen(ctx: RunContext, engine: Engine, scenario: str, mode: str, setti
         apply_audit_settings(ts, ctx.audit, scenario)  # the test05 keys LoadGen 6 does not take from the file
     audit = ctx.audit if ctx.audit else out / "no-audit.config"
     with SampleLibrary(ctx.split, ctx.offsets, qsl_count) as qsl, make_system(scenario, engine, qsl, settings) as sut:
-        note = batch_fill_note(sut.batch_size, 1e3 * sut.policy.max_wait_s, ts.server_target_qps,
+        note = batch_fill_note(sut.policy.want_pairs, 1e3 * sut.policy.max_wait_s, ts.server_target_qps,
                                qsl.mean_pairs_per_sample) if scenario == "Server" and engine.pads_batches else None
         if note:
             print(note, flush=True)

@@ -101,12 +101,14 @@ class Completer:
 @dataclass(frozen=True)
 class TakePolicy:
     """How the batcher takes samples from the queue: at most `max_samples` samples and `max_pairs` pairs,
-    waiting until `want_pairs` pairs are queued or the oldest has waited `max_wait_s`."""
+    waiting until `want_pairs` pairs are queued or the oldest has waited `max_wait_s`; a take goes to the engine
+    in batches of at most `batch_pairs` pairs."""
 
     max_samples: int
     max_pairs: int
     want_pairs: int
     max_wait_s: float
+    batch_pairs: int
 
 
 SERVER_TAKE = 1 << 16
@@ -119,11 +121,11 @@ def take_policy(scenario: str, settings: Settings) -> TakePolicy:
     within `server_max_wait_ms` of the oldest arrival; with a backlog, up to `server_backlog_batch_size` pairs.
     SingleStream: whatever is queued, at once."""
     if scenario == "Offline":
-        return TakePolicy(settings.offline_take_samples, 1 << 62, 1, 0.0)
+        return TakePolicy(settings.offline_take_samples, 1 << 62, 1, 0.0, settings.batch_size)
     if scenario == "SingleStream":
-        return TakePolicy(SERVER_TAKE, settings.batch_size, settings.batch_size, 0.0)
+        return TakePolicy(SERVER_TAKE, settings.batch_size, settings.batch_size, 0.0, settings.batch_size)
     most = max(settings.batch_size, settings.server_backlog_batch_size)
-    return TakePolicy(SERVER_TAKE, most, settings.batch_size, settings.server_max_wait_ms / 1000.0)
+    return TakePolicy(SERVER_TAKE, most, settings.batch_size, settings.server_max_wait_ms / 1000.0, most)
 
 
 def batch_fill_note(batch_size: int, max_wait_ms: float, target_qps: float, pairs_per_sample: float) -> str | None:
@@ -143,14 +145,13 @@ def batch_fill_note(batch_size: int, max_wait_ms: float, target_qps: float, pair
 
 class BatchingSUT:
     """The SUT of every scenario: a batcher thread takes samples from the queue by `policy`, cuts them in
-    LoadGen's order into batches of at most `batch_size` pairs and keeps `inflight_batches` in the engine;
+    LoadGen's order into batches of at most `policy.batch_pairs` pairs and keeps `inflight_batches` in the engine;
     completion threads hand the results back."""
 
     def __init__(self, engine: Engine, qsl: SampleLibrary, settings: Settings, policy: TakePolicy,
                  queue: SampleQueue) -> None:
         self.engine = engine
         self.qsl = qsl
-        self.batch_size = settings.batch_size
         self.inflight = threading.Semaphore(settings.inflight_batches)
         self.policy = policy
         self.queue = queue
@@ -175,7 +176,7 @@ class BatchingSUT:
             now = time.perf_counter()
             ids, index = taken
             starts, ends = self.qsl.starts[index], self.qsl.ends[index]
-            for number, (lo, hi) in enumerate(cut_by_pairs(ends - starts, self.batch_size)):
+            for number, (lo, hi) in enumerate(cut_by_pairs(ends - starts, policy.batch_pairs)):
                 if number:  # the first batch has the slot taken above
                     self.inflight.acquire()
                 self.dispatch(Batch(ids[lo:hi], index[lo:hi], starts[lo:hi], ends[lo:hi], [now]))
