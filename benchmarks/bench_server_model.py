@@ -288,8 +288,8 @@ def stall_names(text: str) -> list[str]:
     names = [n for n in text.split(",") if n]
     unknown = [n for n in names if n not in STALLS]
     if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown stall profile {', '.join(unknown) or text!r}: expected some of "
-                                         f"{', '.join(STALLS)}")
+        named = ", ".join(unknown) if unknown else repr(text)
+        raise argparse.ArgumentTypeError(f"unknown stall profile {named}: expected some of {', '.join(STALLS)}")
     return names
 
 

@@ -19,7 +19,11 @@
 #   accuracy  the synthetic-tiny model (built here when missing) through the cuda engine, AccuracyOnly with
 #             config_ver default and high_accuracy (AUC against the FP32 reference engine)
 #   aboffline one Offline run per ";"-separated entry of AB_SETS, each that run's extra flags or "shipped" (the
-#             config as it is), e.g. AB_SETS="shipped;--set cuda_graphs=false;shipped"
+#             config as it is), e.g. AB_SETS="shipped;--set cuda_graphs=false;shipped"; the list AB_ROUNDS times
+#             (default 1), so the entries interleave
+#   abserver  the same for Server, at AB_SERVER_QPS (default: the config's target), e.g. 10 rounds of
+#             AB_SETS="shipped;--set server_backlog_batch_size=1048576 --set gpu_batch_size=1048576" AB_ROUNDS=10:
+#             every run, VALID or not, with its p99 in results.txt
 #   triton    benchmarks/bench_triton_server.py on criteo-tb-random: in-process against Triton Inference Server,
 #             Offline and Server at TRITON_QPS (default 300000; a comma list sweeps); TRITON_ARGS adds flags.
 #             Needs the tritonserver binary (nvidia-pytriton)
@@ -123,15 +127,28 @@ if has accuracy; then
     --test_mode AccuracyOnly 2>&1 | quiet | tail -8 | log
 fi
 
-if has aboffline; then
-  step "aboffline: ${AB_SETS:-shipped}"
-  IFS=';' read -r -a ab_entries <<< "${AB_SETS:-shipped}"
-  for entry in "${ab_entries[@]}"; do
-    read -r -a flags <<< "$entry"
-    [ "${flags[*]}" = shipped ] && flags=()
-    echo "Offline ${flags[*]:-(shipped config)}" | log
-    TAIL=3 loadgen Offline "${flags[@]}"
+ab_runs() {  # ab_runs SCENARIO [flags]: AB_ROUNDS rounds of one run per entry of AB_SETS, each with the flags
+  local scenario=$1; shift
+  local entries entry round flags
+  IFS=';' read -r -a entries <<< "${AB_SETS:-shipped}"
+  for round in $(seq 1 "${AB_ROUNDS:-1}"); do
+    for entry in "${entries[@]}"; do
+      read -r -a flags <<< "$entry"
+      [ "${flags[*]}" = shipped ] && flags=()
+      echo "$scenario round $round: ${flags[*]:-(shipped config)}" | log
+      TAIL=3 loadgen "$scenario" "$@" "${flags[@]}"
+    done
   done
+}
+
+if has aboffline; then
+  step "aboffline: ${AB_SETS:-shipped}, ${AB_ROUNDS:-1} round(s)"
+  ab_runs Offline
+fi
+
+if has abserver; then
+  step "abserver: ${AB_SETS:-shipped}, ${AB_ROUNDS:-1} round(s)${AB_SERVER_QPS:+ at $AB_SERVER_QPS}"
+  ab_runs Server ${AB_SERVER_QPS:+--server_target_qps "$AB_SERVER_QPS"}
 fi
 
 if has triton; then
