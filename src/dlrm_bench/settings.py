@@ -110,8 +110,9 @@ class Settings:
                                         "part-full batch leaves.")
     server_backlog_batch_size: int = setting(0, integer(0), RUN,
                                              "Server: with more than batch_size pairs queued, take up to this many "
-                                             "pairs at once (0: batch_size). A GPU runs larger batches at more pairs "
-                                             "per second, so a backlog after a host stall drains sooner.")
+                                             "pairs at once, as one batch (0: batch_size). A GPU runs larger batches "
+                                             "at more pairs per second, so a backlog after a host stall drains "
+                                             "sooner. The cuda engine computes at most gpu_batch_size at a time.")
     server_target_qps: float = setting(1.0, number(0, above=True), RUN,
                                        "Server: LoadGen's target rate, samples/s (`--server_target_qps` overrides).")
     offline_expected_qps: float = setting(1.0, number(0, above=True), RUN,
