@@ -9,16 +9,16 @@ here they run against `ModelledGpu`:
   CUDA-graph bucket that holds it and (fixed, rate) are fitted to measured Offline throughputs at two batch sizes
   (--offline-points; the default: an H100 at 1,048,576 and 524,288 pairs, docs/architecture.md);
 - each dispatch costs the host --dispatch-ms (measured median with CUDA graphs: 0.44-0.48 ms);
-- a stall profile slows the host calls (dispatches and the hand-back of results) inside its windows: "slow", a
-  30 ms window every ~1.75 s in which each call takes 10 ms more; "hole", a 500 ms freeze every ~20 s (calls wait
-  for its end); "none". LoadGen's own issuing is not slowed.
+- a stall profile slows the host calls (dispatches and the hand-back of results) inside its windows, a 30 ms
+  window every ~1.75 s in which each call takes 10 ms more ("slow"), 8 times as long ("slow8x") or waits for the
+  window's end ("steal"); or a 500 ms freeze every ~20 s ("hole"); or "none". LoadGen's own issuing is not slowed.
 
 To fit a 2-core machine, rates are scaled by --scale: the target QPS, the GPU's pair rate and the settings' batch
 sizes (batch_size, gpu_batch_size, server_backlog_batch_size) are multiplied by it, while samples keep their real
 sizes (MLPerf's aggregation trace) and every time (fill time of a batch, its GPU time, stalls, latencies) stays
 as at full scale. The numbers are a model's: they rank settings, they are not results.
 
-    python3 benchmarks/bench_server_model.py [--qps 745000] [--duration 60] [--repeats 3] [--stalls none,slow,hole]
+    python3 benchmarks/bench_server_model.py [--qps 745000] [--duration 60] [--repeats 3] [--stalls none,slow,...]
         [--compare KEY=VALUE[,KEY=VALUE...]] ... [--scale 0.125] [--out DIR]
 
 The baseline is the shipped H100x1 Server config (configs/dlrm); each --compare is that config with the given
@@ -98,12 +98,13 @@ def fit_batch_time(points: list[tuple[int, float]], pairs_per_sample: float) -> 
 @dataclass(frozen=True)
 class StallProfile:
     """Host stalls: a window of window_s about every period_s (start jittered by +-25%); a host call inside one
-    takes call_s more, or (call_s None) waits for the window's end."""
+    takes call_s more, or call_factor times as long, or (neither given) waits for the window's end."""
 
     name: str
     period_s: float = 0.0
     window_s: float = 0.0
     call_s: float | None = None
+    call_factor: float | None = None
 
     def windows(self, horizon_s: float, seed: int) -> list[tuple[float, float]]:
         """[(start, end)] relative to the run's start, up to horizon_s."""
@@ -120,8 +121,13 @@ class StallProfile:
 STALLS = {
     "none": StallProfile("none"),
     "slow": StallProfile("slow", period_s=1.75, window_s=0.030, call_s=0.010),
+    "slow8x": StallProfile("slow8x", period_s=1.75, window_s=0.030, call_factor=8.0),
+    "steal": StallProfile("steal", period_s=1.75, window_s=0.030),
     "hole": StallProfile("hole", period_s=20.0, window_s=0.500),
 }
+"""slow: dispatches of 5-15 ms instead of 0.5 in 20-40 ms stretches every 1.5-2 s; slow8x: the same stretches on a
+host whose vCPUs ran ~8x slower; steal: hypervisor steal filling the stretch; hole: a 0.5 s hole
+(docs/architecture.md, "Server's slow stretches")."""
 
 
 class HostStalls:
@@ -133,20 +139,25 @@ class HostStalls:
         self.windows = profile.windows(horizon_s, seed)
         self.starts = [w[0] for w in self.windows]
 
-    def delay(self, now: float) -> float:
-        """Extra seconds a host call that begins at `now` takes."""
+    def delay(self, now: float, host_s: float) -> float:
+        """Extra seconds a host call that begins at `now` and normally takes host_s takes."""
         i = bisect.bisect_right(self.starts, now - self.start) - 1
         if i < 0:
             return 0.0
         begin, end = self.windows[i]
         if now - self.start >= end:
             return 0.0
-        return self.profile.call_s if self.profile.call_s is not None else self.start + end - now
+        if self.profile.call_s is not None:
+            return self.profile.call_s
+        if self.profile.call_factor is not None:
+            return host_s * (self.profile.call_factor - 1.0)
+        return self.start + end - now
 
 
 class ModelledGpu(Engine):
     """One GPU as a queue: a batch occupies it for batch_time(its graph bucket) after its dispatch (dispatch_s of
-    host time, plus the stalls); its predictions (0.5 each) are handed back when it ends (plus the stalls)."""
+    host time, plus the stalls); its predictions (0.5 each) are handed back when it ends, plus the stalls of a
+    host call as long as a dispatch."""
 
     name = "modelled-gpu"
     pads_batches = True
@@ -183,12 +194,12 @@ class ModelledGpu(Engine):
 
     def predict_ranges_async(self, starts: np.ndarray, ends: np.ndarray) -> "Future[np.ndarray]":
         pairs = int((np.asarray(ends) - np.asarray(starts)).sum())
-        time.sleep(self.dispatch_s + self.stalls.delay(time.perf_counter()))
+        time.sleep(self.dispatch_s + self.stalls.delay(time.perf_counter(), self.dispatch_s))
         computed = self.padded(pairs)
         future: Future[np.ndarray] = Future()
         with self._cv:
             self.gpu_free = max(time.perf_counter(), self.gpu_free) + self.batch_time(computed)
-            due = self.gpu_free + self.stalls.delay(self.gpu_free)
+            due = self.gpu_free + self.stalls.delay(self.gpu_free, self.dispatch_s)
             self.computed_pairs += computed
             self.real_pairs += pairs
             self._count += 1
@@ -298,7 +309,8 @@ def main() -> int:
     ap.add_argument("--qps", type=float, default=745_000, help="Server target, samples/s at full scale")
     ap.add_argument("--duration", type=float, default=60.0, help="LoadGen min_duration per run, seconds")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds")
-    ap.add_argument("--stalls", type=stall_names, default="none,slow,hole", help=f"of {', '.join(STALLS)}")
+    ap.add_argument("--stalls", type=stall_names, default="none,slow,slow8x,steal",
+                    help=f"of {', '.join(STALLS)}")
     ap.add_argument("--compare", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE...]",
                     help="a variant: the shipped config with these settings (repeatable)")
     ap.add_argument("--scale", type=float, default=0.125, help="rates and batch sizes times this (0 < scale <= 1)")

@@ -34,12 +34,15 @@ def test_stalls_slow_or_freeze_the_calls_inside_their_windows() -> None:
     freeze = bsm.HostStalls(bsm.StallProfile("hole", period_s=1.0, window_s=0.5), 100.0, 10.0, seed=3)
     begin, end = freeze.windows[0]
     assert 0.75 <= begin <= 1.25 and end == pytest.approx(begin + 0.5)
-    assert freeze.delay(100.0 + begin - 0.01) == 0.0
-    assert freeze.delay(100.0 + begin + 0.1) == pytest.approx(0.4)
-    assert freeze.delay(100.0 + end + 0.01) == 0.0
+    assert freeze.delay(100.0 + begin - 0.01, 0.001) == 0.0
+    assert freeze.delay(100.0 + begin + 0.1, 0.001) == pytest.approx(0.4)
+    assert freeze.delay(100.0 + end + 0.01, 0.001) == 0.0
     slow = bsm.HostStalls(bsm.StallProfile("slow", period_s=1.0, window_s=0.03, call_s=0.01), 0.0, 10.0, seed=3)
-    assert slow.delay(slow.windows[2][0] + 0.02) == 0.01
-    assert bsm.HostStalls(bsm.STALLS["none"], 0.0, 10.0, seed=3).delay(5.0) == 0.0
+    assert slow.delay(slow.windows[2][0] + 0.02, 0.001) == 0.01
+    times = bsm.HostStalls(bsm.StallProfile("x", period_s=1.0, window_s=0.03, call_factor=8.0), 0.0, 10.0, seed=3)
+    assert times.delay(times.windows[1][0] + 0.001, 0.002) == pytest.approx(0.014)
+    assert times.delay(times.windows[1][1] + 0.001, 0.002) == 0.0
+    assert bsm.HostStalls(bsm.STALLS["none"], 0.0, 10.0, seed=3).delay(5.0, 0.001) == 0.0
 
 
 def test_batches_are_padded_to_buckets_and_queue_on_the_gpu() -> None:
