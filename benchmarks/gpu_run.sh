@@ -22,7 +22,7 @@
 #             config as it is), e.g. AB_SETS="shipped;--set cuda_graphs=false;shipped"; the list AB_ROUNDS times
 #             (default 1), so the entries interleave
 #   abserver  the same for Server, at AB_SERVER_QPS (default: the config's target), e.g. 10 rounds of
-#             AB_SETS="shipped;--set server_backlog_batch_size=1048576 --set gpu_batch_size=1048576" AB_ROUNDS=10:
+#             AB_SETS="shipped;--set server_backlog_batch_size=1048576 ..." AB_ROUNDS=10:
 #             every run, VALID or not, with its p99 in results.txt
 #   triton    benchmarks/bench_triton_server.py on criteo-tb-random: in-process against Triton Inference Server,
 #             Offline and Server at TRITON_QPS (default 300000; a comma list sweeps); TRITON_ARGS adds flags.
