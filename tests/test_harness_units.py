@@ -147,3 +147,14 @@ def test_a_server_batch_that_fills_slower_than_the_wait_is_named() -> None:
     assert batch_fill_note(1048576, 8.0, 736000, 270.0) is None
     assert batch_fill_note(524288, 5.0, 736000, 270.0) is None
     assert batch_fill_note(524288, 5.0, 0, 270.0) is None
+
+
+def test_batches_larger_than_the_engine_computes_at_once_are_named() -> None:
+    from dlrm_bench.harness.sut import batch_pieces_note, take_policy
+
+    backlog = take_policy("Server", Settings(batch_size=524288, server_backlog_batch_size=1048576))
+    note = batch_pieces_note(backlog.batch_pairs, 524288)
+    assert note is not None and "1,048,576 pairs" in note and "at most 524,288" in note and "gpu_batch_size" in note
+    assert batch_pieces_note(backlog.batch_pairs, 1048576) is None
+    assert batch_pieces_note(backlog.batch_pairs, None) is None  # an engine without a limit (cpu, reference)
+    assert batch_pieces_note(take_policy("Offline", Settings(batch_size=1048576)).batch_pairs, 524288) is not None

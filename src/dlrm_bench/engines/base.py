@@ -99,6 +99,9 @@ class Engine(abc.ABC):
     pads_batches: bool = False
     """True when the engine computes fixed batch sizes and pads a part-full batch (the CUDA engine's graph
     buckets): then batches that leave part-full waste work, and the harness warns about settings that cause it."""
+    max_batch_pairs: int | None = None
+    """The most pairs the engine computes at once (None: no limit); it runs a larger batch in pieces of this size,
+    one after another, and the harness warns about settings that send such batches."""
 
     def __init__(self) -> None:
         self.split: Split | None = None

@@ -34,7 +34,7 @@ from dlrm_bench.harness.loadgen_settings import (Overrides, build_test_settings,
 from dlrm_bench.harness.logs import make_run_root, remove_if_empty, run_dir, update_latest
 from dlrm_bench.harness.qsl import SampleLibrary
 from dlrm_bench.harness.qdl import QueryDispatchSUT, make_system
-from dlrm_bench.harness.sut import Counters, batch_fill_note
+from dlrm_bench.harness.sut import BatchingSUT, Counters, batch_fill_note, batch_pieces_note
 from dlrm_bench.inputs import resolve_inputs
 from dlrm_bench.loadgen_logs import loadgen_metrics, mark_failed, read_detail_log
 from dlrm_bench.mlperf_rules import judged_by_absolute_auc, round_name, target_fraction
@@ -154,6 +154,10 @@ def run_loadgen(ctx: RunContext, engine: Engine, scenario: str, mode: str, setti
                                qsl.mean_pairs_per_sample) if scenario == "Server" and engine.pads_batches else None
         if note:
             print(note, flush=True)
+        pieces = batch_pieces_note(sut.policy.batch_pairs, engine.max_batch_pairs) \
+            if isinstance(sut, BatchingSUT) else None
+        if pieces:
+            print(f"{scenario}: {pieces}", flush=True)
         t0 = time.perf_counter()
         host_before = HostSample()
         with ticking(f"{scenario} {mode}", sut.counters, on_failure=on_failure):

@@ -143,6 +143,16 @@ def batch_fill_note(batch_size: int, max_wait_ms: float, target_qps: float, pair
             f"batches leave ~{full:.0f}% full. Raise server_max_wait_ms above {fill_ms:.1f} or lower batch_size.")
 
 
+def batch_pieces_note(batch_pairs: int, engine_pairs: int | None) -> str | None:
+    """A warning when the harness may send batches of `batch_pairs` pairs to an engine that computes at most
+    `engine_pairs` at once (None: no limit): such a batch runs in pieces, so the larger batch gains nothing."""
+    if engine_pairs is None or batch_pairs <= engine_pairs:
+        return None
+    return (f"batches of up to {batch_pairs:,} pairs (batch_size / server_backlog_batch_size) but the engine "
+            f"computes at most {engine_pairs:,} at once (gpu_batch_size): larger batches run in pieces. Raise "
+            f"gpu_batch_size to {batch_pairs:,} or lower the batch settings.")
+
+
 class BatchingSUT:
     """The SUT of every scenario: a batcher thread takes samples from the queue by `policy`, cuts them in
     LoadGen's order into batches of at most `policy.batch_pairs` pairs and keeps `inflight_batches` in the engine;

@@ -101,6 +101,7 @@ class CudaEngine(Engine):
         self.dev = torch.device("cuda", device_index)
         torch.cuda.set_device(self.dev)
         self.max_pairs = settings.gpu_batch_size
+        self.max_batch_pairs = self.max_pairs
         self.start_from_device = settings.start_from_device
         qm = model.quantized
         cards = [int(c) for c in np.diff(np.append(model.table_offsets, model.tables.shape[0]))]

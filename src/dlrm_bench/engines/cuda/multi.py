@@ -39,6 +39,7 @@ class MultiGpuEngine(Engine):
         self.outstanding = [0] * gpus
         self.lock = threading.Lock()
         self.pads_batches = first.pads_batches
+        self.max_batch_pairs = first.max_batch_pairs
 
     @property
     def device(self) -> str:
