@@ -83,7 +83,7 @@ class BatchTime:
 
 def fit_batch_time(points: list[tuple[int, float]], pairs_per_sample: float) -> BatchTime:
     """(batch pairs, Offline samples/s) at two batch sizes -> the line through their per-batch times."""
-    (b1, s1), (b2, s2) = sorted(points)[:1] + sorted(points)[-1:]
+    (b1, s1), (b2, s2) = sorted(points)
     if b1 == b2:
         raise UserError(f"--offline-points: need two different batch sizes, got {points}")
     t1, t2 = b1 / (s1 * pairs_per_sample), b2 / (s2 * pairs_per_sample)
@@ -218,7 +218,11 @@ class ModelledGpu(Engine):
                     self._cv.wait(wait)
                     continue
                 _, _, future, pairs = heapq.heappop(self._due)
-                future.set_result(np.full(pairs, 0.5, dtype=np.float32))
+                self._cv.release()  # the future's callbacks (the SUT's completion) run without the lock
+                try:
+                    future.set_result(np.full(pairs, 0.5, dtype=np.float32))
+                finally:
+                    self._cv.acquire()
 
     def close(self) -> None:
         with self._cv:
@@ -290,7 +294,7 @@ def offline_points(text: str) -> list[tuple[int, float]]:
         points = [(int(b), float(s)) for b, s in (item.split(":") for item in text.split(",") if item)]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected PAIRS:SAMPLES_PER_S,PAIRS:SAMPLES_PER_S, got {text!r}") from None
-    if len(points) < 2 or any(b <= 0 or s <= 0 for b, s in points):
+    if len(points) != 2 or any(b <= 0 or s <= 0 for b, s in points):
         raise argparse.ArgumentTypeError(f"expected two positive PAIRS:SAMPLES_PER_S points, got {text!r}")
     return points
 

@@ -49,8 +49,8 @@ def test_without_a_gpu_it_says_so(monkeypatch, capsys, tmp_path) -> None:
 
 
 def test_a_bad_compare_value_names_compare(monkeypatch, capsys) -> None:
-    err = refusal(bench_cuda.main, ["bench_cuda.py", "--sustain", "1", "--compare", "interaction_pairs_per_warp=0"], monkeypatch,
-                  capsys)
+    argv = ["bench_cuda.py", "--sustain", "1", "--compare", "interaction_pairs_per_warp=0"]
+    err = refusal(bench_cuda.main, argv, monkeypatch, capsys)
     message = err.strip().splitlines()[-1]
     assert message == ("bench_cuda.py: error: --compare: setting 'interaction_pairs_per_warp' is 0: expected an "
                        "integer from 1 to 64")

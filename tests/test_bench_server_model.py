@@ -82,6 +82,7 @@ def test_a_short_run_writes_its_runs_and_summary(tmp_path: Path, monkeypatch, ca
     (["--stalls", "often"], "unknown stall profile often"),
     (["--compare", "batch_size=0"], "--compare: setting 'batch_size' is 0"),
     (["--offline-points", "1048576:759271"], "two positive PAIRS:SAMPLES_PER_S points"),
+    (["--offline-points", "1:1,2:2,3:3"], "two positive PAIRS:SAMPLES_PER_S points"),
     (["--scale", "2"], "0 < --scale <= 1"),
 ])
 def test_bad_arguments_are_refused_by_name(argv: list[str], expected: str, monkeypatch, capsys) -> None:
